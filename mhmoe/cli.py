@@ -1,0 +1,44 @@
+"""``mhmoe`` console script: a thin dispatcher to one module per subcommand.
+
+Each subcommand lives in ``mhmoe.commands.<name>`` and exposes ``main(argv) -> int``; modules are
+imported lazily so ``mhmoe budget`` does not pay for Lightning or MLflow imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "budget": ("mhmoe.commands.budget", "FLOP/parameter budget table for a preset"),
+    "smoke": ("mhmoe.commands.smoke", "budget table + forward/backward of every variant"),
+    "train": ("mhmoe.commands.train", "train one model, tracked in MLflow"),
+    "sweep": ("mhmoe.commands.sweep", "plan/submit/work/run/status an Optuna sweep"),
+    "report": ("mhmoe.commands.report", "figures and tables for a sweep"),
+    "eval": ("mhmoe.commands.eval", "lm-eval-harness evaluation of a checkpoint"),
+    "ui": ("mhmoe.commands.ui", "start the MLflow UI on 127.0.0.1"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: mhmoe COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines.append("\n`mhmoe COMMAND --help` describes each command.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"mhmoe: unknown command {name!r}; choose one of {sorted(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``mhmoe`` subcommand, each with ``main(argv) -> int``."""

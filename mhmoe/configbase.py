@@ -1,0 +1,207 @@
+"""Shared machinery for the frozen config dataclasses: errors, field checks, dotted overrides.
+
+Every component config is a ``@dataclass(frozen=True, kw_only=True)`` that validates itself in
+``__post_init__`` and raises :class:`ConfigError` naming the dotted field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the dotted field and what is allowed."""
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not allowed; choose one of {allowed}")
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name}={value!r} must be {bound}")
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """Convert a YAML/CLI value to the field's declared type, or raise ConfigError."""
+    origin = get_origin(annotation)
+    if annotation is Any:
+        return value
+    if origin is Literal:
+        allowed = list(get_args(annotation))
+        if value not in allowed:
+            raise ConfigError(f"{name}={value!r} is not allowed; choose one of {allowed}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(name, value, option)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{name}={value!r} has the wrong type")
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}={value!r} must be a list")
+        args = get_args(annotation)
+        inner = args[0] if args else Any
+        return tuple(_coerce(f"{name}[{i}]", v, inner) for i, v in enumerate(value))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{name}={value!r} must be a bool (true/false)")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}={value!r} must be an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{name}={value!r} must be an integer")
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}={value!r} must be a number")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{name}={value!r} must be a number")
+    if annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{name}={value!r} must be a string")
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if isinstance(value, Mapping):
+            return from_dict(annotation, value, prefix=name)
+        raise ConfigError(f"{name} must be a mapping of {annotation.__name__} fields")
+    return value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "") -> T:
+    """Build a (nested) config dataclass from plain data, naming unknown keys."""
+    hints = _field_types(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            raise ConfigError(f"unknown config key {full!r}; valid keys here: {sorted(names)}")
+        kwargs[key] = _coerce(full, value, hints[key])
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples become lists) for YAML/JSON and checkpoints."""
+
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, tuple):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(config)
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted ``{"moe.heads": 3, ...}`` view of a nested config, for MLflow params."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, key + "."))
+        else:
+            out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def valid_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key a config class accepts."""
+    hints = _field_types(cls)
+    keys = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        annotation = hints[f.name]
+        if dataclasses.is_dataclass(annotation):
+            keys.extend(valid_keys(annotation, f"{prefix}{f.name}."))
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def parse_value(text: str) -> Any:
+    """CLI ``key=value`` text to a Python value using YAML scalars (``true``, ``3``, ``1.58``)."""
+    import yaml
+
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(cls: type[T], base: Mapping[str, Any], overrides: Mapping[str, Any]) -> T:
+    """Merge dotted overrides over a nested dict and build ``cls``; unknown keys fail listing valid ones."""
+    allowed = set(valid_keys(cls))
+    merged = to_dict(base) if dataclasses.is_dataclass(base) else _deepcopy(base)
+    for key, value in overrides.items():
+        if key not in allowed:
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {sorted(allowed)}")
+        node = merged
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return from_dict(cls, merged)
+
+
+def _deepcopy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deepcopy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def nested_from_dotted(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out

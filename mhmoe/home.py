@@ -1,0 +1,42 @@
+"""The mhmoe home: one directory that holds every cache and store of an environment.
+
+Data and tokenizer caches, the default SQLite tracking store, checkpoints and sweep storage all
+live under it, so pointing ``MHMOE_HOME`` somewhere else isolates a whole environment (tests do
+exactly that with a temporary directory).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_VAR = "MHMOE_HOME"
+DEFAULT_HOME = Path("~/.cache/mhmoe")
+
+
+def mhmoe_home() -> Path:
+    """Return the home directory, creating it on first use."""
+    home = Path(os.environ.get(ENV_VAR) or DEFAULT_HOME).expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def home_subdir(*parts: str) -> Path:
+    """A named directory under the home (``data``, ``tokenizers``, ``checkpoints``, ...)."""
+    path = mhmoe_home().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_tracking_uri() -> str:
+    """SQLite MLflow store inside the home; ``MLFLOW_TRACKING_URI`` wins when set."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mhmoe_home() / 'mlflow.db'}"
+
+
+def default_artifact_root() -> str:
+    return (home_subdir("mlartifacts")).as_uri()
+
+
+def default_sweep_storage() -> str:
+    """SQLite Optuna storage inside the home."""
+    return f"sqlite:///{mhmoe_home() / 'optuna.db'}"
