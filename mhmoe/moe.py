@@ -1,0 +1,104 @@
+"""The routed FFN for every MoE variant: SMoE, fine-grained SMoE and MH-MoE (PAPER.md 1.3).
+
+MH-MoE: head Linear(D, D) -> split each token into H sub-tokens of size D/H -> top-k routing of
+every sub-token -> SwiGLU experts -> gate-weighted sum -> concat -> merge Linear(D, D). With
+H = 1 and head/merge off this is exactly a plain SMoE. The residual is added by the block.
+
+Shape legend: B batch, T sequence, D model dim, N = B*T tokens, H MH-MoE heads, d = D/H,
+S = N*H routed sub-tokens, E experts, K top-k, A routed assignments.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mhmoe.config import MoEConfig
+from mhmoe.experts import GroupedExperts
+from mhmoe.layers import SwiGLU, tag
+from mhmoe.routing import (
+    RoutingStats,
+    Router,
+    capacity_keep_mask,
+    expert_capacity,
+    load_balancing_loss,
+    router_z_loss,
+    routing_stats,
+    top_k_gates,
+)
+
+
+class MoELayer(nn.Module):
+    """Top-k routed SwiGLU experts over H sub-tokens, with optional head/merge and shared expert."""
+
+    def __init__(self, d_model: int, moe: MoEConfig, ffn: str) -> None:
+        super().__init__()
+        self.cfg = moe
+        self.heads = moe.heads
+        d_sub = d_model // moe.heads
+        self.head = self._projection(d_model, moe.uses_head_proj(ffn), gain=2**-0.5, zero_bias=False)
+        self.merge = self._projection(d_model, moe.uses_merge_proj(ffn), gain=1.0, zero_bias=True)
+        self.router = Router(d_sub, moe.num_experts)
+        self.experts = GroupedExperts(moe.num_experts, d_sub, moe.expert_d_ff, moe.dispatch)
+        self.shared = SwiGLU(d_model, moe.shared_expert_d_ff) if moe.shared_expert_d_ff else None
+        # Training-only load counter (sub-token assignments per expert); eval never touches it.
+        self.register_buffer("train_tokens_per_expert", torch.zeros(moe.num_experts), persistent=False)
+
+    @staticmethod
+    def _projection(d_model: int, enabled: bool, gain: float, zero_bias: bool) -> nn.Module:
+        if not enabled:
+            return nn.Identity()
+        proj = tag(nn.Linear(d_model, d_model, bias=True), "head_merge")
+        nn.init.xavier_uniform_(proj.weight, gain=gain)  # official init: head 1/sqrt(2), merge 1
+        if zero_bias:
+            nn.init.zeros_(proj.bias)
+        return proj
+
+    def forward(self, x_BTD: torch.Tensor) -> tuple[torch.Tensor, RoutingStats]:
+        B, T, D = x_BTD.shape
+        x_ND = x_BTD.reshape(B * T, D)
+        x_Sd = self.head(x_ND).reshape(B * T * self.heads, D // self.heads)  # token-major sub-tokens
+        y_Sd, stats = self._route_and_compute(x_Sd)
+        y_ND = self.merge(y_Sd.reshape(B * T, D))  # concat the H sub-token outputs, then merge
+        if self.shared is not None:
+            y_ND = y_ND + self.shared(x_ND)
+        return y_ND.view(B, T, D), stats
+
+    def _capacity_mask(self, experts_SK: torch.Tensor) -> torch.Tensor | None:
+        cfg = self.cfg
+        if cfg.capacity_mode != "capacity" or not (self.training or cfg.drop_at_eval):
+            return None
+        capacity = expert_capacity(experts_SK.shape[0], cfg.num_experts, cfg.top_k, cfg.capacity_factor)
+        return capacity_keep_mask(experts_SK, cfg.num_experts, capacity)
+
+    def _route_and_compute(self, x_Sd: torch.Tensor) -> tuple[torch.Tensor, RoutingStats]:
+        cfg = self.cfg
+        S, d = x_Sd.shape
+        K = cfg.top_k
+        logits_SE = self.router(x_Sd)
+        probs_SE, gates_SK, experts_SK = top_k_gates(logits_SE, K, cfg.normalize_gates)
+        aux_loss, z_loss = load_balancing_loss(probs_SE, experts_SK), router_z_loss(logits_SE)
+        keep_SK = self._capacity_mask(experts_SK)
+
+        # Assignment a = s*K + k. Sort the kept assignments by expert (stable: token order within).
+        expert_A = experts_SK.reshape(-1)
+        assignment_A = torch.arange(S * K, device=x_Sd.device)
+        if keep_SK is not None:
+            assignment_A = assignment_A[keep_SK.reshape(-1)]
+            expert_A = expert_A[assignment_A]
+        order_A = torch.argsort(expert_A, stable=True)
+        assignment_sorted_A = assignment_A[order_A]
+        counts_E = torch.bincount(expert_A, minlength=cfg.num_experts)
+
+        y_Ad = self.experts(x_Sd[assignment_sorted_A // K], counts_E)
+        y_Ad = y_Ad * gates_SK.reshape(-1)[assignment_sorted_A].unsqueeze(-1).to(y_Ad.dtype)
+        # Deterministic combine: every assignment owns one row, so a scatter then a sum over K.
+        combined_SKd = y_Ad.new_zeros(S * K, d).index_put((assignment_sorted_A,), y_Ad)
+        y_Sd = combined_SKd.view(S, K, d).sum(dim=1)
+
+        stats = routing_stats(
+            logits_SE, probs_SE, experts_SK, keep_SK, self.heads, cfg.activation_threshold, aux_loss, z_loss
+        )
+        if self.training:
+            self.train_tokens_per_expert += stats.tokens_per_expert
+        return y_Sd.to(x_Sd.dtype), stats

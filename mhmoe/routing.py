@@ -1,0 +1,139 @@
+"""Top-k routing over (sub-)tokens: gates, capacity, load-balancing losses and telemetry.
+
+Shape legend: S routed (sub-)tokens, E experts, K top-k, N whole tokens, H MH-MoE heads.
+Every statistic stays a detached device tensor, so routing adds no host sync to the hot path;
+the training loop decides when to read them. Definitions of every statistic: docs/ROUTING.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class RoutingStats:
+    """Routing telemetry of one MoE layer for one forward pass (0-d tensors unless noted)."""
+
+    tokens_per_expert: torch.Tensor
+    """(E,) assignments routed to each expert (all k choices, before capacity dropping)."""
+    load_imbalance: torch.Tensor
+    """max / mean of tokens_per_expert; 1.0 is perfectly balanced."""
+    entropy: torch.Tensor
+    """Mean over sub-tokens of the router distribution's entropy (nats)."""
+    activation_ratio: torch.Tensor
+    """Fraction of experts whose load is >= activation_threshold x the uniform share."""
+    dropped_frac: torch.Tensor
+    """Fraction of assignments dropped by the capacity rule (0 when dropless)."""
+    divergence: torch.Tensor
+    """Mean over tokens of distinct top-1 experts among the token's H sub-tokens (1..H)."""
+    divergence_hist: torch.Tensor
+    """(H,) count of tokens whose sub-tokens reached j+1 distinct top-1 experts."""
+    aux_loss: torch.Tensor
+    """Unscaled GShard/Switch load-balancing loss E * sum_e mean_prob_e * frac_top1_e (min 1).
+    Differentiable (the training objective uses it); detach before logging."""
+    z_loss: torch.Tensor
+    """Unscaled router z-loss mean(logsumexp(logits)^2)."""
+
+
+class Router(nn.Module):
+    """Linear router (no bias) whose logits and softmax run in fp32, as the official code."""
+
+    quant_role = "router"
+
+    def __init__(self, d_in: int, num_experts: int) -> None:
+        super().__init__()
+        self.gate = nn.Linear(d_in, num_experts, bias=False)
+        self.gate.quant_role = "router"
+
+    def forward(self, x_SD: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x_SD.device.type, enabled=False):
+            return F.linear(x_SD.float(), self.gate.weight.float())  # (S, E) fp32 logits
+
+
+def top_k_gates(
+    logits_SE: torch.Tensor, top_k: int, normalize: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Softmax over all experts, take the top k; renormalise the k gates when k > 1 and asked."""
+    probs_SE = logits_SE.softmax(dim=-1)
+    gates_SK, experts_SK = probs_SE.topk(top_k, dim=-1)
+    if normalize and top_k > 1:
+        gates_SK = gates_SK / gates_SK.sum(dim=-1, keepdim=True)
+    return probs_SE, gates_SK, experts_SK
+
+
+def load_balancing_loss(probs_SE: torch.Tensor, experts_SK: torch.Tensor) -> torch.Tensor:
+    """Official gshard_loss: E * sum_e mean_prob_e * frac_top1_e; only the top-1 choice counts."""
+    S, E = probs_SE.shape
+    frac_top1_E = torch.bincount(experts_SK[:, 0], minlength=E).to(probs_SE.dtype) / S
+    return E * (probs_SE.mean(dim=0) * frac_top1_E).sum()
+
+
+def router_z_loss(logits_SE: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(logits_SE, dim=-1).pow(2).mean()
+
+
+def expert_capacity(num_routed: int, num_experts: int, top_k: int, factor: float) -> int:
+    """Official rule: capacity = k * ceil(S / E), scaled by the capacity factor."""
+    return max(1, int(top_k * math.ceil(num_routed / num_experts) * factor))
+
+
+def capacity_keep_mask(experts_SK: torch.Tensor, num_experts: int, capacity: int) -> torch.Tensor:
+    """(S, K) bool: which assignments fit, first-come in token order, k-th choices behind (k-1)-th.
+
+    A stable sort of the k-major flattened choices by expert gives each assignment its queue
+    position inside its expert without any one-hot tensor.
+    """
+    S, K = experts_SK.shape
+    flat_KS = experts_SK.t().reshape(-1)  # all 1st choices in token order, then all 2nd ...
+    order = torch.argsort(flat_KS, stable=True)
+    counts_E = torch.bincount(flat_KS, minlength=num_experts)
+    starts_E = torch.cumsum(counts_E, 0) - counts_E
+    position_sorted = torch.arange(flat_KS.numel(), device=flat_KS.device) - starts_E[flat_KS[order]]
+    position_KS = torch.empty_like(position_sorted)
+    position_KS[order] = position_sorted
+    return (position_KS < capacity).view(K, S).t()
+
+
+def sub_token_divergence(top1_NH: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct experts among each token's H sub-token top-1 choices: (mean, (H,) histogram)."""
+    N, H = top1_NH.shape
+    sorted_NH = top1_NH.sort(dim=1).values
+    distinct_N = 1 + (sorted_NH[:, 1:] != sorted_NH[:, :-1]).sum(dim=1)
+    hist_H = torch.bincount(distinct_N - 1, minlength=H)
+    return distinct_N.float().mean(), hist_H
+
+
+@torch.no_grad()
+def routing_stats(
+    logits_SE: torch.Tensor,
+    probs_SE: torch.Tensor,
+    experts_SK: torch.Tensor,
+    keep_SK: torch.Tensor | None,
+    heads: int,
+    activation_threshold: float,
+    aux_loss: torch.Tensor,
+    z_loss: torch.Tensor,
+) -> RoutingStats:
+    S, E = probs_SE.shape
+    assignments = experts_SK.numel()
+    tokens_E = torch.bincount(experts_SK.reshape(-1), minlength=E).float()
+    uniform = assignments / E
+    entropy = -(probs_SE * torch.log(probs_SE.clamp_min(1e-20))).sum(-1).mean()
+    dropped = probs_SE.new_zeros(()) if keep_SK is None else 1.0 - keep_SK.float().mean()
+    divergence, hist = sub_token_divergence(experts_SK[:, 0].view(S // heads, heads))
+    return RoutingStats(
+        tokens_per_expert=tokens_E,
+        load_imbalance=tokens_E.max() / uniform,
+        entropy=entropy,
+        activation_ratio=(tokens_E >= activation_threshold * uniform).float().mean(),
+        dropped_frac=dropped,
+        divergence=divergence,
+        divergence_hist=hist,
+        aux_loss=aux_loss,
+        z_loss=z_loss,
+    )

@@ -1,0 +1,213 @@
+"""The full run config: architecture + optimisation + training loop + data + seed.
+
+Resolution order is preset -> config file (YAML) -> dotted CLI overrides; unknown keys fail with
+the list of valid keys before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mhmoe.config import ModelConfig, MoEConfig, QuantConfig, check_architecture, variant_label
+from mhmoe.configbase import (
+    ConfigError,
+    apply_overrides,
+    check,
+    check_choice,
+    check_positive,
+    flatten,
+    from_dict,
+    nested_from_dotted,
+    to_dict,
+    valid_keys,
+)
+from mhmoe.data.config import DataConfig
+from mhmoe.presets import preset
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """AdamW with linear warmup then linear decay (paper recipe, PAPER.md 3.1)."""
+
+    lr: float = 6e-4
+    """Peak learning rate."""
+    betas: tuple[float, ...] = (0.9, 0.95)
+    """Adam betas."""
+    eps: float = 1e-6
+    """Adam epsilon."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay, applied to matrices only (not norms, biases)."""
+    grad_clip: float = 2.0
+    """Gradient-norm clip; 0 disables."""
+    warmup_steps: int = 375
+    """Linear warmup steps."""
+    min_lr_ratio: float = 0.05
+    """Final LR as a fraction of peak after linear decay (paper: 3e-5 / 6e-4 = 0.05)."""
+
+    def __post_init__(self) -> None:
+        check_positive("optim.lr", self.lr)
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+              f"optim.betas={list(self.betas)} must be two numbers in [0, 1)")
+        check_positive("optim.eps", self.eps)
+        check_positive("optim.weight_decay", self.weight_decay, allow_zero=True)
+        check_positive("optim.grad_clip", self.grad_clip, allow_zero=True)
+        check_positive("optim.warmup_steps", self.warmup_steps, allow_zero=True)
+        check(0 <= self.min_lr_ratio <= 1, f"optim.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """The training loop: sizes, intervals, precision, devices."""
+
+    max_steps: int = 1000
+    """Optimizer steps (one batch each)."""
+    batch_size: int = 16
+    """Sequences per step."""
+    seq_len: int = 256
+    """Tokens per training sequence (<= model.max_seq_len)."""
+    val_every: int = 250
+    """Validate every N steps (and always at the end)."""
+    val_max_windows: int = 64
+    """Validation windows per validation set (fixed, identical for every run)."""
+    log_every: int = 10
+    """Log train/* and perf/* every N steps."""
+    routing_every: int = 50
+    """Log per-layer routing telemetry every N steps."""
+    checkpoint_every: int = 0
+    """Save a resumable checkpoint every N steps (0 = at each validation)."""
+    precision: str = "auto"
+    """auto (fp32 on CPU, bf16-mixed on GPU), 32-true, bf16-mixed, 16-mixed."""
+    accelerator: str = "auto"
+    """Lightning accelerator: auto, cpu, gpu."""
+    num_threads: int = 0
+    """torch CPU threads; 0 = leave torch's default."""
+    compile: bool = False
+    """torch.compile the model."""
+    peak_flops: float = 0.0
+    """Device peak FLOP/s for MFU; 0 = measure an fp32/bf16 matmul at start-up."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "seq_len", "val_every", "val_max_windows", "log_every", "routing_every"):
+            check_positive(f"train.{name}", getattr(self, name))
+        check_positive("train.checkpoint_every", self.checkpoint_every, allow_zero=True)
+        check_choice("train.precision", self.precision, ("auto", "32-true", "bf16-mixed", "16-mixed"))
+        check_choice("train.accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda"))
+        check_positive("train.num_threads", self.num_threads, allow_zero=True)
+        check_positive("train.peak_flops", self.peak_flops, allow_zero=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything that defines one training run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    moe: MoEConfig = field(default_factory=MoEConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    seed: int = 0
+    """Seed for init, data order and dropout-free training."""
+
+    def __post_init__(self) -> None:
+        check_architecture(self.model, self.moe, self.quant)
+        check(
+            self.train.seq_len <= self.model.max_seq_len,
+            f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}",
+        )
+
+    @property
+    def variant(self) -> str:
+        return variant_label(self.model, self.moe) + ("" if not self.quant.enabled else f"+w{self.quant.weight_bits:g}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def flat(self) -> dict[str, Any]:
+        return flatten(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def config_hash(self) -> str:
+        """Stable short hash of the resolved config: identifies a sweep grid point."""
+        payload = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        return from_dict(cls, data)
+
+
+def run_config_keys() -> list[str]:
+    return valid_keys(RunConfig)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file as nested overrides (dotted top-level keys allowed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of config sections")
+    return data
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_run_config(
+    preset_name: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
+    """preset -> file -> dotted overrides, validated; unknown keys list the valid ones."""
+    nested: dict[str, Any] = preset(preset_name) if preset_name else {}
+    if config_file:
+        file_data = load_config_file(config_file)
+        dotted = {k: v for k, v in file_data.items() if "." in k}
+        plain = {k: v for k, v in file_data.items() if "." not in k}
+        nested = _merge(nested, plain)
+        nested = _merge(nested, nested_from_dotted(dotted))
+    _reject_unknown_nested(nested)
+    return apply_overrides(RunConfig, nested, overrides or {})
+
+
+def _reject_unknown_nested(nested: dict[str, Any], prefix: str = "") -> None:
+    keys = set(run_config_keys())
+    sections = {k.split(".")[0] for k in keys}
+    for key, value in nested.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and full in sections:
+            for sub in value:
+                if f"{full}.{sub}" not in keys:
+                    raise ConfigError(f"unknown config key {full + '.' + sub!r}; valid keys: {sorted(keys)}")
+        elif full not in keys:
+            raise ConfigError(f"unknown config key {full!r}; valid keys: {sorted(keys)}")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["moe.heads=3", "quant.weight_bits=1.58"]`` -> dict with YAML-typed values."""
+    from mhmoe.configbase import parse_value
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. moe.heads=3)")
+        key, _, text = item.partition("=")
+        out[key.strip()] = parse_value(text)
+    return out

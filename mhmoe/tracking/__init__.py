@@ -1,0 +1,1 @@
+"""MLflow tracking: naming conventions, logger construction and run helpers."""

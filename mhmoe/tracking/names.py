@@ -1,0 +1,65 @@
+"""The MLflow naming contract shared by training, sweeps, evaluation and analysis.
+
+Everything that writes to or reads from MLflow goes through these names, so a report can find
+every number it shows and the MLflow UI groups runs the same way for every tool.
+
+Runs
+    A training run has tag ``mhmoe.role = train`` (or ``trial`` inside a sweep). A sweep has one
+    parent run (``mhmoe.role = sweep``) and one child run per trial (MLflow's
+    ``mlflow.parentRunId``), all tagged ``mhmoe.sweep = <sweep name>``.
+Params
+    The flattened resolved config (``model.ffn``, ``moe.heads``, ``quant.weight_bits``, ``seed``
+    ...) plus ``budget.*`` numbers from :mod:`mhmoe.budget`.
+Metrics
+    ``train/*``, ``val/<set>/{loss,ppl}``, ``val/tokens``, ``perf/*``,
+    ``routing/layer_<block>/<stat>`` and ``routing/mean/<stat>``, ``eval/<task>/<metric>``.
+Artifacts
+    ``config.yaml`` (resolved config), ``routing/load_step<step>.npy`` (MoE layers x experts
+    assignment counts over one validation pass, float64), ``routing/divergence_step<step>.npy``
+    (MoE layers x heads: count of tokens whose h sub-tokens reached j+1 distinct experts).
+"""
+
+from __future__ import annotations
+
+TAG_ROLE = "mhmoe.role"
+TAG_SWEEP = "mhmoe.sweep"
+TAG_VARIANT = "mhmoe.variant"
+TAG_POINT = "mhmoe.point"
+TAG_SEED = "mhmoe.seed"
+TAG_TRIAL = "mhmoe.trial"
+TAG_CONFIG_HASH = "mhmoe.config_hash"
+TAG_ATTEMPT = "mhmoe.attempt"
+TAG_GIT_COMMIT = "mhmoe.git_commit"
+TAG_CHECKPOINT = "mhmoe.checkpoint"
+TAG_PRESET = "mhmoe.preset"
+
+ROLE_TRAIN = "train"
+ROLE_TRIAL = "trial"
+ROLE_SWEEP = "sweep"
+
+ROUTING_STATS = ("load_imbalance", "entropy", "activation_ratio", "dropped_frac", "divergence")
+
+CONFIG_ARTIFACT = "config.yaml"
+LOAD_ARTIFACT_DIR = "routing"
+
+
+def val_metric(set_name: str, stat: str = "ppl") -> str:
+    return f"val/{set_name}/{stat}"
+
+
+def routing_metric(block: int | str, stat: str) -> str:
+    """``routing/layer_<block>/<stat>``; ``block`` is the 0-based block index, or ``mean``."""
+    scope = "mean" if block == "mean" else f"layer_{block}"
+    return f"routing/{scope}/{stat}"
+
+
+def load_artifact(step: int) -> str:
+    return f"{LOAD_ARTIFACT_DIR}/load_step{step:07d}.npy"
+
+
+def divergence_artifact(step: int) -> str:
+    return f"{LOAD_ARTIFACT_DIR}/divergence_step{step:07d}.npy"
+
+
+def eval_metric(task: str, metric: str) -> str:
+    return f"eval/{task}/{metric}"
