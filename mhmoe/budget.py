@@ -4,8 +4,8 @@ The counts follow the model the harness builds (PAPER.md 1.3, 1.7, 7): pre-norm 
 RMSNorm weights, bias-free attention and SwiGLU, tied embeddings, and in MoE blocks the optional
 head/merge layers (Linear d->d *with* bias), a bias-free router Linear(d/h -> E), E bias-free
 SwiGLU experts (d/h -> F -> d/h) and an optional dense SwiGLU shared expert on the full token.
-With ``quant.subln`` an extra RMSNorm sits before the attention output projection and before
-every down projection (dense FFN, each expert, shared expert).
+With ``quant.subln`` (and quantization on) the BitNet converter adds an RMSNorm before each
+quantized down projection: attention output, dense FFN, each expert, shared expert.
 
 Active parameters count the experts *with multiplicity*: each token is split into h sub-tokens
 and each sub-token runs k experts, so a token touches h * k * 3 * (d/h) * F = 3 * d * F * k expert
@@ -156,9 +156,10 @@ class MultCount:
         return self.lm_head + sum(layer.total for layer in self.per_layer)
 
 
-def _uses_subln(quant: QuantConfig) -> bool:
-    # SubLN is its own switch: the model adds the norms whenever quant.subln is set.
-    return quant.subln
+def _subln(quant: QuantConfig) -> tuple[bool, bool]:
+    """(attention, FFN) SubLN: the BitNet converter adds the norm only to linears it quantizes."""
+    on = quant.enabled and quant.subln
+    return on and quant.quantize_attention, on and quant.quantize_ffn
 
 
 def _swiglu(d_in: int, d_ff: int) -> int:
@@ -176,8 +177,8 @@ def _n_projections(model: ModelConfig, moe: MoEConfig) -> int:
 
 def layer_params(model: ModelConfig, moe: MoEConfig, quant: QuantConfig, index: int) -> LayerParams:
     """Parameters of block ``index``."""
-    d, subln = model.d_model, _uses_subln(quant)
-    norms = 2 * d + (d if subln else 0)  # attention and FFN pre-norms; SubLN before wo
+    d, (subln_attn, subln) = model.d_model, _subln(quant)
+    norms = 2 * d + (d if subln_attn else 0)  # attention and FFN pre-norms; SubLN before wo
     common = dict(index=index, attention=4 * d * d)
     if not _is_moe(model, index):
         return LayerParams(

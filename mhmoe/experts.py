@@ -28,9 +28,10 @@ def grouped_mm_supported(d_in: int, d_ff: int, dtype: torch.dtype = torch.float3
 class GroupedExperts(nn.Module):
     """E SwiGLU experts ``w2(silu(w1 x) * w3 x)`` with weights stacked along a leading E axis.
 
-    ``w13`` holds w1 and w3 side by side, shape (E, d, 2F), so the up projection is one grouped
-    matmul; ``w2`` has shape (E, F, d). The ``_w13``/``_w2``/``_rows_in``/``_rows_mid`` hooks are
-    identities here; the BitNet converter swaps in a subclass that quantizes through them.
+    ``w1`` and ``w3`` have shape (E, d, F), ``w2`` (E, F, d). They stay separate tensors: a fused
+    (E, d, 2F) up projection costs a (A, 2F) concat in backward that is slower on CPU than the
+    second grouped matmul (benchmarks/moe_layer.py). The ``_weights``/``_rows_in``/``_rows_mid``
+    hooks are identities here; the BitNet converter swaps in a subclass that quantizes through them.
     """
 
     quant_role = "expert"
@@ -38,14 +39,16 @@ class GroupedExperts(nn.Module):
     def __init__(self, num_experts: int, d_in: int, d_ff: int, dispatch: str = "auto") -> None:
         super().__init__()
         self.num_experts, self.d_in, self.d_ff = num_experts, d_in, d_ff
-        self.w13 = nn.Parameter(torch.empty(num_experts, d_in, 2 * d_ff))
+        self.w1 = nn.Parameter(torch.empty(num_experts, d_in, d_ff))
+        self.w3 = nn.Parameter(torch.empty(num_experts, d_in, d_ff))
         self.w2 = nn.Parameter(torch.empty(num_experts, d_ff, d_in))
         self.dispatch = dispatch
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         # Same distribution as nn.Linear's default (uniform +-1/sqrt(fan_in)) for every expert.
-        nn.init.uniform_(self.w13, -1 / math.sqrt(self.d_in), 1 / math.sqrt(self.d_in))
+        for w in (self.w1, self.w3):
+            nn.init.uniform_(w, -1 / math.sqrt(self.d_in), 1 / math.sqrt(self.d_in))
         nn.init.uniform_(self.w2, -1 / math.sqrt(self.d_ff), 1 / math.sqrt(self.d_ff))
 
     def use_grouped_mm(self, dtype: torch.dtype) -> bool:
@@ -60,11 +63,8 @@ class GroupedExperts(nn.Module):
         return supported
 
     # Hooks the quantized subclass overrides (weights per expert, activations per row).
-    def _w13(self) -> torch.Tensor:
-        return self.w13
-
-    def _w2(self) -> torch.Tensor:
-        return self.w2
+    def _weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.w1, self.w3, self.w2
 
     def _rows_in(self, x_AD: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
         return x_AD
@@ -74,24 +74,25 @@ class GroupedExperts(nn.Module):
 
     def forward(self, x_AD: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
         """x_AD sorted by expert, counts_E rows per expert -> y_AD in the same order."""
-        w13, w2 = self._w13(), self._w2()
+        w1, w3, w2 = (w.to(x_AD.dtype) for w in self._weights())
         x_AD = self._rows_in(x_AD, counts_E)
         if self.use_grouped_mm(x_AD.dtype):
             offs_E = torch.cumsum(counts_E, 0, dtype=torch.int32)
-            h_A2F = F.grouped_mm(x_AD, w13.to(x_AD.dtype), offs=offs_E)
-            gate_AF, up_AF = h_A2F.split(self.d_ff, dim=-1)
+            gate_AF = F.grouped_mm(x_AD, w1, offs=offs_E)
+            up_AF = F.grouped_mm(x_AD, w3, offs=offs_E)
             h_AF = self._rows_mid(F.silu(gate_AF) * up_AF, counts_E)
-            return F.grouped_mm(h_AF, w2.to(h_AF.dtype), offs=offs_E)
-        return self._loop(x_AD, counts_E, w13, w2)
+            return F.grouped_mm(h_AF, w2, offs=offs_E)
+        return self._loop(x_AD, counts_E, w1, w3, w2)
 
-    def _loop(self, x_AD: torch.Tensor, counts_E: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    def _loop(
+        self, x_AD: torch.Tensor, counts_E: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, w2: torch.Tensor
+    ) -> torch.Tensor:
         """Portable path: one matmul pair per expert with rows (one host sync for the split sizes)."""
         outputs = []
         h_parts = []
         for e, x_rows in enumerate(torch.split(x_AD, counts_E.tolist())):
-            gate_RF, up_RF = (x_rows @ w13[e].to(x_rows.dtype)).split(self.d_ff, dim=-1)
-            h_parts.append(F.silu(gate_RF) * up_RF)
+            h_parts.append(F.silu(x_rows @ w1[e]) * (x_rows @ w3[e]))
         h_AF = self._rows_mid(torch.cat(h_parts) if h_parts else x_AD.new_zeros(0, self.d_ff), counts_E)
         for e, h_rows in enumerate(torch.split(h_AF, counts_E.tolist())):
-            outputs.append(h_rows @ w2[e].to(h_rows.dtype))
+            outputs.append(h_rows @ w2[e])
         return torch.cat(outputs) if outputs else x_AD.new_zeros(0, self.d_in)

@@ -190,12 +190,15 @@ def match_variant(
     if d_ff != exact_f:
         notes.append(f"expert_d_ff {_fmt(exact_f)} rounded to {d_ff} (multiple of {DIM_MULTIPLE})")
     if ffn == "mhmoe":
-        d_ff_count = d_ff if n_count == n_width else _round_to(_exact_d_ff(model, baseline, n_base, n_count, k), DIM_MULTIPLE)
+        # The expert count is solved at the width the n_count projections leave (rematch keeps it).
+        d_ff_count = d_ff if n_count == n_width else _round_to(
+            _exact_d_ff(model, baseline, n_base, n_count, k), DIM_MULTIPLE)
         exact_e = _exact_experts(model, baseline, n_base, n_count, heads, d_ff_count)
-        num_experts = max(_round_to(exact_e, expert_multiple), expert_multiple * math.ceil(k / expert_multiple))
+        at_least_k = expert_multiple * math.ceil(k / expert_multiple)
+        num_experts = max(_round_to(exact_e, expert_multiple), at_least_k)
         if num_experts != exact_e:
             notes.append(f"num_experts {_fmt(exact_e)} rounded to {num_experts} (multiple of {expert_multiple})")
-    else:
+    else:  # segmentation (m = 1 for smoe) keeps the expert count structural
         exact_e = Fraction(m * baseline.num_experts)
         num_experts = m * baseline.num_experts
 

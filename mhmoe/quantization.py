@@ -80,13 +80,9 @@ class BitGroupedExperts(GroupedExperts):
     weight_bits: float = 1.58
     activation_bits: int = 8
 
-    def _w13(self) -> torch.Tensor:
-        # w1 and w3 are separate matrices in the official code: one scale each, per expert.
-        w1, w3 = self.w13.split(self.d_ff, dim=-1)
-        return torch.cat((quantize_weight(w1, self.weight_bits, (1, 2)), quantize_weight(w3, self.weight_bits, (1, 2))), -1)
-
-    def _w2(self) -> torch.Tensor:
-        return quantize_weight(self.w2, self.weight_bits, (1, 2))
+    def _weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # One scale per expert and matrix, as each expert Linear is quantized in the official code.
+        return tuple(quantize_weight(w, self.weight_bits, (1, 2)) for w in (self.w1, self.w3, self.w2))
 
     def _rows_in(self, x_AD: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
         return quantize_activation(x_AD, self.activation_bits)

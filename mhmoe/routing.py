@@ -112,6 +112,7 @@ def sub_token_divergence(top1_NH: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 def routing_stats(
     logits_SE: torch.Tensor,
     probs_SE: torch.Tensor,
+    lse_S: torch.Tensor,
     experts_SK: torch.Tensor,
     keep_SK: torch.Tensor | None,
     heads: int,
@@ -123,7 +124,8 @@ def routing_stats(
     assignments = experts_SK.numel()
     tokens_E = torch.bincount(experts_SK.reshape(-1), minlength=E).float()
     uniform = assignments / E
-    entropy = -(probs_SE * torch.log(probs_SE.clamp_min(1e-20))).sum(-1).mean()
+    # H(p) = logsumexp(l) - sum_e p_e l_e: reuses the z-loss logsumexp, no log over (S, E).
+    entropy = (lse_S - (probs_SE * logits_SE).sum(-1)).mean()
     dropped = probs_SE.new_zeros(()) if keep_SK is None else 1.0 - keep_SK.float().mean()
     divergence, hist = sub_token_divergence(experts_SK[:, 0].view(S // heads, heads))
     return RoutingStats(

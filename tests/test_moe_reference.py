@@ -16,7 +16,7 @@ def naive_moe(layer: MoELayer, x_BTD: torch.Tensor) -> torch.Tensor:
     """Loop over every sub-token and each of its k experts; capacity by explicit counters."""
     cfg = layer.cfg
     B, T, D = x_BTD.shape
-    h, K, E, Fd = cfg.heads, cfg.top_k, cfg.num_experts, cfg.expert_d_ff
+    h, K, E = cfg.heads, cfg.top_k, cfg.num_experts
     tokens = x_BTD.reshape(B * T, D)
     projected = layer.head(tokens)
     subs = projected.reshape(B * T * h, D // h)
@@ -41,7 +41,7 @@ def naive_moe(layer: MoELayer, x_BTD: torch.Tensor) -> torch.Tensor:
             if not keep[s][k]:
                 continue
             e = int(experts[s, k])
-            w1, w3 = layer.experts.w13[e, :, :Fd], layer.experts.w13[e, :, Fd:]
+            w1, w3 = layer.experts.w1[e], layer.experts.w3[e]
             hidden = F.silu(subs[s] @ w1) * (subs[s] @ w3)
             out = out + gates[s, k] * (hidden @ layer.experts.w2[e])
         rows.append(out)
@@ -127,7 +127,7 @@ def test_routing_stats_on_known_assignment() -> None:
     logits = torch.zeros(6, 3)
     probs = logits.softmax(-1)
     experts = torch.tensor([[0], [0], [1], [0], [0], [0]])  # tokens of 2 sub-tokens each: (0,0), (1,0), (0,0)
-    stats = routing_stats(logits, probs, experts, None, heads=2, activation_threshold=0.6,
+    stats = routing_stats(logits, probs, torch.logsumexp(logits, -1), experts, None, heads=2, activation_threshold=0.6,
                           aux_loss=torch.tensor(1.0), z_loss=torch.tensor(0.0))
     assert stats.tokens_per_expert.tolist() == [5, 1, 0]
     assert stats.load_imbalance.item() == pytest.approx(5 / 2)

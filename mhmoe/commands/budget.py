@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Parameter and FLOP budget of dense, SMoE, fine-grained SMoE and MH-MoE h=2/h=3, each "
         "derived from the preset's SMoE baseline (PAPER.md 1.5), with and without BitNet b1.58.",
     )
-    parser.add_argument("--preset", default="paper-v2", help=f"preset name, one of {sorted(PRESETS)} (default paper-v2)")
+    parser.add_argument("--preset", default="paper-v2",
+                        help=f"preset name, one of {sorted(PRESETS)} (default paper-v2)")
     parser.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
     parser.add_argument("--seq-len", type=int, default=None,
                         help="sequence length for attention-score FLOPs (default: the preset's train.seq_len)")
