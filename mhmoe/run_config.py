@@ -73,8 +73,6 @@ class TrainConfig:
     """Tokens per training sequence (<= model.max_seq_len)."""
     val_every: int = 250
     """Validate every N steps (and always at the end)."""
-    val_max_windows: int = 64
-    """Validation windows per validation set (fixed, identical for every run)."""
     log_every: int = 10
     """Log train/* and perf/* every N steps."""
     routing_every: int = 50
@@ -93,7 +91,7 @@ class TrainConfig:
     """Device peak FLOP/s for MFU; 0 = measure an fp32/bf16 matmul at start-up."""
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "seq_len", "val_every", "val_max_windows", "log_every", "routing_every"):
+        for name in ("max_steps", "batch_size", "seq_len", "val_every", "log_every", "routing_every"):
             check_positive(f"train.{name}", getattr(self, name))
         check_positive("train.checkpoint_every", self.checkpoint_every, allow_zero=True)
         check_choice("train.precision", self.precision, ("auto", "32-true", "bf16-mixed", "16-mixed"))

@@ -1,0 +1,76 @@
+"""Load a trained checkpoint for inference: config, tokenizer and weights, nothing executable.
+
+Checkpoints are read with ``torch.load(weights_only=True)`` only, so a tampered file cannot run
+code; anything that is not an mhmoe training checkpoint is refused with :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mhmoe.configbase import ConfigError
+from mhmoe.model import Transformer, build_model
+from mhmoe.run_config import RunConfig
+
+STATE_PREFIX = "net."
+
+
+class CheckpointError(ValueError):
+    """The file is missing, unreadable, unsafe or not an mhmoe checkpoint; says which."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    net: Transformer
+    config: RunConfig
+    tokenizer: object
+    """Has encode/decode/vocab_size/eos_id (mhmoe.data.tokenizer)."""
+    path: Path
+    global_step: int
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The raw checkpoint dict, loaded safely, validated to be ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is not a safe, readable torch checkpoint ({first})") from None
+    if not isinstance(raw, dict) or "state_dict" not in raw or "config" not in raw.get("hyper_parameters", {}):
+        raise CheckpointError(f"{path} is not an mhmoe training checkpoint (no state_dict / hyper_parameters.config)")
+    return raw
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model (BitNet conversion included) and its tokenizer from a checkpoint."""
+    from mhmoe.data.tokenizer import load_tokenizer
+
+    raw = read_checkpoint(path)
+    hparams = raw["hyper_parameters"]
+    try:
+        config = RunConfig.from_dict(hparams["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: stored config is invalid: {err}") from None
+    net = build_model(config.model, config.moe, config.quant)
+    state = {k[len(STATE_PREFIX):]: v for k, v in raw["state_dict"].items() if k.startswith(STATE_PREFIX)}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not match the stored config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    net.to(map_location).eval()
+    tokenizer = load_tokenizer(hparams["tokenizer"])
+    return LoadedCheckpoint(net=net, config=config, tokenizer=tokenizer, path=Path(path),
+                            global_step=int(raw.get("global_step", 0)))
+
+
+def run_of(path: str | Path) -> tuple[str | None, str | None]:
+    """(MLflow run id, tracking URI) recorded in the checkpoint by the run that wrote it."""
+    hparams = read_checkpoint(path)["hyper_parameters"]
+    return hparams.get("mlflow_run_id"), hparams.get("tracking_uri")

@@ -1,0 +1,144 @@
+"""The thin LightningModule: loss, optimizer, and what gets logged when. The net is injected."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mhmoe.model import Transformer
+from mhmoe.run_config import RunConfig
+from mhmoe.tracking.names import divergence_artifact, load_artifact, val_metric
+from mhmoe.training.optim import build_optimizer
+from mhmoe.training.telemetry import LoadAccumulator, routing_metrics
+
+
+class LitLM(pl.LightningModule):
+    """Mean next-token cross-entropy + the model's scaled MoE aux losses (PAPER.md 1.6)."""
+
+    def __init__(
+        self,
+        net: Transformer,
+        config: RunConfig,
+        *,
+        val_names: list[str],
+        tokenizer_spec: str,
+        train_flops_per_token: float,
+        peak_flops: float,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.config = config
+        self.val_names = list(val_names)
+        self.train_flops_per_token = train_flops_per_token
+        self.peak_flops = peak_flops
+        # Plain data only, so checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters(
+            {"config": config.to_dict(), "tokenizer": tokenizer_spec, "val_names": self.val_names}
+        )
+        self._interval_start: float | None = None
+        self._val_sums: dict[int, list[float]] = {}
+        self._val_load = LoadAccumulator()
+
+    # ---- training -----------------------------------------------------------------------------
+
+    def forward(self, idx_BT: torch.Tensor):  # noqa: D401 - Lightning hook
+        return self.net(idx_BT)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        inputs, targets = batch
+        out = self.net(inputs)
+        ce = F.cross_entropy(out.logits.flatten(0, 1).float(), targets.flatten())
+        loss = ce + out.aux_loss
+        self.log("loss", ce, prog_bar=True, logger=False)
+        self._log_train(ce, out)
+        return loss
+
+    def _log_train(self, ce: torch.Tensor, out: Any) -> None:
+        """Every log_every steps: losses, LR, throughput, MFU; every routing_every: routing stats."""
+        train = self.config.train
+        step = self.global_step + 1  # the step this batch completes
+        metrics: dict[str, float] = {}
+        if step % train.log_every == 0 or step == 1:
+            now = time.perf_counter()
+            metrics.update({
+                "train/loss": ce.item(),
+                "train/aux_loss": out.lb_loss.item(),
+                "train/z_loss": out.z_loss.item(),
+                "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+                "train/tokens": float(step * train.batch_size * train.seq_len),
+            })
+            if self._interval_start is not None:
+                tokens = train.log_every * train.batch_size * train.seq_len
+                tokens_per_s = tokens / (now - self._interval_start)
+                metrics["perf/tokens_per_s"] = tokens_per_s
+                metrics["perf/mfu"] = tokens_per_s * self.train_flops_per_token / self.peak_flops
+            self._interval_start = now
+        if step % train.routing_every == 0 or step == 1:
+            metrics.update(routing_metrics(out.routing))
+        if metrics and self.logger is not None:
+            self.logger.log_metrics(metrics, step=step)  # one batched MLflow call
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._interval_start is None:
+            self._interval_start = time.perf_counter()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer, scheduler = build_optimizer(self.net, self.config.optim, self.config.train.max_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- validation ---------------------------------------------------------------------------
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = {i: [0.0, 0] for i in range(len(self.val_names))}
+        self._val_load = LoadAccumulator()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        inputs, targets = batch
+        out = self.net(inputs)
+        nll = F.cross_entropy(out.logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+        sums = self._val_sums[dataloader_idx]
+        sums[0] += nll.item()
+        sums[1] += targets.numel()
+        if dataloader_idx == 0:  # load matrices from the first (in-domain) set
+            self._val_load.add(out.routing)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        step = self.global_step
+        train = self.config.train
+        metrics = {"val/tokens": float(step * train.batch_size * train.seq_len)}
+        for i, name in enumerate(self.val_names):
+            total, count = self._val_sums[i]
+            if count:
+                loss = total / count
+                metrics[val_metric(name, "loss")] = loss
+                metrics[val_metric(name, "ppl")] = math.exp(min(loss, 50.0))
+        self.last_val_metrics = metrics
+        first = val_metric(self.val_names[0], "ppl")
+        if first in metrics:
+            self.log("val_ppl", metrics[first], prog_bar=True, logger=False)
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=step)
+            self._log_load_matrices(step)
+
+    def _log_load_matrices(self, step: int) -> None:
+        load, divergence = self._val_load.matrices()
+        if load.size == 0:
+            return
+        run_id = getattr(self.logger, "run_id", None)
+        if run_id is None:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            for rel, array in ((load_artifact(step), load), (divergence_artifact(step), divergence)):
+                path = Path(tmp) / Path(rel).name
+                np.save(path, array)
+                self.logger.experiment.log_artifact(run_id, str(path), str(Path(rel).parent))

@@ -1,0 +1,35 @@
+"""AdamW with decay on matrices only, and linear warmup then linear decay to a floor."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mhmoe.run_config import OptimConfig
+
+
+def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
+    """Matrices (2-D and stacked 3-D expert weights, embeddings) decay; norms and biases do not."""
+    decay = [p for p in net.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in net.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_multiplier(step: int, *, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
+    """Fraction of peak LR at ``step``: linear warmup, then linear decay to ``min_lr_ratio``."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = max(1, max_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return 1.0 - (1.0 - min_lr_ratio) * progress
+
+
+def build_optimizer(net: nn.Module, optim: OptimConfig, max_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    optimizer = torch.optim.AdamW(
+        param_groups(net, optim.weight_decay), lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps
+    )
+
+    def multiplier(step: int) -> float:
+        return lr_multiplier(step, warmup_steps=optim.warmup_steps, max_steps=max_steps, min_lr_ratio=optim.min_lr_ratio)
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)

@@ -1,0 +1,177 @@
+"""``train()``: one run from a RunConfig to a finished MLflow run and a final checkpoint.
+
+Used by ``mhmoe train`` and by every sweep worker. Resuming continues the same MLflow run from
+``checkpoint_dir/last.ckpt`` with optimizer, schedule and data position restored, so a resumed
+run reproduces the loss curve of an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from mhmoe.budget import summary, train_flops_per_token
+from mhmoe.home import default_artifact_root, default_tracking_uri, home_subdir
+from mhmoe.model import build_model
+from mhmoe.run_config import RunConfig
+from mhmoe.tracking.names import (
+    CONFIG_ARTIFACT,
+    ROLE_TRAIN,
+    TAG_CHECKPOINT,
+    TAG_GIT_COMMIT,
+    TAG_ROLE,
+    TAG_SEED,
+    TAG_VARIANT,
+)
+
+LAST = "last.ckpt"
+FINAL = "final.ckpt"
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    checkpoint_path: Path
+    metrics: dict[str, float]
+    start_step: int
+    final_step: int
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def resolve_precision(config: RunConfig, accelerator: str) -> str:
+    """fp32 on CPU (bf16 is ~100x slower without AMX), bf16-mixed on GPU unless set."""
+    if config.train.precision != "auto":
+        return config.train.precision
+    return "bf16-mixed" if accelerator == "gpu" else "32-true"
+
+
+def resolve_accelerator(config: RunConfig) -> str:
+    acc = config.train.accelerator
+    if acc == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return "gpu" if acc == "cuda" else acc
+
+
+def new_run_dir() -> Path:
+    return home_subdir("checkpoints", "runs")
+
+
+def train(
+    cfg: RunConfig,
+    *,
+    tracking_uri: str | None = None,
+    experiment_name: str = "mhmoe",
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    parent_run_id: str | None = None,
+    run_id: str | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``cfg``; resume from ``checkpoint_dir/last.ckpt`` in MLflow run ``run_id`` if asked."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    from mhmoe.data.datamodule import MHMoEDataModule
+    from mhmoe.training.checkpoint_io import AtomicCheckpointIO
+    from mhmoe.training.lit_module import LitLM
+    from mhmoe.training.peak import measure_peak_flops
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    tracking_uri = tracking_uri or default_tracking_uri()
+    accelerator = resolve_accelerator(cfg)
+    precision = resolve_precision(cfg, accelerator)
+
+    datamodule = MHMoEDataModule(cfg.data, seq_len=cfg.train.seq_len, batch_size=cfg.train.batch_size,
+                                 seed=cfg.seed, max_steps=cfg.train.max_steps)
+    datamodule.prepare_data()
+    # The tokenizer decides the vocabulary; the logged config records the size actually built.
+    cfg = replace(cfg, model=replace(cfg.model, vocab_size=datamodule.vocab_size))
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    net = build_model(cfg.model, cfg.moe, cfg.quant)
+    if cfg.train.compile:
+        net = torch.compile(net)
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    dtype = torch.bfloat16 if "bf16" in precision else (torch.float16 if precision.startswith("16") else torch.float32)
+    peak = cfg.train.peak_flops or measure_peak_flops(device, dtype)
+    flops_per_token = train_flops_per_token(cfg.model, cfg.moe, seq_len=cfg.train.seq_len)
+    lit = LitLM(net, cfg, val_names=datamodule.val_names, tokenizer_spec=datamodule.tokenizer.spec,
+                train_flops_per_token=flops_per_token, peak_flops=peak)
+
+    all_tags = {TAG_ROLE: ROLE_TRAIN, TAG_VARIANT: cfg.variant, TAG_SEED: str(cfg.seed),
+                TAG_GIT_COMMIT: git_commit(), **(tags or {})}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    artifact_location = default_artifact_root() if tracking_uri == default_tracking_uri() and tracking_uri.startswith("sqlite") else None
+    logger = MLFlowLogger(experiment_name=experiment_name, run_name=run_name or cfg.variant, tracking_uri=tracking_uri,
+                          tags=all_tags if run_id is None else None, run_id=run_id, artifact_location=artifact_location)
+    run_id = logger.run_id
+    # Recorded in every checkpoint so evaluation can log back to the run the weights came from.
+    lit.hparams["mlflow_run_id"] = run_id
+    lit.hparams["tracking_uri"] = tracking_uri
+    if resume:  # tags of a resumed run may have changed (attempt counter)
+        for key, value in all_tags.items():
+            logger.experiment.set_tag(run_id, key, value)
+
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else new_run_dir() / run_id
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    last = checkpoint_dir / LAST
+    ckpt_path = str(last) if resume and last.is_file() else None
+    start_step = 0
+    if ckpt_path:
+        start_step = int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"])
+    else:
+        logger.log_hyperparams({**cfg.flat(), **summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len),
+                                "perf.peak_flops": peak, "train.precision_resolved": precision})
+        logger.experiment.log_text(run_id, cfg.to_yaml(), CONFIG_ARTIFACT)
+
+    every = cfg.train.checkpoint_every or cfg.train.val_every
+    checkpoint_cb = ModelCheckpoint(dirpath=checkpoint_dir, filename="step{step:07d}", save_last=True,
+                                    save_top_k=0, every_n_train_steps=every, save_on_train_epoch_end=False)
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=1, precision=precision, max_steps=cfg.train.max_steps,
+        val_check_interval=cfg.train.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        gradient_clip_val=cfg.optim.grad_clip or None, logger=logger, callbacks=[checkpoint_cb],
+        plugins=[AtomicCheckpointIO()], enable_progress_bar=progress, enable_model_summary=False,
+        log_every_n_steps=cfg.train.log_every, default_root_dir=str(checkpoint_dir), deterministic=False,
+    )
+    try:
+        trainer.fit(lit, datamodule=datamodule, ckpt_path=ckpt_path)
+        if trainer.global_step % cfg.train.val_every != 0:  # always validate at the end
+            trainer.validate(lit, datamodule=datamodule, verbose=False)
+    except BaseException:
+        logger.finalize("FAILED")
+        raise
+    final = checkpoint_dir / FINAL
+    trainer.save_checkpoint(final)
+    logger.experiment.set_tag(run_id, TAG_CHECKPOINT, str(final))
+    logger.finalize("success")
+    metrics = dict(getattr(lit, "last_val_metrics", {}))
+    return TrainResult(run_id=run_id, checkpoint_path=final, metrics=metrics, start_step=start_step,
+                       final_step=trainer.global_step)
+
+
+def find_checkpoint_dir(run_id: str, tracking_uri: str | None = None) -> Path:
+    """Checkpoint folder of an earlier run: its recorded final checkpoint's folder, else the default."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri or default_tracking_uri())
+    recorded = client.get_run(run_id).data.tags.get(TAG_CHECKPOINT)
+    return Path(recorded).parent if recorded else new_run_dir() / run_id

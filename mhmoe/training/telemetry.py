@@ -1,0 +1,48 @@
+"""Turn per-layer RoutingStats into MLflow metrics and validation-pass load matrices.
+
+The one host sync happens here, on the steps the training loop chose to log.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mhmoe.routing import RoutingStats
+from mhmoe.tracking.names import ROUTING_STATS, routing_metric
+
+
+def routing_metrics(routing: dict[int, RoutingStats]) -> dict[str, float]:
+    """``routing/layer_<block>/<stat>`` for every MoE block plus ``routing/mean/<stat>``."""
+    if not routing:
+        return {}
+    blocks = sorted(routing)
+    values = torch.stack(
+        [torch.stack([getattr(routing[b], stat).detach().float() for stat in ROUTING_STATS]) for b in blocks]
+    ).cpu()  # (layers, stats): one transfer
+    out: dict[str, float] = {}
+    for row, block in zip(values.tolist(), blocks):
+        out.update({routing_metric(block, stat): v for stat, v in zip(ROUTING_STATS, row)})
+    for col, stat in zip(values.mean(0).tolist(), ROUTING_STATS):
+        out[routing_metric("mean", stat)] = col
+    return out
+
+
+class LoadAccumulator:
+    """Sums tokens-per-expert and divergence histograms over a validation pass, per MoE block."""
+
+    def __init__(self) -> None:
+        self.load: dict[int, torch.Tensor] = {}
+        self.divergence: dict[int, torch.Tensor] = {}
+
+    def add(self, routing: dict[int, RoutingStats]) -> None:
+        for block, stats in routing.items():
+            self.load[block] = self.load.get(block, 0) + stats.tokens_per_expert.detach().double()
+            self.divergence[block] = self.divergence.get(block, 0) + stats.divergence_hist.detach().double()
+
+    def matrices(self) -> tuple[np.ndarray, np.ndarray]:
+        """(layers x experts) load and (layers x heads) divergence histogram, block order."""
+        blocks = sorted(self.load)
+        load = np.stack([self.load[b].cpu().numpy() for b in blocks]) if blocks else np.zeros((0, 0))
+        div = np.stack([self.divergence[b].cpu().numpy() for b in blocks]) if blocks else np.zeros((0, 0))
+        return load, div
