@@ -80,8 +80,13 @@ def train(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    stop_after: int | None = None,
 ) -> TrainResult:
-    """Train ``cfg``; resume from ``checkpoint_dir/last.ckpt`` in MLflow run ``run_id`` if asked."""
+    """Train ``cfg``; resume from ``checkpoint_dir/last.ckpt`` in MLflow run ``run_id`` if asked.
+
+    ``stop_after`` pauses the run at that global step with a resumable ``last.ckpt`` (for
+    preemptible jobs with a time limit); the schedule still targets ``train.max_steps``.
+    """
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import MLFlowLogger
@@ -145,15 +150,19 @@ def train(
     every = cfg.train.checkpoint_every or cfg.train.val_every
     checkpoint_cb = ModelCheckpoint(dirpath=checkpoint_dir, filename="step{step:07d}", save_last=True,
                                     save_top_k=0, every_n_train_steps=every, save_on_train_epoch_end=False)
+    callbacks = [checkpoint_cb] + ([PauseAt(stop_after, last)] if stop_after else [])
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, precision=precision, max_steps=cfg.train.max_steps,
         val_check_interval=cfg.train.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
-        gradient_clip_val=cfg.optim.grad_clip or None, logger=logger, callbacks=[checkpoint_cb],
+        gradient_clip_val=cfg.optim.grad_clip or None, logger=logger, callbacks=callbacks,
         plugins=[AtomicCheckpointIO()], enable_progress_bar=progress, enable_model_summary=False,
         log_every_n_steps=cfg.train.log_every, default_root_dir=str(checkpoint_dir), deterministic=False,
     )
     try:
         trainer.fit(lit, datamodule=datamodule, ckpt_path=ckpt_path)
+        if trainer.global_step < cfg.train.max_steps:  # paused: leave the run open for --resume
+            return TrainResult(run_id=run_id, checkpoint_path=last, metrics=dict(getattr(lit, "last_val_metrics", {})),
+                               start_step=start_step, final_step=trainer.global_step)
         if trainer.global_step % cfg.train.val_every != 0:  # always validate at the end
             trainer.validate(lit, datamodule=datamodule, verbose=False)
     except BaseException:
@@ -166,6 +175,18 @@ def train(
     metrics = dict(getattr(lit, "last_val_metrics", {}))
     return TrainResult(run_id=run_id, checkpoint_path=final, metrics=metrics, start_step=start_step,
                        final_step=trainer.global_step)
+
+
+def PauseAt(step: int, last: Path):  # noqa: N802 - a factory that reads like the callback it builds
+    from lightning.pytorch.callbacks import Callback
+
+    class _Pause(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+            if trainer.global_step >= step:
+                trainer.save_checkpoint(last)
+                trainer.should_stop = True
+
+    return _Pause()
 
 
 def find_checkpoint_dir(run_id: str, tracking_uri: str | None = None) -> Path:

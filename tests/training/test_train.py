@@ -1,0 +1,105 @@
+"""Real training on the embedded corpus, tracked in a real MLflow store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from mhmoe.run_config import resolve_run_config
+from mhmoe.training.runner import train
+
+
+def debug_config(**overrides):
+    base = {"model.ffn": "mhmoe", "moe.heads": 2, "moe.top_k": 2, "moe.num_experts": 8, "moe.expert_d_ff": 48,
+            "train.max_steps": 40, "train.val_every": 10, "train.log_every": 1, "train.routing_every": 5,
+            "data.val_max_windows": 8}
+    base.update(overrides)
+    return resolve_run_config("debug", None, base)
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def history(client: mlflow.MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def test_debug_model_learns_and_everything_lands_in_mlflow(tracking: str, tmp_path: Path) -> None:
+    cfg = debug_config()
+    result = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "ckpt", progress=False)
+    client = mlflow.MlflowClient(tracking)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    for name in ("shakespeare", "pydoc"):
+        curve = history(client, result.run_id, f"val/{name}/loss")
+        assert [s for s, _ in curve] == [10, 20, 30, 40]
+        assert curve[-1][1] < curve[0][1]  # validation loss drops
+        assert f"val/{name}/ppl" in run.data.metrics
+    for block in (1,):  # debug: 2 layers, moe_every 2 -> block 1 is the MoE block
+        for stat in ("load_imbalance", "entropy", "activation_ratio", "dropped_frac", "divergence"):
+            assert f"routing/layer_{block}/{stat}" in run.data.metrics
+            assert f"routing/mean/{stat}" in run.data.metrics
+    assert run.data.params["moe.heads"] == "2"
+    assert run.data.params["model.ffn"] == "mhmoe"
+    assert int(run.data.params["budget.total_params"]) > 0
+    assert run.data.tags["mhmoe.variant"] == "mhmoe-h2"
+    assert run.data.tags["mhmoe.seed"] == "0"
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert "config.yaml" in artifacts
+    loads = {a.path for a in client.list_artifacts(result.run_id, "routing")}
+    assert "routing/load_step0000040.npy" in loads and "routing/divergence_step0000040.npy" in loads
+    config_text = Path(client.download_artifacts(result.run_id, "config.yaml", str(tmp_path))).read_text()
+    assert "heads: 2" in config_text
+    assert run.data.tags["mhmoe.checkpoint"] == str(result.checkpoint_path) and result.checkpoint_path.is_file()
+    assert 0 < run.data.metrics["perf/mfu"] < 1.5
+    assert run.data.metrics["perf/tokens_per_s"] > 0
+
+
+def test_resume_continues_the_same_run_with_the_same_loss_curve(tracking: str, tmp_path: Path) -> None:
+    cfg = debug_config(**{"train.checkpoint_every": 10, "train.max_steps": 30})
+    client = mlflow.MlflowClient(tracking)
+    whole = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "whole", progress=False)
+    paused = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "split", progress=False, stop_after=20)
+    assert paused.final_step == 20
+    resumed = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "split", run_id=paused.run_id,
+                    resume=True, progress=False)
+    assert resumed.run_id == paused.run_id and resumed.start_step == 20 and resumed.final_step == 30
+    full_curve = history(client, whole.run_id, "train/loss")
+    split_curve = history(client, paused.run_id, "train/loss")
+    assert [s for s, _ in split_curve] == [s for s, _ in full_curve] == list(range(1, 31))
+    for (step, a), (_, b) in zip(full_curve, split_curve):
+        assert a == pytest.approx(b, abs=1e-6), f"step {step}"
+    assert client.get_run(paused.run_id).info.status == "FINISHED"
+
+
+def test_same_seed_gives_identical_curves_and_other_seed_differs(tracking: str, tmp_path: Path) -> None:
+    cfg = debug_config(**{"train.max_steps": 8, "train.val_every": 8})
+    client = mlflow.MlflowClient(tracking)
+    a = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "a", progress=False)
+    b = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "b", progress=False)
+    c = train(debug_config(**{"train.max_steps": 8, "train.val_every": 8, "seed": 1}), tracking_uri=tracking,
+              checkpoint_dir=tmp_path / "c", progress=False)
+    curve = lambda r: [v for _, v in history(client, r.run_id, "train/loss")]  # noqa: E731
+    assert curve(a) == curve(b)
+    assert curve(a) != curve(c)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mhmoe.cli", "train", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_unknown_key_lists_valid_keys_and_dry_run_prints_config() -> None:
+    bad = run_cli("--preset", "debug", "moe.head=3", "--dry-run")
+    assert bad.returncode == 2
+    assert "unknown config key 'moe.head'" in bad.stderr and "moe.heads" in bad.stderr
+    wrong = run_cli("--preset", "debug", "model.ffn=mhmoe", "moe.heads=5", "--dry-run")
+    assert wrong.returncode == 2 and "moe.heads=5 does not divide model.d_model=48" in wrong.stderr
+    ok = run_cli("--preset", "debug", "model.ffn=mhmoe", "moe.heads=3", "--dry-run")
+    assert ok.returncode == 0, ok.stderr
+    assert "heads: 3" in ok.stdout and "budget.total_params" in ok.stdout
