@@ -37,6 +37,20 @@ def default_artifact_root() -> str:
     return (home_subdir("mlartifacts")).as_uri()
 
 
+def artifact_root_for(tracking_uri: str) -> str | None:
+    """Artifacts beside a SQLite store (MLflow would otherwise use ./mlruns in the CWD).
+
+    Other stores (an MLflow server) decide their own artifact location: None.
+    """
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    db = Path(tracking_uri[len(prefix):])
+    root = db.parent / "mlartifacts"
+    root.mkdir(parents=True, exist_ok=True)
+    return root.resolve().as_uri()
+
+
 def default_sweep_storage() -> str:
     """SQLite Optuna storage inside the home."""
     return f"sqlite:///{mhmoe_home() / 'optuna.db'}"

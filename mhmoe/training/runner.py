@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from mhmoe.budget import summary, train_flops_per_token
-from mhmoe.home import default_artifact_root, default_tracking_uri, home_subdir
+from mhmoe.home import artifact_root_for, default_tracking_uri, home_subdir
 from mhmoe.model import build_model
 from mhmoe.run_config import RunConfig
 from mhmoe.tracking.names import (
@@ -124,7 +124,7 @@ def train(
                 TAG_GIT_COMMIT: git_commit(), **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    artifact_location = default_artifact_root() if tracking_uri == default_tracking_uri() and tracking_uri.startswith("sqlite") else None
+    artifact_location = artifact_root_for(tracking_uri)
     logger = MLFlowLogger(experiment_name=experiment_name, run_name=run_name or cfg.variant, tracking_uri=tracking_uri,
                           tags=all_tags if run_id is None else None, run_id=run_id, artifact_location=artifact_location)
     run_id = logger.run_id

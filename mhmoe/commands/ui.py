@@ -1,0 +1,33 @@
+"""``mhmoe ui``: the MLflow UI on 127.0.0.1 against the configured tracking store."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from mhmoe.home import artifact_root_for, default_tracking_uri
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mhmoe ui", description="Start the MLflow UI on 127.0.0.1.")
+    parser.add_argument("--tracking-uri", help="backend store (default: MLFLOW_TRACKING_URI or SQLite in MHMOE_HOME)")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    args = parser.parse_args(argv)
+    uri = args.tracking_uri or default_tracking_uri()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(args.port),
+           "--backend-store-uri", uri, "--workers", "1"]
+    if artifact_root_for(uri):
+        cmd += ["--default-artifact-root", artifact_root_for(uri)]
+    # Without this, even one worker starts a job-execution pool of ~9 processes (STACK.md).
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    print(f"MLflow UI: http://127.0.0.1:{args.port}  (store: {uri})", flush=True)
+    if args.dry_run:
+        print(" ".join(cmd))
+        return 0
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 0
