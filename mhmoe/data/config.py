@@ -55,7 +55,8 @@ def _check_source_spec(field: str, spec: str) -> None:
               f"{field}={spec!r} is not a Hugging Face spec; write hf:NAME[:CONFIG]:SPLIT "
               "(e.g. hf:wikitext:wikitext-2-raw-v1:validation)")
     elif spec.startswith("shakespeare:"):
-        check(spec in BUILTIN_SOURCES, f"{field}={spec!r}: choose shakespeare, {SHAKESPEARE_TRAIN} or {SHAKESPEARE_VAL}")
+        check(spec in BUILTIN_SOURCES,
+              f"{field}={spec!r}: choose shakespeare, {SHAKESPEARE_TRAIN} or {SHAKESPEARE_VAL}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,10 +64,10 @@ class DataConfig:
     """Training corpus, named validation sets and tokenizer. Every cache lives under MHMOE_HOME."""
 
     corpus: tuple[str, ...] = ("shakespeare",)
-    """Training source specs, concatenated in order (see the module docstring); default: Shakespeare's training plays."""
+    """Training source specs, concatenated in order (see the module docstring); default: the training plays."""
     val_sets: tuple[str, ...] = ("shakespeare", "pydoc")
     """Validation sets in report order: a built-in name (shakespeare = held-out plays, pydoc = Python
-    reference topics) or NAME=SOURCE (e.g. wiki=hf:wikitext:wikitext-2-raw-v1:validation)."""
+    reference topics) or NAME=SOURCE (e.g. wiki=hf:wikitext:wikitext-2-raw-v1:validation); empty = none."""
     tokenizer: str = "bpe"
     """bpe (byte-level BPE trained on the corpus, cached by content hash), byte (256 bytes + EOS),
     or a path to a tokenizer.json."""

@@ -1,0 +1,208 @@
+"""The Lightning data module: deterministic random training windows and fixed validation windows.
+
+Shapes: B batch, T ``seq_len``. Every batch is ``(input_ids_BT, targets_BT)`` (int64), targets shifted
+by one token, cut from a window of T+1 tokens of a token stream.
+
+Training: sample i of the run (i = step * B + row) starts at a position drawn by
+``numpy.random.default_rng((seed, i))``, so the stream is a pure function of the seed and never
+depends on what ran before. One epoch is exactly ``max_steps`` batches.
+
+Exact resume: ``state_dict()`` records the batches consumed (``trainer.global_step``: one batch per
+optimizer step) and Lightning hands it back through ``load_state_dict()`` before it builds the
+dataloaders, so ``train_dataloader()`` resumes at that batch. Its ``len()`` stays the full epoch
+(``max_steps``), as for Lightning's stateful loaders, because Lightning counts the restored batches
+towards the epoch; only the remaining batches are yielded. Lightning still warns on such a resume
+("resuming from a checkpoint that ended before the epoch ended ... not resumable"): here it is harmless.
+
+Validation: consecutive non-overlapping windows from the start of each set (evenly strided when capped
+by ``val_max_windows``), identical for every run; one loader per set in ``val_names`` order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from mhmoe.data.config import DataConfig, DataError
+from mhmoe.data.sources import Source, train_source, val_sources
+from mhmoe.data.tokenizer import TextTokenizer, build_tokenizer
+from mhmoe.data.tokens import token_stream
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def train_window_start(seed: int, sample: int, n_tokens: int, seq_len: int) -> int:
+    """Start of training sample ``sample``: a pure function of (seed, sample)."""
+    return int(np.random.default_rng((seed, sample)).integers(0, n_tokens - seq_len))
+
+
+def val_window_starts(n_tokens: int, seq_len: int, max_windows: int) -> np.ndarray:
+    """Starts of the consecutive windows (each T+1 tokens, overlapping by the shifted target token),
+    keeping ``max_windows`` evenly strided ones when there are more (0 = keep all)."""
+    count = (n_tokens - 1) // seq_len
+    index = np.arange(count)
+    if 0 < max_windows < count:
+        index = (np.arange(max_windows) * count) // max_windows
+    return index * seq_len
+
+
+def _windows(stream: np.ndarray, starts: np.ndarray | list[int], seq_len: int) -> Batch:
+    window_BT1 = torch.from_numpy(np.stack([stream[s : s + seq_len + 1] for s in starts]).astype(np.int64))
+    return window_BT1[:, :-1].contiguous(), window_BT1[:, 1:].contiguous()
+
+
+class TrainBatches(Dataset):
+    """Item b is training batch b of the run (any b >= 0)."""
+
+    def __init__(self, stream: np.ndarray, *, seq_len: int, batch_size: int, seed: int) -> None:
+        self.stream, self.seq_len, self.batch_size, self.seed = stream, seq_len, batch_size, seed
+
+    def __getitem__(self, step: int) -> Batch:
+        first = step * self.batch_size
+        starts = [train_window_start(self.seed, first + row, len(self.stream), self.seq_len)
+                  for row in range(self.batch_size)]
+        return _windows(self.stream, starts, self.seq_len)
+
+
+class ResumeSampler(Sampler[int]):
+    """Batch indices ``start..stop-1``; ``len()`` is ``stop``, the whole epoch (see module docstring)."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop = start, stop
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop
+
+
+class ValBatches(Dataset):
+    """Item k is the k-th batch of fixed validation windows."""
+
+    def __init__(self, stream: np.ndarray, starts: np.ndarray, *, seq_len: int, batch_size: int) -> None:
+        self.stream, self.starts, self.seq_len, self.batch_size = stream, starts, seq_len, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.starts) // self.batch_size)
+
+    def __getitem__(self, k: int) -> Batch:
+        return _windows(self.stream, self.starts[k * self.batch_size : (k + 1) * self.batch_size], self.seq_len)
+
+
+class MHMoEDataModule(LightningDataModule):
+    """Tokenizer, token streams and loaders for one run; ``setup`` is idempotent and cache-backed."""
+
+    def __init__(self, data: DataConfig, *, seq_len: int, batch_size: int, seed: int, max_steps: int,
+                 val_max_windows: int | None = None) -> None:
+        super().__init__()
+        for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("max_steps", max_steps)):
+            if value <= 0:
+                raise ValueError(f"{name}={value} must be > 0")
+        if seed < 0:
+            raise ValueError(f"seed={seed} must be >= 0 (it seeds numpy's SeedSequence)")
+        if val_max_windows is not None and val_max_windows < 0:
+            raise ValueError(f"val_max_windows={val_max_windows} must be >= 0 (0 = every window)")
+        self.data = data
+        self.seq_len, self.batch_size, self.seed, self.max_steps = seq_len, batch_size, seed, max_steps
+        self.val_max_windows = data.val_max_windows if val_max_windows is None else val_max_windows
+        self.consumed_batches = 0
+        self._train_source: Source | None = None
+        self._tokenizer: TextTokenizer | None = None
+        self._train_stream: np.ndarray | None = None
+        self._val_streams: dict[str, np.ndarray] | None = None
+
+    # ---- building ---------------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Download, extract, train the tokenizer and tokenize: every cache filled once."""
+        self._build()
+
+    def setup(self, stage: str | None = None) -> None:
+        self._build()
+
+    def _build(self) -> None:
+        if self._val_streams is not None:
+            return
+        tokenizer = self.tokenizer
+        train = token_stream(self._source(), tokenizer)
+        if len(train) < self.seq_len + 1:
+            raise DataError(f"training corpus {self._source().spec!r} has {len(train)} tokens, fewer than one "
+                            f"window of {self.seq_len + 1} (seq_len + 1)")
+        streams = {}
+        for name, source in val_sources(self.data).items():
+            stream = token_stream(source, tokenizer)
+            if len(stream) < self.seq_len + 1:
+                raise DataError(f"validation set {name!r} has {len(stream)} tokens, fewer than one window of "
+                                f"{self.seq_len + 1} tokens (seq_len={self.seq_len} + 1); use a longer set "
+                                "or a shorter seq_len")
+            streams[name] = stream
+        self._train_stream, self._val_streams = train, streams
+
+    def _source(self) -> Source:
+        if self._train_source is None:
+            self._train_source = train_source(self.data)
+        return self._train_source
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        """The run's tokenizer (built, or trained once per corpus, on first use)."""
+        if self._tokenizer is None:
+            self._tokenizer = build_tokenizer(self.data, self._source())
+        return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    @property
+    def val_names(self) -> list[str]:
+        return self.data.val_names
+
+    @property
+    def train_stream(self) -> np.ndarray:
+        self._build()
+        assert self._train_stream is not None
+        return self._train_stream
+
+    @property
+    def val_streams(self) -> dict[str, np.ndarray]:
+        self._build()
+        assert self._val_streams is not None
+        return self._val_streams
+
+    # ---- loaders ----------------------------------------------------------------------------------
+
+    def train_dataloader(self) -> DataLoader:
+        if self.trainer is not None and self.trainer.accumulate_grad_batches != 1:
+            raise ValueError("MHMoEDataModule counts one batch per optimizer step; "
+                             f"accumulate_grad_batches={self.trainer.accumulate_grad_batches} is not supported")
+        batches = TrainBatches(self.train_stream, seq_len=self.seq_len, batch_size=self.batch_size, seed=self.seed)
+        # batch_size=None: each item already is a batch; num_workers=0 keeps the order trivially exact.
+        return DataLoader(batches, batch_size=None, sampler=ResumeSampler(self.consumed_batches, self.max_steps),
+                          num_workers=0)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        loaders = []
+        for name in self.val_names:
+            stream = self.val_streams[name]
+            starts = val_window_starts(len(stream), self.seq_len, self.val_max_windows)
+            batches = ValBatches(stream, starts, seq_len=self.seq_len, batch_size=self.batch_size)
+            loaders.append(DataLoader(batches, batch_size=None, shuffle=False, num_workers=0))
+        return loaders
+
+    # ---- exact resume -----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Batches consumed so far: saved in every Lightning checkpoint."""
+        consumed = self.trainer.global_step if self.trainer is not None else self.consumed_batches
+        return {"consumed_batches": int(consumed)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Called by Lightning on restore, before the dataloaders are built."""
+        self.consumed_batches = int(state_dict["consumed_batches"])

@@ -1,0 +1,244 @@
+"""Readers: a source spec becomes a stream of documents plus a content fingerprint for the caches.
+
+Formats: plain text (one document per file, read strictly as UTF-8), JSON Lines (one document per
+record's ``text`` field: the RedPajama format), Parquet (one document per row of a ``text`` column),
+folders (every ``.txt``/``.jsonl``/``.parquet`` below, sorted by relative path), Hugging Face datasets
+(``hf:NAME[:CONFIG]:SPLIT``) and the built-ins of :mod:`mhmoe.data.shakespeare`. Bad input raises
+:class:`DataError` saying which file, line, row or byte offset is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from mhmoe.data import shakespeare
+from mhmoe.data.config import HF_SPEC, PYDOC, SHAKESPEARE_TRAIN, SHAKESPEARE_VAL, DataConfig, DataError
+from mhmoe.home import home_subdir
+
+FOLDER_SUFFIXES = (".txt", ".jsonl", ".parquet")
+DOCUMENT_SEPARATOR = "\n\n"
+"""Joins documents in :func:`val_texts` (the token streams join them with the EOS token instead)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Documents of one source and a fingerprint that changes whenever their content can."""
+
+    spec: str
+    """What the user wrote (used in error messages)."""
+    fingerprint: str
+    """sha256 hex over the content (files) or the dataset identity (Hugging Face)."""
+    read: Callable[[], Iterable[str]]
+    """Yields the raw documents; call :meth:`documents` instead."""
+
+    def documents(self) -> Iterator[str]:
+        """Non-blank documents in a fixed order; an empty source is a DataError."""
+        count = 0
+        for text in self.read():
+            if text.strip():
+                count += 1
+                yield text
+        if count == 0:
+            raise DataError(f"data source {self.spec!r} holds no text (empty corpus)")
+
+
+def decode_utf8(data: bytes, where: str, *, offset: int = 0) -> str:
+    """Strict UTF-8; the error names ``where`` and the byte offset in the file."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{where}: not valid UTF-8 at byte offset {offset + err.start} ({err.reason}); "
+            "convert the file to UTF-8"
+        ) from None
+
+
+def read_text_file(path: Path) -> str:
+    """The whole file as one document (a leading byte-order mark is dropped)."""
+    return decode_utf8(path.read_bytes(), str(path)).removeprefix("\ufeff")
+
+
+def read_jsonl(path: Path, text_field: str = "text") -> Iterator[str]:
+    """One document per JSON Lines record; blank lines are skipped."""
+    offset = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = decode_utf8(raw, f"{path} (line {lineno})", offset=offset)
+            offset += len(raw)
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object with a {text_field!r} field, "
+                                f"got {type(record).__name__}")
+            if text_field not in record:
+                raise DataError(f"{path}:{lineno}: record has no {text_field!r} field "
+                                f"(fields: {sorted(record)[:10]}); set data.text_field")
+            text = record[text_field]
+            if not isinstance(text, str):
+                raise DataError(f"{path}:{lineno}: field {text_field!r} is {type(text).__name__}, not a string")
+            yield text
+
+
+def read_parquet(path: Path, text_field: str = "text") -> Iterator[str]:
+    """One document per row of the ``text_field`` string column."""
+    # pyarrow costs ~0.3 s to import; only Parquet users pay it.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: not a readable Parquet file ({err})") from None
+    schema = table.schema_arrow
+    if text_field not in schema.names:
+        raise DataError(f"{path}: Parquet file has no {text_field!r} column (columns: {schema.names}); "
+                        "set data.text_field")
+    kind = schema.field(text_field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)):
+        raise DataError(f"{path}: column {text_field!r} has type {kind}, expected string")
+    row = 0
+    for batch in table.iter_batches(columns=[text_field], batch_size=4096):
+        for text in batch.column(0).to_pylist():
+            if text is None:
+                raise DataError(f"{path}: row {row} of column {text_field!r} is null")
+            row += 1
+            yield text
+
+
+def list_files(path: Path, spec: str) -> list[Path]:
+    """The file itself, or every supported file under a folder (hidden ones skipped), in a fixed order."""
+    if not path.exists():
+        raise DataError(f"data source {spec!r}: {path} does not exist")
+    if path.is_file():
+        return [path]
+    files = [
+        p for p in path.rglob("*")
+        if p.is_file() and p.suffix in FOLDER_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    ]
+    if not files:
+        raise DataError(f"data source {spec!r}: folder {path} holds no {'/'.join(FOLDER_SUFFIXES)} file")
+    return sorted(files, key=lambda p: p.relative_to(path).as_posix())
+
+
+def read_file(path: Path, text_field: str) -> Iterator[str]:
+    """Dispatch on the suffix: .jsonl, .parquet, anything else is plain text."""
+    if path.suffix == ".jsonl":
+        yield from read_jsonl(path, text_field)
+    elif path.suffix == ".parquet":
+        yield from read_parquet(path, text_field)
+    else:
+        yield read_text_file(path)
+
+
+def _digest(parts: Iterable[str | bytes]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "little"))  # length prefix: ("ab","c") != ("a","bc")
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _file_digests(files: list[Path], text_field: str) -> Iterator[str]:
+    yield text_field
+    for path in files:
+        content = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                content.update(block)
+        # The suffix decides how bytes become documents, so it is part of the identity.
+        yield path.suffix if path.suffix in FOLDER_SUFFIXES else ".txt"
+        yield content.hexdigest()
+
+
+def _file_source(spec: str, path: Path, text_field: str) -> Source:
+    files = list_files(path, spec)
+
+    def read() -> Iterator[str]:
+        for file in files:
+            yield from read_file(file, text_field)
+
+    return Source(spec=spec, fingerprint=_digest(_file_digests(files, text_field)), read=read)
+
+
+def _hf_source(spec: str, text_field: str) -> Source:
+    match = HF_SPEC.match(spec)
+    if match is None:
+        raise DataError(f"{spec!r} is not a Hugging Face spec; write hf:NAME[:CONFIG]:SPLIT")
+    # HF_HOME must be set before the hub library is imported; cache_dir covers an earlier import.
+    os.environ.setdefault("HF_HOME", str(home_subdir("huggingface")))
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(match["name"], match["config"], split=match["split"],
+                                        cache_dir=str(home_subdir("huggingface", "datasets")))
+    except Exception as err:  # the hub raises many types (offline, 404, auth); all mean "not available"
+        raise DataError(f"data source {spec!r}: could not load the Hugging Face dataset "
+                        f"({type(err).__name__}: {err})") from err
+    if text_field not in dataset.column_names:
+        raise DataError(f"data source {spec!r}: dataset has no {text_field!r} column "
+                        f"(columns: {dataset.column_names}); set data.text_field")
+
+    def read() -> Iterator[str]:
+        for batch in dataset.select_columns([text_field]).iter(batch_size=1024):
+            yield from batch[text_field]
+
+    # datasets fingerprints a split from its files and transforms; good enough as a cache key.
+    return Source(spec=spec, fingerprint=_digest(["hf", spec, text_field, dataset._fingerprint]), read=read)
+
+
+def _pydoc_source() -> Source:
+    documents = shakespeare.pydoc_documents()
+    return Source(spec=PYDOC, fingerprint=_digest(["pydoc", *documents]), read=lambda: iter(documents))
+
+
+def open_source(spec: str, *, text_field: str = "text") -> Source:
+    """Resolve one canonical source spec (see :mod:`mhmoe.data.config`)."""
+    if spec in (SHAKESPEARE_TRAIN, SHAKESPEARE_VAL):
+        train, val = shakespeare.extracted_splits()
+        return _file_source(spec, train if spec == SHAKESPEARE_TRAIN else val, "text")
+    if spec == PYDOC:
+        return _pydoc_source()
+    if spec.startswith("hf:"):
+        return _hf_source(spec, text_field)
+    return _file_source(spec, Path(spec).expanduser(), text_field)
+
+
+def concat_sources(sources: list[Source]) -> Source:
+    """Several sources read one after the other, as one."""
+    if len(sources) == 1:
+        return sources[0]
+
+    def read() -> Iterator[str]:
+        for source in sources:
+            yield from source.documents()
+
+    return Source(spec=" + ".join(s.spec for s in sources),
+                  fingerprint=_digest(["concat", *(s.fingerprint for s in sources)]), read=read)
+
+
+def train_source(data: DataConfig) -> Source:
+    """The training corpus (every ``data.corpus`` source, in order)."""
+    return concat_sources([open_source(spec, text_field=data.text_field) for spec in data.train_specs()])
+
+
+def val_sources(data: DataConfig) -> dict[str, Source]:
+    """Validation sources by name, in ``data.val_names`` order."""
+    return {name: open_source(spec, text_field=data.text_field) for name, spec in data.val_specs().items()}
+
+
+def val_texts(data: DataConfig) -> dict[str, str]:
+    """Held-out text of every validation set (documents joined by a blank line), for lm-eval."""
+    return {name: DOCUMENT_SEPARATOR.join(source.documents()) for name, source in val_sources(data).items()}
