@@ -39,9 +39,10 @@ class LitLM(pl.LightningModule):
         self.val_names = list(val_names)
         self.train_flops_per_token = train_flops_per_token
         self.peak_flops = peak_flops
-        # Plain data only, so checkpoints load with torch.load(weights_only=True).
+        # Plain data only, so checkpoints load with torch.load(weights_only=True). Not sent to the
+        # logger: the runner logs the flattened config itself (``moe.heads``, not ``config/moe/heads``).
         self.save_hyperparameters(
-            {"config": config.to_dict(), "tokenizer": tokenizer_spec, "val_names": self.val_names}
+            {"config": config.to_dict(), "tokenizer": tokenizer_spec, "val_names": self.val_names}, logger=False
         )
         self._interval_start: float | None = None
         self._val_sums: dict[int, list[float]] = {}

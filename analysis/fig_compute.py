@@ -1,0 +1,120 @@
+"""Figures 5 and 6: the BitNet vs full-precision gap, and perplexity vs training FLOPs per token."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
+
+from analysis.frame import MissingData, col, config_columns, finished, ppl_col, row_text
+from analysis.paper import paper_frame
+from analysis.stats import difference, per_seed
+from analysis.style import DOUBLE, SINGLE, family_colour, figure, line_styles, styled
+from mhmoe.tracking import names
+
+FLOPS = "budget.train_flops_per_token"
+
+
+def _base_key(runs: pd.DataFrame) -> pd.Series:
+    """What a point is apart from quantization: config params without ``quant.*`` and seeds."""
+    cols = config_columns(runs, drop=("quant.",))
+    if not cols:  # hand-built frames: the label minus its +w<bits> suffix
+        return runs["variant"].str.replace(r"\+w[0-9.]+$", "", regex=True)
+    text = row_text(runs, cols)
+    return text.map(lambda t: hashlib.sha256(t.encode()).hexdigest()[:10])
+
+
+def _paper_gap(model: str | None) -> float:
+    """ln(ppl BitNet / ppl full precision) of the paper (Table 3 vs Table 1, 100k, RedPajama)."""
+    p = paper_frame()
+    p = p[(p["model"] == model) & (p["steps"] == 100_000) & (p["column"] == "RedPajama")]
+    t1, t3 = p.loc[p["table"] == "T1", "ppl"], p.loc[p["table"] == "T3", "ppl"]
+    return float(np.log(t3.iloc[0] / t1.iloc[0])) if len(t1) and len(t3) else np.nan
+
+
+def bitnet_gaps(runs: pd.DataFrame, val_set: str) -> pd.DataFrame:
+    """Per full-precision variant and bit width: ln ppl(quantized) - ln ppl(full), nats, paired by seed."""
+    done = finished(runs).assign(base=lambda f: _base_key(f))
+    metric = names.val_metric(val_set, "ppl")
+    rows = []
+    for _, group in done.groupby("base", sort=False):
+        full = group[group["weight_bits"] >= 16]
+        if full.empty:
+            continue
+        fp = full.iloc[0]
+        b = per_seed(runs, fp["point"], metric, log=True)
+        for _, q in group[group["weight_bits"] < 16].drop_duplicates("point").iterrows():
+            d = difference(per_seed(runs, q["point"], metric, log=True), b)
+            default = fp["family"] == "mhmoe"
+            plain = not fp["shared"] and (fp["head_proj"], fp["merge_proj"]) == (default, default)
+            rows.append({"label": fp["label"], "family": fp["family"], "weight_bits": q["weight_bits"],
+                         "quantized_label": q["label"], **d,
+                         "paper_gap": _paper_gap(fp["paper_model"]) if plain and q["weight_bits"] == 1.58 else np.nan})
+    return pd.DataFrame(rows)
+
+
+@styled
+def plot_bitnet_gap(gaps: pd.DataFrame, val_set: str) -> Figure:
+    """Bars: the quantization cost in nats per variant (95% CI); diamonds: the paper's gap."""
+    gaps = gaps.dropna(subset=["delta"]) if "delta" in gaps.columns else gaps.iloc[:0]
+    if gaps.empty:
+        raise MissingData("no variant was trained both at full precision and quantized")
+    bits = sorted(gaps["weight_bits"].unique())
+    labels = list(dict.fromkeys(gaps.sort_values("label")["label"]))
+    fig, axes = figure(SINGLE if len(labels) <= 5 else DOUBLE, 2.4)
+    ax = axes[0][0]
+    width = 0.8 / len(bits)
+    hatches = [None, "//", "..", "xx"]
+    for i, b in enumerate(bits):
+        g = gaps[gaps["weight_bits"] == b].set_index("label").reindex(labels)
+        x = np.arange(len(labels)) + (i - (len(bits) - 1) / 2) * width
+        err = np.vstack([g["delta"] - g["ci_low"], g["ci_high"] - g["delta"]])
+        ax.bar(x, g["delta"], width=width, yerr=np.where(np.isfinite(err), err, 0),
+               color=[family_colour(f) if isinstance(f, str) else "grey" for f in g["family"]],
+               hatch=hatches[i % len(hatches)], edgecolor="white", linewidth=0.3, label=f"{b:g}-bit")
+        paper = g["paper_gap"].to_numpy(dtype=float)
+        if np.isfinite(paper).any():
+            ax.scatter(x, paper, marker="D", facecolor="none", edgecolor="black", zorder=3,
+                       label="paper (T3 vs T1)" if i == 0 else None)
+    ax.set_xticks(np.arange(len(labels)), labels, rotation=30, ha="right")
+    ax.set_ylabel("Δ ln ppl vs 16-bit (nats)")
+    ax.set_title(f"quantization cost on {val_set}")
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.legend()
+    return fig
+
+
+def flops_frame(runs: pd.DataFrame, agg: pd.DataFrame, val_set: str) -> pd.DataFrame:
+    """Per point: train FLOPs per token (from the budget params) and final perplexity stats."""
+    if col(FLOPS) not in runs.columns or ppl_col(val_set) not in runs.columns:
+        raise MissingData(f"param {FLOPS} or metric val/{val_set}/ppl not logged")
+    flops = finished(runs).groupby("point")[col(FLOPS)].mean()
+    data = agg[agg["metric"] == names.val_metric(val_set, "ppl")].copy()
+    data["flops"] = data["point"].map(flops)
+    return data.dropna(subset=["flops", "mean"])
+
+
+@styled
+def plot_ppl_vs_flops(data: pd.DataFrame, val_set: str) -> Figure:
+    """Final perplexity (95% CI) against training FLOPs per token, one marker per point."""
+    if data.empty:
+        raise MissingData(f"no point has both {FLOPS} and a final val/{val_set}/ppl")
+    fig, axes = figure(SINGLE, 2.4 + 0.11 * ((len(data) + 1) // 2))
+    ax = axes[0][0]
+    styles = line_styles(data)
+    for _, r in data.sort_values("label").iterrows():
+        style = styles[r["label"]]
+        err = [[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]]
+        ax.errorbar([r["flops"]], [r["mean"]], yerr=np.where(np.isfinite(err), err, 0), linestyle="none",
+                    marker=style["marker"], color=style["color"], label=r["label"],
+                    markerfacecolor="none" if r["weight_bits"] < 16 else style["color"])  # open = quantized
+    if data["flops"].max() > 10 * data["flops"].min():  # log only when the range spans decades
+        ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.set_xlabel("training FLOPs per token")
+    ax.set_ylabel(f"final perplexity ({val_set})")
+    fig.legend(loc="outside lower center", ncol=2)
+    return fig

@@ -1,0 +1,208 @@
+"""``mhmoe report``: one sweep -> figures, tables, CSVs and an index, written to ``reports/<sweep>/``.
+
+Every output is named ``<sweep>__<what>.<ext>`` (STYLE.md). A manifest lists what the last run
+wrote, so a rerun first removes exactly those files: a figure that is now skipped does not linger,
+and nothing else in the folder is touched.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import fig_compute, fig_curves, fig_routing, fig_sweep, tables
+from analysis.checks import missing_notes
+from analysis.frame import METRIC, PARAM, MissingData, finished, points, primary_val_set, val_sets
+from analysis.load import find_parent_run, load_histories, load_routing_arrays, load_runs, log_files_to
+from analysis.ordering import check_ordering
+from analysis.report_index import IndexInfo, write_index
+from analysis.spec import SpecInfo, read_spec
+from analysis.stats import aggregate, paired_differences
+from analysis.style import safe_name, save
+from mhmoe.tracking import names
+
+MANIFEST = ".report-manifest"
+REPORT_ARTIFACT_DIR = "report"
+PAPER_TABLES = ("T1", "T2", "T3", "T4", "T5")
+
+
+@dataclass
+class Outputs:
+    """What a report wrote and what it skipped, in the order the index shows it."""
+
+    out_dir: Path
+    prefix: str
+    files: list[Path] = field(default_factory=list)
+    figures: list[tuple[str, str, list[Path]]] = field(default_factory=list)  # (stem, caption, files)
+    tables: list[tuple[tables.Table, list[Path]]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def path(self, what: str, ext: str) -> Path:
+        return self.out_dir / f"{self.prefix}{what}.{ext}"
+
+    def write_text(self, what: str, ext: str, text: str) -> Path:
+        p = self.path(what, ext)
+        p.write_text(text)
+        self.files.append(p)
+        return p
+
+    def write_csv(self, what: str, frame: pd.DataFrame) -> Path:
+        p = self.path(what, "csv")
+        frame.to_csv(p, index=False)
+        self.files.append(p)
+        return p
+
+
+def clean_previous(out_dir: Path) -> None:
+    """Delete the files the previous report listed in its manifest (ours only)."""
+    manifest = out_dir / MANIFEST
+    if not manifest.is_file():
+        return
+    for name in manifest.read_text().splitlines():
+        target = out_dir / name
+        if name and "/" not in name and target.is_file():
+            target.unlink()
+    manifest.unlink()
+
+
+def _figure(out: Outputs, stem: str, caption: str, draw: Callable) -> None:
+    try:
+        fig = draw()
+    except MissingData as reason:
+        out.skipped.append(f"figure `{stem}` skipped: {reason}")
+        return
+    paths = save(fig, out.out_dir, out.prefix + stem)
+    out.files += paths
+    out.figures.append((stem, caption, paths))
+
+
+def write_figures(out: Outputs, runs: pd.DataFrame, agg: pd.DataFrame, val_set: str | None, tracking_uri: str) -> None:
+    done = finished(runs)
+    histories = load_histories(done, fig_curves.history_keys(runs), tracking_uri) if val_set else pd.DataFrame()
+    ppl = agg[agg["metric"] == names.val_metric(val_set, "ppl")] if val_set else agg.iloc[:0]
+    loads = load_routing_arrays(done, "load", tracking_uri)
+    divergence = load_routing_arrays(done, "divergence", tracking_uri)
+    shares = fig_routing.load_shares(runs, loads)
+    shown = {k: shares[k] for k in fig_routing.select_load_labels(runs, list(shares))}
+
+    def need_set(draw: Callable) -> Callable:
+        def checked():
+            if not val_set:
+                raise MissingData("no val/<set>/ppl metric")
+            return draw()
+        return checked
+
+    _figure(out, "val_curves", "Validation perplexity vs training tokens (mean over seeds, 95% CI band)",
+            need_set(lambda: fig_curves.plot_val_curves(runs, histories)))
+    _figure(out, "axis_sweeps", f"Final perplexity ({val_set}) vs heads, experts and weight bits (95% CI)",
+            need_set(lambda: fig_sweep.plot_axis_sweeps(ppl, val_set)))
+    _figure(out, "heads_experts", f"Final perplexity ({val_set}) over heads x experts",
+            need_set(lambda: fig_sweep.plot_heads_experts(ppl, val_set)))
+    _figure(out, "expert_load", "Expert load relative to the uniform share, last logged step (mean over seeds)",
+            lambda: fig_routing.plot_expert_load(shown))
+    _figure(out, "routing_stats", "Routing statistics by variant (95% CI) and MH-MoE sub-token divergence",
+            lambda: fig_routing.plot_routing_stats(runs, agg, fig_routing.divergence_distribution(runs, divergence)))
+    _figure(out, "bitnet_gap", f"BitNet vs full precision: Δ ln ppl ({val_set}) paired by seed",
+            need_set(lambda: fig_compute.plot_bitnet_gap(fig_compute.bitnet_gaps(runs, val_set), val_set)))
+    _figure(out, "ppl_vs_flops", f"Final perplexity ({val_set}) vs training FLOPs per token",
+            need_set(lambda: fig_compute.plot_ppl_vs_flops(fig_compute.flops_frame(runs, agg, val_set), val_set)))
+
+
+def write_tables(out: Outputs, runs: pd.DataFrame, agg: pd.DataFrame) -> None:
+    sets = val_sets(runs)
+    if not sets or finished(runs).empty:
+        out.skipped.append("perplexity tables skipped: no finished run with a val/<set>/ppl metric")
+        return
+    pts = points(runs)
+    built = [tables.summary_table(agg, sets)]
+    for t in PAPER_TABLES:
+        table = tables.paper_table(agg, pts, t, sets)
+        if table is None:
+            out.skipped.append(f"paper {t} layout skipped: no point of the sweep matches a row of it")
+        else:
+            built.append(table)
+    for table in built:
+        paths = [out.write_text(table.key, "md", tables.to_markdown(table)),
+                 out.write_text(table.key, "tex", tables.to_latex(table))]
+        out.tables.append((table, paths))
+
+
+def differences(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every point minus the full-precision SMoE baseline (else the first point), per set, in nats."""
+    pts = points(runs)
+    if pts.empty:
+        return pd.DataFrame()
+    base = pts[(pts["variant"] == "smoe")]
+    baseline = base.iloc[0]["point"] if len(base) else pts.iloc[0]["point"]
+    frames = [paired_differences(runs, names.val_metric(s, "ppl"), baseline, log=True) for s in val_sets(runs)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def choose_val_set(runs: pd.DataFrame, explicit: str | None, from_spec: str | None, notes: list[str]) -> str | None:
+    """The ordering/figure set: the caller's (must exist), else the spec metric's, else the default."""
+    sets = val_sets(runs)
+    if explicit is not None and explicit not in sets:
+        raise MissingData(f"validation set {explicit!r} is not in the sweep (it has {sets})")
+    if explicit is None and from_spec is not None and from_spec not in sets:
+        notes.append(f"the spec's metric set {from_spec!r} was not logged; using the default set instead.")
+        from_spec = None
+    try:
+        return primary_val_set(runs, explicit or from_spec)
+    except MissingData as reason:
+        notes.append(f"no ordering check and no perplexity figures: {reason}.")
+        return None
+
+
+def write_report(
+    spec: str | Path | SpecInfo,
+    out_dir: str | Path | None = None,
+    tracking_uri: str | None = None,
+    *,
+    val_set: str | None = None,
+    command: str = "",
+    log_artifacts: bool = True,
+) -> Outputs:
+    """Build the whole report of the sweep that ``spec`` describes; returns what was written.
+
+    The tracking URI is ``tracking_uri``, else the spec's, else the default store; the ordering
+    check uses ``val_set``, else the set of the spec's metric, else :func:`primary_val_set`.
+    Raises MissingData when the sweep has no trial runs at all (nothing to report).
+    """
+    spec = spec if isinstance(spec, SpecInfo) else read_spec(spec)
+    spec_path, sweep = spec.path, spec.name
+    runs = load_runs(sweep, tracking_uri or spec.tracking_uri)
+    tracking_uri = runs.attrs["tracking_uri"]
+    if runs.empty:
+        raise MissingData(f"no runs tagged {names.TAG_SWEEP}={sweep!r}, {names.TAG_ROLE}=trial in {tracking_uri}")
+    notes = missing_notes(runs)
+    chosen_set = choose_val_set(runs, val_set, spec.val_set, notes)
+    out_dir = Path(out_dir) if out_dir is not None else Path("reports") / safe_name(sweep)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clean_previous(out_dir)
+    out = Outputs(out_dir, safe_name(sweep) + "__")
+
+    agg = aggregate(runs)
+    out.write_csv("aggregates", agg)
+    out.write_csv("runs", runs[["run_id", "run_name", "status", "label", "point", "seed", "variant", "family",
+                                *[c for c in runs.columns if c.startswith((PARAM, METRIC))]]])
+    out.write_csv("differences", differences(runs))
+    ordering = check_ordering(runs, chosen_set) if chosen_set and len(finished(runs)) else pd.DataFrame()
+    out.write_csv("ordering", ordering)
+    write_tables(out, runs, agg)
+    write_figures(out, runs, agg, chosen_set, tracking_uri)
+
+    spec_copy = out_dir / f"{out.prefix}spec{spec_path.suffix or '.yaml'}"
+    shutil.copyfile(spec_path, spec_copy)
+    out.files.append(spec_copy)
+    parent = find_parent_run(sweep, tracking_uri)
+    info = IndexInfo(sweep=sweep, command=command, tracking_uri=tracking_uri, spec=spec_copy.name,
+                     parent_run_id=parent, val_set=chosen_set, notes=notes)
+    out.files += write_index(out, runs, ordering, info)
+    (out_dir / MANIFEST).write_text("\n".join(sorted({p.name for p in out.files})) + "\n")
+    if log_artifacts and parent:
+        log_files_to(parent, out.files, REPORT_ARTIFACT_DIR, tracking_uri)
+    return out

@@ -1,0 +1,141 @@
+"""The content of a report's ``index.md`` / ``index.html``: provenance, notes, ordering, tables, figures."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import tables
+from analysis.index import Block, Bullets, Code, Heading, Image, Markdown, Para, render_html, render_markdown
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    sweep: str
+    command: str
+    tracking_uri: str
+    spec: str
+    parent_run_id: str | None
+    val_set: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+def git_commit(repo: Path | None = None) -> str:
+    """HEAD of the checkout the analysis code runs from, flagged when tracked files changed."""
+    repo = repo or Path(__file__).resolve().parents[1]
+    git = ["git", "--no-optional-locks", "-C", str(repo)]  # read-only: no index refresh
+    try:
+        sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=20)
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return sha.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def _delta(r: pd.Series) -> str:
+    if pd.isna(r.get("delta")):
+        return tables.MISSING
+    if pd.isna(r.get("ci_low")):
+        return f"{r['delta']:+.4f}"
+    return f"{r['delta']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+
+
+def ordering_display(ordering: pd.DataFrame) -> pd.DataFrame:
+    """The checkable comparisons as display strings (the CSV also lists the ones not run)."""
+    if ordering.empty:
+        return pd.DataFrame()
+    rows = []
+    for _, r in ordering[ordering["delta"].notna()].iterrows():
+        ours = (tables.MISSING if pd.isna(r["worse_label"]) or pd.isna(r["better_label"])
+                else f"{r['worse_label']} > {r['better_label']}")
+        seeds = tables.MISSING if pd.isna(r.get("n_worse")) else f"{int(r['n_worse'])}/{int(r['n_better'])}" + (
+            " paired" if r.get("paired") is True else "")
+        rows.append({"paper": r["table"], "paper order (worse > better)": f"{r['worse']} > {r['better']}",
+                     "paper Δ": f"{r['paper_delta']:+.4f}", "our runs": ours, "our Δ [95% CI]": _delta(r),
+                     "seeds": seeds, "verdict": r["verdict"]})
+    return pd.DataFrame(rows).set_index("paper") if rows else pd.DataFrame()
+
+
+def _not_run(ordering: pd.DataFrame) -> str:
+    if ordering.empty:
+        return ""
+    skipped = ordering[ordering["delta"].isna()]
+    if skipped.empty:
+        return ""
+    counts = ", ".join(f"{t}: {n}" for t, n in skipped.groupby("table").size().items())
+    return (f"Not checkable (variants not in the sweep, or no values): {len(skipped)} comparisons ({counts}); "
+            "see the CSV.")
+
+
+def _summary(ordering: pd.DataFrame) -> str:
+    if ordering.empty or "agrees" not in ordering:
+        return "No comparison could be made."
+    checked = ordering[ordering["delta"].notna()]
+    agree = int((checked["agrees"] == True).sum())  # noqa: E712 (object column with None)
+    resolved = int((checked["outside_ci"] == True).sum())  # noqa: E712
+    return (f"{len(checked)} of {len(ordering)} comparisons checkable; {agree} agree with the paper's order; "
+            f"{resolved} differences have a 95% CI that excludes zero. Δ = ln ppl(worse) − ln ppl(better) in "
+            "nats: positive means our runs order the pair as the paper does.")
+
+
+def _provenance(info: IndexInfo, runs: pd.DataFrame) -> list[Block]:
+    done = int((runs["status"] == "FINISHED").sum())
+    parent = (f"`{info.parent_run_id}` (this folder is logged there under `report/`)" if info.parent_run_id
+              else "none found (tag mhmoe.role=sweep); nothing logged to MLflow")
+    return [
+        Heading(f"Report: sweep `{info.sweep}`", 1),
+        Para(f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by:"),
+        Code(info.command or "(called from Python)"),
+        Bullets([f"sweep spec: [{info.spec}]({info.spec})", f"git commit: `{git_commit()}`",
+                 f"tracking URI: `{info.tracking_uri}`", f"sweep parent run: {parent}",
+                 f"runs: {len(runs)} ({done} finished)",
+                 f"validation set for the ordering check: `{info.val_set}`" if info.val_set else
+                 "validation set for the ordering check: none"]),
+    ]
+
+
+def _links(paths: list[Path]) -> str:
+    return " · ".join(f"[{p.name}]({p.name})" for p in paths)
+
+
+def build_blocks(out, runs: pd.DataFrame, ordering: pd.DataFrame, info: IndexInfo) -> list[Block]:
+    """Every block of the index, in order (``out`` is :class:`analysis.report.Outputs`)."""
+    blocks = _provenance(info, runs)
+    blocks += [Heading("What is missing"), Bullets(info.notes + out.skipped)]
+    blocks += [Heading("Ordering check against the paper (PAPER.md section 8)"), Para(_summary(ordering))]
+    shown = ordering_display(ordering)
+    if not shown.empty:
+        blocks.append(Markdown(tables.markdown_table(shown), shown))
+    blocks.append(Para(" ".join(filter(None, [_not_run(ordering), _links([out.path("ordering", "csv")])]))))
+    blocks.append(Heading("Tables"))
+    blocks.append(Para("Cells: mean ± half the 95% bootstrap CI over seeds (bounds in the aggregates CSV); "
+                       "bold: lowest perplexity in the column; paper columns are the published numbers."))
+    for table, paths in out.tables:
+        blocks += [Heading(table.title, 3), Markdown(tables.to_markdown(table), table.cells, table.best)]
+        blocks.append(Para(_links(paths) + ("".join(f"\n\n{n}" for n in table.notes) if table.notes else "")))
+    blocks.append(Heading("Figures"))
+    for stem, caption, paths in out.figures:
+        png = next(p for p in paths if p.suffix == ".png")
+        blocks.append(Image(png.name, caption, tuple(p.name for p in paths)))
+    blocks.append(Heading("Data"))
+    data = [out.path(w, "csv") for w in ("aggregates", "differences", "ordering", "runs")]
+    blocks.append(Bullets([f"[{p.name}]({p.name})" for p in data]))
+    blocks.append(Heading("Runs"))
+    listing = runs[["run_id", "label", "seed", "status"]].assign(
+        seed=lambda f: [tables.MISSING if pd.isna(s) else f"{s:g}" for s in f["seed"]]).set_index("run_id")
+    blocks.append(Markdown(tables.markdown_table(listing), listing))
+    return blocks
+
+
+def write_index(out, runs: pd.DataFrame, ordering: pd.DataFrame, info: IndexInfo) -> list[Path]:
+    """Write ``index.md`` and ``index.html`` into the report folder."""
+    blocks = build_blocks(out, runs, ordering, info)
+    md, page = out.out_dir / "index.md", out.out_dir / "index.html"
+    md.write_text(render_markdown(blocks))
+    page.write_text(render_html(blocks, f"mhmoe report: {info.sweep}"))
+    return [md, page]

@@ -1,0 +1,156 @@
+"""Tables in the paper's layouts (Tables 1-5) and a summary of every point, as Markdown and LaTeX.
+
+A :class:`Table` holds display strings, a mask of the best (lowest perplexity) cell per column and
+the numbers behind every cell, so tests can check that what is printed equals the aggregates.
+Cells read ``mean ± h`` where h is half the width of the 95% bootstrap CI (exact bounds are in the
+aggregates CSV); a single seed prints ``mean (1 seed)``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.paper import COLUMNS, TABLE_TITLES
+from analysis.paper_match import FINAL_STEPS, match_points
+from mhmoe.tracking import names
+
+MISSING = "—"
+DIGITS = 2
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str
+    title: str
+    cells: pd.DataFrame
+    """Display strings, index = row names."""
+    best: pd.DataFrame
+    """Same shape as ``cells``: True where the value is the column's lowest perplexity."""
+    numbers: pd.DataFrame
+    """Long: row, column, source (ours/paper), point, label, n, mean, ci_low, ci_high."""
+    notes: list[str] = field(default_factory=list)
+
+
+def format_cell(mean: float, ci_low: float, ci_high: float, n: int) -> str:
+    if n == 0 or not np.isfinite(mean):
+        return MISSING
+    if not np.isfinite(ci_low):
+        return f"{mean:.{DIGITS}f} (1 seed)"
+    return f"{mean:.{DIGITS}f} ± {(ci_high - ci_low) / 2:.{DIGITS}f}"
+
+
+def _ours(agg: pd.DataFrame, point: str | None, val_set: str) -> dict:
+    hit = agg[(agg["point"] == point) & (agg["metric"] == names.val_metric(val_set, "ppl"))] if point else agg.iloc[:0]
+    if hit.empty:
+        return {"n": 0, "mean": np.nan, "ci_low": np.nan, "ci_high": np.nan}
+    r = hit.iloc[0]
+    return {"n": int(r["n"]), "mean": r["mean"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
+
+
+def _assemble(key: str, title: str, rows: list[dict], columns: list[str], notes: list[str],
+              index_name: str = "model") -> Table:
+    numbers = pd.DataFrame(rows)
+    order = list(dict.fromkeys(numbers["row"]))
+    cells = numbers.pivot(index="row", columns="column", values="cell").reindex(index=order, columns=columns)
+    cells.index.name, cells.columns.name = index_name, None
+    means = numbers.pivot(index="row", columns="column", values="mean").reindex(index=order, columns=columns)
+    best = means.apply(lambda c: c == c.min() if c.notna().any() else c.notna(), axis=0).astype(bool)
+    if "run" in cells.columns:
+        best["run"] = False
+    return Table(key, title, cells.fillna(MISSING), best, numbers.drop(columns="cell"), notes)
+
+
+def paper_table(agg: pd.DataFrame, points: pd.DataFrame, table: str, sets: list[str],
+                steps: int = FINAL_STEPS) -> Table | None:
+    """Paper ``table`` layout: paper rows x (our run label, our sets, the paper's columns).
+
+    None when no point of the sweep matches a row of the table.
+    """
+    matched = match_points(points, table, steps)
+    if matched["point"].isna().all():
+        return None
+    rows, notes = [], []
+    for _, m in matched.iterrows():
+        rows.append({"row": m["row"], "column": "run", "cell": m["label"] or MISSING, "mean": np.nan,
+                     "source": "ours", "point": m["point"], "label": m["label"]})
+        for s in sets:
+            o = _ours(agg, m["point"], s)
+            rows.append({"row": m["row"], "column": f"{s} (ours)", "cell": format_cell(**o), **o,
+                         "source": "ours", "point": m["point"], "label": m["label"]})
+        for c in COLUMNS:
+            rows.append({"row": m["row"], "column": f"{c} (paper)", "cell": f"{m[c]:.{DIGITS}f}", "mean": m[c],
+                         "n": 1, "source": "paper", "point": None, "label": None})
+        if m["note"] and m["note"] != "not in the sweep":
+            notes.append(f"{m['row']}: used {m['label']}; {m['note']}")
+    stepped = f" (paper at {int(matched['steps'].iloc[0]):,} steps)"
+    columns = ["run", *[f"{s} (ours)" for s in sets], *[f"{c} (paper)" for c in COLUMNS]]
+    return _assemble(f"table{table[1:]}", TABLE_TITLES[table] + stepped, rows, columns, notes)
+
+
+def summary_table(agg: pd.DataFrame, sets: list[str]) -> Table:
+    """Every point of the sweep x our validation sets, with its seed count."""
+    rows = []
+    for (point, label), g in agg.groupby(["point", "label"], sort=False):
+        seeds = int(g["n"].max()) if len(g) else 0
+        rows.append({"row": label, "column": "seeds", "cell": str(seeds), "mean": np.nan, "n": seeds,
+                     "source": "ours", "point": point, "label": label})
+        for s in sets:
+            o = _ours(agg, point, s)
+            rows.append({"row": label, "column": s, "cell": format_cell(**o), **o, "source": "ours",
+                         "point": point, "label": label})
+    rows.sort(key=lambda r: r["row"])
+    table = _assemble("summary", "Final validation perplexity of every point", rows, ["seeds", *sets], [],
+                      index_name="point")
+    table.best["seeds"] = False
+    return table
+
+
+def to_markdown(table: Table) -> str:
+    """GitHub-flavoured Markdown; best values in bold."""
+    return markdown_table(table.cells, table.best)
+
+
+def markdown_table(cells: pd.DataFrame, bold: pd.DataFrame | None = None, *, index: bool = True) -> str:
+    """Any frame as a GitHub-flavoured Markdown table (index as the first column)."""
+    columns = [str(c) for c in cells.columns]
+    header = ([cells.index.name or ""] if index else []) + columns
+    # numbers right-aligned, text left-aligned
+    align = (["---"] if index else []) + ["---:" if _numeric_column(cells[c]) else "---" for c in cells.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    for row, values in cells.iterrows():
+        shown = [f"**{v}**" if bold is not None and bold.loc[row, c] else str(v) for c, v in values.items()]
+        lines.append("| " + " | ".join(_md_escape(x) for x in ([str(row)] if index else []) + shown) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _numeric_column(values: pd.Series) -> bool:
+    return all(re.match(r"^[*+\-−]*[0-9.]", str(v)) or str(v) == MISSING for v in values)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    return out.replace("±", r"$\pm$").replace(MISSING, "--")
+
+
+def to_latex(table: Table) -> str:
+    """``Styler.to_latex`` with booktabs rules; best values in ``\\textbf``."""
+    cells = table.cells.map(latex_escape)
+    cells.index = [latex_escape(r) for r in cells.index]
+    cells.columns = [latex_escape(c) for c in cells.columns]
+    best = table.best.set_axis(cells.index, axis=0).set_axis(cells.columns, axis=1)
+    styler = cells.style.apply(lambda _: np.where(best, "textbf:--rwrap;", ""), axis=None)
+    label = f"tab:{table.key}"
+    return styler.to_latex(hrules=True, column_format="l" + "r" * cells.shape[1], caption=latex_escape(table.title),
+                           label=label, position_float="centering")

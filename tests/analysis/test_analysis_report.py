@@ -1,0 +1,182 @@
+"""The whole report on the synthetic store: files, image sizes, table values, index, MLflow, degradation."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib import image as mpimg
+from mlflow import MlflowClient
+
+from analysis.load import load_runs
+from analysis.stats import aggregate
+from analysis.style import DOUBLE, DPI, SINGLE
+from analysis.tables import format_cell
+from mhmoe import cli
+
+FIGURES = {  # stem -> width in inches (two-column paper sizes)
+    "val_curves": DOUBLE, "axis_sweeps": DOUBLE, "heads_experts": SINGLE, "expert_load": DOUBLE,
+    "routing_stats": DOUBLE, "bitnet_gap": SINGLE, "ppl_vs_flops": SINGLE,
+}
+TABLES = ("summary", "table1", "table3", "table4", "table5")  # no shared-expert runs: no Table 2
+CSVS = ("aggregates", "runs", "differences", "ordering")
+
+
+def expected_files(prefix: str = "synth__") -> set[str]:
+    names = {"index.md", "index.html", f"{prefix}spec.yaml"}
+    names |= {f"{prefix}{f}.{ext}" for f in FIGURES for ext in ("png", "pdf")}
+    names |= {f"{prefix}{t}.{ext}" for t in TABLES for ext in ("md", "tex")}
+    return names | {f"{prefix}{c}.csv" for c in CSVS}
+
+
+def test_report_writes_every_listed_file(synth_report):
+    out = synth_report.out_dir
+    written = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    assert written == expected_files()
+    assert {p.name for p in synth_report.files} == written
+    index = (out / "index.md").read_text()
+    for name in written - {"index.md"}:
+        assert f"({name})" in index or name == "index.html", f"index.md does not link {name}"
+    page = (out / "index.html").read_text()
+    for stem in FIGURES:
+        assert f'<img src="synth__{stem}.png"' in page
+    assert synth_report.skipped == ["paper T2 layout skipped: no point of the sweep matches a row of it"]
+
+
+@pytest.mark.parametrize("stem", sorted(FIGURES))
+def test_figures_are_non_empty_images_of_paper_size(synth_report, stem):
+    png = synth_report.out_dir / f"synth__{stem}.png"
+    pixels = mpimg.imread(png)
+    height, width = pixels.shape[:2]
+    assert width == round(FIGURES[stem] * DPI)
+    assert 1.2 * DPI <= height <= 4.5 * DPI
+    ink = (pixels[..., :3] < 0.9).any(axis=-1).mean()  # share of non-white pixels
+    assert ink > 0.02, f"{stem} looks empty"
+    pdf = (synth_report.out_dir / f"synth__{stem}.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and len(pdf) > 2000
+
+
+def _cell_number(cell: str) -> tuple[float, float | None]:
+    m = re.match(r"\**(?P<mean>[0-9.]+)(?: ± (?P<half>[0-9.]+))?", cell)
+    return float(m["mean"]), (float(m["half"]) if m["half"] else None)
+
+
+def _md_rows(text: str) -> dict[str, list[str]]:
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(header[1:], cells[1:]))
+    return rows
+
+
+def test_table_values_equal_the_aggregates(store, synth_report):
+    agg = aggregate(load_runs("synth", store["uri"]))
+    ppl = agg[agg["metric"] == "val/shakespeare/ppl"].set_index("label")
+    rows = _md_rows((synth_report.out_dir / "synth__table1.md").read_text())
+    assert list(rows) == ["Dense", "SMoE", "Fine-grained SMoE", "MH-MoE (head=2)", "MH-MoE (head=3)"]
+    for name, row in rows.items():
+        label = row["run"]
+        a = ppl.loc[label]
+        mean, half = _cell_number(row["shakespeare (ours)"])
+        assert mean == pytest.approx(round(a["mean"], 2))
+        assert half == pytest.approx(round((a["ci_high"] - a["ci_low"]) / 2, 2))
+        assert row["shakespeare (ours)"].strip("*") == format_cell(a["mean"], a["ci_low"], a["ci_high"], a["n"])
+    assert rows["MH-MoE (head=3)"]["shakespeare (ours)"].startswith("**")  # best of the column in bold
+    assert rows["Dense"]["RedPajama (paper)"] == "12.13" and rows["MH-MoE (head=3)"]["RedPajama (paper)"] == "**10.51**"
+    table_numbers = next(t for t, _ in synth_report.tables if t.key == "table1").numbers
+    ours = table_numbers[table_numbers["column"] == "shakespeare (ours)"].set_index("label")["mean"]
+    for label, mean in ours.items():
+        assert mean == ppl.loc[label, "mean"]
+
+
+def test_aggregates_csv_is_every_aggregated_number(store, synth_report):
+    agg = aggregate(load_runs("synth", store["uri"]))
+    csv = pd.read_csv(synth_report.out_dir / "synth__aggregates.csv")
+    assert len(csv) == len(agg)
+    merged = csv.merge(agg, on=["point", "metric"], suffixes=("_csv", ""))
+    assert np.allclose(merged["mean_csv"], merged["mean"], equal_nan=True)
+    assert np.allclose(merged["ci_low_csv"], merged["ci_low"], equal_nan=True)
+    assert {"val/pydoc/ppl", "routing/mean/load_imbalance", "val/tokens"} <= set(csv["metric"])
+
+
+def test_latex_tables_use_booktabs_and_bold(synth_report):
+    tex = (synth_report.out_dir / "synth__table1.tex").read_text()
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\textbf{", r"$\pm$", r"\label{tab:table1}"):
+        assert rule in tex
+    assert "fine\\_grained" in tex and "±" not in tex
+
+
+def test_index_records_provenance_and_ordering(store, synth_report):
+    out = synth_report.out_dir
+    index = (out / "index.md").read_text()
+    assert f"mhmoe report {store['specs'] / 'synth.yaml'} --out {out}" in index
+    assert re.search(r"git commit: `([0-9a-f]{40}|unknown)", index)
+    for run_id in store["synth"]["trial"] + store["synth"]["failed"]:
+        assert run_id in index
+    assert "is FAILED: left out of every aggregate" in index
+    assert (out / "synth__spec.yaml").read_text() == (store["specs"] / "synth.yaml").read_text()
+    ordering = pd.read_csv(out / "synth__ordering.csv")
+    t1 = ordering[ordering["table"] == "T1"]
+    assert (t1["verdict"] == "agrees").all()  # the synthetic sweep follows the paper's order
+    assert ordering.loc[ordering["table"] == "T2", "verdict"].str.startswith("not run").all()
+
+
+def test_report_is_logged_on_the_parent_run(store, synth_report):
+    parent = store["synth"]["parent"][0]
+    logged = {Path(a.path).name for a in MlflowClient(store["uri"]).list_artifacts(parent, "report")}
+    assert logged == {p.name for p in synth_report.files}
+    assert f"`{parent}`" in (synth_report.out_dir / "index.md").read_text()
+
+
+def test_one_seed_sweep_degrades_gracefully_through_the_cli(store, tmp_path):
+    out = tmp_path / "oneseed"
+    out.mkdir()
+    (out / "notes.txt").write_text("not ours")
+    argv = ["report", str(store["specs"] / "oneseed-spec.yaml"), "--out", str(out), "--tracking-uri", store["uri"]]
+    assert cli.main(argv) == 0
+    first = sorted(p.name for p in out.iterdir())
+    index = (out / "index.md").read_text()
+    assert "CI unavailable (1 seed) for: mhmoe-h2, smoe" in index
+    assert "no routing/mean/* metrics for" in index
+    assert "figure `expert_load` skipped: no routing/load_step*.npy artifacts" in index
+    assert "figure `routing_stats` skipped" in index
+    assert "figure `ppl_vs_flops` skipped" in index and "figure `bitnet_gap` skipped" in index
+    assert "sweep parent run: none found" in index
+    assert "mhmoe report " + " ".join(argv[1:]) in index
+    rows = _md_rows((out / "oneseed__table1.md").read_text())
+    assert rows["SMoE"]["shakespeare (ours)"].endswith("(1 seed)")
+    ordering = pd.read_csv(out / "oneseed__ordering.csv")
+    assert set(ordering.loc[ordering["table"] == "T1", "verdict"]) == {"agrees, no CI", "not run: Fine-grained SMoE",
+                                                                       "not run: Dense", "not run: MH-MoE (head=3)"}
+    # Rerun: same files, ours overwritten, a file we never wrote untouched, a stale one of ours removed.
+    stale = out / "oneseed__old_figure.png"
+    stale.write_bytes(b"x")
+    (out / ".report-manifest").write_text((out / ".report-manifest").read_text() + stale.name + "\n")
+    assert cli.main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == first
+    assert (out / "notes.txt").read_text() == "not ours"
+
+
+def test_sweep_with_only_a_failed_run_still_reports(store, tmp_path):
+    out = tmp_path / "allfailed"
+    assert cli.main(["report", str(store["specs"] / "allfailed.yaml"), "--out", str(out)]) == 0
+    index = (out / "index.md").read_text()
+    assert f"run `{store['allfailed']['failed'][0]}` (smoe, seed 3) is FAILED" in index
+    assert "perplexity tables skipped" in index and "figure `val_curves` skipped" in index
+    assert not list(out.glob("*.png"))
+
+
+def test_cli_errors(store, tmp_path):
+    spec = tmp_path / "ghost.yaml"
+    spec.write_text("name: ghost\nbase: {preset: debug}\n")
+    assert cli.main(["report", str(spec), "--out", str(tmp_path / "g"), "--tracking-uri", store["uri"]]) == 1
+    assert not (tmp_path / "g").exists()
+    assert cli.main(["report", str(tmp_path / "missing.yaml")]) == 2
+    synth = str(store["specs"] / "synth.yaml")
+    assert cli.main(["report", synth, "--out", str(tmp_path / "v"), "--val-set", "nope"]) == 1
+    assert not (tmp_path / "v").exists()
