@@ -1,0 +1,65 @@
+"""``mhmoe eval``: lm-eval tasks on a checkpoint, logged to the MLflow run that trained it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mhmoe eval",
+        description="Evaluate a checkpoint with lm-evaluation-harness. Offline by default: the shipped "
+                    "local tasks always work; standard tasks (hellaswag, arc_easy, ...) need --online "
+                    "or their dataset already cached in MHMOE_HOME/huggingface.",
+    )
+    parser.add_argument("checkpoint", nargs="?", help="an mhmoe checkpoint (.ckpt) written by mhmoe train")
+    parser.add_argument("--tasks", help="comma list of task/group/tag names, task YAML files or task directories")
+    parser.add_argument("--list-tasks", action="store_true", help="print the shipped local task names and exit")
+    parser.add_argument("--limit", type=float, help="examples per task (N, or a fraction < 1)")
+    parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the one recorded in the checkpoint)")
+    parser.add_argument("--run-id", help="MLflow run to log to (default: the run recorded in the checkpoint)")
+    parser.add_argument("--no-log", action="store_true", help="print the results only, log nothing to MLflow")
+    parser.add_argument("--online", action="store_true", help="allow Hugging Face hub downloads (default: offline)")
+    parser.add_argument("--include-path", action="append", default=[], metavar="DIR",
+                        help="also index task YAMLs in DIR so --tasks can name them (repeatable)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list_tasks:
+        from mhmoe.evaluation.local_tasks import local_task_names
+
+        print("\n".join(local_task_names()))
+        return 0
+    if not args.checkpoint or not args.tasks:
+        parser.error("give a CHECKPOINT and --tasks (or --list-tasks)")
+    limit = args.limit
+    if limit is not None and limit >= 1:
+        limit = int(limit)
+
+    from mhmoe.checkpoint import CheckpointError
+    from mhmoe.evaluation.runner import evaluate_checkpoint
+    from mhmoe.evaluation.task_manager import EvalError
+
+    try:
+        results = evaluate_checkpoint(args.checkpoint, args.tasks, limit=limit, batch_size=args.batch_size,
+                                      device=args.device, run_id=args.run_id, tracking_uri=args.tracking_uri,
+                                      log=not args.no_log, online=args.online, include_paths=args.include_path)
+    except (CheckpointError, EvalError, ValueError) as err:
+        print(f"mhmoe eval: {err}", file=sys.stderr)
+        return 1
+    from lm_eval.utils import make_table
+
+    print(make_table(results))
+    if results.get("groups"):
+        print(make_table(results, "groups"))
+    if not args.no_log:
+        config = results["config"]
+        print(f"logged eval/<task>/<metric> and eval/results.json to MLflow run {config['mlflow_run_id']} "
+              f"({config['tracking_uri']})")
+    return 0

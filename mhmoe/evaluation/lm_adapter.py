@@ -1,0 +1,281 @@
+"""An mhmoe checkpoint as an lm-evaluation-harness model, registered as ``mhmoe``.
+
+``lm_eval --model mhmoe --model_args pretrained=PATH`` and ``simple_evaluate(model="mhmoe", ...)``
+both build :class:`MHMoELM`. Weights, config and tokenizer come only from
+:func:`mhmoe.checkpoint.load_checkpoint` (``weights_only`` loading), so anything that is not an
+mhmoe training checkpoint is refused with :class:`~mhmoe.checkpoint.CheckpointError`.
+
+Batches are right-padded: attention is causal, so a padded position never changes a real one, and
+in dropless MoE routing every token is routed on its own. Scores therefore do not depend on which
+other requests share a batch. The one exception is capacity routing applied at eval
+(``moe.capacity_mode=capacity`` with ``moe.drop_at_eval``), where tokens compete for expert slots;
+there every request runs alone (batch size 1).
+
+Shape legend: B batch, T tokens, N scored tokens, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lm_eval import utils as lm_utils
+from lm_eval.api.instance import Instance
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
+from tqdm import tqdm
+
+from mhmoe.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
+
+log = logging.getLogger(__name__)
+
+TokenRequest = tuple[Any, list[int], list[int]]
+"""(request key, context tokens, continuation tokens), what TemplateLM hands to scoring."""
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``; a GPU that is not there is an error, not a silent CPU run."""
+    dev = torch.device(device or "cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} requested but torch sees no CUDA GPU; use device=cpu")
+    return dev
+
+
+def load_refusing_non_checkpoints(path: str, device: torch.device) -> LoadedCheckpoint:
+    """:func:`load_checkpoint`, with every failure to read the file reported as CheckpointError.
+
+    torch's ``weights_only`` unpickler can fail on arbitrary bytes with errors other than the ones
+    ``read_checkpoint`` expects (an IndexError on a text file, for one); they all mean "not a checkpoint".
+    """
+    try:
+        return load_checkpoint(path, map_location=device)
+    except CheckpointError:
+        raise
+    except Exception as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(f"{path} is not a safe, readable torch checkpoint "
+                              f"({type(err).__name__}{': ' + detail if detail else ''})") from None
+
+
+def positive_int(name: str, value: int | str) -> int:
+    """Model args arrive as strings from ``--model_args``; ``auto`` batch sizing is not supported."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+    return number
+
+
+@register_model("mhmoe")
+class MHMoELM(TemplateLM):
+    """Scores and greedily generates text with a trained mhmoe checkpoint."""
+
+    def __init__(
+        self,
+        pretrained: str,
+        device: str | None = "cpu",
+        batch_size: int | str | None = 8,
+        max_gen_toks: int | str = 256,
+        dtype: str = "float32",
+        max_length: int | str | None = None,
+        max_batch_size: int | None = None,  # passed by simple_evaluate; batch size is fixed here
+    ) -> None:
+        """``pretrained``: checkpoint path. ``max_length``: context window, default and at most the
+        model's ``max_seq_len`` (set it to ``train.seq_len`` for a model trained on shorter sequences)."""
+        super().__init__()
+        self._device = resolve_device(device)
+        loaded = load_refusing_non_checkpoints(pretrained, self._device)
+        self.checkpoint = loaded
+        self.net = loaded.net
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype={dtype!r}: choose float32 or bfloat16")
+        self.net.to(getattr(torch, dtype)).eval()
+        self.tokenizer = loaded.tokenizer
+        self.batch_size = positive_int("batch_size", 8 if batch_size is None else batch_size)
+        self.max_gen_toks = positive_int("max_gen_toks", max_gen_toks)
+        model_len = self.net.model_cfg.max_seq_len
+        self._max_length = model_len if max_length is None else positive_int("max_length", max_length)
+        if self._max_length > model_len:
+            raise ValueError(f"max_length={self._max_length} exceeds the model's max_seq_len={model_len}")
+        moe = loaded.config.moe
+        if moe.capacity_mode == "capacity" and moe.drop_at_eval and self.batch_size > 1:
+            log.warning("capacity routing at eval: tokens compete for expert slots, so each request runs alone "
+                        "(batch size 1) to keep scores independent of the batch")
+            self.batch_size = 1
+
+    # -- what lm-eval asks of a model -------------------------------------------------------------
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        # Rolling windows and empty contexts start from EOS: documents are EOS-separated in training.
+        return self.tokenizer.eos_id
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def tokenizer_name(self) -> str:
+        return f"mhmoe-{self.tokenizer.fingerprint[:16]}"
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
+        return self.tokenizer.encode(string)
+
+    def tok_decode(self, tokens: Sequence[int]) -> str:
+        return self.tokenizer.decode(tokens)
+
+    def get_model_info(self) -> dict[str, Any]:
+        """Merged into ``results["config"]`` by simple_evaluate."""
+        return {"checkpoint": str(self.checkpoint.path), "global_step": self.checkpoint.global_step,
+                "variant": self.checkpoint.config.variant, "max_length": self.max_length}
+
+    # -- scoring ----------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _logits_at(self, inputs: list[list[int]], spans: list[range]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad ``inputs`` into one (B, T) batch; return the logits at every row's ``spans``
+        concatenated, (N, V) in float32, and the row each of the N positions belongs to, (N,)."""
+        width = max(len(x) for x in inputs)
+        idx_BT = torch.full((len(inputs), width), self.eot_token_id, dtype=torch.long)
+        for row, tokens in enumerate(inputs):
+            idx_BT[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        rows_N = torch.cat([torch.full((len(span),), row, dtype=torch.long) for row, span in enumerate(spans)])
+        pos_N = torch.cat([torch.arange(span.start, span.stop) for span in spans])
+        logits_BTV = self.net(idx_BT.to(self._device)).logits
+        rows_N, pos_N = rows_N.to(self._device), pos_N.to(self._device)
+        return logits_BTV[rows_N, pos_N].float(), rows_N
+
+    @torch.inference_mode()
+    def _score_batch(self, rows: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """Sum of log p(continuation | context) and whether greedy decoding reproduces it, per row."""
+        window = self.max_length
+        # Context truncated from the left: the last `window` tokens predict the continuation.
+        inputs = [(ctx + cont)[-(window + 1) :][:-1] for ctx, cont in rows]
+        spans = [range(len(inp) - len(cont), len(inp)) for inp, (_, cont) in zip(inputs, rows, strict=True)]
+        logits_NV, rows_N = self._logits_at(inputs, spans)
+        target_N = torch.tensor([t for _, cont in rows for t in cont], dtype=torch.long, device=logits_NV.device)
+        # Sums in float64: a document's log-likelihood adds up thousands of float32 token terms.
+        logp_N = F.log_softmax(logits_NV, dim=-1).gather(-1, target_N[:, None]).squeeze(-1).double()
+        missed_N = (logits_NV.argmax(dim=-1) != target_N).double()
+        totals_B = torch.zeros(len(rows), dtype=torch.float64, device=logp_N.device).index_add_(0, rows_N, logp_N)
+        misses_B = torch.zeros(len(rows), dtype=torch.float64, device=logp_N.device).index_add_(0, rows_N, missed_N)
+        return [(total, misses == 0) for total, misses in zip(totals_B.tolist(), misses_B.tolist(), strict=True)]
+
+    def _loglikelihood_tokens(self, requests: list[TokenRequest], disable_tqdm: bool = False,
+                              **kwargs: Any) -> list[tuple[float, bool]]:
+        for _, ctx, cont in requests:
+            if not ctx or not cont:
+                raise ValueError("loglikelihood needs a non-empty context and continuation (TemplateLM adds EOS)")
+            if len(cont) > self.max_length:
+                raise ValueError(f"continuation of {len(cont)} tokens exceeds the model's context length "
+                                 f"{self.max_length}; it cannot be scored in one window")
+        # Longest first: batches hold similar lengths (little padding) and memory peaks at once.
+        order = sorted(range(len(requests)), key=lambda i: -len(requests[i][1]) - len(requests[i][2]))
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        with tqdm(total=len(requests), disable=disable_tqdm, desc="mhmoe loglikelihood") as bar:
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                scored = self._score_batch([(requests[i][1], requests[i][2]) for i in chunk])
+                for i, answer in zip(chunk, scored, strict=True):
+                    results[i] = answer
+                    if requests[i][0] is not None:
+                        self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
+                bar.update(len(chunk))
+        return results  # type: ignore[return-value]
+
+    def rolling_windows(self, text: str) -> list[tuple[list[int], list[int]]]:
+        """Disjoint (context, continuation) windows covering every token of ``text``, first from EOS."""
+        windows = lm_utils.get_rolling_token_windows(
+            token_list=self.tok_encode(text), prefix_token=self.prefix_token_id,
+            max_seq_len=self.max_length, context_len=1,
+        )
+        return [lm_utils.make_disjoint_window(w) for w in windows]
+
+    def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
+        owners, windows = [], []
+        for index, request in enumerate(requests):
+            for ctx, cont in self.rolling_windows(request.args[0]):
+                owners.append(index)
+                windows.append((None, ctx, cont))
+        # All windows of all documents in one sorted pass: full batches even for short documents.
+        scored = self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm)
+        totals = [0.0] * len(requests)
+        for index, (logprob, _) in zip(owners, scored, strict=True):
+            totals[index] += logprob
+        for request, total in zip(requests, totals, strict=True):
+            self.cache_hook.add_partial("loglikelihood_rolling", request.args, total)
+        return totals
+
+    # -- generation -------------------------------------------------------------------------------
+
+    def _next_tokens(self, sequences: list[list[int]]) -> list[int]:
+        """Greedy next token of each sequence, seeing at most the model's context length."""
+        inputs = [seq[-self.max_length :] for seq in sequences]
+        logits_BV, _ = self._logits_at(inputs, [range(len(x) - 1, len(x)) for x in inputs])
+        return logits_BV.argmax(dim=-1).tolist()
+
+    def greedy_generate(self, prompts: list[list[int]], max_new_tokens: int, until: list[str]) -> list[str]:
+        """Greedy continuations, each stopped at EOS, at a stop string (cut off) or after ``max_new_tokens``."""
+        stops = [s for s in until if s]
+        new: list[list[int]] = [[] for _ in prompts]
+        texts = [""] * len(prompts)
+        active = list(range(len(prompts)))
+        for _ in range(max_new_tokens):
+            if not active:
+                break
+            tokens = self._next_tokens([prompts[i] + new[i] for i in active])
+            still = []
+            for i, token in zip(active, tokens, strict=True):
+                if token == self.eot_token_id:
+                    continue
+                new[i].append(token)
+                texts[i] = self.tok_decode(new[i])
+                if not any(stop in texts[i] for stop in stops):
+                    still.append(i)
+            active = still
+        return [cut_at_stops(text, stops) for text in texts]
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        groups: dict[str, list[int]] = defaultdict(list)
+        for index, request in enumerate(requests):
+            groups[json.dumps(request.args[1], sort_keys=True, default=str)].append(index)
+        results: list[str | None] = [None] * len(requests)
+        with tqdm(total=len(requests), disable=disable_tqdm, desc="mhmoe generate_until") as bar:
+            for indices in groups.values():
+                asked = requests[indices[0]].args[1]
+                kwargs = normalize_gen_kwargs(asked, self.max_gen_toks)
+                if kwargs.get("do_sample"):
+                    raise ValueError(f"the mhmoe model decodes greedily only; the task asks for sampling {asked}")
+                until = handle_stop_sequences(kwargs.get("until"), eos=None)
+                prompts = {i: self.tok_encode(requests[i].args[0]) or [self.prefix_token_id] for i in indices}
+                order = sorted(indices, key=lambda i: -len(prompts[i]))
+                for start in range(0, len(order), self.batch_size):
+                    chunk = order[start : start + self.batch_size]
+                    outputs = self.greedy_generate([prompts[i] for i in chunk], kwargs["max_gen_toks"], until)
+                    for i, text in zip(chunk, outputs, strict=True):
+                        results[i] = text
+                        self.cache_hook.add_partial("generate_until", requests[i].args, text)
+                    bar.update(len(chunk))
+        return results  # type: ignore[return-value]
+
+
+def cut_at_stops(text: str, stops: Sequence[str]) -> str:
+    """``text`` up to the earliest occurrence of any stop string."""
+    cut = min((i for s in stops if (i := text.find(s)) >= 0), default=len(text))
+    return text[:cut]

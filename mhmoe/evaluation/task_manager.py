@@ -1,0 +1,143 @@
+"""Turn ``--tasks`` specs into loaded lm-eval tasks, indexing only what the specs need.
+
+A spec is a task/group/tag name, a task YAML file, or a directory of task YAMLs (included, and
+every task defined in it is run). The shipped mhmoe tasks and user directories are indexed alone
+(``include_defaults=False``, milliseconds). Only when a name is not found there are lm-eval's
+built-in tasks consulted: first just the folders whose YAMLs mention the name (a text scan, well
+under a second), then, if that does not resolve it, the full built-in index (~16 s).
+
+Loading a task loads its dataset, so this is where an unreachable hub shows up; it is reported as
+one :class:`EvalError` line naming the dataset.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mhmoe.evaluation.hub import first_line, hub_is_offline
+from mhmoe.evaluation.local_tasks import local_task_names, render_local_tasks
+
+
+class EvalError(RuntimeError):
+    """Evaluation cannot run as asked (unknown task, dataset unavailable, no MLflow run); says why."""
+
+
+@dataclass
+class TaskSpecs:
+    names: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    dirs: list[Path] = field(default_factory=list)
+
+
+def parse_specs(specs: Sequence[str]) -> TaskSpecs:
+    """Sort comma-split ``--tasks`` items into names, YAML files and directories."""
+    out = TaskSpecs()
+    for spec in (s.strip() for s in specs):
+        if not spec:
+            continue
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            out.dirs.append(path.resolve())
+        elif path.suffix in (".yaml", ".yml"):
+            if not path.is_file():
+                raise EvalError(f"task file {spec} does not exist")
+            out.files.append(str(path.resolve()))
+        else:
+            out.names.append(spec)
+    if not (out.names or out.files or out.dirs):
+        raise EvalError("no tasks given; name at least one (mhmoe eval --list-tasks shows the local ones)")
+    return out
+
+
+def builtin_task_roots(names: Sequence[str]) -> list[Path] | None:
+    """Folders of lm-eval's built-in YAMLs that mention every name as task/group/tag; None if one is absent."""
+    spec = importlib.util.find_spec("lm_eval.tasks")
+    assert spec is not None and spec.origin is not None
+    root = Path(spec.origin).parent
+    alternatives = "|".join(re.escape(n) for n in names)
+    # `task: x`, `group: x`, `tag: x` or a list item `- x` (tags and group members are lists).
+    pattern = re.compile(rf"^\s*(?:-\s*|(?:task|group|tag):\s*)[\"']?({alternatives})[\"']?\s*$", re.MULTILINE)
+    found: dict[str, set[Path]] = {}
+    for yaml_path in root.rglob("*.yaml"):
+        for match in pattern.finditer(yaml_path.read_text(encoding="utf-8", errors="ignore")):
+            found.setdefault(match.group(1), set()).add(yaml_path.parent)
+    if any(name not in found for name in names):
+        return None
+    roots = sorted(set().union(*found.values()))
+    # A folder inside another root is indexed with it; listing it again would index its YAMLs twice.
+    return [r for r in roots if not any(o != r and r.is_relative_to(o) for o in roots)]
+
+
+def _manager(paths: list[Path], defaults: bool = False) -> Any:
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=[str(p) for p in paths], include_defaults=defaults)
+
+
+def _top_level(loaded: dict[str, Any]) -> list[Any]:
+    """Requested items from a TaskManager.load result: groups not nested in others, then ungrouped tasks."""
+    children = {c for names in loaded["group_map"].values() for c in names}
+    grouped = {t.task_name for g in loaded["groups"].values() for t in g.get_all_tasks()}
+    groups = [g for name, g in loaded["groups"].items() if name not in children]
+    return groups + [t for name, t in loaded["tasks"].items() if name not in grouped]
+
+
+def _load(manager: Any, specs: list[str], standard: Sequence[str] = ()) -> list[Any]:
+    """Build the tasks (and download their data); hub and missing-file failures become EvalError.
+
+    ``standard`` names the requested lm-eval built-in tasks: the ones that can need the hub.
+    """
+    try:
+        return _top_level(manager.load(specs))
+    except ConnectionError as err:  # includes huggingface_hub's OfflineModeIsEnabled
+        hint = ("the Hugging Face hub is offline by default; pass --online where it is reachable"
+                if hub_is_offline() else "the Hugging Face hub is unreachable")
+        raise EvalError(f"cannot load the dataset of {list(standard) or specs}: {first_line(err)}; {hint}, "
+                        f"or use a local task ({', '.join(local_task_names())})") from None
+    except FileNotFoundError as err:  # datasets' DatasetNotFoundError and missing data files
+        raise EvalError(f"cannot load the data of {specs}: {first_line(err)}") from None
+
+
+def tasks_in_dir(directory: Path) -> list[str]:
+    names = _manager([directory]).all_subtasks
+    if not names:
+        raise EvalError(f"task directory {directory} defines no task YAML")
+    return list(names)
+
+
+def select_tasks(specs: Sequence[str], include_paths: Sequence[str | Path] = ()) -> tuple[Any, list[Any]]:
+    """(TaskManager, loaded Task/Group objects) for ``simple_evaluate(tasks=..., task_manager=...)``."""
+    parsed = parse_specs(specs)
+    extra = [Path(p).expanduser().resolve() for p in include_paths]
+    for path in extra:
+        if not path.is_dir():
+            raise EvalError(f"include path {path} is not a directory")
+    names = list(parsed.names)
+    for directory in parsed.dirs:
+        names += [n for n in tasks_in_dir(directory) if n not in names]
+    # Later include paths override earlier ones: the user's folders win over the shipped tasks.
+    local = [render_local_tasks(build_data_for=set(names)), *extra, *parsed.dirs]
+    manager = _manager(local)
+    requested = names + parsed.files
+    missing = [n for n in names if n not in manager.all_tasks]
+    if not missing:
+        return manager, _load(manager, requested)
+    roots = builtin_task_roots(missing)
+    if roots is not None:
+        narrow = _manager([*roots, *local])
+        if all(n in narrow.all_tasks for n in missing):
+            try:
+                return narrow, _load(narrow, requested, missing)
+            except KeyError:  # a group whose members live outside the scanned folders
+                pass
+    full = _manager(local, defaults=True)
+    unknown = [n for n in missing if n not in full.all_tasks]
+    if unknown:
+        raise EvalError(f"unknown task(s) {unknown}: neither an mhmoe task ({', '.join(local_task_names())}) "
+                        "nor an lm-eval task, group or tag")
+    return full, _load(full, requested, missing)

@@ -1,0 +1,110 @@
+"""``evaluate_checkpoint`` and ``mhmoe eval``: real lm-eval over the shipped tasks, logged to MLflow."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from mhmoe.checkpoint import run_of
+from mhmoe.commands.eval import main
+from mhmoe.evaluation.local_tasks import TEMPLATE_DIR
+from mhmoe.evaluation.results import RESULTS_ARTIFACT
+from mhmoe.evaluation.runner import evaluate_checkpoint
+from mhmoe.training.runner import TrainResult
+
+from tests.evaluation.trained import train_debug_checkpoint
+
+LOCAL_TASKS = ["mhmoe_gen", "mhmoe_heldout_ppl", "mhmoe_mc"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    return train_debug_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+def test_local_tasks_run_and_land_in_the_checkpoints_mlflow_run(trained: TrainResult, tmp_path: Path) -> None:
+    results = evaluate_checkpoint(trained.checkpoint_path, LOCAL_TASKS, limit=6, batch_size=8)
+
+    scores = results["results"]
+    assert sorted(scores) == LOCAL_TASKS
+    expected = {"mhmoe_mc": ["acc,none", "acc_norm,none"], "mhmoe_gen": ["exact_match,none"],
+                "mhmoe_heldout_ppl": ["word_perplexity,none", "byte_perplexity,none", "bits_per_byte,none"]}
+    for task, keys in expected.items():
+        for key in keys:
+            assert math.isfinite(scores[task][key]), (task, key, scores[task][key])
+    ppl = scores["mhmoe_heldout_ppl"]
+    assert ppl["bits_per_byte,none"] == pytest.approx(math.log2(ppl["byte_perplexity,none"]), rel=1e-6)
+    assert 1.0 < ppl["byte_perplexity,none"] < 256.0  # a 40-step model: better than uniform over bytes
+    assert results["n-samples"]["mhmoe_mc"]["effective"] == 6
+
+    run_id, tracking_uri = run_of(trained.checkpoint_path)
+    assert run_id == trained.run_id
+    client = MlflowClient(tracking_uri)
+    logged = client.get_run(run_id).data.metrics
+    for task, keys in expected.items():
+        for key in keys:
+            name = f"eval/{task}/{key.split(',')[0]}"
+            assert logged[name] == pytest.approx(scores[task][key]), name
+    assert "eval/mhmoe_mc/acc_stderr" in logged
+    assert [m.step for m in client.get_metric_history(run_id, "eval/mhmoe_mc/acc")] == [trained.final_step]
+    saved = json.loads(Path(client.download_artifacts(run_id, RESULTS_ARTIFACT, str(tmp_path))).read_text())
+    assert saved["results"]["mhmoe_mc"]["acc,none"] == scores["mhmoe_mc"]["acc,none"]
+    assert saved["config"]["model"] == "mhmoe" and saved["config"]["mlflow_run_id"] == run_id
+
+
+def test_cli_prints_the_results_table(trained: TrainResult, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(trained.checkpoint_path), "--tasks", "mhmoe_mc", "--limit", "4", "--no-log"]) == 0
+    out = capsys.readouterr().out
+    assert "|mhmoe_mc" in out and "acc_norm" in out and "Metric" in out
+
+
+def test_list_tasks_prints_the_shipped_task_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--list-tasks"]) == 0
+    assert capsys.readouterr().out.split() == LOCAL_TASKS
+
+
+def test_a_task_directory_is_included_and_its_tasks_run(trained: TrainResult, tmp_path: Path) -> None:
+    template = (TEMPLATE_DIR / "mhmoe_mc.yaml").read_text()
+    (tmp_path / "my_cloze.yaml").write_text(
+        template.replace("task: mhmoe_mc", "task: my_cloze").replace("@PACKAGE_DATA@", TEMPLATE_DIR.as_posix())
+        .replace("@DATASETS_CACHE@", (tmp_path / "cache").as_posix()))
+    results = evaluate_checkpoint(trained.checkpoint_path, str(tmp_path), limit=3, log=False)
+    assert sorted(results["results"]) == ["my_cloze"]
+
+
+def test_standard_task_offline_fails_fast_naming_the_dataset(
+    trained: TrainResult, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start = time.perf_counter()
+    assert main([str(trained.checkpoint_path), "--tasks", "hellaswag", "--no-log"]) == 1
+    elapsed = time.perf_counter() - start
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mhmoe eval: ") and "\n" not in err
+    assert "Rowan/hellaswag" in err and "--online" in err
+    assert elapsed < 15, f"took {elapsed:.1f}s: the full built-in task index (~16 s) should not be needed"
+
+
+def test_not_a_checkpoint_is_exit_code_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a plain text file\n")
+    assert main([str(notes), "--tasks", "mhmoe_mc"]) == 1
+    assert "is not a safe, readable torch checkpoint" in capsys.readouterr().err
+
+
+def test_an_unknown_mlflow_run_is_refused_before_evaluating(
+    trained: TrainResult, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(trained.checkpoint_path), "--tasks", "mhmoe_mc", "--run-id", "0" * 32]) == 1
+    assert f"MLflow run {'0' * 32} not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_unknown_task_is_named(trained: TrainResult, capsys: pytest.CaptureFixture[str]) -> None:
+    # Unknown names fall back to lm-eval's full built-in index (~16 s) before they can be refused.
+    assert main([str(trained.checkpoint_path), "--tasks", "no_such_task_xyz", "--no-log"]) == 1
+    assert "unknown task(s) ['no_such_task_xyz']" in capsys.readouterr().err
