@@ -6,8 +6,7 @@ code; anything that is not an mhmoe training checkpoint is refused with :class:`
 
 from __future__ import annotations
 
-import pickle
-import zipfile
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from mhmoe.model import Transformer, build_model
 from mhmoe.run_config import RunConfig
 
 STATE_PREFIX = "net."
+DIGEST_KEY = "mhmoe_state_digest"
 
 
 class CheckpointError(ValueError):
@@ -34,18 +34,33 @@ class LoadedCheckpoint:
     global_step: int
 
 
+def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in key order."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def read_checkpoint(path: str | Path) -> dict:
-    """The raw checkpoint dict, loaded safely, validated to be ours."""
+    """The raw checkpoint dict, loaded safely, validated to be ours and unmodified."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - any failure to parse means "not a safe checkpoint"
+        # torch's message suggests weights_only=False, which we never do: keep only its first line.
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} is not a safe, readable torch checkpoint ({first})") from None
+        raise CheckpointError(f"{path} is not a safe, readable torch checkpoint "
+                              f"({type(err).__name__}: {first[:200]})") from None
     if not isinstance(raw, dict) or "state_dict" not in raw or "config" not in raw.get("hyper_parameters", {}):
         raise CheckpointError(f"{path} is not an mhmoe training checkpoint (no state_dict / hyper_parameters.config)")
+    if raw.get(DIGEST_KEY) != state_digest(raw["state_dict"]):
+        raise CheckpointError(f"{path}: the weights do not match the digest written at save time "
+                              "(modified or corrupted after saving)")
     return raw
 
 

@@ -31,7 +31,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 from tqdm import tqdm
 
-from mhmoe.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
+from mhmoe.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +45,6 @@ def resolve_device(device: str | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} requested but torch sees no CUDA GPU; use device=cpu")
     return dev
-
-
-def load_refusing_non_checkpoints(path: str, device: torch.device) -> LoadedCheckpoint:
-    """:func:`load_checkpoint`, with every failure to read the file reported as CheckpointError.
-
-    torch's ``weights_only`` unpickler can fail on arbitrary bytes with errors other than the ones
-    ``read_checkpoint`` expects (an IndexError on a text file, for one); they all mean "not a checkpoint".
-    """
-    try:
-        return load_checkpoint(path, map_location=device)
-    except CheckpointError:
-        raise
-    except Exception as err:
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise CheckpointError(f"{path} is not a safe, readable torch checkpoint "
-                              f"({type(err).__name__}{': ' + detail if detail else ''})") from None
 
 
 def positive_int(name: str, value: int | str) -> int:
@@ -88,11 +72,11 @@ class MHMoELM(TemplateLM):
         max_length: int | str | None = None,
         max_batch_size: int | None = None,  # passed by simple_evaluate; batch size is fixed here
     ) -> None:
-        """``pretrained``: checkpoint path. ``max_length``: context window, default and at most the
-        model's ``max_seq_len`` (set it to ``train.seq_len`` for a model trained on shorter sequences)."""
+        """``pretrained``: checkpoint path. ``max_length``: context window, default the run's
+        ``train.seq_len``, at most the model's ``max_seq_len``."""
         super().__init__()
         self._device = resolve_device(device)
-        loaded = load_refusing_non_checkpoints(pretrained, self._device)
+        loaded = load_checkpoint(pretrained, map_location=self._device)
         self.checkpoint = loaded
         self.net = loaded.net
         if dtype not in ("float32", "bfloat16"):
@@ -102,7 +86,9 @@ class MHMoELM(TemplateLM):
         self.batch_size = positive_int("batch_size", 8 if batch_size is None else batch_size)
         self.max_gen_toks = positive_int("max_gen_toks", max_gen_toks)
         model_len = self.net.model_cfg.max_seq_len
-        self._max_length = model_len if max_length is None else positive_int("max_length", max_length)
+        # Default to the length the model was trained on: RoPE positions beyond it were never seen.
+        trained_len = min(loaded.config.train.seq_len, model_len)
+        self._max_length = trained_len if max_length is None else positive_int("max_length", max_length)
         if self._max_length > model_len:
             raise ValueError(f"max_length={self._max_length} exceeds the model's max_seq_len={model_len}")
         moe = loaded.config.moe

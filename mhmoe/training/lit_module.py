@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mhmoe.checkpoint import DIGEST_KEY, state_digest
 from mhmoe.model import Transformer
 from mhmoe.run_config import RunConfig
 from mhmoe.tracking.names import divergence_artifact, load_artifact, val_metric
@@ -94,6 +95,10 @@ class LitLM(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer, scheduler = build_optimizer(self.net, self.config.optim, self.config.train.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lets every loader detect weights that were modified or corrupted after saving.
+        checkpoint[DIGEST_KEY] = state_digest(checkpoint["state_dict"])
 
     # ---- validation ---------------------------------------------------------------------------
 

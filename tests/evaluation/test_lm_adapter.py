@@ -182,8 +182,8 @@ def flipped_copy(checkpoint: Path, out: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("kind", ["flipped_bytes", "pickle_payload", "torch_payload", "text_file", "plain_dict",
-                                  "missing"])
+@pytest.mark.parametrize("kind", ["flipped_bytes", "modified_weights", "pickle_payload", "torch_payload", "text_file",
+                                  "plain_dict", "missing"])
 def test_refuses_anything_but_an_mhmoe_checkpoint(kind: str, checkpoint: Path, tmp_path: Path) -> None:
     marker = tmp_path / "payload_ran"
     path = tmp_path / "model.ckpt"
@@ -197,11 +197,17 @@ def test_refuses_anything_but_an_mhmoe_checkpoint(kind: str, checkpoint: Path, t
         path.write_text("these are not the weights you are looking for\n" * 20)
     elif kind == "plain_dict":
         torch.save({"weights": torch.zeros(3)}, path)
+    elif kind == "modified_weights":  # a well-formed checkpoint whose tensors were edited after saving
+        raw = torch.load(checkpoint, weights_only=True)
+        first = next(iter(raw["state_dict"]))
+        raw["state_dict"][first] = raw["state_dict"][first] + 1e-3
+        torch.save(raw, path)
     with pytest.raises(CheckpointError) as err:
         MHMoELM(pretrained=str(path))
     message = str(err.value)
     assert str(path) in message and "\n" not in message
-    expected = {"plain_dict": "not an mhmoe training checkpoint", "missing": "does not exist"}
+    expected = {"plain_dict": "not an mhmoe training checkpoint", "missing": "does not exist",
+                "modified_weights": "do not match the digest"}
     assert expected.get(kind, "not a safe, readable torch checkpoint") in message
     assert not marker.exists()
 
