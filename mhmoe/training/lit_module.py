@@ -46,6 +46,9 @@ class LitLM(pl.LightningModule):
             {"config": config.to_dict(), "tokenizer": tokenizer_spec, "val_names": self.val_names}, logger=False
         )
         self._interval_start: float | None = None
+        self.start_step = 0
+        """Global step training (re)started from: > 0 after a resume."""
+        self.last_val_metrics: dict[str, float] = {}
         self._val_sums: dict[int, list[float]] = {}
         self._val_load = LoadAccumulator()
 
@@ -87,6 +90,9 @@ class LitLM(pl.LightningModule):
             metrics.update(routing_metrics(out.routing))
         if metrics and self.logger is not None:
             self.logger.log_metrics(metrics, step=step)  # one batched MLflow call
+
+    def on_train_start(self) -> None:
+        self.start_step = self.global_step
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._interval_start is None:

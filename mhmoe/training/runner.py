@@ -139,10 +139,7 @@ def train(
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last = checkpoint_dir / LAST
     ckpt_path = str(last) if resume and last.is_file() else None
-    start_step = 0
-    if ckpt_path:
-        start_step = int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"])
-    else:
+    if not ckpt_path:
         logger.log_hyperparams({**cfg.flat(), **summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len),
                                 "perf.peak_flops": peak, "train.precision_resolved": precision})
         logger.experiment.log_text(run_id, cfg.to_yaml(), CONFIG_ARTIFACT)
@@ -161,8 +158,8 @@ def train(
     try:
         trainer.fit(lit, datamodule=datamodule, ckpt_path=ckpt_path)
         if trainer.global_step < cfg.train.max_steps:  # paused: leave the run open for --resume
-            return TrainResult(run_id=run_id, checkpoint_path=last, metrics=dict(getattr(lit, "last_val_metrics", {})),
-                               start_step=start_step, final_step=trainer.global_step)
+            return TrainResult(run_id=run_id, checkpoint_path=last, metrics=dict(lit.last_val_metrics),
+                               start_step=lit.start_step, final_step=trainer.global_step)
         if trainer.global_step % cfg.train.val_every != 0:  # always validate at the end
             trainer.validate(lit, datamodule=datamodule, verbose=False)
     except BaseException:
@@ -172,9 +169,8 @@ def train(
     trainer.save_checkpoint(final)
     logger.experiment.set_tag(run_id, TAG_CHECKPOINT, str(final))
     logger.finalize("success")
-    metrics = dict(getattr(lit, "last_val_metrics", {}))
-    return TrainResult(run_id=run_id, checkpoint_path=final, metrics=metrics, start_step=start_step,
-                       final_step=trainer.global_step)
+    return TrainResult(run_id=run_id, checkpoint_path=final, metrics=dict(lit.last_val_metrics),
+                       start_step=lit.start_step, final_step=trainer.global_step)
 
 
 def PauseAt(step: int, last: Path):  # noqa: N802 - a factory that reads like the callback it builds
