@@ -140,8 +140,12 @@ def train(
     last = checkpoint_dir / LAST
     ckpt_path = str(last) if resume and last.is_file() else None
     if not ckpt_path:
-        logger.log_hyperparams({**cfg.flat(), **summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len),
-                                "perf.peak_flops": peak, "train.precision_resolved": precision})
+        params = {**cfg.flat(), **summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len),
+                  "perf.peak_flops": peak, "train.precision_resolved": precision}
+        # A retry that died before its first checkpoint reuses its run: MLflow refuses to change a
+        # logged param (the re-measured peak differs), so log only what is not there yet.
+        logged = logger.experiment.get_run(run_id).data.params
+        logger.log_hyperparams({k: v for k, v in params.items() if k not in logged})
         logger.experiment.log_text(run_id, cfg.to_yaml(), CONFIG_ARTIFACT)
 
     every = cfg.train.checkpoint_every or cfg.train.val_every

@@ -1,0 +1,280 @@
+"""Expand a sweep spec into trial points: resolved configs, labels, hashes and budget numbers.
+
+A point is one group at one grid coordinate. Under ``match.policy: flops`` routed points are sized
+by :func:`mhmoe.matching.match_variant` against the SMoE baseline at the same coordinates; dense
+points keep ``model.d_ff`` and ignore ``moe.*`` axes. Points that resolve to the same config (same
+:meth:`RunConfig.config_hash`) are kept once: the hash is the point's identity in the queue.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from mhmoe import budget
+from mhmoe.configbase import ConfigError
+from mhmoe.matching import match_variant
+from mhmoe.run_config import RunConfig, resolve_run_config
+from mhmoe.sweep.spec import DEFAULT_GROUP, MATCH_KNOBS, Group, SpecError, SweepSpec, steps_for_tokens
+
+VARIANT_KEYS = ("model.ffn", "moe.heads", "moe.head_proj", "moe.merge_proj")
+"""Keys that define a variant rather than its SMoE baseline (not copied onto the baseline)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialPoint:
+    """One grid point: what a trial trains, and how it compares with its baseline."""
+
+    label: str
+    """Human-readable point name, e.g. ``mhmoe-h2/seed=1``; the MLflow run name."""
+    group: str
+    coords: dict[str, Any]
+    """Grid-axis values that apply to this point (axes a group pins are left out)."""
+    overrides: dict[str, Any]
+    """Dotted overrides over the spec's base that produce ``config`` (matching results included)."""
+    config: RunConfig
+    config_hash: str
+    metric: str
+    """Metric reported to Optuna."""
+    flops_mismatch_pct: float
+    """MoE-layer multiplications per token vs the baseline at the same coordinates."""
+    params_mismatch_pct: float
+    """MoE-layer expert + head/merge parameters vs the baseline."""
+    notes: tuple[str, ...] = ()
+    """Matching remarks (rounding) for the plan's warnings."""
+    budget: dict[str, int] = field(default_factory=dict)
+    """:func:`mhmoe.budget.summary` of the config (``budget.*`` keys)."""
+
+    @property
+    def variant(self) -> str:
+        return self.config.variant
+
+    def user_attrs(self) -> dict[str, Any]:
+        """What the queue stores with the trial (JSON-serialisable)."""
+        return {
+            "point": self.label, "group": self.group, "config_hash": self.config_hash,
+            "variant": self.variant, "seed": self.config.seed, "metric": self.metric,
+            "coords": _jsonable(self.coords), "overrides": _jsonable(self.overrides),
+            "config": self.config.to_dict(),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """The expanded grid plus the warnings a user should read before submitting."""
+
+    points: tuple[TrialPoint, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return "+".join(_fmt_value(v) for v in value)
+    return str(value)
+
+
+def _short_keys(keys: list[str]) -> dict[str, str]:
+    """Last dotted segment unless two axes share it."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def _label(group: str, coords: dict[str, Any], short: dict[str, str]) -> str:
+    parts = [] if group == DEFAULT_GROUP and coords else [group]
+    parts += [f"{short[k]}={_fmt_value(v)}" for k, v in coords.items()]
+    return "/".join(parts)
+
+
+def _resolve(spec: SweepSpec, overrides: dict[str, Any]) -> RunConfig:
+    return resolve_run_config(spec.base.preset, spec.base.config_file, overrides)
+
+
+def _with_budget(spec: SweepSpec, overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(overrides)
+    if spec.steps is not None:
+        out["train.max_steps"] = spec.steps
+    if spec.val_sets is not None:
+        out["data.val_sets"] = spec.val_sets
+    return out
+
+
+def _baseline(spec: SweepSpec, coords: dict[str, Any]) -> RunConfig:
+    """The SMoE the point is matched against: base (+ baseline group) at the point's coordinates."""
+    extra = spec.group(spec.match.baseline).overrides if spec.match.baseline != "base" else {}
+    overrides = {**spec.base.overrides, **coords, **extra}
+    overrides = {k: v for k, v in overrides.items() if k not in MATCH_KNOBS}
+    cfg = _resolve(spec, _with_budget(spec, overrides))
+    if cfg.model.ffn != "smoe" or cfg.moe.heads != 1:
+        raise ConfigError(
+            f"match.baseline={spec.match.baseline!r} resolves to model.ffn={cfg.model.ffn!r}, "
+            f"moe.heads={cfg.moe.heads}; the baseline must be an SMoE with moe.heads=1"
+        )
+    return cfg
+
+
+def _match(spec: SweepSpec, request: RunConfig, baseline: RunConfig, knobs: dict[str, Any]):
+    return match_variant(
+        request.model, baseline.moe, ffn=request.model.ffn, heads=request.moe.heads,
+        top_k=knobs.get("match.top_k"),
+        granularity=knobs.get("match.granularity", spec.match.granularity),
+        head_proj=request.moe.head_proj, merge_proj=request.moe.merge_proj,
+        mode=knobs.get("match.mode", spec.match.mode),
+        expert_multiple=knobs.get("match.expert_multiple", spec.match.expert_multiple),
+    )
+
+
+def _pct(value: int, reference: int) -> float:
+    return 100.0 * (value - reference) / reference if reference else 0.0
+
+
+def _metric(spec: SweepSpec, cfg: RunConfig) -> str:
+    names = cfg.data.val_names
+    metric = spec.metric or f"val/{names[0]}/ppl"
+    parts = metric.split("/")
+    if parts[0] == "val" and (len(parts) != 3 or parts[1] not in names):
+        raise ConfigError(f"validation.metric={metric!r} must be val/<set>/<stat> with <set> one of {names}")
+    return metric
+
+
+def _point(spec: SweepSpec, group: Group, coords: dict[str, Any], short: dict[str, str]) -> TrialPoint:
+    raw = {**spec.base.overrides, **coords, **group.overrides}
+    request = _resolve(spec, _with_budget(spec, {k: v for k, v in raw.items() if k not in MATCH_KNOBS}))
+    if request.model.ffn == "dense":
+        # A dense model has no routed layer: moe.* and match.* axes would only duplicate it.
+        coords = {k: v for k, v in coords.items() if not k.startswith(("moe.", "match."))}
+        raw = {k: v for k, v in raw.items() if not k.startswith(("moe.", "match."))}
+    knobs = {k: v for k, v in raw.items() if k in MATCH_KNOBS}
+    overrides = _with_budget(spec, {k: v for k, v in raw.items() if k not in MATCH_KNOBS})
+    label = _label(group.name, coords, short)
+    baseline_coords = {k: v for k, v in coords.items() if k not in VARIANT_KEYS}
+    baseline = _baseline(spec, baseline_coords) if spec.match.policy == "flops" else None
+    notes: tuple[str, ...] = ()
+    if baseline is not None and request.model.ffn != "dense":
+        result = _match(spec, request, baseline, knobs)
+        overrides.update({"model.ffn": result.ffn, **{f"moe.{k}": v for k, v in result.moe_overrides().items()}})
+        notes = result.notes
+    if spec.tokens is not None:
+        overrides["train.max_steps"] = steps_for_tokens(spec.tokens, request.train.batch_size, request.train.seq_len)
+    cfg = _resolve(spec, overrides)
+    if baseline is None:
+        baseline = _resolve(spec, _with_budget(spec, dict(spec.base.overrides)))
+    base_model = baseline.model
+    return TrialPoint(
+        label=label, group=group.name, coords=coords, overrides=overrides, config=cfg,
+        config_hash=cfg.config_hash(), metric=_metric(spec, cfg),
+        flops_mismatch_pct=_pct(budget.moe_mults_per_token(cfg.model, cfg.moe),
+                                budget.moe_mults_per_token(base_model, baseline.moe)),
+        params_mismatch_pct=_pct(budget.moe_layer_params(cfg.model, cfg.moe),
+                                 budget.moe_layer_params(base_model, baseline.moe)),
+        notes=notes,
+        budget=budget.summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len),
+    )
+
+
+def _group_errors(errors: list[tuple[str, str]]) -> list[str]:
+    """One line per distinct problem: ``point A (and 3 more): message``."""
+    by_message: dict[str, list[str]] = {}
+    for label, message in errors:
+        by_message.setdefault(message, []).append(label)
+    lines = []
+    for message, labels in by_message.items():
+        more = f" (and {len(labels) - 1} more)" if len(labels) > 1 else ""
+        lines.append(f"point {labels[0]}{more}: {message}")
+    return lines
+
+
+def plan(spec: SweepSpec) -> Plan:
+    """Every point of the spec, deduplicated by config hash, with warnings; raises SpecError."""
+    keys = [axis.key for axis in spec.grid]
+    short = _short_keys(keys)
+    errors: list[tuple[str, str]] = []
+    warnings: list[str] = []
+    notes: dict[str, list[str]] = {}  # matching note -> groups it applies to
+    points: dict[str, TrialPoint] = {}
+    for group in spec.groups:
+        pinned = [k for k in keys if k in group.overrides]
+        if pinned and len(spec.grid) > 0:
+            warnings.append(f"group {group.name!r} pins {pinned}: those axis values do not apply to it")
+        free = [axis for axis in spec.grid if axis.key not in group.overrides]
+        for combo in itertools.product(*(axis.values for axis in free)):
+            coords = dict(zip((axis.key for axis in free), combo))
+            try:
+                point = _point(spec, group, coords, short)
+            except ConfigError as err:
+                errors.append((_label(group.name, coords, short), str(err)))
+                continue
+            if point.config_hash in points:
+                first = points[point.config_hash]
+                if first.label != point.label:
+                    warnings.append(f"{point.label} resolves to the same config as {first.label}; it runs once")
+                continue
+            points[point.config_hash] = point
+            for note in point.notes:
+                groups = notes.setdefault(note, [])
+                if group.name not in groups:
+                    groups.append(group.name)
+    if errors:
+        raise SpecError(_group_errors(errors))
+    warnings += [f"{', '.join(groups)}: {note}" for note, groups in notes.items()]
+    if not points:
+        raise SpecError(["the grid is empty: no group x axis combination produced a trial"])
+    return Plan(points=tuple(points.values()), warnings=tuple(warnings))
+
+
+def expand(spec: SweepSpec) -> list[TrialPoint]:
+    """The spec's trial points (validated, deduplicated); raises :class:`SpecError`."""
+    return list(plan(spec).points)
+
+
+# --------------------------------------------------------------------------------------------
+# Table
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}K"
+
+
+PLAN_COLUMNS = ("#", "point", "variant", "heads", "experts", "d_ff", "top_k", "bits", "seed",
+                "total", "active", "mults/tok", "dflops%", "dparams%", "hash")
+
+
+def plan_rows(points: list[TrialPoint] | tuple[TrialPoint, ...]) -> list[dict[str, str]]:
+    rows = []
+    for i, p in enumerate(points):
+        cfg = p.config
+        dense = cfg.model.ffn == "dense"
+        rows.append({
+            "#": str(i), "point": p.label, "variant": p.variant,
+            "heads": "-" if dense else str(cfg.moe.heads),
+            "experts": "-" if dense else str(cfg.moe.num_experts),
+            "d_ff": str(cfg.model.d_ff if dense else cfg.moe.expert_d_ff),
+            "top_k": "-" if dense else str(cfg.moe.top_k),
+            "bits": f"{cfg.quant.weight_bits:g}", "seed": str(cfg.seed),
+            "total": _millions(p.budget["budget.total_params"]),
+            "active": _millions(p.budget["budget.active_params"]),
+            "mults/tok": _millions(p.budget["budget.forward_mults_per_token"]),
+            "dflops%": f"{p.flops_mismatch_pct:+.1f}", "dparams%": f"{p.params_mismatch_pct:+.1f}",
+            "hash": p.config_hash[:8],
+        })
+    return rows
+
+
+def format_table(rows: list[dict[str, str]], columns: tuple[str, ...] | list[str]) -> str:
+    """Plain fixed-width table (no dependencies; pipes into less and diff well)."""
+    widths = {c: max([len(c)] + [len(r.get(c, "")) for r in rows]) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines.append("  ".join("-" * widths[c] for c in columns))
+    lines += ["  ".join(r.get(c, "").ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)
+
+
+__all__ = ["PLAN_COLUMNS", "Plan", "TrialPoint", "expand", "format_table", "plan", "plan_rows"]

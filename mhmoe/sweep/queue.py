@@ -1,0 +1,314 @@
+"""The sweep queue: one Optuna study whose WAITING trials are grid points still to train.
+
+Submitting enqueues one trial per grid point missing from the study (identity = config hash), so
+resubmitting is a no-op and adding a seed adds only the new points. Workers claim a WAITING trial
+under :func:`~mhmoe.sweep.storage.queue_lock` (no double claim, even on SQLite), beat a heartbeat
+while training, and tell the metric back. A trial whose worker died stops beating; the next claim
+fails it (Optuna's heartbeat staleness) and enqueues a new attempt of the same point carrying the
+MLflow run id, so the point resumes from its checkpoint. Failed attempts are retried until
+``max_attempt``. Optuna's GridSampler is not used: it re-runs points with 2+ workers and counts
+FAILED points as done (STACK.md).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import threading
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from mhmoe.sweep.storage import open_storage, queue_lock
+
+# Trial user attrs carried from one attempt of a point to the next.
+POINT_ATTRS = ("point", "group", "config_hash", "variant", "seed", "metric", "coords", "overrides", "config",
+               "max_attempt", "mlflow_run_id")
+SETTINGS_ATTR = "mhmoe.sweep"
+"""Study user attr holding the sweep settings (metric, retries, tracking ...), so workers on other
+nodes need only the storage URL and the study name."""
+PARENT_RUN_ATTR = "mhmoe.mlflow_parent_run_id"
+STALE_REASON = "stale: no heartbeat within the grace period (worker died?)"
+UID_ATTR = "mhmoe.sweep_uid"
+"""Random id of the study, set once: checkpoint folders of a deleted and re-created study of the
+same name must not be resumed."""
+PARAM_KEYS = ("moe.heads", "moe.num_experts", "moe.top_k", "moe.expert_d_ff", "quant.weight_bits", "seed")
+"""Numeric config values set as Optuna params when a trial starts (dashboard axes)."""
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmitResult:
+    """What a submit changed."""
+
+    added: tuple[str, ...]
+    """Labels of the points enqueued now."""
+    existing: int
+    """Points already in the study (any state)."""
+    requeued: tuple[str, ...] = ()
+    """Exhausted points given a new attempt (``retry_failed``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PointState:
+    """Where one grid point stands, from all its attempts."""
+
+    config_hash: str
+    label: str
+    state: str
+    """done, running, waiting or failed (every attempt failed, none pending)."""
+    attempts: tuple[FrozenTrial, ...] = field(default_factory=tuple)
+
+
+class SweepQueue:
+    """An Optuna study used as a crash-safe work queue of grid points."""
+
+    def __init__(self, url: str, study_name: str, *, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None, create: bool = False, direction: str = "minimize"):
+        self.url = url
+        self.study_name = study_name
+        self.storage = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                                    on_stale=self._on_stale)
+        if create:
+            self.study = optuna.create_study(study_name=study_name, storage=self.storage, direction=direction,
+                                             load_if_exists=True)
+        else:
+            self.study = optuna.load_study(study_name=study_name, storage=self.storage)
+
+    # ------------------------------------------------------------------ study-level
+    @staticmethod
+    def exists(url: str, study_name: str) -> bool:
+        storage = open_storage(url)
+        try:
+            return any(s.study_name == study_name for s in storage.get_all_studies())
+        finally:
+            storage.engine.dispose()
+
+    def close(self) -> None:
+        """Drop pooled connections (before forking workers: a child must not reuse the parent's)."""
+        self.storage.remove_session()
+        self.storage.engine.dispose()
+
+    def lock(self):
+        return queue_lock(self.storage, self.url, self.study_name)
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self.study.user_attrs.get(SETTINGS_ATTR, {}))
+
+    def set_settings(self, settings: dict[str, Any]) -> None:
+        self.study.set_user_attr(SETTINGS_ATTR, settings)
+
+    def uid(self) -> str:
+        """The study's random id (created on first use, under the queue lock)."""
+        uid = self.study.user_attrs.get(UID_ATTR)
+        if uid is None:
+            with self.lock():
+                uid = self.study.user_attrs.get(UID_ATTR) or uuid.uuid4().hex[:8]
+                self.study.set_user_attr(UID_ATTR, uid)
+        return uid
+
+    def checkpoint_dir(self, root: Path, config_hash: str) -> Path:
+        """Fixed per grid point of this study, so every attempt resumes the same checkpoint."""
+        return root / f"{self.study_name}-{self.uid()}" / config_hash
+
+    def parent_run_id(self) -> str | None:
+        return self.study.user_attrs.get(PARENT_RUN_ATTR)
+
+    def set_parent_run_id(self, run_id: str) -> None:
+        self.study.set_user_attr(PARENT_RUN_ATTR, run_id)
+
+    def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False, states=states)
+
+    # ------------------------------------------------------------------ submit
+    def submit(self, points: list, *, retries: int, retry_failed: bool = False) -> SubmitResult:
+        """Enqueue the points not in the study yet (and, with ``retry_failed``, exhausted ones)."""
+        with self.lock():
+            by_hash = {p.config_hash: p for p in self.point_states()}
+            added, requeued = [], []
+            for point in points:
+                known = by_hash.get(point.config_hash)
+                if known is None:
+                    attrs = {**point.user_attrs(), "attempt": 1, "max_attempt": 1 + retries}
+                    self.study.enqueue_trial({}, user_attrs=attrs)
+                    added.append(point.label)
+                elif retry_failed and known.state == "failed":
+                    last = known.attempts[-1]
+                    attempt = int(last.user_attrs.get("attempt", 1)) + 1
+                    self._enqueue_attempt(last, attempt=attempt, max_attempt=attempt + retries)
+                    requeued.append(point.label)
+            return SubmitResult(added=tuple(added), existing=len(by_hash), requeued=tuple(requeued))
+
+    def _enqueue_attempt(self, previous: FrozenTrial, *, attempt: int, max_attempt: int,
+                         reason: str | None = None) -> None:
+        # Re-read: the worker may have stored the MLflow run id after `previous` was fetched.
+        latest = self.storage.get_trial(previous._trial_id).user_attrs
+        attrs = {k: latest[k] for k in POINT_ATTRS if k in latest}
+        attrs.update(attempt=attempt, max_attempt=max_attempt, previous_trial=previous.number)
+        if reason or latest.get("error"):
+            attrs["previous_error"] = (reason or latest["error"])[-500:]
+        self.study.enqueue_trial({}, user_attrs=attrs)
+
+    def _requeue_unlocked(self, trial: FrozenTrial, *, count_attempt: bool = True, reason: str | None = None) -> bool:
+        """Enqueue the next attempt of ``trial``'s point if it has attempts left (caller holds the lock).
+
+        ``count_attempt=False`` (a worker stopped by a signal, e.g. SLURM preemption) does not use up
+        a retry.
+        """
+        attempt = int(trial.user_attrs.get("attempt", 1))
+        max_attempt = int(trial.user_attrs.get("max_attempt", 1)) + (0 if count_attempt else 1)
+        if attempt >= max_attempt:
+            return False
+        self._enqueue_attempt(trial, attempt=attempt + 1, max_attempt=max_attempt, reason=reason)
+        return True
+
+    def _on_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        # Called by fail_stale_trials inside reap(), i.e. already under the queue lock. The trial is
+        # FAIL by now (no more attrs on it), so the reason goes on the next attempt.
+        self._requeue_unlocked(trial, reason=STALE_REASON)
+
+    # ------------------------------------------------------------------ workers
+    def reap(self) -> None:
+        """Fail RUNNING trials whose heartbeat went stale and re-queue their points."""
+        if self.storage.heartbeat_interval is None:
+            return
+        with self.lock(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+
+    def claim(self, worker: str | None = None) -> FrozenTrial | None:
+        """Atomically move a WAITING trial to RUNNING and return it (None when none waits).
+
+        Re-queued attempts go first (they usually resume a checkpoint), then submission order.
+        """
+        self.reap()
+        with self.lock():
+            waiting = self.trials((TrialState.WAITING,))
+            for trial in sorted(waiting, key=lambda t: (t.user_attrs.get("attempt", 1) == 1, t.number)):
+                if not self.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+                    continue  # taken by a worker outside our lock (e.g. a plain study.optimize)
+                if self.storage.heartbeat_interval is not None:
+                    # Optuna only judges trials that have beaten at least once.
+                    self.storage.record_heartbeat(trial._trial_id)
+                self.storage.set_trial_user_attr(trial._trial_id, "worker", worker or worker_id())
+                self._set_params(trial)
+                return self.storage.get_trial(trial._trial_id)
+        return None
+
+    def _set_params(self, trial: FrozenTrial) -> None:
+        """Numeric config values as Optuna params, so the dashboard can slice the study."""
+        flat: dict[str, Any] = {}
+        config = trial.user_attrs.get("config", {})
+        for key in PARAM_KEYS:
+            node: Any = config
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            flat[key] = node
+        if config.get("model", {}).get("ffn") == "dense":  # no routed layer: moe.* says nothing
+            flat = {k: v for k, v in flat.items() if not k.startswith("moe.")}
+        for key, value in trial.user_attrs.get("coords", {}).items():
+            flat.setdefault(key, value)
+        for key, value in flat.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                continue
+            dist = IntDistribution(value, value) if isinstance(value, int) else FloatDistribution(value, value)
+            try:
+                self.storage.set_trial_param(trial._trial_id, key, float(value), dist)
+            except ValueError:
+                pass  # an older trial recorded this param with another kind; the user attr has it
+
+    def set_attrs(self, trial: FrozenTrial, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            self.storage.set_trial_user_attr(trial._trial_id, key, value)
+
+    def is_running(self, trial: FrozenTrial) -> bool:
+        return self.storage.get_trial(trial._trial_id).state == TrialState.RUNNING
+
+    def complete(self, trial: FrozenTrial, value: float, attrs: dict[str, Any]) -> bool:
+        """Tell ``value``; False if the trial was already reaped as stale (its retry owns the point)."""
+        with self.lock():
+            if not self.is_running(trial):
+                return False
+            self.set_attrs(trial, attrs)
+            self.study.tell(trial.number, value)
+            return True
+
+    def fail(self, trial: FrozenTrial, error: str, *, retry: bool = True, count_attempt: bool = True,
+             attrs: dict[str, Any] | None = None) -> bool:
+        """Mark the attempt FAIL and re-queue the point if allowed; True when a retry was enqueued."""
+        with self.lock():
+            if not self.is_running(trial):
+                return False
+            self.set_attrs(trial, {**(attrs or {}), "error": error[-2000:]})
+            self.study.tell(trial.number, state=TrialState.FAIL)
+            if not retry:
+                return False
+            return self._requeue_unlocked(self.storage.get_trial(trial._trial_id), count_attempt=count_attempt)
+
+    def pending(self) -> tuple[int, int]:
+        """(waiting, running) trial counts."""
+        trials = self.trials((TrialState.WAITING, TrialState.RUNNING))
+        waiting = sum(t.state == TrialState.WAITING for t in trials)
+        return waiting, len(trials) - waiting
+
+    # ------------------------------------------------------------------ status
+    def point_states(self) -> list[PointState]:
+        """One entry per grid point (config hash), in first-enqueued order."""
+        by_hash: dict[str, list[FrozenTrial]] = {}
+        for trial in self.trials():
+            key = trial.user_attrs.get("config_hash")
+            if key is not None:
+                by_hash.setdefault(key, []).append(trial)
+        out = []
+        for key, attempts in by_hash.items():
+            states = {t.state for t in attempts}
+            if TrialState.COMPLETE in states:
+                state = "done"
+            elif TrialState.RUNNING in states:
+                state = "running"
+            elif TrialState.WAITING in states:
+                state = "waiting"
+            else:
+                state = "failed"
+            out.append(PointState(config_hash=key, label=attempts[0].user_attrs.get("point", key),
+                                  state=state, attempts=tuple(attempts)))
+        return out
+
+
+class Heartbeat:
+    """Background thread that records a trial's heartbeat every ``interval`` seconds."""
+
+    def __init__(self, queue: SweepQueue, trial: FrozenTrial, interval: float):
+        self._queue, self._trial, self._interval = queue, trial, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial.number}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._queue.storage.record_heartbeat(self._trial._trial_id)
+            except Exception:  # a busy database must not kill the trial; the next beat retries
+                pass
+
+    def __enter__(self) -> Heartbeat:
+        if self._queue.storage.heartbeat_interval is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+
+__all__ = ["Heartbeat", "PointState", "SubmitResult", "SweepQueue", "worker_id"]

@@ -1,0 +1,101 @@
+"""Optuna RDB storage for sweeps, and the lock that makes claiming a trial atomic.
+
+SQLite (one machine; the default, a file under the mhmoe home) and PostgreSQL (many nodes) are
+both plain Optuna RDB storages, so ``optuna-dashboard <url>`` shows a sweep as a normal study.
+SQLite has no row locks: two workers can both pop the same WAITING trial (STACK.md), so every
+queue mutation (submit, claim, re-queue, tell) runs under :func:`queue_lock` -- a file lock next
+to the SQLite file, or a transaction-scoped advisory lock on PostgreSQL, which also covers
+workers on other nodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+STORAGE_ENV = "MHMOE_SWEEP_STORAGE"
+LOCK_TIMEOUT_S = 600.0
+
+
+def storage_url(cli: str | None = None, spec_storage: str | None = None) -> str:
+    """--storage, else $MHMOE_SWEEP_STORAGE, else the spec's ``storage``, else SQLite in the home."""
+    from mhmoe.home import default_sweep_storage
+
+    return cli or os.environ.get(STORAGE_ENV) or spec_storage or default_sweep_storage()
+
+
+def sqlite_path(url: str) -> Path | None:
+    """File of a ``sqlite:///...`` URL (None for other backends)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return Path(url[len("sqlite:///"):])
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for printing."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+def open_storage(
+    url: str,
+    *,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    on_stale: Callable | None = None,
+):
+    """An ``optuna.storages.RDBStorage`` with heartbeats when ``heartbeat_interval`` is given."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Writers wait for each other instead of failing with "database is locked".
+        engine_kwargs: dict = {"connect_args": {"timeout": 120}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period, heartbeat_stale_trial_callback=on_stale,
+        )
+
+
+def _advisory_key(study_name: str) -> int:
+    """A stable signed 64-bit key per study for pg_advisory_xact_lock."""
+    digest = hashlib.sha256(f"mhmoe.sweep:{study_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def queue_lock(storage, url: str, study_name: str) -> Iterator[None]:
+    """Serialise queue mutations of one study across processes (and nodes, on PostgreSQL)."""
+    path = sqlite_path(url)
+    if path is not None:
+        from filelock import FileLock
+
+        with FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S):
+            yield
+    elif url.startswith("postgresql"):
+        from sqlalchemy import text
+
+        # Transaction-scoped: released on commit/rollback, even if this process dies mid-claim.
+        with storage.engine.connect() as conn, conn.begin():
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _advisory_key(study_name)})
+            yield
+    else:
+        # Other RDBs (MySQL): Optuna's SELECT ... FOR UPDATE makes the WAITING -> RUNNING swap atomic.
+        yield
+
+
+__all__ = ["STORAGE_ENV", "open_storage", "queue_lock", "redact", "sqlite_path", "storage_url"]

@@ -1,0 +1,49 @@
+"""Submit a validated spec: create or reopen its study, record the settings, enqueue missing points."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from mhmoe.sweep.plan import TrialPoint
+from mhmoe.sweep.queue import SubmitResult, SweepQueue
+from mhmoe.sweep.spec import SweepSpec
+
+
+def resolve_tracking_uri(cli: str | None, spec: SweepSpec) -> str:
+    from mhmoe.home import default_tracking_uri
+
+    return cli or spec.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def sweep_settings(spec: SweepSpec, *, tracking_uri: str, heartbeat_interval: int | None = None,
+                   grace_period: int | None = None) -> dict[str, Any]:
+    """What workers read from the study (they may run on nodes without the spec file)."""
+    return {
+        "name": spec.name, "spec_path": str(spec.path) if spec.path else None, "metric": spec.metric,
+        "direction": spec.direction, "retries": spec.retries, "eval_tasks": list(spec.eval_tasks),
+        "eval_limit": spec.eval_limit, "experiment": spec.experiment_name, "tracking_uri": tracking_uri,
+        "heartbeat_interval": heartbeat_interval or spec.heartbeat_interval,
+        "grace_period": grace_period or spec.grace_period,
+    }
+
+
+def submit_sweep(spec: SweepSpec, points: list[TrialPoint], *, storage: str, tracking_uri: str | None = None,
+                 heartbeat_interval: int | None = None, grace_period: int | None = None,
+                 retry_failed: bool = False) -> tuple[SweepQueue, SubmitResult]:
+    """Idempotent: only points whose config hash is not in the study yet are enqueued.
+
+    Touches only Optuna storage (about a second); the MLflow parent run is opened by the first
+    worker, which imports MLflow anyway.
+    """
+    uri = resolve_tracking_uri(tracking_uri, spec)
+    queue = SweepQueue(storage, spec.name, create=True, direction=spec.direction)
+    queue.uid()
+    with queue.lock():
+        queue.set_settings(sweep_settings(spec, tracking_uri=uri, heartbeat_interval=heartbeat_interval,
+                                          grace_period=grace_period))
+    result = queue.submit(points, retries=spec.retries, retry_failed=retry_failed)
+    return queue, result
+
+
+__all__ = ["resolve_tracking_uri", "submit_sweep", "sweep_settings"]

@@ -1,0 +1,323 @@
+"""One sweep worker: a long-lived process that loops claim -> train -> tell until the queue is empty.
+
+Started by :mod:`mhmoe.sweep.launch` (one per device, forked after the imports) or on its own as
+``python -m mhmoe.sweep.worker``; either way the torch / Lightning / MLflow imports are paid once
+per worker process, not once per trial. Everything a trial
+needs (resolved config, metric, MLflow run id) is in the Optuna study, so a worker on another node
+needs only the storage URL and the study name.
+
+A trial trains through :func:`mhmoe.training.runner.train` with a checkpoint folder fixed per grid
+point (``<checkpoint root>/<sweep>/<config hash>``) and ``resume=True``: a re-queued attempt
+continues from ``last.ckpt`` and the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import FrozenTrial
+
+from mhmoe.sweep import tracking
+from mhmoe.sweep.queue import Heartbeat, SweepQueue, worker_id
+
+
+class WorkerStop(BaseException):
+    """SIGTERM/SIGINT: give the current trial back to the queue and exit."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerOptions:
+    """How one worker runs (all but the storage URL and study name have defaults)."""
+
+    storage: str
+    """Optuna storage URL."""
+    study: str
+    """Study (sweep) name."""
+    tracking_uri: str | None = None
+    """MLflow URI; None = $MLFLOW_TRACKING_URI, else the sweep's, else SQLite in the home."""
+    checkpoint_root: Path | None = None
+    """Checkpoints go to ``<root>/<sweep>/<config hash>``; None = ``<mhmoe home>/sweeps``."""
+    max_trials: int | None = None
+    """Stop after this many trials (None = until the queue is empty)."""
+    threads: int = 0
+    """torch CPU threads (0 = torch's default)."""
+    linger: bool = True
+    """While other workers still run trials, wait: a dead one's trial comes back after the grace period."""
+    poll_s: float = 5.0
+    """Seconds between queue polls while lingering."""
+    heartbeat_interval: int | None = None
+    """Override the sweep's heartbeat interval (seconds)."""
+    grace_period: int | None = None
+    """Override the sweep's grace period (seconds)."""
+
+
+def _log(message: str) -> None:
+    print(f"[sweep worker {worker_id()}] {message}", flush=True)
+
+
+def _checkpoint_root(options: WorkerOptions) -> Path:
+    if options.checkpoint_root is not None:
+        return options.checkpoint_root
+    from mhmoe.home import home_subdir
+
+    return home_subdir("sweeps")
+
+
+def _tracking_uri(options: WorkerOptions, settings: dict[str, Any]) -> str:
+    from mhmoe.home import default_tracking_uri
+
+    return options.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or settings.get("tracking_uri") \
+        or default_tracking_uri()
+
+
+def open_queue(options: WorkerOptions) -> SweepQueue:
+    """The study with the sweep's heartbeat settings (read from the study unless overridden)."""
+    settings = SweepQueue(options.storage, options.study).settings()
+    return SweepQueue(
+        options.storage, options.study,
+        heartbeat_interval=options.heartbeat_interval or settings.get("heartbeat_interval"),
+        grace_period=options.grace_period or settings.get("grace_period"),
+    )
+
+
+def _evaluate(settings: dict[str, Any], checkpoint: Path, run_id: str, tracking_uri: str) -> dict[str, Any]:
+    """lm-eval on the final checkpoint when the spec lists tasks and mhmoe.evaluation exists."""
+    tasks = settings.get("eval_tasks") or []
+    if not tasks:
+        return {}
+    try:
+        from mhmoe.evaluation import evaluate_checkpoint
+    except ImportError:
+        _log(f"eval tasks {tasks} skipped: mhmoe.evaluation is not available")
+        return {"eval_skipped": "mhmoe.evaluation not available"}
+    import torch
+
+    try:
+        evaluate_checkpoint(checkpoint, tasks, limit=settings.get("eval_limit"), run_id=run_id,
+                            tracking_uri=tracking_uri, device="cuda" if torch.cuda.is_available() else "cpu")
+        return {"eval_tasks": list(tasks)}
+    except Exception as err:  # evaluation must not lose a finished training run
+        _log(f"eval failed: {err!r}")
+        return {"eval_error": repr(err)[-500:]}
+
+
+def _trial_run(queue: SweepQueue, trial: FrozenTrial, tracking_uri: str, settings: dict[str, Any],
+               checkpoint_dir: Path) -> tuple[str, dict[str, str]]:
+    """The point's MLflow child run and its tags: created on the first attempt, continued after.
+
+    An earlier attempt that died before its first checkpoint left a run with params but no
+    resumable state; training restarts from step 0, so it gets a fresh run (MLflow would refuse
+    the re-logged params, e.g. the re-measured peak FLOP/s) and the empty one is deleted.
+    """
+    from mhmoe.training.runner import LAST
+
+    attrs = trial.user_attrs
+    tags = tracking.trial_tags(queue.study_name, trial.number, attrs)
+    run_id = attrs.get("mlflow_run_id")
+    if run_id and (checkpoint_dir / LAST).is_file():  # resume: same run, this attempt's tags
+        tracking.set_tags(tracking_uri, run_id, tags)
+        tracking.reopen(tracking_uri, run_id)
+        return run_id, tags
+    if run_id:
+        tracking.delete(tracking_uri, run_id)
+    run_id = tracking.create_trial_run(tracking_uri, settings.get("experiment", queue.study_name),
+                                       queue.parent_run_id(), attrs["point"], tags)
+    # Stored before training starts: a re-queued attempt must find it even if this worker dies.
+    queue.set_attrs(trial, {"mlflow_run_id": run_id})
+    return run_id, tags
+
+
+def _train(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions, settings: dict[str, Any],
+           run_id: str, tags: dict[str, str], checkpoint_dir: Path) -> tuple[Any, float, dict[str, Any]]:
+    """Train (resuming the point's checkpoint) with a heartbeat; (TrainResult, seconds, eval attrs)."""
+    from mhmoe.run_config import RunConfig
+    from mhmoe.training.runner import train
+
+    attrs = trial.user_attrs
+    tracking_uri = _tracking_uri(options, settings)
+    with Heartbeat(queue, trial, queue.storage.heartbeat_interval or 0):
+        start = time.perf_counter()
+        result = train(
+            RunConfig.from_dict(attrs["config"]), tracking_uri=tracking_uri,
+            experiment_name=settings.get("experiment", queue.study_name), run_name=attrs["point"], tags=tags,
+            parent_run_id=queue.parent_run_id(), run_id=run_id, checkpoint_dir=checkpoint_dir, resume=True,
+            progress=False,
+        )
+        seconds = time.perf_counter() - start
+        return result, seconds, _evaluate(settings, result.checkpoint_path, result.run_id, tracking_uri)
+
+
+def _tell(queue: SweepQueue, trial: FrozenTrial, result: Any, tracking_uri: str, attrs: dict[str, Any]) -> str:
+    """Report the trial's metric to Optuna (FAIL without retry when it is missing or not finite)."""
+    metric = trial.user_attrs["metric"]
+    metrics = dict(result.metrics)
+    if metric not in metrics:  # e.g. resumed at max_steps: the run logged it on the earlier attempt
+        metrics.update(tracking.run_metrics(tracking_uri, result.run_id))
+    value = metrics.get(metric)
+    attrs = {"start_step": int(result.start_step), "final_step": int(result.final_step),
+             "checkpoint": str(result.checkpoint_path), **attrs}
+    if value is None or not math.isfinite(float(value)):
+        # A diverged or metric-less run would fail the same way again: no retry.
+        queue.fail(trial, f"metric {metric!r} is {value!r}; trainer metrics: {sorted(metrics)}",
+                   retry=False, attrs=attrs)
+        tracking.terminate(tracking_uri, result.run_id, "FAILED")
+        return "failed"
+    if not queue.complete(trial, float(value), attrs):
+        _log(f"trial {trial.number} finished but was reaped as stale meanwhile; result dropped")
+        return "lost"
+    _log(f"trial {trial.number} {trial.user_attrs['point']} done: {metric}={float(value):.4g} "
+         f"(steps {result.start_step}->{result.final_step})")
+    return "done"
+
+
+def run_trial(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions) -> str:
+    """Train one claimed trial and tell the result; returns done, failed, retried or lost."""
+    claimed = time.perf_counter()
+    settings = queue.settings()
+    tracking_uri = _tracking_uri(options, settings)
+    label = trial.user_attrs["point"]
+    _log(f"trial {trial.number} {label} (attempt {trial.user_attrs.get('attempt', 1)}) started")
+    run_id = None
+    try:
+        checkpoint_dir = queue.checkpoint_dir(_checkpoint_root(options), trial.user_attrs["config_hash"])
+        run_id, tags = _trial_run(queue, trial, tracking_uri, settings, checkpoint_dir)
+        result, train_s, eval_attrs = _train(queue, trial, options, settings, run_id, tags, checkpoint_dir)
+    except WorkerStop:
+        queue.fail(trial, "interrupted (worker stopped)", count_attempt=False)
+        _log(f"trial {trial.number} {label} interrupted; re-queued")
+        raise
+    except Exception:
+        error = traceback.format_exc()
+        retried = queue.fail(trial, error)
+        if not retried and run_id:
+            tracking.terminate(tracking_uri, run_id, "FAILED")
+        _log(f"trial {trial.number} {label} failed ({'re-queued' if retried else 'no attempts left'}):\n{error}")
+        return "retried" if retried else "failed"
+    timing = {"train_seconds": round(train_s, 3),
+              "overhead_seconds": round(time.perf_counter() - claimed - train_s, 3)}
+    return _tell(queue, trial, result, tracking_uri, {**timing, **eval_attrs})
+
+
+def ensure_parent_run(queue: SweepQueue, options: WorkerOptions) -> None:
+    """Open the sweep's MLflow parent run once (first worker), or mark it running again."""
+    settings = queue.settings()
+    uri = _tracking_uri(options, settings)
+    with queue.lock():
+        run_id = queue.parent_run_id()
+        if run_id is None:
+            params = {"sweep.spec": settings.get("spec_path") or "", "sweep.retries": settings.get("retries"),
+                      "sweep.metric": settings.get("metric") or "val/<first set>/ppl"}
+            queue.set_parent_run_id(tracking.create_parent_run(
+                uri, settings.get("experiment", queue.study_name), queue.study_name, params))
+        elif queue.pending()[0]:
+            tracking.reopen(uri, run_id)  # new points were submitted after it finished
+
+
+def _finish_parent(queue: SweepQueue, options: WorkerOptions) -> None:
+    """Close the sweep's parent run once nothing waits or runs."""
+    run_id = queue.parent_run_id()
+    if run_id is None or queue.pending() != (0, 0):
+        return
+    states = [p.state for p in queue.point_states()]
+    tracking.terminate(_tracking_uri(options, queue.settings()), run_id,
+                       "FINISHED" if all(s == "done" for s in states) else "FAILED")
+
+
+def run_worker(options: WorkerOptions) -> int:
+    """Claim and train trials until none is left (or ``max_trials``); returns an exit code."""
+    queue = open_queue(options)
+    ensure_parent_run(queue, options)
+    done = 0
+    while options.max_trials is None or done < options.max_trials:
+        trial = queue.claim()
+        if trial is None:
+            waiting, running = queue.pending()
+            if waiting == 0 and (running == 0 or not options.linger):
+                break
+            time.sleep(options.poll_s)
+            continue
+        run_trial(queue, trial, options)
+        done += 1
+    _finish_parent(queue, options)
+    _log(f"exiting after {done} trial(s)")
+    return 0
+
+
+def preload() -> None:
+    """Pay the torch / Lightning / MLflow imports (~6 s) once; forked workers inherit them."""
+    import lightning.pytorch  # noqa: F401
+    import mlflow  # noqa: F401
+    from lightning.pytorch.loggers import MLFlowLogger  # noqa: F401
+
+    import mhmoe.data.datamodule  # noqa: F401
+    import mhmoe.training.checkpoint_io  # noqa: F401
+    import mhmoe.training.lit_module  # noqa: F401
+    import mhmoe.training.runner  # noqa: F401
+
+    # One line per trial from us; Lightning's per-fit banners (GPU available, tips) are noise here.
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def _stop(signum: int, frame: Any) -> None:
+    # Once: a Ctrl-C reaches the worker directly and again via the supervisor; the second must not
+    # interrupt the re-queue of the first.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    raise WorkerStop(signal.Signals(signum).name)
+
+
+def serve(options: WorkerOptions) -> int:
+    """The worker process body: threads, signal handling, then :func:`run_worker`."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    preload()
+    if options.threads > 0:
+        import torch
+
+        torch.set_num_threads(options.threads)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        return run_worker(options)
+    except WorkerStop as stop:
+        _log(f"stopped by {stop}")
+        return 143
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def parse_args(argv: list[str]) -> WorkerOptions:
+    parser = argparse.ArgumentParser(prog="python -m mhmoe.sweep.worker", description=__doc__.split("\n")[0])
+    parser.add_argument("--storage", required=True)
+    parser.add_argument("--study", required=True)
+    parser.add_argument("--tracking-uri")
+    parser.add_argument("--checkpoint-root", type=Path)
+    parser.add_argument("--max-trials", type=int)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--no-linger", dest="linger", action="store_false")
+    parser.add_argument("--poll", dest="poll_s", type=float, default=5.0)
+    parser.add_argument("--heartbeat-interval", type=int)
+    parser.add_argument("--grace-period", type=int)
+    return WorkerOptions(**vars(parser.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return serve(parse_args(list(sys.argv[1:] if argv is None else argv)))
+
+
+if __name__ == "__main__":
+    # Every store is written synchronously by now; skip the ~2 s interpreter teardown of torch/MLflow.
+    os._exit(main())

@@ -1,0 +1,19 @@
+"""Worker placement: one worker per GPU pinned by CUDA_VISIBLE_DEVICES, CPU workers share the cores."""
+
+from __future__ import annotations
+
+from mhmoe.sweep.launch import available_cores, worker_slots
+
+
+def test_one_pinned_worker_per_gpu() -> None:
+    slots = worker_slots(["0", "1", "3"])
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "1", "3"]
+    assert [s.name for s in slots] == ["gpu0", "gpu1", "gpu3"]
+
+
+def test_cpu_workers_split_the_cores_and_hide_gpus() -> None:
+    cores = available_cores()
+    slots = worker_slots(cpu_workers=2)
+    assert len(slots) == 2 and all(s.env["CUDA_VISIBLE_DEVICES"] == "" for s in slots)
+    assert all(s.threads == max(1, cores // 2) and s.env["OMP_NUM_THREADS"] == str(s.threads) for s in slots)
+    assert worker_slots()[0].threads == cores  # one worker gets every core
