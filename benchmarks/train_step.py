@@ -92,6 +92,7 @@ def logging_seconds(out, client: mlflow.MlflowClient, run_id: str) -> tuple[floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--compile", action="store_true", help="torch.compile each model (train.compile=true)")
     args = parser.parse_args()
     torch.manual_seed(0)
     peak = measure_peak_flops(torch.device("cpu"), torch.float32, seconds=1.0)
@@ -104,6 +105,8 @@ def main() -> None:
         cfg = replace(cfg, model=replace(cfg.model, vocab_size=4096))
         net = build_model(cfg.model, cfg.moe, cfg.quant)
         optimizer, _ = build_optimizer(net, cfg.optim, cfg.train.max_steps)
+        if args.compile:
+            net.compile()
         B, T = cfg.train.batch_size, cfg.train.seq_len
         batch = (torch.randint(0, 4096, (B, T)), torch.randint(0, 4096, (B, T)))
         step_s, out = median_step(net, optimizer, batch, args.steps)

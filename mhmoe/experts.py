@@ -25,6 +25,13 @@ def grouped_mm_supported(d_in: int, d_ff: int, dtype: torch.dtype = torch.float3
     return d_in % per16 == 0 and d_ff % per16 == 0
 
 
+@torch.compiler.disable
+def grouped_mm(x_AD: torch.Tensor, w_EDF: torch.Tensor, offs_E: torch.Tensor) -> torch.Tensor:
+    """``F.grouped_mm`` kept out of torch.compile graphs: its fake-tensor rule (torch 2.13) only
+    accepts bf16, so tracing an fp32 model would fail; eager runs it in any dtype."""
+    return F.grouped_mm(x_AD, w_EDF, offs=offs_E)
+
+
 class GroupedExperts(nn.Module):
     """E SwiGLU experts ``w2(silu(w1 x) * w3 x)`` with weights stacked along a leading E axis.
 
@@ -78,10 +85,10 @@ class GroupedExperts(nn.Module):
         x_AD = self._rows_in(x_AD, counts_E)
         if self.use_grouped_mm(x_AD.dtype):
             offs_E = torch.cumsum(counts_E, 0, dtype=torch.int32)
-            gate_AF = F.grouped_mm(x_AD, w1, offs=offs_E)
-            up_AF = F.grouped_mm(x_AD, w3, offs=offs_E)
+            gate_AF = grouped_mm(x_AD, w1, offs_E)
+            up_AF = grouped_mm(x_AD, w3, offs_E)
             h_AF = self._rows_mid(F.silu(gate_AF) * up_AF, counts_E)
-            return F.grouped_mm(h_AF, w2, offs=offs_E)
+            return grouped_mm(h_AF, w2, offs_E)
         return self._loop(x_AD, counts_E, w1, w3, w2)
 
     def _loop(

@@ -112,7 +112,9 @@ def train(
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     net = build_model(cfg.model, cfg.moe, cfg.quant)
     if cfg.train.compile:
-        net = torch.compile(net)
+        # Module.compile keeps parameter names (no ``_orig_mod.``), so checkpoints stay loadable.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home_subdir("inductor")))
+        net.compile()
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     dtype = torch.bfloat16 if "bf16" in precision else (torch.float16 if precision.startswith("16") else torch.float32)
     peak = cfg.train.peak_flops or measure_peak_flops(device, dtype)

@@ -103,3 +103,15 @@ def test_cli_unknown_key_lists_valid_keys_and_dry_run_prints_config() -> None:
     ok = run_cli("--preset", "debug", "model.ffn=mhmoe", "moe.heads=3", "--dry-run")
     assert ok.returncode == 0, ok.stderr
     assert "heads: 3" in ok.stdout and "budget.total_params" in ok.stdout
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_names_and_learns(tracking: str, tmp_path: Path) -> None:
+    """train.compile=true (torch.compile; grouped_mm stays eager) trains and checkpoints load."""
+    from mhmoe.checkpoint import load_checkpoint
+
+    cfg = debug_config(**{"train.compile": True, "train.max_steps": 20, "train.val_every": 10})
+    result = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "compiled", progress=False)
+    curve = history(mlflow.MlflowClient(tracking), result.run_id, "val/shakespeare/loss")
+    assert curve[-1][1] < curve[0][1]
+    assert load_checkpoint(result.checkpoint_path).global_step == 20
