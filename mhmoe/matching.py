@@ -31,7 +31,7 @@ from typing import Any
 
 from mhmoe.budget import moe_layer_params, moe_mults_per_token
 from mhmoe.config import ModelConfig, MoEConfig, check_architecture
-from mhmoe.configbase import ConfigError, check, check_choice, from_dict
+from mhmoe.configbase import check, check_choice, from_dict
 from mhmoe.presets import preset
 
 MATCHED_FFNS = ("smoe", "fine_grained", "mhmoe")

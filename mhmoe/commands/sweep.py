@@ -189,7 +189,6 @@ def cmd_work(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mhmoe.sweep.launch import run_workers
-    from mhmoe.sweep.queue import SweepQueue
     from mhmoe.sweep.status import format_status, sweep_status
 
     spec, the_plan = _load(args.spec)

@@ -29,6 +29,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from mhmoe.atomic import atomic_write
 from mhmoe.data.config import DataError
 from mhmoe.home import home_subdir
 
@@ -163,18 +164,9 @@ def read_works(sdist: Path) -> list[dict[str, str]]:
 
 
 def _write_jsonl_atomic(path: Path, records: list[dict[str, str]]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared home must stay readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def extracted_splits() -> tuple[Path, Path]:

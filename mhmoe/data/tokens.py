@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from mhmoe.atomic import atomic_write
 from mhmoe.data.config import DataConfig, DataError
 from mhmoe.data.sources import Source, open_source
 from mhmoe.data.tokenizer import TextTokenizer, build_tokenizer
@@ -56,20 +55,11 @@ def _batches(documents: Iterable[str]) -> Iterator[list[str]]:
 def _write_stream(source: Source, tokenizer: TextTokenizer, path: Path) -> None:
     dtype = stream_dtype(tokenizer.vocab_size)
     eos = np.array([tokenizer.eos_id], dtype=dtype)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for batch in _batches(source.documents()):
-                for ids in tokenizer.encode_batch(batch):
-                    ids.astype(dtype, copy=False).tofile(f)
-                    eos.tofile(f)  # after every document: the model learns where texts end
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared home must stay readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        for batch in _batches(source.documents()):
+            for ids in tokenizer.encode_batch(batch):
+                ids.astype(dtype, copy=False).tofile(f)
+                eos.tofile(f)  # after every document: the model learns where texts end
 
 
 def token_stream(source: Source, tokenizer: TextTokenizer) -> np.memmap:
