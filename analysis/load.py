@@ -132,6 +132,11 @@ def find_parent_run(sweep: str, tracking_uri: str | None = None) -> str | None:
     return max(runs, key=lambda r: r.info.start_time or 0).info.run_id
 
 
+def run_tag(run_id: str, key: str, tracking_uri: str | None = None) -> str | None:
+    """One tag of one run (e.g. the command that created a sweep's parent run)."""
+    return _client(tracking_uri).get_run(run_id).data.tags.get(key)
+
+
 def load_histories(runs: pd.DataFrame, keys: list[str], tracking_uri: str | None = None) -> pd.DataFrame:
     """Long frame (run_id, key, step, value, timestamp) of every logged value of ``keys``."""
     client = _client(tracking_uri or runs.attrs.get("tracking_uri"))

@@ -17,7 +17,7 @@ import pandas as pd
 from analysis import fig_compute, fig_curves, fig_routing, fig_sweep, tables
 from analysis.checks import missing_notes
 from analysis.frame import METRIC, PARAM, MissingData, finished, points, primary_val_set, val_sets
-from analysis.load import find_parent_run, load_histories, load_routing_arrays, load_runs, log_files_to
+from analysis.load import find_parent_run, load_histories, load_routing_arrays, load_runs, log_files_to, run_tag
 from analysis.ordering import check_ordering
 from analysis.report_index import IndexInfo, write_index
 from analysis.spec import SpecInfo, read_spec
@@ -199,8 +199,9 @@ def write_report(
     shutil.copyfile(spec_path, spec_copy)
     out.files.append(spec_copy)
     parent = find_parent_run(sweep, tracking_uri)
+    runs_command = run_tag(parent, names.TAG_COMMAND, tracking_uri) if parent else None
     info = IndexInfo(sweep=sweep, command=command, tracking_uri=tracking_uri, spec=spec_copy.name,
-                     parent_run_id=parent, val_set=chosen_set, notes=notes)
+                     parent_run_id=parent, val_set=chosen_set, notes=notes, runs_command=runs_command)
     out.files += write_index(out, runs, ordering, info)
     (out_dir / MANIFEST).write_text("\n".join(sorted({p.name for p in out.files})) + "\n")
     if log_artifacts and parent:

@@ -22,6 +22,8 @@ class IndexInfo:
     parent_run_id: str | None
     val_set: str | None
     notes: list[str] = field(default_factory=list)
+    runs_command: str | None = None
+    """The command that produced the sweep's runs (tag mhmoe.command of the parent run)."""
 
 
 def git_commit(repo: Path | None = None) -> str:
@@ -91,6 +93,7 @@ def _provenance(info: IndexInfo, runs: pd.DataFrame) -> list[Block]:
         Heading(f"Report: sweep `{info.sweep}`", 1),
         Para(f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by:"),
         Code(info.command or "(called from Python)"),
+        *([Para("The runs were produced by:"), Code(info.runs_command)] if info.runs_command else []),
         Bullets([f"sweep spec: [{info.spec}]({info.spec})", f"git commit: `{git_commit()}`",
                  f"tracking URI: `{info.tracking_uri}`", f"sweep parent run: {parent}",
                  f"runs: {len(runs)} ({done} finished)",

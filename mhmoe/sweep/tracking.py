@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from mhmoe.tracking import names
+from mhmoe.tracking.provenance import command_line
 
 
 def client(tracking_uri: str):
@@ -44,7 +45,7 @@ def create_parent_run(tracking_uri: str, experiment: str, sweep: str, params: di
     mlflow_client = client(tracking_uri)
     run = mlflow_client.create_run(
         experiment_id(mlflow_client, experiment), run_name=sweep,
-        tags={names.TAG_ROLE: names.ROLE_SWEEP, names.TAG_SWEEP: sweep},
+        tags={names.TAG_ROLE: names.ROLE_SWEEP, names.TAG_SWEEP: sweep, names.TAG_COMMAND: command_line()},
     )
     for key, value in params.items():
         mlflow_client.log_param(run.info.run_id, key, value)

@@ -32,6 +32,8 @@ TAG_ATTEMPT = "mhmoe.attempt"
 TAG_GIT_COMMIT = "mhmoe.git_commit"
 TAG_CHECKPOINT = "mhmoe.checkpoint"
 TAG_PRESET = "mhmoe.preset"
+TAG_COMMAND = "mhmoe.command"
+"""The command line that created the run (for a sweep's parent run: the submitting command)."""
 
 ROLE_TRAIN = "train"
 ROLE_TRIAL = "trial"

@@ -18,10 +18,12 @@ from mhmoe.budget import summary, train_flops_per_token
 from mhmoe.home import artifact_root_for, default_tracking_uri, home_subdir
 from mhmoe.model import build_model
 from mhmoe.run_config import RunConfig
+from mhmoe.tracking.provenance import command_line
 from mhmoe.tracking.names import (
     CONFIG_ARTIFACT,
     ROLE_TRAIN,
     TAG_CHECKPOINT,
+    TAG_COMMAND,
     TAG_GIT_COMMIT,
     TAG_ROLE,
     TAG_SEED,
@@ -123,7 +125,7 @@ def train(
                 train_flops_per_token=flops_per_token, peak_flops=peak)
 
     all_tags = {TAG_ROLE: ROLE_TRAIN, TAG_VARIANT: cfg.variant, TAG_SEED: str(cfg.seed),
-                TAG_GIT_COMMIT: git_commit(), **(tags or {})}
+                TAG_GIT_COMMIT: git_commit(), TAG_COMMAND: command_line(), **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     artifact_location = artifact_root_for(tracking_uri)

@@ -76,6 +76,19 @@ def test_smoke_with_two_workers_on_sqlite(warm_data, stores: dict[str, str]) -> 
     again = sweep_cli("submit", "smoke", *stored).stdout
     assert "enqueued 0 new point(s), 8 already in the study" in again
 
+    # The report on this real sweep: every figure with data, tables, provenance of the runs.
+    from mhmoe.commands.report import main as report_main
+
+    out = Path(stores["checkpoints"]).parent / "report"
+    assert report_main(["smoke", "--out", str(out), "--tracking-uri", stores["tracking"]]) == 0
+    index = (out / "index.md").read_text()
+    assert "mhmoe sweep run smoke --workers 2" in index  # the command that produced the runs
+    for name in ("val_curves", "expert_load", "routing_stats", "ppl_vs_flops"):
+        assert (out / f"smoke__{name}.png").stat().st_size > 10_000 and (out / f"smoke__{name}.pdf").is_file()
+    for name in ("table1.md", "table1.tex", "aggregates.csv", "ordering.csv"):
+        assert (out / f"smoke__{name}").is_file()
+    assert (out / "index.html").is_file()
+
 
 @pytest.mark.postgres
 def test_two_workers_on_postgres(warm_data, postgres_server, tmp_path: Path, stores: dict[str, str]) -> None:
