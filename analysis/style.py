@@ -16,7 +16,7 @@ from pathlib import Path
 import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 SINGLE = 3.5  # in, one column of a two-column paper
 DOUBLE = 7.0  # in, full text width
@@ -108,8 +108,19 @@ def save(fig: Figure, out_dir: Path, stem: str, formats: Iterable[str] = FORMATS
 
 
 def plain_log_ticks(axis) -> None:
-    """Log-scale ticks as plain numbers (20, 30, 40) instead of 2x10^1."""
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    """Log-scale ticks as plain numbers (20, 30, 40) instead of 2x10^1; call after plotting.
+
+    Within less than a decade the log locator leaves few or no labelled ticks (1270..1350 has
+    none), so there a handful of evenly spaced plain ticks label the axis instead.
+    """
+    low, high = axis.get_view_interval()
+    plain = FuncFormatter(lambda v, _: f"{v:.4g}")
+    if low > 0 and high / low < 10:
+        axis.set_major_locator(MaxNLocator(nbins=5))
+        axis.set_minor_locator(NullLocator())
+        axis.set_major_formatter(plain)
+        return
+    axis.set_major_formatter(plain)
     axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "235" else ""))
 
 
