@@ -1,0 +1,67 @@
+"""The ``mhmoe`` dispatcher, ``mhmoe ui`` and ``mhmoe smoke``."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from mhmoe.cli import COMMANDS, main
+
+
+def test_unknown_command_lists_commands(capsys: pytest.CaptureFixture) -> None:
+    assert main(["trian"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'trian'" in err and "train" in err
+
+
+def test_every_command_has_help() -> None:
+    for name in COMMANDS:
+        out = subprocess.run([sys.executable, "-m", "mhmoe.cli", name, "--help"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, (name, out.stderr)
+        assert "usage" in out.stdout.lower()
+
+
+def test_ui_dry_run_binds_loopback_and_uses_the_store(tmp_path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = subprocess.run([sys.executable, "-m", "mhmoe.cli", "ui", "--tracking-uri", uri, "--port", "5099", "--dry-run"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert "http://127.0.0.1:5099" in out.stdout
+    assert "--host 127.0.0.1" in out.stdout and uri in out.stdout
+
+
+@pytest.mark.slow
+def test_ui_serves_the_store(tmp_path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "mhmoe.cli", "ui", "--tracking-uri",
+                             f"sqlite:///{tmp_path / 'mlflow.db'}", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_smoke_command_runs_every_variant(capsys: pytest.CaptureFixture) -> None:
+    assert main(["smoke", "--preset", "debug", "--tokens", "16"]) == 0
+    out = capsys.readouterr().out
+    for variant in ("dense", "smoe", "fine_grained", "mhmoe_h2", "mhmoe_h3"):
+        assert f"{variant} +BitNet" in out or f"{variant:<20} loss" in out
+    assert "mhmoe_h3 +BitNet" in out
