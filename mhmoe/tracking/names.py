@@ -33,7 +33,8 @@ TAG_GIT_COMMIT = "mhmoe.git_commit"
 TAG_CHECKPOINT = "mhmoe.checkpoint"
 TAG_PRESET = "mhmoe.preset"
 TAG_COMMAND = "mhmoe.command"
-"""The command line that created the run (for a sweep's parent run: the submitting command)."""
+"""The command line that created the run (for a sweep's parent run: the ``mhmoe sweep run`` or
+``mhmoe sweep work`` command of the first worker)."""
 
 ROLE_TRAIN = "train"
 ROLE_TRIAL = "trial"
