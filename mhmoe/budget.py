@@ -208,7 +208,7 @@ def count_params(
 ) -> ParamCount:
     """Total, active and quantized parameters; ``moe`` is ignored when ``model.ffn == 'dense'``."""
     moe, quant = moe or MoEConfig(), quant or QuantConfig()
-    check_architecture(model, moe, quant)
+    check_architecture(model, moe)
     layers = tuple(layer_params(model, moe, quant, i) for i in range(model.n_layers))
     embedding = model.vocab_size * model.d_model
     lm_head = 0 if model.tie_embeddings else embedding

@@ -161,7 +161,7 @@ class QuantConfig:
         return self.weight_bits < 16
 
 
-def check_architecture(model: ModelConfig, moe: MoEConfig, quant: QuantConfig | None = None) -> None:
+def check_architecture(model: ModelConfig, moe: MoEConfig) -> None:
     """Rules that span components; raises ConfigError naming the fields."""
     if model.ffn == "dense":
         return

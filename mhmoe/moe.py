@@ -82,13 +82,15 @@ class MoELayer(nn.Module):
 
         # Assignment a = s*K + k. Sort the kept assignments by expert (stable: token order within).
         expert_A = experts_SK.reshape(-1)
-        assignment_A = torch.arange(S * K, device=x_Sd.device)
-        if keep_SK is not None:
-            assignment_A = assignment_A[keep_SK.reshape(-1)]
+        routed_E = torch.bincount(expert_A, minlength=cfg.num_experts)  # before dropping: telemetry
+        if keep_SK is None:  # dropless: every assignment is kept, the sort order is the assignment list
+            assignment_sorted_A = torch.argsort(expert_A, stable=True)
+            counts_E = routed_E
+        else:
+            assignment_A = torch.arange(S * K, device=x_Sd.device)[keep_SK.reshape(-1)]
             expert_A = expert_A[assignment_A]
-        order_A = torch.argsort(expert_A, stable=True)
-        assignment_sorted_A = assignment_A[order_A]
-        counts_E = torch.bincount(expert_A, minlength=cfg.num_experts)
+            assignment_sorted_A = assignment_A[torch.argsort(expert_A, stable=True)]
+            counts_E = torch.bincount(expert_A, minlength=cfg.num_experts)
 
         # index_select (backward: index_add) is several times faster than advanced indexing
         # (backward: accumulating index_put) on CPU.
@@ -98,7 +100,8 @@ class MoELayer(nn.Module):
         y_Sd = (y_SKd.view(S, K, d) * gates_SK.unsqueeze(-1).to(y_SKd.dtype)).sum(dim=1)
 
         stats = routing_stats(
-            logits_SE, probs_SE, lse_S, experts_SK, keep_SK, self.heads, cfg.activation_threshold, aux_loss, z_loss
+            logits_SE, probs_SE, lse_S, experts_SK, keep_SK, self.heads, cfg.activation_threshold, aux_loss, z_loss,
+            tokens_E=routed_E,
         )
         if self.training:
             self.train_tokens_per_expert += stats.tokens_per_expert

@@ -119,10 +119,14 @@ def routing_stats(
     activation_threshold: float,
     aux_loss: torch.Tensor,
     z_loss: torch.Tensor,
+    tokens_E: torch.Tensor | None = None,
 ) -> RoutingStats:
+    """``tokens_E``: assignments per expert if the caller already counted them (the MoE layer does)."""
     S, E = probs_SE.shape
     assignments = experts_SK.numel()
-    tokens_E = torch.bincount(experts_SK.reshape(-1), minlength=E).float()
+    if tokens_E is None:
+        tokens_E = torch.bincount(experts_SK.reshape(-1), minlength=E)
+    tokens_E = tokens_E.float()
     uniform = assignments / E
     # H(p) = logsumexp(l) - sum_e p_e l_e: reuses the z-loss logsumexp, no log over (S, E).
     entropy = (lse_S - (probs_SE * logits_SE).sum(-1)).mean()

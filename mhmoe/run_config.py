@@ -114,7 +114,7 @@ class RunConfig:
     """Seed for init, data order and dropout-free training."""
 
     def __post_init__(self) -> None:
-        check_architecture(self.model, self.moe, self.quant)
+        check_architecture(self.model, self.moe)
         check(
             self.train.seq_len <= self.model.max_seq_len,
             f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}",

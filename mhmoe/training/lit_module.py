@@ -62,7 +62,6 @@ class LitLM(pl.LightningModule):
         out = self.net(inputs)
         ce = F.cross_entropy(out.logits.flatten(0, 1).float(), targets.flatten())
         loss = ce + out.aux_loss
-        self.log("loss", ce, prog_bar=True, logger=False)
         self._log_train(ce, out)
         return loss
 
@@ -73,10 +72,14 @@ class LitLM(pl.LightningModule):
         metrics: dict[str, float] = {}
         if step % train.log_every == 0 or step == 1:
             now = time.perf_counter()
+            # One device->host transfer for the three losses; none on the other steps.
+            ce_v, aux_v, z_v = torch.stack([ce.detach(), out.lb_loss.detach(), out.z_loss.detach()]).tolist()
+            # The progress bar reads plain floats: logging the tensor every step would sync every step.
+            self.log("loss", ce_v, prog_bar=True, logger=False)
             metrics.update({
-                "train/loss": ce.item(),
-                "train/aux_loss": out.lb_loss.item(),
-                "train/z_loss": out.z_loss.item(),
+                "train/loss": ce_v,
+                "train/aux_loss": aux_v,
+                "train/z_loss": z_v,
                 "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"],
                 "train/tokens": float(step * train.batch_size * train.seq_len),
             })
@@ -117,7 +120,7 @@ class LitLM(pl.LightningModule):
         out = self.net(inputs)
         nll = F.cross_entropy(out.logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
         sums = self._val_sums[dataloader_idx]
-        sums[0] += nll.item()
+        sums[0] = sums[0] + nll.detach().double()  # stays on device; read once per validation
         sums[1] += targets.numel()
         if dataloader_idx == 0:  # load matrices from the first (in-domain) set
             self._val_load.add(out.routing)
@@ -131,7 +134,7 @@ class LitLM(pl.LightningModule):
         for i, name in enumerate(self.val_names):
             total, count = self._val_sums[i]
             if count:
-                loss = total / count
+                loss = float(total) / count
                 metrics[val_metric(name, "loss")] = loss
                 metrics[val_metric(name, "ppl")] = math.exp(min(loss, 50.0))
         self.last_val_metrics = metrics
