@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--online", action="store_true", help="allow Hugging Face hub downloads (default: offline)")
     parser.add_argument("--include-path", action="append", default=[], metavar="DIR",
                         help="also index task YAMLs in DIR so --tasks can name them (repeatable)")
+    parser.add_argument("--allow-task-code", action="store_true",
+                        help="let your task YAMLs use lm-eval's !function (runs Python from their folder)")
     return parser
 
 
@@ -49,7 +51,8 @@ def main(argv: list[str]) -> int:
     try:
         results = evaluate_checkpoint(args.checkpoint, args.tasks, limit=limit, batch_size=args.batch_size,
                                       device=args.device, run_id=args.run_id, tracking_uri=args.tracking_uri,
-                                      log=not args.no_log, online=args.online, include_paths=args.include_path)
+                                      log=not args.no_log, online=args.online, include_paths=args.include_path,
+                                      allow_code=args.allow_task_code)
     except (CheckpointError, EvalError, ValueError) as err:
         print(f"mhmoe eval: {err}", file=sys.stderr)
         return 1

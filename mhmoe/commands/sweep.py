@@ -224,7 +224,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     url, name = _study_target(args)
     if not _require_study(url, name):
         return 1
-    print(format_status(name, sweep_status(SweepQueue(url, name)), show_rows=not args.summary))
+    print(format_status(name, sweep_status(SweepQueue.with_heartbeats(url, name)), show_rows=not args.summary))
     return 0
 
 

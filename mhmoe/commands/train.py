@@ -53,9 +53,15 @@ def main(argv: list[str]) -> int:
     checkpoint_dir = args.checkpoint_dir
     if args.resume and checkpoint_dir is None:
         checkpoint_dir = find_checkpoint_dir(args.resume, args.tracking_uri)
-    result = train(cfg, tracking_uri=args.tracking_uri, experiment_name=args.experiment, run_name=args.run_name,
-                   run_id=args.resume, checkpoint_dir=checkpoint_dir, resume=bool(args.resume),
-                   progress=not args.no_progress)
+    from mhmoe.training.failures import Diverged
+
+    try:
+        result = train(cfg, tracking_uri=args.tracking_uri, experiment_name=args.experiment, run_name=args.run_name,
+                       run_id=args.resume, checkpoint_dir=checkpoint_dir, resume=bool(args.resume),
+                       progress=not args.no_progress)
+    except Diverged as err:  # the run is FAILED in MLflow with this reason; no traceback to read
+        print(f"mhmoe train: {err}; the MLflow run is marked FAILED (try a lower optim.lr)", file=sys.stderr)
+        return 1
     print(f"run id: {result.run_id}")
     for key, value in sorted(result.metrics.items()):
         print(f"{key}: {value:.4f}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 
@@ -27,7 +29,27 @@ def main(argv: list[str]) -> int:
     if args.dry_run:
         print(" ".join(cmd))
         return 0
+    return serve_until_stopped(cmd, env)
+
+
+def serve_until_stopped(cmd: list[str], env: dict[str, str]) -> int:
+    """Run the server in its own process group; SIGTERM/SIGINT to us stops the whole group.
+
+    ``mlflow server`` starts a gunicorn/uvicorn tree: killing only its first process would leave
+    the workers serving the port.
+    """
+    server = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def stop(signum: int, frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        return 0
+        code = server.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        with contextlib.suppress(ProcessLookupError):  # stragglers the server did not stop itself
+            os.killpg(server.pid, signal.SIGKILL)
+    return 0 if code in (0, -signal.SIGTERM, 128 + signal.SIGTERM) else code

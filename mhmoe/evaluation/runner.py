@@ -48,13 +48,15 @@ def evaluate_checkpoint(
     *,
     online: bool = False,
     include_paths: Sequence[str | Path] = (),
+    allow_code: bool = False,
 ) -> dict[str, Any]:
     """Run lm-eval ``tasks`` on the checkpoint and return lm-eval's results dict.
 
     ``tasks`` holds task/group/tag names, task YAML files or task directories (comma lists work).
     With ``log``, metrics go to ``run_id`` (default: the run recorded in the checkpoint) in
     ``tracking_uri`` (default: the checkpoint's, then the mhmoe default). The hub is offline
-    unless ``online`` (see :mod:`mhmoe.evaluation.hub`).
+    unless ``online`` (see :mod:`mhmoe.evaluation.hub`). User task YAMLs that use ``!function``
+    run only with ``allow_code``.
     Raises CheckpointError for a file that is not a safe mhmoe checkpoint, EvalError otherwise.
     """
     configure_hub(online)  # before lm_eval imports the hub libraries
@@ -69,7 +71,7 @@ def evaluate_checkpoint(
     # Every cheap check first: a bad checkpoint or run fails before any dataset is loaded.
     lm = MHMoELM(pretrained=str(path), device=device, batch_size=batch_size)
     target = resolve_run(path, run_id, tracking_uri) if log else None
-    manager, loaded = select_tasks(names, include_paths)
+    manager, loaded = select_tasks(names, include_paths, allow_code=allow_code)
     results = simple_evaluate(model=lm, tasks=loaded, task_manager=manager, limit=limit, log_samples=False,
                               batch_size=batch_size, device=device)
     assert results is not None  # single process: always rank 0

@@ -8,6 +8,11 @@ under a second), then, if that does not resolve it, the full built-in index (~16
 
 Loading a task loads its dataset, so this is where an unreachable hub shows up; it is reported as
 one :class:`EvalError` line naming the dataset.
+
+lm-eval's ``!function`` YAML tag imports and runs Python from beside the YAML. A task YAML the user
+points to (a file, a directory, an include path, and what those include) may use it only with
+``allow_code`` (``--allow-task-code``, a spec's ``eval.allow_code``): a sweep spec passed around
+must not run code in every worker just by naming a folder. Shipped and built-in tasks are trusted.
 """
 
 from __future__ import annotations
@@ -110,13 +115,45 @@ def tasks_in_dir(directory: Path) -> list[str]:
     return list(names)
 
 
-def select_tasks(specs: Sequence[str], include_paths: Sequence[str | Path] = ()) -> tuple[Any, list[Any]]:
+FUNCTION_TAG = re.compile(r"!function\b")
+INCLUDE_LINE = re.compile(r"^\s*include:\s*[\"']?([^\"'#\s]+)", re.MULTILINE)
+
+
+def code_running_yamls(paths: Sequence[Path]) -> list[Path]:
+    """User task YAMLs (files, folders searched recursively, and the files they include) that use ``!function``."""
+    todo = [p for path in paths for p in (sorted(path.rglob("*.y*ml")) if path.is_dir() else [path])]
+    seen: set[Path] = set()
+    found = []
+    while todo:
+        path = todo.pop().resolve()
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if FUNCTION_TAG.search(text):
+            found.append(path)
+        todo += [path.parent / match for match in INCLUDE_LINE.findall(text)]
+    return sorted(found)
+
+
+def check_no_task_code(paths: Sequence[Path], allow_code: bool) -> None:
+    if allow_code:
+        return
+    offending = code_running_yamls(paths)
+    if offending:
+        raise EvalError(f"task YAML {offending[0]} uses !function (runs Python from its folder); pass "
+                        "--allow-task-code (spec: eval.allow_code: true) if you trust it")
+
+
+def select_tasks(specs: Sequence[str], include_paths: Sequence[str | Path] = (), *,
+                 allow_code: bool = False) -> tuple[Any, list[Any]]:
     """(TaskManager, loaded Task/Group objects) for ``simple_evaluate(tasks=..., task_manager=...)``."""
     parsed = parse_specs(specs)
     extra = [Path(p).expanduser().resolve() for p in include_paths]
     for path in extra:
         if not path.is_dir():
             raise EvalError(f"include path {path} is not a directory")
+    check_no_task_code([*extra, *parsed.dirs, *map(Path, parsed.files)], allow_code)
     names = list(parsed.names)
     for directory in parsed.dirs:
         names += [n for n in tasks_in_dir(directory) if n not in names]

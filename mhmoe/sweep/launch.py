@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,13 @@ def _forked_worker(options: WorkerOptions, slot: WorkerSlot, log: Path | None) -
         os.environ.update(slot.env)
         _redirect(log)
         code = serve(dataclasses.replace(options, threads=slot.threads))
+    except BaseException:  # noqa: BLE001 - os._exit below skips the interpreter's own traceback print
+        traceback.print_exc()
+        print(f"[sweep worker {os.getpid()}] died; its trial (if any) is re-queued after the grace period",
+              file=sys.stderr)
     finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
         os._exit(code)
 
 
@@ -173,7 +180,13 @@ def wait_workers(procs: list) -> int:
 def run_workers(options: WorkerOptions, slots: list[WorkerSlot], *, log_dir: Path | None = None) -> int:
     print(f"starting {len(slots)} worker(s): " + ", ".join(f"{s.name} ({s.threads} threads)" for s in slots),
           flush=True)
-    return wait_workers(start_workers(options, slots, log_dir=log_dir))
+    procs = start_workers(options, slots, log_dir=log_dir)
+    code = wait_workers(procs)
+    for slot, proc in zip(slots, procs):
+        if proc.returncode:
+            where = f"; its log: {log_dir / f'worker-{slot.name}.log'}" if log_dir else " (output above)"
+            print(f"worker {slot.name} exited with code {proc.returncode}{where}", file=sys.stderr, flush=True)
+    return code
 
 
 __all__ = ["WorkerSlot", "available_cores", "run_workers", "start_workers", "wait_workers", "worker_slots"]

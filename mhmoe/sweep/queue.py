@@ -6,8 +6,10 @@ under :func:`~mhmoe.sweep.storage.queue_lock` (no double claim, even on SQLite),
 while training, and tell the metric back. A trial whose worker died stops beating; the next claim
 fails it (Optuna's heartbeat staleness) and enqueues a new attempt of the same point carrying the
 MLflow run id, so the point resumes from its checkpoint. Failed attempts are retried until
-``max_attempt``. Optuna's GridSampler is not used: it re-runs points with 2+ workers and counts
-FAILED points as done (STACK.md).
+``max_attempt``. An attempt belongs to the worker that claimed it only while its trial is
+RUNNING: once reaped, every write of the old worker (tell, fail, checkpoint) is refused.
+Optuna's GridSampler is not used: with 2+ workers it re-runs points, and it counts FAILED points
+as done.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from mhmoe.sweep.storage import open_storage, queue_lock
+from mhmoe.training.failures import Fence
 
 # Trial user attrs carried from one attempt of a point to the next.
 POINT_ATTRS = ("point", "group", "config_hash", "variant", "seed", "metric", "coords", "overrides", "config",
@@ -77,13 +80,21 @@ class SweepQueue:
                  grace_period: int | None = None, create: bool = False, direction: str = "minimize"):
         self.url = url
         self.study_name = study_name
-        self.storage = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                                    on_stale=self._on_stale)
+        self.storage = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
         if create:
-            self.study = optuna.create_study(study_name=study_name, storage=self.storage, direction=direction,
-                                             load_if_exists=True)
+            with self.lock():  # two submits of one spec on a fresh store must not both create it
+                self.study = optuna.create_study(study_name=study_name, storage=self.storage, direction=direction,
+                                                 load_if_exists=True)
         else:
             self.study = optuna.load_study(study_name=study_name, storage=self.storage)
+
+    @classmethod
+    def with_heartbeats(cls, url: str, study_name: str, *, heartbeat_interval: int | None = None,
+                        grace_period: int | None = None) -> SweepQueue:
+        """The study opened with the sweep's heartbeat settings (stored at submit) unless overridden."""
+        settings = cls(url, study_name).settings()
+        return cls(url, study_name, heartbeat_interval=heartbeat_interval or settings.get("heartbeat_interval"),
+                   grace_period=grace_period or settings.get("grace_period"))
 
     # ------------------------------------------------------------------ study-level
     @staticmethod
@@ -155,8 +166,9 @@ class SweepQueue:
         latest = self.storage.get_trial(previous._trial_id).user_attrs
         attrs = {k: latest[k] for k in POINT_ATTRS if k in latest}
         attrs.update(attempt=attempt, max_attempt=max_attempt, previous_trial=previous.number)
-        if reason or latest.get("error"):
-            attrs["previous_error"] = (reason or latest["error"])[-500:]
+        previous = reason or latest.get("failure_reason") or latest.get("error")
+        if previous:
+            attrs["previous_error"] = previous[-500:]
         self.study.enqueue_trial({}, user_attrs=attrs)
 
     def _requeue_unlocked(self, trial: FrozenTrial, *, count_attempt: bool = True, reason: str | None = None) -> bool:
@@ -172,19 +184,31 @@ class SweepQueue:
         self._enqueue_attempt(trial, attempt=attempt + 1, max_attempt=max_attempt, reason=reason)
         return True
 
-    def _on_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        # Called by fail_stale_trials inside reap(), i.e. already under the queue lock. The trial is
-        # FAIL by now (no more attrs on it), so the reason goes on the next attempt.
-        self._requeue_unlocked(trial, reason=STALE_REASON)
-
     # ------------------------------------------------------------------ workers
-    def reap(self) -> None:
-        """Fail RUNNING trials whose heartbeat went stale and re-queue their points."""
+    def stale_trial_ids(self) -> set[int]:
+        """RUNNING trials whose heartbeat is older than the grace period (their worker died)."""
         if self.storage.heartbeat_interval is None:
-            return
-        with self.lock(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(self.study)
+            return set()
+        return set(self.storage._get_stale_trial_ids(self.study._study_id))
+
+    def reap(self) -> list[tuple[FrozenTrial, bool]]:
+        """Fail RUNNING trials whose heartbeat went stale and re-queue their points.
+
+        Returns each reaped attempt with whether a retry was enqueued, so the caller can close
+        its MLflow run. The reason is stored on the attempt itself before it is failed.
+        """
+        reaped = []
+        with self.lock():
+            for trial_id in self.stale_trial_ids():
+                try:
+                    self.storage.set_trial_user_attr(trial_id, "failure_reason", STALE_REASON)
+                    if not self.storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                        continue
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    continue  # finished meanwhile (its worker was slow, not dead)
+                trial = self.storage.get_trial(trial_id)
+                reaped.append((trial, self._requeue_unlocked(trial, reason=STALE_REASON)))
+        return reaped
 
     def claim(self, worker: str | None = None) -> FrozenTrial | None:
         """Atomically move a WAITING trial to RUNNING and return it (None when none waits).
@@ -234,6 +258,10 @@ class SweepQueue:
     def is_running(self, trial: FrozenTrial) -> bool:
         return self.storage.get_trial(trial._trial_id).state == TrialState.RUNNING
 
+    def fence(self, trial: FrozenTrial) -> Fence:
+        """The claim on ``trial`` as the training loop sees it (holds while the trial is RUNNING)."""
+        return Fence(lambda: self.is_running(trial), what=f"trial {trial.number}")
+
     def complete(self, trial: FrozenTrial, value: float, attrs: dict[str, Any]) -> bool:
         """Tell ``value``; False if the trial was already reaped as stale (its retry owns the point)."""
         with self.lock():
@@ -243,17 +271,21 @@ class SweepQueue:
             self.study.tell(trial.number, value)
             return True
 
-    def fail(self, trial: FrozenTrial, error: str, *, retry: bool = True, count_attempt: bool = True,
-             attrs: dict[str, Any] | None = None) -> bool:
-        """Mark the attempt FAIL and re-queue the point if allowed; True when a retry was enqueued."""
+    def fail(self, trial: FrozenTrial, reason: str, *, error: str | None = None, retry: bool = True,
+             count_attempt: bool = True, attrs: dict[str, Any] | None = None) -> str:
+        """Mark the attempt FAIL with its one-line ``reason`` (and full ``error`` text, e.g. a traceback).
+
+        Returns ``retried`` (a new attempt is queued), ``failed`` (no attempt left, or ``retry``
+        is off) or ``lost`` (the attempt was no longer this worker's: nothing was written).
+        """
         with self.lock():
             if not self.is_running(trial):
-                return False
-            self.set_attrs(trial, {**(attrs or {}), "error": error[-2000:]})
+                return "lost"
+            self.set_attrs(trial, {**(attrs or {}), "failure_reason": reason, "error": (error or reason)[-2000:]})
             self.study.tell(trial.number, state=TrialState.FAIL)
-            if not retry:
-                return False
-            return self._requeue_unlocked(self.storage.get_trial(trial._trial_id), count_attempt=count_attempt)
+            if retry and self._requeue_unlocked(self.storage.get_trial(trial._trial_id), count_attempt=count_attempt):
+                return "retried"
+            return "failed"
 
     def pending(self) -> tuple[int, int]:
         """(waiting, running) trial counts."""
@@ -286,10 +318,14 @@ class SweepQueue:
 
 
 class Heartbeat:
-    """Background thread that records a trial's heartbeat every ``interval`` seconds."""
+    """Background thread that records a trial's heartbeat every ``interval`` seconds.
 
-    def __init__(self, queue: SweepQueue, trial: FrozenTrial, interval: float):
-        self._queue, self._trial, self._interval = queue, trial, interval
+    With a ``fence``, each beat also re-checks that the trial is still this worker's, so a
+    worker whose trial was reaped stops training within one interval.
+    """
+
+    def __init__(self, queue: SweepQueue, trial: FrozenTrial, interval: float, fence: Fence | None = None):
+        self._queue, self._trial, self._interval, self._fence = queue, trial, interval, fence
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial.number}", daemon=True)
 
@@ -297,6 +333,8 @@ class Heartbeat:
         while not self._stop.wait(self._interval):
             try:
                 self._queue.storage.record_heartbeat(self._trial._trial_id)
+                if self._fence is not None:
+                    self._fence.refresh()
             except Exception:  # a busy database must not kill the trial; the next beat retries
                 pass
 

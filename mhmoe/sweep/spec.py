@@ -8,7 +8,7 @@ A spec describes a set of training runs without running anything::
     budget: {steps: 30}                # or {tokens: N}: max_steps = ceil(N / (batch_size * seq_len))
     validation: {sets: [shakespeare], metric: val/shakespeare/ppl}
     retries: 1                         # re-attempts after a failed or stale attempt
-    eval: {tasks: [], limit: null}     # lm-eval tasks run on the final checkpoint
+    eval: {tasks: [], limit: null}     # lm-eval tasks run on the final checkpoint (allow_code: false)
     groups:                            # named, non-Cartesian variant rows (default: one group "grid")
       smoe: {model.ffn: smoe}
       mhmoe-h2: {model.ffn: mhmoe, moe.heads: 2}
@@ -145,6 +145,8 @@ class SweepSpec:
     """lm-eval tasks run on the final checkpoint (skipped when mhmoe.evaluation is missing)."""
     eval_limit: int | None = None
     """lm-eval ``limit`` (examples per task)."""
+    eval_allow_code: bool = False
+    """Let the spec's task YAMLs use lm-eval's ``!function`` (runs their Python in every worker)."""
     groups: tuple[Group, ...] = (Group(name=DEFAULT_GROUP),)
     grid: tuple[Axis, ...] = ()
     experiment: str | None = None
@@ -214,7 +216,7 @@ def parse_spec(data: Mapping[str, Any], *, path: Path | None = None) -> SweepSpe
     steps, tokens = _parse_budget(data.get("budget"), base, errors)
     val_sets, metric, direction = _parse_validation(data.get("validation"), errors)
     retries = _parse_int("retries", data.get("retries", 2), errors, minimum=0)
-    eval_tasks, eval_limit = _parse_eval(data.get("eval"), errors)
+    eval_tasks, eval_limit, eval_allow_code = _parse_eval(data.get("eval"), errors)
     groups = _parse_groups(data.get("groups"), match, errors)
     grid = _parse_grid(data.get("grid", {}), errors)
     interval, grace = _parse_heartbeat(data.get("heartbeat"), errors)
@@ -229,7 +231,8 @@ def parse_spec(data: Mapping[str, Any], *, path: Path | None = None) -> SweepSpe
     return SweepSpec(
         name=name, path=path, description=str(data.get("description", "")), base=base, match=match,
         steps=steps, tokens=tokens, val_sets=val_sets, metric=metric, direction=direction, retries=retries,
-        eval_tasks=eval_tasks, eval_limit=eval_limit, groups=groups, grid=grid, experiment=experiment,
+        eval_tasks=eval_tasks, eval_limit=eval_limit, eval_allow_code=eval_allow_code, groups=groups, grid=grid,
+        experiment=experiment,
         storage=storage, tracking_uri=tracking_uri, heartbeat_interval=interval, grace_period=grace,
     )
 
@@ -379,8 +382,8 @@ def _parse_validation(value: Any, errors: list[str]) -> tuple[tuple[str, ...] | 
     return (tuple(sets) if sets else None), metric, direction
 
 
-def _parse_eval(value: Any, errors: list[str]) -> tuple[tuple[str, ...], int | None]:
-    data = _section("eval", value, ("tasks", "limit"), errors)
+def _parse_eval(value: Any, errors: list[str]) -> tuple[tuple[str, ...], int | None, bool]:
+    data = _section("eval", value, ("tasks", "limit", "allow_code"), errors)
     tasks = data.get("tasks") or []
     if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
         errors.append(f"eval.tasks={tasks!r} must be a list of lm-eval task names")
@@ -388,7 +391,11 @@ def _parse_eval(value: Any, errors: list[str]) -> tuple[tuple[str, ...], int | N
     limit = data.get("limit")
     if limit is not None:
         limit = _parse_int("eval.limit", limit, errors, minimum=1)
-    return tuple(tasks), limit
+    allow_code = data.get("allow_code", False)
+    if not isinstance(allow_code, bool):
+        errors.append(f"eval.allow_code={allow_code!r} must be true or false")
+        allow_code = False
+    return tuple(tasks), limit, allow_code
 
 
 def _parse_groups(value: Any, match: MatchSpec, errors: list[str]) -> tuple[Group, ...]:

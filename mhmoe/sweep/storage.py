@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 STORAGE_ENV = "MHMOE_SWEEP_STORAGE"
 LOCK_TIMEOUT_S = 600.0
@@ -50,7 +52,6 @@ def open_storage(
     *,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
-    on_stale: Callable | None = None,
 ):
     """An ``optuna.storages.RDBStorage`` with heartbeats when ``heartbeat_interval`` is given."""
     import optuna
@@ -63,12 +64,34 @@ def open_storage(
         engine_kwargs: dict = {"connect_args": {"timeout": 120}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period, heartbeat_stale_trial_callback=on_stale,
-        )
+    def create():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+            )
+
+    return _creating_once(url, create)
+
+
+def _creating_once(url: str, create: Callable[[], Any]) -> Any:
+    """Run ``create`` so two processes opening a fresh store at once cannot both create its tables.
+
+    SQLite: under a file lock beside the database. Server databases: one retry, since the loser of
+    a CREATE TABLE race fails once and then finds the tables there.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        from filelock import FileLock
+
+        with FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S):
+            return create()
+    try:
+        return create()
+    except Exception:  # noqa: BLE001 - the retry re-raises anything that was not the race
+        time.sleep(1.0)
+        return create()
 
 
 def _advisory_key(study_name: str) -> int:

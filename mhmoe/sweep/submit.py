@@ -22,7 +22,8 @@ def sweep_settings(spec: SweepSpec, *, tracking_uri: str, heartbeat_interval: in
     return {
         "name": spec.name, "spec_path": str(spec.path) if spec.path else None, "metric": spec.metric,
         "direction": spec.direction, "retries": spec.retries, "eval_tasks": list(spec.eval_tasks),
-        "eval_limit": spec.eval_limit, "experiment": spec.experiment_name, "tracking_uri": tracking_uri,
+        "eval_limit": spec.eval_limit, "eval_allow_code": spec.eval_allow_code,
+        "experiment": spec.experiment_name, "tracking_uri": tracking_uri,
         "heartbeat_interval": heartbeat_interval or spec.heartbeat_interval,
         "grace_period": grace_period or spec.grace_period,
     }

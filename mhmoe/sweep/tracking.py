@@ -85,9 +85,23 @@ def terminate(tracking_uri: str, run_id: str, status: str) -> None:
     client(tracking_uri).set_terminated(run_id, status)
 
 
+def mark_failed(tracking_uri: str, run_id: str, reason: str) -> None:
+    """Close a run FAILED with its one-line reason (``mhmoe.failure_reason``)."""
+    mlflow_client = client(tracking_uri)
+    mlflow_client.set_tag(run_id, names.TAG_FAILURE, reason)
+    mlflow_client.set_terminated(run_id, "FAILED")
+
+
 def reopen(tracking_uri: str, run_id: str) -> None:
-    """Mark a run RUNNING again (a retried trial, or a parent whose sweep got new points)."""
-    client(tracking_uri).update_run(run_id, status="RUNNING")
+    """Mark a run RUNNING again (a retried trial, or a parent whose sweep got new points).
+
+    The failure reason of the attempt before is dropped: the run is live again (the trial's
+    Optuna attrs keep every attempt's reason).
+    """
+    mlflow_client = client(tracking_uri)
+    mlflow_client.update_run(run_id, status="RUNNING")
+    if names.TAG_FAILURE in mlflow_client.get_run(run_id).data.tags:
+        mlflow_client.delete_tag(run_id, names.TAG_FAILURE)
 
 
 def delete(tracking_uri: str, run_id: str) -> None:
@@ -99,4 +113,4 @@ def run_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
     return dict(client(tracking_uri).get_run(run_id).data.metrics)
 
 
-__all__ = ["create_parent_run", "create_trial_run", "delete", "reopen", "run_metrics", "set_tags", "terminate", "trial_tags"]
+__all__ = ["create_parent_run", "create_trial_run", "delete", "mark_failed", "reopen", "run_metrics", "set_tags", "terminate", "trial_tags"]

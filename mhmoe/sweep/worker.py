@@ -8,7 +8,8 @@ needs only the storage URL and the study name.
 
 A trial trains through :func:`mhmoe.training.runner.train` with a checkpoint folder fixed per grid
 point (``<checkpoint root>/<sweep>/<config hash>``) and ``resume=True``: a re-queued attempt
-continues from ``last.ckpt`` and the same MLflow run.
+continues from its newest usable checkpoint and the same MLflow run. The claim is fenced: a
+worker whose trial was reaped and re-queued stops within one heartbeat and writes nothing more.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from mhmoe.sweep import tracking
-from mhmoe.sweep.queue import Heartbeat, SweepQueue, worker_id
+from mhmoe.sweep.queue import STALE_REASON, Heartbeat, SweepQueue, worker_id
+from mhmoe.tracking.names import TAG_RESTART
+from mhmoe.training.checkpoint_files import ResumePick, pick_resume_checkpoint, set_aside
+from mhmoe.training.failures import REASON_MAX_CHARS, Diverged, LostClaim, failure_reason
 
 
 class WorkerStop(BaseException):
@@ -83,12 +87,8 @@ def _tracking_uri(options: WorkerOptions, settings: dict[str, Any]) -> str:
 
 def open_queue(options: WorkerOptions) -> SweepQueue:
     """The study with the sweep's heartbeat settings (read from the study unless overridden)."""
-    settings = SweepQueue(options.storage, options.study).settings()
-    return SweepQueue(
-        options.storage, options.study,
-        heartbeat_interval=options.heartbeat_interval or settings.get("heartbeat_interval"),
-        grace_period=options.grace_period or settings.get("grace_period"),
-    )
+    return SweepQueue.with_heartbeats(options.storage, options.study, heartbeat_interval=options.heartbeat_interval,
+                                      grace_period=options.grace_period)
 
 
 def _evaluate(settings: dict[str, Any], checkpoint: Path, run_id: str, tracking_uri: str) -> dict[str, Any]:
@@ -105,7 +105,8 @@ def _evaluate(settings: dict[str, Any], checkpoint: Path, run_id: str, tracking_
 
     try:
         evaluate_checkpoint(checkpoint, tasks, limit=settings.get("eval_limit"), run_id=run_id,
-                            tracking_uri=tracking_uri, device="cuda" if torch.cuda.is_available() else "cpu")
+                            tracking_uri=tracking_uri, device="cuda" if torch.cuda.is_available() else "cpu",
+                            allow_code=bool(settings.get("eval_allow_code", False)))
         return {"eval_tasks": list(tasks)}
     except Exception as err:  # evaluation must not lose a finished training run
         _log(f"eval failed: {err!r}")
@@ -113,49 +114,72 @@ def _evaluate(settings: dict[str, Any], checkpoint: Path, run_id: str, tracking_
 
 
 def _trial_run(queue: SweepQueue, trial: FrozenTrial, tracking_uri: str, settings: dict[str, Any],
-               checkpoint_dir: Path) -> tuple[str, dict[str, str]]:
-    """The point's MLflow child run and its tags: created on the first attempt, continued after.
+               checkpoint_dir: Path) -> tuple[str, dict[str, str], ResumePick, str | None]:
+    """The point's MLflow child run, its tags, the checkpoint to resume and why it restarts (if it does).
 
-    An earlier attempt that died before its first checkpoint left a run with params but no
-    resumable state; training restarts from step 0, so it gets a fresh run (MLflow would refuse
-    the re-logged params, e.g. the re-measured peak FLOP/s) and the empty one is deleted.
+    With a usable checkpoint (last, else previous) the attempt continues the point's run. Without
+    one, training restarts from step 0 in a fresh run (MLflow would refuse the re-logged params,
+    e.g. the re-measured peak FLOP/s), and the earlier run is deleted (restorable in the UI). When
+    checkpoints existed but none is usable, they are set aside as ``*.unusable`` and the reason
+    is recorded on the new run and the trial: a point is never lost to a bad checkpoint.
     """
-    from mhmoe.training.runner import LAST
-
     attrs = trial.user_attrs
     tags = tracking.trial_tags(queue.study_name, trial.number, attrs)
+    pick = pick_resume_checkpoint(checkpoint_dir)
     run_id = attrs.get("mlflow_run_id")
-    if run_id and (checkpoint_dir / LAST).is_file():  # resume: same run, this attempt's tags
+    if run_id and pick.path is not None:  # resume: same run, this attempt's tags
         tracking.set_tags(tracking_uri, run_id, tags)
         tracking.reopen(tracking_uri, run_id)
-        return run_id, tags
+        return run_id, tags, pick, None
+    restart = None
+    if pick.problems:
+        set_aside(checkpoint_dir)
+        restart = "no usable checkpoint, restarted from step 0: " + "; ".join(pick.problems)
+        tags = {**tags, TAG_RESTART: restart[:REASON_MAX_CHARS]}
+        pick = ResumePick(path=None)
     if run_id:
         tracking.delete(tracking_uri, run_id)
     run_id = tracking.create_trial_run(tracking_uri, settings.get("experiment", queue.study_name),
                                        queue.parent_run_id(), attrs["point"], tags)
     # Stored before training starts: a re-queued attempt must find it even if this worker dies.
-    queue.set_attrs(trial, {"mlflow_run_id": run_id})
-    return run_id, tags
+    queue.set_attrs(trial, {"mlflow_run_id": run_id, **({"restart_reason": restart} if restart else {})})
+    return run_id, tags, pick, restart
 
 
 def _train(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions, settings: dict[str, Any],
-           run_id: str, tags: dict[str, str], checkpoint_dir: Path) -> tuple[Any, float, dict[str, Any]]:
-    """Train (resuming the point's checkpoint) with a heartbeat; (TrainResult, seconds, eval attrs)."""
+           run_id: str, tags: dict[str, str], checkpoint_dir: Path, pick: ResumePick) -> tuple[Any, float, dict[str, Any]]:
+    """Train (resuming ``pick``) with a heartbeat that fences the claim; (TrainResult, seconds, eval attrs)."""
     from mhmoe.run_config import RunConfig
     from mhmoe.training.runner import train
 
     attrs = trial.user_attrs
     tracking_uri = _tracking_uri(options, settings)
-    with Heartbeat(queue, trial, queue.storage.heartbeat_interval or 0):
+    fence = queue.fence(trial)
+    with Heartbeat(queue, trial, queue.storage.heartbeat_interval or 0, fence):
         start = time.perf_counter()
         result = train(
             RunConfig.from_dict(attrs["config"]), tracking_uri=tracking_uri,
             experiment_name=settings.get("experiment", queue.study_name), run_name=attrs["point"], tags=tags,
             parent_run_id=queue.parent_run_id(), run_id=run_id, checkpoint_dir=checkpoint_dir, resume=True,
-            progress=False,
+            progress=False, fence=fence, resume_pick=pick,
         )
         seconds = time.perf_counter() - start
+        fence.verify()  # lost while validating or saving the final checkpoint: the new owner reports
         return result, seconds, _evaluate(settings, result.checkpoint_path, result.run_id, tracking_uri)
+
+
+def _fail(queue: SweepQueue, trial: FrozenTrial, tracking_uri: str, run_id: str | None, reason: str, *,
+          error: str | None = None, retry: bool = True, count_attempt: bool = True,
+          attrs: dict[str, Any] | None = None) -> str:
+    """End the attempt as failed, the one place that records why: Optuna attrs, MLflow tag and status.
+
+    Nothing is written when the attempt was no longer ours (``lost``). The MLflow run is closed
+    FAILED either way; a retry reopens it.
+    """
+    outcome = queue.fail(trial, reason, error=error, retry=retry, count_attempt=count_attempt, attrs=attrs)
+    if outcome != "lost" and run_id:
+        tracking.mark_failed(tracking_uri, run_id, reason)
+    return outcome
 
 
 def _tell(queue: SweepQueue, trial: FrozenTrial, result: Any, tracking_uri: str, attrs: dict[str, Any]) -> str:
@@ -169,10 +193,8 @@ def _tell(queue: SweepQueue, trial: FrozenTrial, result: Any, tracking_uri: str,
              "checkpoint": str(result.checkpoint_path), **attrs}
     if value is None or not math.isfinite(float(value)):
         # A diverged or metric-less run would fail the same way again: no retry.
-        queue.fail(trial, f"metric {metric!r} is {value!r}; trainer metrics: {sorted(metrics)}",
-                   retry=False, attrs=attrs)
-        tracking.terminate(tracking_uri, result.run_id, "FAILED")
-        return "failed"
+        reason = f"metric {metric!r} is {value!r}; logged metrics: {sorted(metrics)}"
+        return _fail(queue, trial, tracking_uri, result.run_id, reason, retry=False, attrs=attrs)
     if not queue.complete(trial, float(value), attrs):
         _log(f"trial {trial.number} finished but was reaped as stale meanwhile; result dropped")
         return "lost"
@@ -191,22 +213,42 @@ def run_trial(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions) -> 
     run_id = None
     try:
         checkpoint_dir = queue.checkpoint_dir(_checkpoint_root(options), trial.user_attrs["config_hash"])
-        run_id, tags = _trial_run(queue, trial, tracking_uri, settings, checkpoint_dir)
-        result, train_s, eval_attrs = _train(queue, trial, options, settings, run_id, tags, checkpoint_dir)
+        run_id, tags, pick, restart = _trial_run(queue, trial, tracking_uri, settings, checkpoint_dir)
+        if restart or pick.problems:
+            _log(f"trial {trial.number} {label}: " + (restart or f"resuming {pick.path.name}: " + "; ".join(pick.problems)))
+        result, train_s, eval_attrs = _train(queue, trial, options, settings, run_id, tags, checkpoint_dir, pick)
     except WorkerStop:
-        queue.fail(trial, "interrupted (worker stopped)", count_attempt=False)
+        _fail(queue, trial, tracking_uri, run_id, "interrupted (worker stopped); re-queued", count_attempt=False)
         _log(f"trial {trial.number} {label} interrupted; re-queued")
         raise
-    except Exception:
-        error = traceback.format_exc()
-        retried = queue.fail(trial, error)
-        if not retried and run_id:
-            tracking.terminate(tracking_uri, run_id, "FAILED")
-        _log(f"trial {trial.number} {label} failed ({'re-queued' if retried else 'no attempts left'}):\n{error}")
-        return "retried" if retried else "failed"
+    except LostClaim as err:
+        _log(f"trial {trial.number} {label}: {err}")
+        return "lost"
+    except Exception as err:
+        reason = failure_reason(err)
+        # A divergence is deterministic: retrying would diverge at the same step again.
+        outcome = _fail(queue, trial, tracking_uri, run_id, reason, error=traceback.format_exc(),
+                        retry=not isinstance(err, Diverged))
+        what = {"retried": "re-queued", "failed": "no retry", "lost": "no longer ours"}[outcome]
+        _log(f"trial {trial.number} {label} failed ({what}): {reason}\n{traceback.format_exc()}")
+        return outcome
     timing = {"train_seconds": round(train_s, 3),
               "overhead_seconds": round(time.perf_counter() - claimed - train_s, 3)}
     return _tell(queue, trial, result, tracking_uri, {**timing, **eval_attrs})
+
+
+def close_reaped(queue: SweepQueue, options: WorkerOptions) -> None:
+    """Reap stale trials (their workers died) and close their MLflow runs FAILED with the reason."""
+    reaped = queue.reap()
+    if not reaped:
+        return
+    uri = _tracking_uri(options, queue.settings())
+    for trial, requeued in reaped:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            tracking.mark_failed(uri, run_id, trial.user_attrs.get("failure_reason", STALE_REASON))
+        _log(f"trial {trial.number} {trial.user_attrs.get('point')} was stale: "
+             + ("re-queued" if requeued else "no attempts left"))
 
 
 def ensure_parent_run(queue: SweepQueue, options: WorkerOptions) -> None:
@@ -239,7 +281,9 @@ def run_worker(options: WorkerOptions) -> int:
     queue = open_queue(options)
     ensure_parent_run(queue, options)
     done = 0
+    failed = 0
     while options.max_trials is None or done < options.max_trials:
+        close_reaped(queue, options)
         trial = queue.claim()
         if trial is None:
             waiting, running = queue.pending()
@@ -247,11 +291,11 @@ def run_worker(options: WorkerOptions) -> int:
                 break
             time.sleep(options.poll_s)
             continue
-        run_trial(queue, trial, options)
+        failed += run_trial(queue, trial, options) == "failed"
         done += 1
     _finish_parent(queue, options)
-    _log(f"exiting after {done} trial(s)")
-    return 0
+    _log(f"exiting after {done} trial(s)" + (f", {failed} failed for good" if failed else ""))
+    return 1 if failed else 0
 
 
 def preload() -> None:

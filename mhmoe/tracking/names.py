@@ -36,6 +36,11 @@ TAG_COMMAND = "mhmoe.command"
 """The command line that created the run (for a sweep's parent run: the ``mhmoe sweep run`` or
 ``mhmoe sweep work`` command of the first worker)."""
 
+TAG_FAILURE = "mhmoe.failure_reason"
+"""Why the run (or its last attempt) ended FAILED, one line (:func:`mhmoe.training.failures.failure_reason`)."""
+TAG_RESTART = "mhmoe.restart_reason"
+"""Why a sweep point trained from step 0 again (its checkpoints were unusable)."""
+
 ROLE_TRAIN = "train"
 ROLE_TRIAL = "trial"
 ROLE_SWEEP = "sweep"

@@ -17,6 +17,7 @@ from mhmoe.checkpoint import DIGEST_KEY, state_digest
 from mhmoe.model import Transformer
 from mhmoe.run_config import RunConfig
 from mhmoe.tracking.names import divergence_artifact, load_artifact, val_metric
+from mhmoe.training.failures import Diverged
 from mhmoe.training.optim import build_optimizer
 from mhmoe.training.telemetry import LoadAccumulator, routing_metrics
 
@@ -74,6 +75,10 @@ class LitLM(pl.LightningModule):
             now = time.perf_counter()
             # One device->host transfer for the three losses; none on the other steps.
             ce_v, aux_v, z_v = torch.stack([ce.detach(), out.lb_loss.detach(), out.z_loss.detach()]).tolist()
+            # Checked on values already on the host: stop at the first non-finite one seen, no extra sync.
+            for name, value in (("train/loss", ce_v), ("train/aux_loss", aux_v), ("train/z_loss", z_v)):
+                if not math.isfinite(value):
+                    raise Diverged(name, value, step)
             # The progress bar reads plain floats: logging the tensor every step would sync every step.
             self.log("loss", ce_v, prog_bar=True, logger=False)
             metrics.update({
@@ -135,6 +140,8 @@ class LitLM(pl.LightningModule):
             total, count = self._val_sums[i]
             if count:
                 loss = float(total) / count
+                if not math.isfinite(loss):
+                    raise Diverged(val_metric(name, "loss"), loss, step)
                 metrics[val_metric(name, "loss")] = loss
                 metrics[val_metric(name, "ppl")] = math.exp(min(loss, 50.0))
         self.last_val_metrics = metrics

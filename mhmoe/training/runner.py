@@ -1,20 +1,23 @@
 """``train()``: one run from a RunConfig to a finished MLflow run and a final checkpoint.
 
 Used by ``mhmoe train`` and by every sweep worker. Resuming continues the same MLflow run from
-``checkpoint_dir/last.ckpt`` with optimizer, schedule and data position restored, so a resumed
-run reproduces the loss curve of an uninterrupted one on CPU.
+the newest usable checkpoint in ``checkpoint_dir`` (``last.ckpt``, else ``previous.ckpt``) with
+optimizer, schedule and data position restored, so a resumed run reproduces the loss curve of an
+uninterrupted one on CPU.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from mhmoe.budget import summary, train_flops_per_token
+from mhmoe.checkpoint import CheckpointError
 from mhmoe.home import artifact_root_for, default_tracking_uri, home_subdir
 from mhmoe.model import build_model
 from mhmoe.run_config import RunConfig
@@ -24,14 +27,14 @@ from mhmoe.tracking.names import (
     ROLE_TRAIN,
     TAG_CHECKPOINT,
     TAG_COMMAND,
+    TAG_FAILURE,
     TAG_GIT_COMMIT,
     TAG_ROLE,
     TAG_SEED,
     TAG_VARIANT,
 )
-
-LAST = "last.ckpt"
-FINAL = "final.ckpt"
+from mhmoe.training.checkpoint_files import FINAL, LAST, ResumePick, pick_resume_checkpoint
+from mhmoe.training.failures import Fence, LostClaim, failure_reason
 
 
 @dataclass
@@ -83,15 +86,22 @@ def train(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    fence: Fence | None = None,
+    resume_pick: ResumePick | None = None,
 ) -> TrainResult:
-    """Train ``cfg``; resume from ``checkpoint_dir/last.ckpt`` in MLflow run ``run_id`` if asked.
+    """Train ``cfg``; with ``resume``, continue MLflow run ``run_id`` from its newest usable checkpoint.
 
+    Resume loads ``last.ckpt``, or ``previous.ckpt`` when the last one is unreadable or fails its
+    digest; with neither usable it raises :class:`~mhmoe.checkpoint.CheckpointError` before
+    anything is created (a sweep worker, which must not lose the point, sets them aside and
+    restarts instead). ``resume_pick`` is that choice when the caller already made it.
     ``stop_after`` pauses the run at that global step with a resumable ``last.ckpt`` (for
     preemptible jobs with a time limit); the schedule still targets ``train.max_steps``.
+    ``fence`` (a sweep worker's claim) is checked before every checkpoint write and polled every
+    step; once lost, training stops and writes nothing more: no checkpoint, metric or run status.
     """
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import MLFlowLogger
 
     from mhmoe.data.datamodule import MHMoEDataModule
     from mhmoe.training.checkpoint_io import AtomicCheckpointIO
@@ -99,6 +109,14 @@ def train(
     from mhmoe.training.peak import measure_peak_flops
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    ckpt_path = None
+    if resume and checkpoint_dir is not None:
+        pick = resume_pick or pick_resume_checkpoint(Path(checkpoint_dir))
+        if pick.path is None and pick.problems:
+            raise CheckpointError(f"no usable checkpoint in {checkpoint_dir}: " + "; ".join(pick.problems))
+        if pick.problems:
+            print(f"warning: resuming from {pick.path.name}: " + "; ".join(pick.problems), file=sys.stderr)
+        ckpt_path = str(pick.path) if pick.path else None
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     tracking_uri = tracking_uri or default_tracking_uri()
@@ -129,7 +147,7 @@ def train(
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     artifact_location = artifact_root_for(tracking_uri)
-    logger = MLFlowLogger(experiment_name=experiment_name, run_name=run_name or cfg.variant, tracking_uri=tracking_uri,
+    logger = FencedMLFlowLogger(fence, experiment_name=experiment_name, run_name=run_name or cfg.variant, tracking_uri=tracking_uri,
                           tags=all_tags if run_id is None else None, run_id=run_id, artifact_location=artifact_location)
     run_id = logger.run_id
     # Recorded in every checkpoint so evaluation can log back to the run the weights came from.
@@ -142,7 +160,6 @@ def train(
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else new_run_dir() / run_id
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last = checkpoint_dir / LAST
-    ckpt_path = str(last) if resume and last.is_file() else None
     if not ckpt_path:
         params = {**cfg.flat(), **summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len),
                   "perf.peak_flops": peak, "train.precision_resolved": precision}
@@ -155,12 +172,13 @@ def train(
     every = cfg.train.checkpoint_every or cfg.train.val_every
     checkpoint_cb = ModelCheckpoint(dirpath=checkpoint_dir, filename="step{step:07d}", save_last=True,
                                     save_top_k=0, every_n_train_steps=every, save_on_train_epoch_end=False)
-    callbacks = [checkpoint_cb] + ([PauseAt(stop_after, last)] if stop_after else [])
+    callbacks = [checkpoint_cb] + ([PauseAt(stop_after, last)] if stop_after else []) \
+        + ([FencePoll(fence)] if fence else [])
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, precision=precision, max_steps=cfg.train.max_steps,
         val_check_interval=cfg.train.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
         gradient_clip_val=cfg.optim.grad_clip or None, logger=logger, callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()], enable_progress_bar=progress, enable_model_summary=False,
+        plugins=[AtomicCheckpointIO(fence=fence.verify if fence else None)], enable_progress_bar=progress, enable_model_summary=False,
         log_every_n_steps=cfg.train.log_every, default_root_dir=str(checkpoint_dir), deterministic=False,
     )
     try:
@@ -170,7 +188,10 @@ def train(
                                start_step=lit.start_step, final_step=trainer.global_step)
         if trainer.global_step % cfg.train.val_every != 0:  # always validate at the end
             trainer.validate(lit, datamodule=datamodule, verbose=False)
-    except BaseException:
+    except LostClaim:
+        raise  # the trial and its run belong to another worker now: write nothing
+    except BaseException as err:
+        logger.experiment.set_tag(run_id, TAG_FAILURE, failure_reason(err))
         logger.finalize("FAILED")
         raise
     final = checkpoint_dir / FINAL
@@ -191,6 +212,33 @@ def PauseAt(step: int, last: Path):  # noqa: N802 - a factory that reads like th
                 trainer.should_stop = True
 
     return _Pause()
+
+
+def FencePoll(fence: Fence):  # noqa: N802 - a factory that reads like the callback it builds
+    """Stop at the next step boundary once a heartbeat found the worker's claim lost."""
+    from lightning.pytorch.callbacks import Callback
+
+    class _FencePoll(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+            fence.poll()
+
+    return _FencePoll()
+
+
+def FencedMLFlowLogger(fence: Fence | None, **kwargs):  # noqa: N802 - a factory that reads like the class it builds
+    """Lightning's MLFlowLogger that goes silent once ``fence`` is lost (the run has a new owner)."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    class _Fenced(MLFlowLogger):
+        def log_metrics(self, metrics, step=None) -> None:  # noqa: ANN001
+            if fence is None or not fence.lost.is_set():
+                super().log_metrics(metrics, step)
+
+        def finalize(self, status: str = "success") -> None:
+            if fence is None or not fence.lost.is_set():
+                super().finalize(status)
+
+    return _Fenced(**kwargs)
 
 
 def find_checkpoint_dir(run_id: str, tracking_uri: str | None = None) -> Path:

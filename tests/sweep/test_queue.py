@@ -139,10 +139,12 @@ def test_stale_trial_is_failed_and_requeued_with_its_mlflow_run(tmp_path: Path, 
 def test_failed_points_are_retried_then_reported_failed(tmp_path: Path, stores: dict[str, str]) -> None:
     path = debug_spec(tmp_path / "s.yaml", name="retry", groups={"smoe": {"model.ffn": "smoe"}})  # retries: 1
     queue, _ = _submit(path, stores["storage"], stores["tracking"])
-    assert queue.fail(queue.claim(), "boom") is True  # attempt 1 -> attempt 2 enqueued
+    assert queue.fail(queue.claim(), "boom") == "retried"  # attempt 1 -> attempt 2 enqueued
     second = queue.claim()
     assert second.user_attrs["attempt"] == 2
-    assert queue.fail(second, "boom again") is False  # no attempts left
+    assert queue.fail(second, "boom again") == "failed"  # no attempts left
+    assert queue.fail(second, "told twice") == "lost"  # no longer RUNNING: nothing written
+    assert queue.storage.get_trial(second._trial_id).user_attrs["failure_reason"] == "boom again"
     assert queue.claim() is None
     assert [p.state for p in queue.point_states()] == ["failed"]  # GridSampler would call this point done
 

@@ -126,7 +126,7 @@ def _died_before_checkpoint(queue: SweepQueue, tracking: str) -> tuple[str, str]
                                              sweep_tracking.trial_tags("kill", trial.number, trial.user_attrs))
     mlflow.MlflowClient(tracking).log_param(run_id, "perf.peak_flops", 1.0)
     queue.set_attrs(trial, {"mlflow_run_id": run_id})
-    assert queue.fail(trial, "killed before its first checkpoint")  # re-queued as attempt 2
+    assert queue.fail(trial, "killed before its first checkpoint") == "retried"  # attempt 2 queued
     return trial.user_attrs["config_hash"], run_id
 
 
