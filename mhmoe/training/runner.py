@@ -182,7 +182,7 @@ def train(
         log_every_n_steps=cfg.train.log_every, default_root_dir=str(checkpoint_dir), deterministic=False,
     )
     try:
-        trainer.fit(lit, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(lit, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if trainer.global_step < cfg.train.max_steps:  # paused: leave the run open for --resume
             return TrainResult(run_id=run_id, checkpoint_path=last, metrics=dict(lit.last_val_metrics),
                                start_step=lit.start_step, final_step=trainer.global_step)

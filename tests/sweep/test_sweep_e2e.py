@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from mhmoe.sweep import expand, load_spec
 from mhmoe.sweep import tracking as sweep_tracking
 from mhmoe.sweep.queue import SweepQueue
+from mhmoe.sweep.status import format_status, sweep_status
 from mhmoe.tracking import names
 from tests.pg_server import fresh_database
 from tests.sweep.conftest import REPO, debug_spec, sweep_cli
@@ -153,6 +154,10 @@ def test_killed_worker_trial_resumes_from_its_checkpoint(warm_data, tmp_path: Pa
         worker.wait(timeout=30)
     killed = queue.trials()[1]
     assert killed.state == TrialState.RUNNING and "final_step" not in killed.user_attrs
+    # No worker is alive to reap it: status alone must tell that the trial is not really running.
+    watcher = SweepQueue.with_heartbeats(stores["storage"], "kill")
+    _wait_for(lambda: sweep_status(watcher).stale == 1, 30, "sweep status to call the dead worker's trial stale")
+    assert "(1 stale: worker gone" in format_status("kill", sweep_status(watcher))
 
     # A new worker started on its own, as on another node: storage URL + study name only.
     subprocess.run([sys.executable, "-m", "mhmoe.sweep.worker", "--storage", stores["storage"], "--study", "kill",
