@@ -104,13 +104,6 @@ def test_aggregates_csv_is_every_aggregated_number(store, synth_report):
     assert {"val/pydoc/ppl", "routing/mean/load_imbalance", "val/tokens"} <= set(csv["metric"])
 
 
-def test_latex_tables_use_booktabs_and_bold(synth_report):
-    tex = (synth_report.out_dir / "synth__table1.tex").read_text()
-    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\textbf{", r"$\pm$", r"\label{tab:table1}"):
-        assert rule in tex
-    assert "fine\\_grained" in tex and "±" not in tex
-
-
 def test_index_records_provenance_and_ordering(store, synth_report):
     out = synth_report.out_dir
     index = (out / "index.md").read_text()
