@@ -9,13 +9,12 @@ experts figure draws the points that exist (no heatmap with empty cells).
 
 from __future__ import annotations
 
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
-
-import matplotlib as mpl
 
 from analysis.frame import FAMILY_NAMES, MissingData, model_name
 from analysis.style import DOUBLE, SEQUENTIAL_CMAP, SINGLE, figure, line_styles, modifier_text, paper_sort_key, styled

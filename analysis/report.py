@@ -21,7 +21,7 @@ from analysis.load import find_parent_run, load_histories, load_routing_arrays, 
 from analysis.ordering import check_ordering
 from analysis.report_index import IndexInfo, write_index
 from analysis.spec import SpecInfo, read_spec
-from analysis.stats import aggregate, interval_text, paired_differences
+from analysis.stats import aggregate, interval_text, paired_differences, seed_count
 from analysis.style import paper_name, paper_names, safe_name, save
 from mhmoe.tracking import names
 
@@ -110,10 +110,10 @@ def write_figures(out: Outputs, runs: pd.DataFrame, agg: pd.DataFrame, val_set: 
     _figure(out, "axis_sweeps", f"Final perplexity ({val_set}) along the axes that vary on their own ({drawn_axes}); "
             f"error bars: {ci}", need_set(lambda: fig_sweep.plot_axis_sweeps(ppl, val_set)))
     _figure(out, "heads_experts", f"Final perplexity ({val_set}) at each heads x experts point that was run "
-            f"(mean over seeds, {ci.split(', ')[-1]})", need_set(lambda: fig_sweep.plot_heads_experts(ppl, val_set)))
+            f"(mean over seeds, {seed_count(ppl['n'])})", need_set(lambda: fig_sweep.plot_heads_experts(ppl, val_set)))
     load_n = pts.set_index("label").reindex(list(shown))["n_runs"] if len(pts) else []
     _figure(out, "expert_load", "Expert load relative to the uniform share, last logged step (mean over "
-            f"{interval_text(load_n).split(', ')[-1]}); colour scale fitted to the data, symmetric in log around 1",
+            f"{seed_count(load_n)}); colour scale fitted to the data, symmetric in log around 1",
             lambda: fig_routing.plot_expert_load(shown, paper_names(pts)))
     routed = agg[agg["metric"] == fig_routing.ACTIVATION]
     _figure(out, "routing_stats", f"Routing statistics by variant (error bars: {interval_text(routed['n'])}) and "

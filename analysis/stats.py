@@ -60,7 +60,7 @@ def interval_text(ns, *, paired: bool = False) -> str:
     ns = sorted({int(n) for n in ns if pd.notna(n) and n > 0})
     if not ns:
         return "no seeds"
-    count = f"n = {ns[0]} seed{'s' if ns[0] > 1 else ''}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]} seeds"
+    count = seed_count(ns)
     of = " of the paired differences" if paired else ""
     methods = {interval_method(n) for n in ns} - {""}
     level = f"{CONFIDENCE:.0%}"
@@ -71,8 +71,17 @@ def interval_text(ns, *, paired: bool = False) -> str:
     elif methods == {BCA}:
         what = f"{level} BCa bootstrap CI{of}"
     else:
-        what = f"{level} CI{of}: Student-t (df = n−1) below {BOOTSTRAP_FROM} seeds, BCa bootstrap from {BOOTSTRAP_FROM}"
+        what = (f"{level} CI{of}: Student-t (df = n−1) below {BOOTSTRAP_FROM} seeds, "
+                f"BCa bootstrap from {BOOTSTRAP_FROM}")
     return f"{what}, {count}" + (" (1 seed: no interval)" if 1 in ns else "")
+
+
+def seed_count(ns) -> str:
+    """``"n = 3 seeds"``, ``"n = 2–3 seeds"`` (a range when points differ), ``"no seeds"``."""
+    ns = sorted({int(n) for n in ns if pd.notna(n) and n > 0})
+    if not ns:
+        return "no seeds"
+    return f"n = {ns[0]} seed{'s' if ns[0] > 1 else ''}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]} seeds"
 
 
 def t_half_width(std, n):

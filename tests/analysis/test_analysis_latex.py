@@ -10,7 +10,6 @@ import subprocess
 import pytest
 
 from analysis import tables
-from analysis.frame import points
 from analysis.stats import aggregate
 from tests.analysis.frames import runs_frame
 

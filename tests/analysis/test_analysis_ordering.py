@@ -95,9 +95,9 @@ def test_missing_variants_and_failed_runs_are_not_run():
     assert _row(result, "SMoE", "Fine-grained SMoE", "T2")["verdict"].startswith("not run")
 
 
-def test_unpaired_seeds_use_two_sample_bootstrap():
+def test_unpaired_seeds_use_welch_t():
     a = runs_frame({"smoe": 18.0}, seeds=(0, 1, 2))
     b = runs_frame({"mh3": 17.0}, seeds=(5, 6, 7))
     row = _row(check_ordering(annotate(pd.concat([a, b], ignore_index=True))), "SMoE", "MH-MoE (head=3)")
-    assert row["verdict"] == "agrees" and not row["paired"]
+    assert row["verdict"] == "agrees" and not row["paired"] and row["method"] == "t"
     assert row["n_worse"] == 3 and row["n_better"] == 3

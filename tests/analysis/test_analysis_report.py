@@ -152,7 +152,8 @@ def test_one_seed_sweep_degrades_gracefully_through_the_cli(store, tmp_path):
     rows = _md_rows((out / "oneseed__table1.md").read_text())
     assert rows["SMoE"]["shakespeare (ours)"].endswith("(1 seed)")
     ordering = pd.read_csv(out / "oneseed__ordering.csv")
-    assert set(ordering.loc[ordering["table"] == "T1", "verdict"]) == {"agrees, within noise (no CI)", "not run: Fine-grained SMoE",
+    assert set(ordering.loc[ordering["table"] == "T1", "verdict"]) == {"agrees, within noise (no CI)",
+                                                                       "not run: Fine-grained SMoE",
                                                                        "not run: Dense", "not run: MH-MoE (head=3)"}
     # Rerun: same files, ours overwritten, a file we never wrote untouched, a stale one of ours removed.
     stale = out / "oneseed__old_figure.png"

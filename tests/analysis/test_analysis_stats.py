@@ -25,7 +25,8 @@ def test_seed_stats_is_the_student_t_interval_below_ten_seeds(n):
     x = np.arange(n, dtype=float)  # mean (n-1)/2, sd sqrt(n(n+1)/12)
     s = seed_stats(x)
     half = TEXTBOOK_T975[n - 1] * s.std / np.sqrt(n)
-    assert s.method == "t" and s.mean == pytest.approx((n - 1) / 2) and s.std == pytest.approx(np.sqrt(n * (n + 1) / 12))
+    assert s.method == "t" and s.mean == pytest.approx((n - 1) / 2)
+    assert s.std == pytest.approx(np.sqrt(n * (n + 1) / 12))
     assert s.ci_high - s.mean == pytest.approx(half, abs=1e-3) and s.mean - s.ci_low == pytest.approx(half, abs=1e-3)
     assert s.ci_high - s.mean == pytest.approx(stats.t.ppf(0.975, n - 1) * s.std / np.sqrt(n), rel=1e-12)
 
