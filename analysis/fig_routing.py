@@ -141,7 +141,7 @@ def _divergence_panel(ax, dist: pd.DataFrame) -> bool:
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("fraction of tokens")
-    ax.set_title("sub-token divergence (MH-MoE)")
+    ax.set_title("sub-token divergence")
     ax.grid(axis="y", visible=False)
     # below the figure, where constrained layout reserves room (an axes-anchored legend can overlap)
     ax.figure.legend(*ax.get_legend_handles_labels(), title="distinct experts reached by a token's sub-tokens",
@@ -160,8 +160,8 @@ def plot_routing_stats(runs: pd.DataFrame, agg: pd.DataFrame, divergence: pd.Dat
     n_rows = max(len(order), divergence["label"].nunique() if len(divergence) else 0, 3)
     fig, axes = figure(DOUBLE, 1.3 + 0.17 * n_rows, ncols=3)
     a, b, c = axes[0]
-    drawn = [bool(order) and _bar_panel(a, agg, ACTIVATION, order, styles, "expert activation ratio"),
-             bool(order) and _bar_panel(b, agg, IMBALANCE, order, styles, "load imbalance (max / mean)"),
+    drawn = [bool(order) and _bar_panel(a, agg, ACTIVATION, order, styles, "activation ratio"),
+             bool(order) and _bar_panel(b, agg, IMBALANCE, order, styles, "load imbalance (max/mean)"),
              _divergence_panel(c, divergence)]
     if not any(drawn):
         raise MissingData(f"no {ACTIVATION} / {IMBALANCE} metrics and no MH-MoE divergence artifacts")

@@ -11,13 +11,13 @@ point label (to find it in the CSVs), the LaTeX leaves it out.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from analysis.paper import COLUMNS, TABLE_TITLES
-from analysis.stats import interval_text
+from analysis.stats import interval_text, seed_count
 from analysis.style import paper_names
 from analysis.paper_match import FINAL_STEPS, match_points
 from mhmoe.tracking import names
@@ -47,8 +47,11 @@ class Table:
 def caption_text(what: str, numbers: pd.DataFrame, *, paper: bool) -> str:
     """``what`` plus the interval sentence built from the seed counts of our cells in ``numbers``."""
     ours = numbers[(numbers["source"] == "ours") & numbers["mean"].notna()] if len(numbers) else numbers
-    ns = ours["n"] if len(ours) else []
-    text = f"{what}. Ours: mean ± half-width of the {interval_text(ns)}"
+    ns = list(ours["n"]) if len(ours) else []
+    if ns and max(ns) >= 2:
+        text = f"{what}. Ours: mean ± half-width of the {interval_text(ns)}"
+    else:
+        text = f"{what}. Ours: mean of {seed_count(ns)} (no interval)"
     text += "; bold: lowest perplexity in the column"
     return text + ("; paper columns are the published numbers." if paper else ".")
 
@@ -113,7 +116,7 @@ def paper_table(agg: pd.DataFrame, points: pd.DataFrame, table: str, sets: list[
 
 
 def _with_caption(table: Table, caption: str) -> Table:
-    return Table(table.key, table.title, table.cells, table.best, table.numbers, table.notes, caption)
+    return replace(table, caption=caption)
 
 
 def summary_table(agg: pd.DataFrame, sets: list[str]) -> Table:

@@ -151,6 +151,7 @@ def test_one_seed_sweep_degrades_gracefully_through_the_cli(store, tmp_path):
     assert "mhmoe report " + " ".join(argv[1:]) in index
     rows = _md_rows((out / "oneseed__table1.md").read_text())
     assert rows["SMoE"]["shakespeare (ours)"].endswith("(1 seed)")
+    assert "Ours: mean of n = 1 seed (no interval)" in index
     ordering = pd.read_csv(out / "oneseed__ordering.csv")
     assert set(ordering.loc[ordering["table"] == "T1", "verdict"]) == {"agrees, within noise (no CI)",
                                                                        "not run: Fine-grained SMoE",
