@@ -4,8 +4,9 @@ Nothing here runs at import. The modules, in data-flow order:
 
 - ``load``: MLflow -> runs frame (``params/...``, ``metrics/...``, ``tags/...``), histories, artifacts
 - ``frame``: the grouping columns (family, heads, point, label, ...) and helpers over the frame
-- ``stats``: mean, std, 95% bootstrap CIs over seeds, paired differences
+- ``stats``: mean, std, 95% CIs over seeds (Student-t below 10 seeds, BCa from 10), paired differences,
+  resolved or within noise, seeds needed
 - ``paper``, ``paper_match``, ``ordering``: the paper's numbers and the ordering check
-- ``style``, ``fig_*``: figures; ``tables``: Markdown/LaTeX tables
+- ``style``: figure style, the paper's names and row order; ``fig_*``: figures; ``tables``: Markdown/LaTeX tables
 - ``report``, ``report_index``, ``index``, ``checks``, ``spec``: ``mhmoe report`` end to end
 """

@@ -1,4 +1,9 @@
-"""Figures 5 and 6: the BitNet vs full-precision gap, and perplexity vs training FLOPs per token."""
+"""Figures 5 and 6: the BitNet vs full-precision gap, and perplexity vs training FLOPs per token.
+
+FLOPs are shown as the relative difference to the baseline point in percent: FLOP-matched
+variants differ by a few percent, and an absolute axis zoomed onto that spread makes them look
+far apart in compute.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,16 @@ import hashlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import EngFormatter
+from matplotlib.ticker import PercentFormatter
 
-from analysis.frame import MissingData, col, config_columns, finished, ppl_col, row_text
+from analysis.frame import MissingData, baseline_point, col, config_columns, finished, points, ppl_col, row_text
 from analysis.paper import paper_frame
 from analysis.stats import difference, per_seed
-from analysis.style import DOUBLE, SINGLE, family_colour, figure, line_styles, styled
+from analysis.style import DOUBLE, SINGLE, family_colour, figure, line_styles, paper_name, paper_sort_key, styled
 from mhmoe.tracking import names
 
 FLOPS = "budget.train_flops_per_token"
+MIN_SPAN_PCT = 5.0  # FLOP-matched points (within a few %) are drawn as close as they are
 
 
 def _base_key(runs: pd.DataFrame) -> pd.Series:
@@ -50,7 +56,8 @@ def bitnet_gaps(runs: pd.DataFrame, val_set: str) -> pd.DataFrame:
             d = difference(per_seed(runs, q["point"], metric, log=True), b)
             default = fp["family"] == "mhmoe"
             plain = not fp["shared"] and (fp["head_proj"], fp["merge_proj"]) == (default, default)
-            rows.append({"label": fp["label"], "family": fp["family"], "weight_bits": q["weight_bits"],
+            rows.append({"label": fp["label"], "name": paper_name(fp), "order": paper_sort_key(fp),
+                         "family": fp["family"], "weight_bits": q["weight_bits"],
                          "quantized_label": q["label"], **d,
                          "paper_gap": _paper_gap(fp["paper_model"]) if plain and q["weight_bits"] == 1.58 else np.nan})
     return pd.DataFrame(rows)
@@ -63,7 +70,9 @@ def plot_bitnet_gap(gaps: pd.DataFrame, val_set: str) -> Figure:
     if gaps.empty:
         raise MissingData("no variant was trained both at full precision and quantized")
     bits = sorted(gaps["weight_bits"].unique())
-    labels = list(dict.fromkeys(gaps.sort_values("label")["label"]))
+    gaps = gaps.sort_values("order")  # the paper's order of the full-precision variants
+    labels = list(dict.fromkeys(gaps["label"]))
+    names = dict(zip(gaps["label"], gaps["name"]))
     fig, axes = figure(SINGLE if len(labels) <= 5 else DOUBLE, 2.4)
     ax = axes[0][0]
     width = 0.8 / len(bits)
@@ -79,7 +88,7 @@ def plot_bitnet_gap(gaps: pd.DataFrame, val_set: str) -> Figure:
         if np.isfinite(paper).any():
             ax.scatter(x, paper, marker="D", facecolor="none", edgecolor="black", zorder=3,
                        label="paper (T3 vs T1)" if i == 0 else None)
-    ax.set_xticks(np.arange(len(labels)), labels, rotation=30, ha="right")
+    ax.set_xticks(np.arange(len(labels)), [names[lab] for lab in labels], rotation=30, ha="right")
     ax.set_ylabel("Δ ln ppl vs 16-bit (nats)")
     ax.set_title(f"quantization cost on {val_set}")
     ax.axhline(0, color="black", linewidth=0.5)
@@ -88,33 +97,45 @@ def plot_bitnet_gap(gaps: pd.DataFrame, val_set: str) -> Figure:
 
 
 def flops_frame(runs: pd.DataFrame, agg: pd.DataFrame, val_set: str) -> pd.DataFrame:
-    """Per point: train FLOPs per token (from the budget params) and final perplexity stats."""
+    """Per point: train FLOPs per token (from the budget params), ``flops_pct`` (relative to the
+    baseline point, :func:`analysis.frame.baseline_point`, in percent), ``baseline`` (its paper
+    name) and final perplexity stats."""
     if col(FLOPS) not in runs.columns or ppl_col(val_set) not in runs.columns:
         raise MissingData(f"param {FLOPS} or metric val/{val_set}/ppl not logged")
     flops = finished(runs).groupby("point")[col(FLOPS)].mean()
     data = agg[agg["metric"] == names.val_metric(val_set, "ppl")].copy()
     data["flops"] = data["point"].map(flops)
-    return data.dropna(subset=["flops", "mean"])
+    data = data.dropna(subset=["flops", "mean"])
+    pts = points(runs).set_index("point")
+    base = baseline_point(pts.reset_index())
+    if base not in flops or not np.isfinite(flops[base]):
+        raise MissingData(f"the baseline {paper_name(pts.loc[base])} has no {FLOPS} param")
+    data["flops_pct"] = 100 * (data["flops"] / flops[base] - 1)
+    data["baseline"] = paper_name(pts.loc[base])
+    return data
 
 
 @styled
 def plot_ppl_vs_flops(data: pd.DataFrame, val_set: str) -> Figure:
-    """Final perplexity (95% CI) against training FLOPs per token, one marker per point."""
+    """Final perplexity (95% CI) against training FLOPs per token relative to the baseline (%),
+    one marker per point in the paper's order; the x axis spans at least +-MIN_SPAN_PCT."""
     if data.empty:
         raise MissingData(f"no point has both {FLOPS} and a final val/{val_set}/ppl")
     fig, axes = figure(SINGLE, 2.4 + 0.11 * ((len(data) + 1) // 2))
     ax = axes[0][0]
     styles = line_styles(data)
-    for _, r in data.sort_values("label").iterrows():
+    for _, r in sorted(data.iterrows(), key=lambda item: paper_sort_key(item[1])):
         style = styles[r["label"]]
         err = [[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]]
-        ax.errorbar([r["flops"]], [r["mean"]], yerr=np.where(np.isfinite(err), err, 0), linestyle="none",
-                    marker=style["marker"], color=style["color"], label=r["label"],
+        ax.errorbar([r["flops_pct"]], [r["mean"]], yerr=np.where(np.isfinite(err), err, 0), linestyle="none",
+                    marker=style["marker"], color=style["color"], label=paper_name(r),
                     markerfacecolor="none" if r["weight_bits"] < 16 else style["color"])  # open = quantized
-    if data["flops"].max() > 10 * data["flops"].min():  # log only when the range spans decades
-        ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-    ax.set_xlabel("training FLOPs per token")
+    low, high = data["flops_pct"].min(), data["flops_pct"].max()
+    pad = 0.08 * max(high - low, 2 * MIN_SPAN_PCT)
+    ax.set_xlim(min(low, -MIN_SPAN_PCT) - pad, max(high, MIN_SPAN_PCT) + pad)
+    ax.axvline(0, color="black", linewidth=0.5)
+    ax.xaxis.set_major_formatter(PercentFormatter(decimals=0))
+    ax.set_xlabel(f"training FLOPs per token vs {data['baseline'].iloc[0]}")
     ax.set_ylabel(f"final perplexity ({val_set})")
     fig.legend(loc="outside lower center", ncol=2)
     return fig

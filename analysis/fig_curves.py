@@ -1,4 +1,8 @@
-"""Figure 1: validation perplexity vs training tokens, one panel per validation set."""
+"""Figure 1: validation perplexity vs training tokens, one panel per validation set.
+
+Every logged validation step is a point of the curve (no thinning): a curve with few
+validation steps shows its few markers rather than a smooth line that is not there.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from analysis.frame import MissingData, col, finished, points, val_sets
 from analysis.stats import mean_ci_columns
 from matplotlib.ticker import EngFormatter
 
-from analysis.style import DOUBLE, SINGLE, figure, line_styles, plain_log_ticks, styled
+from analysis.style import DOUBLE, SINGLE, figure, line_styles, paper_names, plain_log_ticks, styled
 from mhmoe.tracking import names
 
 TOKENS_KEY = "val/tokens"
@@ -62,21 +66,26 @@ def point_curve(frame: pd.DataFrame) -> pd.DataFrame:
 
 @styled
 def plot_val_curves(runs: pd.DataFrame, histories: pd.DataFrame) -> Figure:
-    """Mean validation perplexity (line) and 95% CI band across seeds, per variant and set."""
+    """Mean validation perplexity (line, a marker per validation step) and 95% CI band across seeds,
+    per variant (paper names and order) and set."""
     sets = val_sets(runs)
     if not sets or histories.empty:
         raise MissingData("no val/<set>/ppl histories")
     pts = points(runs)
     styles = line_styles(pts)
+    shown = paper_names(pts)
     width = SINGLE if len(sets) == 1 else DOUBLE
     fig, axes = figure(width, 2.3 + 0.12 * ((len(pts) + 3) // 4), ncols=len(sets), sharex=False)
     drawn = 0
     for ax, val_set in zip(axes[0], sets):
         frame, xname = curve_frame(runs, histories, val_set)
-        for label, group in frame.groupby("label", sort=True):
+        for label, name in shown.items():
+            group = frame[frame["label"] == label]
+            if group.empty:
+                continue
             c = point_curve(group)
             style = styles[label]
-            ax.plot(c["x"], c["mean"], label=label, color=style["color"], linestyle=style["linestyle"],
+            ax.plot(c["x"], c["mean"], label=name, color=style["color"], linestyle=style["linestyle"],
                     marker=style["marker"], markersize=2.5)
             band = c["ci_low"].notna()
             ax.fill_between(c.loc[band, "x"], c.loc[band, "ci_low"], c.loc[band, "ci_high"],
@@ -94,5 +103,6 @@ def plot_val_curves(runs: pd.DataFrame, histories: pd.DataFrame) -> Figure:
     legend = {}
     for ax in axes[0]:  # union over panels: a set may lack some variants
         legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+    legend = {name: legend[name] for name in shown.values() if name in legend}  # paper order
     fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncol=min(4, len(legend)))
     return fig

@@ -14,9 +14,10 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from analysis.frame import MissingData, finished, points
-from analysis.style import DIVERGING_CMAP, DOUBLE, SEQUENTIAL_CMAP, figure, line_styles, styled
+from analysis.style import DIVERGING_CMAP, DOUBLE, SEQUENTIAL_CMAP, figure, line_styles, paper_names, styled
 
-LOAD_CLIP = 3.0  # colour scale spans 1/8x .. 8x the uniform share (log2 units)
+MIN_LOAD_SPAN = 0.25  # log2 units: the colour scale spans at least 0.84x .. 1.19x the uniform share
+LOAD_TICKS = 5
 MAX_LOAD_PANELS = 6
 ACTIVATION = "routing/mean/activation_ratio"
 IMBALANCE = "routing/mean/load_imbalance"
@@ -47,43 +48,56 @@ def select_load_labels(runs: pd.DataFrame, available: list[str], limit: int = MA
     pts = pts[pts["label"].isin(available)].copy()
     pts["rank"] = (pts["weight_bits"] < 16).astype(int) + pts["shared"].astype(int)
     pts = pts.sort_values(["family", "heads", "rank", "n_runs", "label"], ascending=[True, True, True, False, True])
-    order = {"dense": 0, "smoe": 1, "fine_grained": 2, "mhmoe": 3}
     chosen = pts.drop_duplicates(["family", "heads"])
-    chosen = chosen.sort_values(["family", "heads"], key=lambda s: s.map(order) if s.name == "family" else s)
-    return list(chosen["label"])[:limit]
+    return list(paper_names(chosen))[:limit]
+
+
+def load_span(shares: dict[str, np.ndarray]) -> float:
+    """Half-range of the colour scale in log2 units: the largest |log2 share| in the data (experts
+    that were never chosen, share 0, are left out: they are drawn at the low end), at least
+    :data:`MIN_LOAD_SPAN`. The scale is symmetric in log around 1 (the uniform share)."""
+    logs = [np.log2(m[np.isfinite(m) & (m > 0)]) for m in shares.values()]
+    finite = np.concatenate([v.ravel() for v in logs]) if logs else np.array([])
+    return max(float(np.abs(finite).max()) if finite.size else 0.0, MIN_LOAD_SPAN)
 
 
 @styled
-def plot_expert_load(shares: dict[str, np.ndarray]) -> Figure:
-    """Experts x MoE layers heatmaps of load relative to the uniform share, side by side."""
+def plot_expert_load(shares: dict[str, np.ndarray], names: dict[str, str] | None = None) -> Figure:
+    """Experts x MoE layers heatmaps of load relative to the uniform share, side by side, titled with
+    ``names[label]`` (paper names); the colour scale is fitted to the data (:func:`load_span`)."""
     if not shares:
         raise MissingData("no routing/load_step*.npy artifacts")
     labels = list(shares)
+    names = names or {}
+    span = load_span(shares)
     fig, axes = figure(DOUBLE, 2.8, ncols=len(labels))
-    norm = Normalize(-LOAD_CLIP, LOAD_CLIP)
+    norm = Normalize(-span, span)
     image = None
     for ax, label in zip(axes[0], labels):
         share = shares[label]
         with np.errstate(divide="ignore"):
-            log_share = np.clip(np.log2(share), -LOAD_CLIP, LOAD_CLIP)
+            log_share = np.clip(np.log2(share), -span, span)
         image = ax.imshow(log_share.T, cmap=DIVERGING_CMAP, norm=norm, aspect="auto", interpolation="nearest")
-        ax.set_title(label)
+        ax.set_title(names.get(label, label))
         ax.set_xlabel("MoE layer")
         ax.set_xticks(range(share.shape[0]))
         ax.grid(False)
     axes[0][0].set_ylabel("expert")
     bar = fig.colorbar(image, ax=list(axes[0]), label="load / uniform share")
-    ticks = np.arange(-LOAD_CLIP, LOAD_CLIP + 1)
-    bar.set_ticks(ticks, labels=[f"{2.0 ** t:g}" for t in ticks])
+    ticks = np.linspace(-span, span, LOAD_TICKS)
+    bar.set_ticks(ticks, labels=[f"{2.0 ** t:.2g}" for t in ticks])
     return fig
 
 
 def divergence_distribution(runs: pd.DataFrame, arrays: dict[str, tuple[int, np.ndarray]]) -> pd.DataFrame:
-    """Long frame (label, heads, distinct, fraction): share of tokens whose h sub-tokens reached
-    ``distinct`` different experts, pooled over MoE layers and seeds (MH-MoE points with h >= 2)."""
+    """Long frame (label, name, heads, distinct, fraction) in the paper's order: share of tokens whose
+    h sub-tokens reached ``distinct`` different experts, pooled over MoE layers and seeds (MH-MoE
+    points with h >= 2)."""
     rows = []
     mh = finished(runs)
-    for label, group in mh[(mh["family"] == "mhmoe") & (mh["heads"] >= 2)].groupby("label", sort=True):
+    mh = mh[(mh["family"] == "mhmoe") & (mh["heads"] >= 2)]
+    for label, name in paper_names(mh).items():
+        group = mh[mh["label"] == label]
         hists = [np.asarray(arrays[r][1], dtype="float64").sum(axis=0) for r in group["run_id"] if r in arrays]
         if not hists or len({len(h) for h in hists}) != 1:
             continue
@@ -91,8 +105,9 @@ def divergence_distribution(runs: pd.DataFrame, arrays: dict[str, tuple[int, np.
         if total.sum() <= 0:
             continue
         frac = total / total.sum()
-        rows += [{"label": label, "heads": len(frac), "distinct": j + 1, "fraction": f} for j, f in enumerate(frac)]
-    return pd.DataFrame(rows, columns=["label", "heads", "distinct", "fraction"])
+        rows += [{"label": label, "name": name, "heads": len(frac), "distinct": j + 1, "fraction": f}
+                 for j, f in enumerate(frac)]
+    return pd.DataFrame(rows, columns=["label", "name", "heads", "distinct", "fraction"])
 
 
 def _bar_panel(ax, agg: pd.DataFrame, metric: str, order: list[str], styles: dict, xlabel: str) -> bool:
@@ -112,7 +127,8 @@ def _divergence_panel(ax, dist: pd.DataFrame) -> bool:
     """100% stacked bars: per MH-MoE point, the share of tokens reaching 1, 2, ..., h experts."""
     if dist.empty:
         return False
-    labels = sorted(dist["label"].unique())
+    names = dict(zip(dist["label"], dist["name"])) if "name" in dist else {}
+    labels = list(dict.fromkeys(dist["label"]))  # already in the paper's order
     most = int(dist["distinct"].max())
     cmap = mpl.colormaps[SEQUENTIAL_CMAP]
     left = np.zeros(len(labels))
@@ -121,11 +137,11 @@ def _divergence_panel(ax, dist: pd.DataFrame) -> bool:
         ax.barh(np.arange(len(labels)), share, left=left, height=0.7, color=cmap((k - 1) / max(most - 1, 1)),
                 label=str(k), edgecolor="white", linewidth=0.3)
         left += share
-    ax.set_yticks(np.arange(len(labels)), labels)
+    ax.set_yticks(np.arange(len(labels)), [names.get(lab, lab) for lab in labels])
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("fraction of tokens")
-    ax.set_title("sub-token divergence (MH-MoE)")
+    ax.set_title("sub-token divergence")
     ax.grid(axis="y", visible=False)
     # below the figure, where constrained layout reserves room (an axes-anchored legend can overlap)
     ax.figure.legend(*ax.get_legend_handles_labels(), title="distinct experts reached by a token's sub-tokens",
@@ -139,17 +155,18 @@ def plot_routing_stats(runs: pd.DataFrame, agg: pd.DataFrame, divergence: pd.Dat
     distinct experts reached by an MH-MoE token's sub-tokens."""
     styles = line_styles(points(runs))
     routed = agg[(agg["family"] != "dense") & agg["metric"].isin([ACTIVATION, IMBALANCE]) & agg["mean"].notna()]
-    order = sorted(routed["label"].unique())
+    names = paper_names(routed) if len(routed) else {}
+    order = list(names)
     n_rows = max(len(order), divergence["label"].nunique() if len(divergence) else 0, 3)
     fig, axes = figure(DOUBLE, 1.3 + 0.17 * n_rows, ncols=3)
     a, b, c = axes[0]
-    drawn = [bool(order) and _bar_panel(a, agg, ACTIVATION, order, styles, "expert activation ratio"),
-             bool(order) and _bar_panel(b, agg, IMBALANCE, order, styles, "load imbalance (max / mean)"),
+    drawn = [bool(order) and _bar_panel(a, agg, ACTIVATION, order, styles, "activation ratio"),
+             bool(order) and _bar_panel(b, agg, IMBALANCE, order, styles, "load imbalance (max/mean)"),
              _divergence_panel(c, divergence)]
     if not any(drawn):
         raise MissingData(f"no {ACTIVATION} / {IMBALANCE} metrics and no MH-MoE divergence artifacts")
     for ax in (a, b):
-        ax.set_yticks(np.arange(len(order)), order if ax is a else [])
+        ax.set_yticks(np.arange(len(order)), list(names.values()) if ax is a else [])
         ax.set_ylim(len(order) - 0.5, -0.5)
     for ax, ok in zip(axes[0], drawn):
         if not ok:

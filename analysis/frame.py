@@ -239,10 +239,16 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _paper_model(family: str, heads: int) -> str | None:
+def model_name(family: str, heads: int) -> str | None:
+    """The paper's name of a model family (``MH-MoE (head=2)``: the paper names MH-MoE by its heads)."""
     if family == "mhmoe":
-        return f"MH-MoE (head={heads})" if heads in (2, 3) else None
+        return f"{FAMILY_NAMES['mhmoe']} (head={int(heads)})"
     return FAMILY_NAMES.get(family)
+
+
+def _paper_model(family: str, heads: int) -> str | None:
+    """The paper's model a point stands for (the paper ran MH-MoE with 2 and 3 heads only)."""
+    return model_name(family, heads) if family != "mhmoe" or heads in (2, 3) else None
 
 
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
@@ -257,3 +263,10 @@ def points(runs: pd.DataFrame, extra: Iterable[str] = ()) -> pd.DataFrame:
     first = done.drop_duplicates("point").set_index("point")[keys[1:]]
     first["n_runs"] = done.groupby("point").size()
     return first.reset_index()
+
+
+def baseline_point(pts: pd.DataFrame) -> str:
+    """The point differences are taken against: the SMoE variant (full precision, no modifiers;
+    the paper's baseline), else the first point. ``pts`` is :func:`points` output."""
+    base = pts[pts["variant"] == "smoe"]
+    return str(base.iloc[0]["point"] if len(base) else pts.iloc[0]["point"])

@@ -3,8 +3,10 @@
 A small harness cannot match the paper's absolute perplexities, only its orderings. Each
 comparison is a pair of paper rows (worse, better); we report our difference
 ``delta = ln ppl(worse) - ln ppl(better)`` in nats on one validation set (positive = the paper's
-order), its 95% CI over seeds (paired when the two points share seeds), whether the CI excludes
-zero (the order is resolved, not noise) and whether it contains the paper's own delta.
+order), its 95% CI over seeds (paired when the two points share seeds; the interval rules are
+:mod:`analysis.stats`), whether it is resolved (3+ seeds and a CI that excludes zero; otherwise
+within noise), whether the CI contains the paper's own delta, and how many seeds would resolve
+the paper's delta at the observed seed-to-seed SD of the difference.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pandas as pd
 
 from analysis.frame import MissingData, points, primary_val_set
 from analysis.paper_match import FINAL_STEPS, match_points, paper_rows
-from analysis.stats import difference, per_seed
+from analysis.stats import POWER, difference, per_seed, seeds_needed
 from mhmoe.tracking import names
 
 PAPER_COLUMN = "RedPajama"  # PAPER.md section 8 computes every delta on this column
@@ -58,13 +60,17 @@ def paper_comparisons(steps: int = FINAL_STEPS) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _verdict(delta: float, low: float, high: float) -> tuple[bool, bool, str]:
-    agrees = bool(delta > 0)
+def _verdict(d: dict) -> tuple[bool, bool, str]:
+    """(agrees, outside_ci, verdict): the verdict names the direction, plus "within noise" unless resolved."""
+    agrees = bool(d["delta"] > 0)
     word = "agrees" if agrees else "disagrees"
-    if np.isnan(low):
-        return agrees, False, f"{word}, no CI"
-    outside = bool(low > 0 or high < 0)
-    return agrees, outside, word if outside else f"{word}, within noise"
+    if np.isnan(d["ci_low"]):
+        return agrees, False, f"{word}, within noise (no CI)"
+    outside = bool(d["ci_low"] > 0 or d["ci_high"] < 0)
+    if d["resolved"]:
+        return agrees, outside, word
+    n = min(d["n_a"], d["n_b"])
+    return agrees, outside, f"{word}, within noise" + (f" ({n} seeds)" if outside else "")
 
 
 def check_ordering(
@@ -99,13 +105,16 @@ def check_ordering(
         if np.isnan(d["delta"]):
             rows.append({**row, **d, "verdict": f"no {val_set} values"})
             continue
-        agrees, outside, verdict = _verdict(d["delta"], d["ci_low"], d["ci_high"])
+        agrees, outside, verdict = _verdict(d)
         paper_in_ci = None if np.isnan(d["ci_low"]) else bool(d["ci_low"] <= c["paper_delta"] <= d["ci_high"])
-        rows.append({**row, **d, "agrees": agrees, "outside_ci": outside, "paper_in_ci": paper_in_ci,
+        needed = {"seeds_needed": seeds_needed(d["sd"], c["paper_delta"]),
+                  "seeds_needed_power": seeds_needed(d["sd"], c["paper_delta"], power=POWER)}
+        rows.append({**row, **d, **needed, "agrees": agrees, "outside_ci": outside, "paper_in_ci": paper_in_ci,
                      "verdict": verdict})
     columns = ["table", "steps", "worse", "better", "paper_delta", "worse_label", "better_label", "val_set",
-               "delta", "ci_low", "ci_high", "paired", "n_a", "n_b", "agrees", "outside_ci", "paper_in_ci",
-               "verdict", "paper_worse", "paper_better"]
+               "delta", "ci_low", "ci_high", "method", "paired", "n_a", "n_b", "sd", "agrees", "outside_ci",
+               "resolved", "paper_in_ci", "seeds_needed", "seeds_needed_power", "verdict", "paper_worse",
+               "paper_better"]
     frame = pd.DataFrame(rows)
     for c in columns:
         if c not in frame.columns:

@@ -16,13 +16,13 @@ import pandas as pd
 
 from analysis import fig_compute, fig_curves, fig_routing, fig_sweep, tables
 from analysis.checks import missing_notes
-from analysis.frame import METRIC, PARAM, MissingData, finished, points, primary_val_set, val_sets
+from analysis.frame import METRIC, PARAM, MissingData, baseline_point, finished, points, primary_val_set, val_sets
 from analysis.load import find_parent_run, load_histories, load_routing_arrays, load_runs, log_files_to, run_tag
 from analysis.ordering import check_ordering
 from analysis.report_index import IndexInfo, write_index
 from analysis.spec import SpecInfo, read_spec
-from analysis.stats import aggregate, paired_differences
-from analysis.style import safe_name, save
+from analysis.stats import aggregate, interval_text, paired_differences, seed_count
+from analysis.style import paper_name, paper_names, safe_name, save
 from mhmoe.tracking import names
 
 MANIFEST = ".report-manifest"
@@ -69,15 +69,17 @@ def clean_previous(out_dir: Path) -> None:
     manifest.unlink()
 
 
-def _figure(out: Outputs, stem: str, caption: str, draw: Callable) -> None:
+def _figure(out: Outputs, stem: str, caption: str | Callable[[], str], draw: Callable) -> None:
+    """Draw and save one figure; ``caption`` may be a callable, evaluated once the figure exists."""
     try:
         fig = draw()
+        text = caption() if callable(caption) else caption
     except MissingData as reason:
         out.skipped.append(f"figure `{stem}` skipped: {reason}")
         return
     paths = save(fig, out.out_dir, out.prefix + stem)
     out.files += paths
-    out.figures.append((stem, caption, paths))
+    out.figures.append((stem, text, paths))
 
 
 def write_figures(out: Outputs, runs: pd.DataFrame, agg: pd.DataFrame, val_set: str | None, tracking_uri: str) -> None:
@@ -88,6 +90,8 @@ def write_figures(out: Outputs, runs: pd.DataFrame, agg: pd.DataFrame, val_set: 
     divergence = load_routing_arrays(done, "divergence", tracking_uri)
     shares = fig_routing.load_shares(runs, loads)
     shown = {k: shares[k] for k in fig_routing.select_load_labels(runs, list(shares))}
+    pts = points(runs)
+    ci = interval_text(ppl["n"])  # what every error bar and band of a perplexity figure is
 
     def need_set(draw: Callable) -> Callable:
         def checked():
@@ -96,19 +100,32 @@ def write_figures(out: Outputs, runs: pd.DataFrame, agg: pd.DataFrame, val_set: 
             return draw()
         return checked
 
-    _figure(out, "val_curves", "Validation perplexity vs training tokens (mean over seeds, 95% CI band)",
+    _figure(out, "val_curves", f"Validation perplexity vs training tokens at every validation step: mean over "
+            f"seeds, band: {ci} (n can drop at steps some seeds did not log)",
             need_set(lambda: fig_curves.plot_val_curves(runs, histories)))
-    _figure(out, "axis_sweeps", f"Final perplexity ({val_set}) vs heads, experts and weight bits (95% CI)",
-            need_set(lambda: fig_sweep.plot_axis_sweeps(ppl, val_set)))
-    _figure(out, "heads_experts", f"Final perplexity ({val_set}) over heads x experts",
-            need_set(lambda: fig_sweep.plot_heads_experts(ppl, val_set)))
-    _figure(out, "expert_load", "Expert load relative to the uniform share, last logged step (mean over seeds)",
-            lambda: fig_routing.plot_expert_load(shown))
-    _figure(out, "routing_stats", "Routing statistics by variant (95% CI) and MH-MoE sub-token divergence",
+    panels, not_drawn = fig_sweep.axis_panels(ppl) if val_set else ([], [])
+    if panels:
+        out.skipped += [f"figure `axis_sweeps` leaves out {reason}" for reason in not_drawn]
+    drawn_axes = ", ".join(fig_sweep.AXES[a] for a, _ in panels)
+    _figure(out, "axis_sweeps", f"Final perplexity ({val_set}) along the axes that vary on their own ({drawn_axes}); "
+            f"error bars: {ci}", need_set(lambda: fig_sweep.plot_axis_sweeps(ppl, val_set)))
+    _figure(out, "heads_experts", f"Final perplexity ({val_set}) at each heads x experts point that was run "
+            f"(mean over seeds, {seed_count(ppl['n'])})", need_set(lambda: fig_sweep.plot_heads_experts(ppl, val_set)))
+    load_n = pts.set_index("label").reindex(list(shown))["n_runs"] if len(pts) else []
+    _figure(out, "expert_load", "Expert load relative to the uniform share, last logged step (mean over "
+            f"{seed_count(load_n)}); colour scale fitted to the data, symmetric in log around 1",
+            lambda: fig_routing.plot_expert_load(shown, paper_names(pts)))
+    routed = agg[agg["metric"] == fig_routing.ACTIVATION]
+    _figure(out, "routing_stats", f"Routing statistics by variant (error bars: {interval_text(routed['n'])}) and "
+            "MH-MoE sub-token divergence (pooled over seeds and MoE layers)",
             lambda: fig_routing.plot_routing_stats(runs, agg, fig_routing.divergence_distribution(runs, divergence)))
-    _figure(out, "bitnet_gap", f"BitNet vs full precision: Δ ln ppl ({val_set}) paired by seed",
-            need_set(lambda: fig_compute.plot_bitnet_gap(fig_compute.bitnet_gaps(runs, val_set), val_set)))
-    _figure(out, "ppl_vs_flops", f"Final perplexity ({val_set}) vs training FLOPs per token",
+    gaps = fig_compute.bitnet_gaps(runs, val_set) if val_set else pd.DataFrame()
+    _figure(out, "bitnet_gap", lambda: f"BitNet vs full precision: Δ ln ppl ({val_set}) paired by seed; error bars: "
+            f"{interval_text(gaps['n_a'], paired=True)}",
+            need_set(lambda: fig_compute.plot_bitnet_gap(gaps, val_set)))
+    base = paper_name(pts.set_index("point").loc[baseline_point(pts)]) if len(pts) else "the baseline"
+    _figure(out, "ppl_vs_flops", f"Final perplexity ({val_set}) vs training FLOPs per token relative to "
+            f"{base}, in percent; error bars: {ci}",
             need_set(lambda: fig_compute.plot_ppl_vs_flops(fig_compute.flops_frame(runs, agg, val_set), val_set)))
 
 
@@ -136,8 +153,7 @@ def differences(runs: pd.DataFrame) -> pd.DataFrame:
     pts = points(runs)
     if pts.empty:
         return pd.DataFrame()
-    base = pts[(pts["variant"] == "smoe")]
-    baseline = base.iloc[0]["point"] if len(base) else pts.iloc[0]["point"]
+    baseline = baseline_point(pts)
     frames = [paired_differences(runs, names.val_metric(s, "ppl"), baseline, log=True) for s in val_sets(runs)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

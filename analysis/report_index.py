@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import tables
+from analysis.stats import BOOTSTRAP_FROM, POWER, RESOLVE_MIN_N, interval_text
 from analysis.index import Block, Bullets, Code, Heading, Image, Markdown, Para, render_html, render_markdown
 
 
@@ -47,6 +48,10 @@ def _delta(r: pd.Series) -> str:
     return f"{r['delta']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
 
 
+def _seeds(n: float) -> str:
+    return tables.MISSING if pd.isna(n) else "> 1000" if n == float("inf") else f"{n:g}"
+
+
 def ordering_display(ordering: pd.DataFrame) -> pd.DataFrame:
     """The checkable comparisons as display strings (the CSV also lists the ones not run)."""
     if ordering.empty:
@@ -59,7 +64,10 @@ def ordering_display(ordering: pd.DataFrame) -> pd.DataFrame:
             " paired" if r.get("paired") is True else "")
         rows.append({"paper": r["table"], "paper order (worse > better)": f"{r['worse']} > {r['better']}",
                      "paper Δ": f"{r['paper_delta']:+.4f}", "our runs": ours, "our Δ [95% CI]": _delta(r),
-                     "seeds": seeds, "verdict": r["verdict"]})
+                     "seeds": seeds, "interval": r.get("method") or tables.MISSING,
+                     f"seeds for paper Δ (95% / {POWER:.0%} power)":
+                         f"{_seeds(r.get('seeds_needed'))} / {_seeds(r.get('seeds_needed_power'))}",
+                     "verdict": r["verdict"]})
     return pd.DataFrame(rows).set_index("paper") if rows else pd.DataFrame()
 
 
@@ -74,15 +82,44 @@ def _not_run(ordering: pd.DataFrame) -> str:
             "see the CSV.")
 
 
-def _summary(ordering: pd.DataFrame) -> str:
+def _pair(r: pd.Series) -> str:
+    order = "as the paper does" if r["agrees"] else "the other way round"
+    return (f"{r['table']} {r['worse']} > {r['better']}: our runs order it {order}, Δ {_delta(r)} nats "
+            f"(n = {int(min(r['n_worse'], r['n_better']))}{' paired' if r['paired'] is True else ''})")
+
+
+def _noise(r: pd.Series) -> str:
+    return (_pair(r) + f"; {_seeds(r['seeds_needed'])} seeds would resolve the paper's Δ of {r['paper_delta']:+.4f} "
+            f"at this spread ({_seeds(r['seeds_needed_power'])} for {POWER:.0%} power)")
+
+
+def summary_blocks(ordering: pd.DataFrame) -> list[Block]:
+    """In plain words: how many comparisons were checked, with which n and interval, which are
+    resolved (and whether they agree) and which are within noise (and how many seeds would do)."""
     if ordering.empty or "agrees" not in ordering:
-        return "No comparison could be made."
+        return [Para("No comparison could be made.")]
     checked = ordering[ordering["delta"].notna()]
-    agree = int((checked["agrees"] == True).sum())  # noqa: E712 (object column with None)
-    resolved = int((checked["outside_ci"] == True).sum())  # noqa: E712
-    return (f"{len(checked)} of {len(ordering)} comparisons checkable; {agree} agree with the paper's order; "
-            f"{resolved} differences have a 95% CI that excludes zero. Δ = ln ppl(worse) − ln ppl(better) in "
-            "nats: positive means our runs order the pair as the paper does.")
+    resolved = checked[checked["resolved"] == True]  # noqa: E712 (object column with None)
+    noise = checked[checked["resolved"] != True]  # noqa: E712
+    ns = pd.concat([checked["n_worse"], checked["n_better"]]) if len(checked) else []
+    paired = bool(len(checked)) and bool((checked["paired"] == True).all())  # noqa: E712
+    agree = int((resolved["agrees"] == True).sum())  # noqa: E712
+    val_set = checked["val_set"].iloc[0] if len(checked) else ""
+    blocks = [Para(
+        f"{len(checked)} of {len(ordering)} comparisons of the paper's orderings are checkable here, with "
+        f"{interval_text(ns, paired=paired)}. Δ = ln ppl(worse) − ln ppl(better) in nats on the `{val_set}` set: "
+        "positive means our runs order the pair as the paper does. A comparison is resolved only with "
+        f"{RESOLVE_MIN_N}+ seeds and a CI that excludes zero; otherwise it is within noise, whatever the sign "
+        f"of Δ. The interval is Student's t below {BOOTSTRAP_FROM} seeds and the BCa bootstrap from "
+        f"{BOOTSTRAP_FROM}.")]
+    blocks.append(Para(f"Resolved: {len(resolved)} ({agree} agree with the paper, {len(resolved) - agree} "
+                       "disagree)." if len(resolved) else "Resolved: none."))
+    if len(resolved):
+        blocks.append(Bullets([_pair(r) for _, r in resolved.iterrows()]))
+    blocks.append(Para(f"Within noise: {len(noise)}." if len(noise) else "Within noise: none."))
+    if len(noise):
+        blocks.append(Bullets([_noise(r) for _, r in noise.iterrows()]))
+    return blocks
 
 
 def _provenance(info: IndexInfo, runs: pd.DataFrame) -> list[Block]:
@@ -110,16 +147,18 @@ def build_blocks(out, runs: pd.DataFrame, ordering: pd.DataFrame, info: IndexInf
     """Every block of the index, in order (``out`` is :class:`analysis.report.Outputs`)."""
     blocks = _provenance(info, runs)
     blocks += [Heading("What is missing"), Bullets(info.notes + out.skipped)]
-    blocks += [Heading("Ordering check against the paper (PAPER.md section 8)"), Para(_summary(ordering))]
+    blocks += [Heading("Ordering check against the paper"), *summary_blocks(ordering)]
     shown = ordering_display(ordering)
     if not shown.empty:
         blocks.append(Markdown(tables.markdown_table(shown), shown))
     blocks.append(Para(" ".join(filter(None, [_not_run(ordering), _links([out.path("ordering", "csv")])]))))
     blocks.append(Heading("Tables"))
-    blocks.append(Para("Cells: mean ± half the 95% bootstrap CI over seeds (bounds in the aggregates CSV); "
-                       "bold: lowest perplexity in the column; paper columns are the published numbers."))
+    blocks.append(Para("Cells: mean ± half-width of the 95% CI over seeds (each caption names the interval and n; "
+                       "bounds in the aggregates CSV); bold: lowest perplexity in the column; paper columns are "
+                       "the published numbers; `run`: our point's label in the CSVs."))
     for table, paths in out.tables:
-        blocks += [Heading(table.title, 3), Markdown(tables.to_markdown(table), table.cells, table.best)]
+        blocks += [Heading(table.title, 3), Para(table.caption),
+                   Markdown(tables.to_markdown(table), table.cells, table.best)]
         blocks.append(Para(_links(paths) + ("".join(f"\n\n{n}" for n in table.notes) if table.notes else "")))
     blocks.append(Heading("Figures"))
     for stem, caption, paths in out.figures:

@@ -1,9 +1,13 @@
-"""Seed statistics: mean, standard deviation, 95% bootstrap CIs and paired differences.
+"""Seed statistics: mean, standard deviation, 95% intervals and paired differences over seeds.
 
-Bootstraps use the percentile method with a fixed generator: with 2-5 seeds BCa is degenerate
-(it needs a jackknife over a handful of values), and a fixed generator makes every table cell
-reproducible, so a rerun of the report prints the same numbers.
-With one seed there is no CI; the note says so instead of failing.
+With the handful of seeds a sweep affords, a percentile bootstrap is the min-max of the runs (2
+seeds) or nearly so (3), and claims far more confidence than the data carry. So the interval is
+Student's t with df = n - 1 below :data:`BOOTSTRAP_FROM` seeds, and the BCa bootstrap (fixed
+generator, so a rerun prints the same numbers) only from there on, where it is no longer
+degenerate. Every interval carries its ``method``; :func:`interval_text` says it in words for
+captions. A difference is *resolved* only with :data:`RESOLVE_MIN_N` or more seeds and an
+interval that excludes zero (:func:`is_resolved`); otherwise it is within noise.
+With one seed there is no interval; the note says so instead of failing.
 """
 
 from __future__ import annotations
@@ -18,8 +22,14 @@ from scipy import stats
 from analysis.frame import METRIC, finished
 
 CONFIDENCE = 0.95
+POWER = 0.80
+BOOTSTRAP_FROM = 10  # seeds: Student t below, BCa bootstrap from here on
+RESOLVE_MIN_N = 3
+SEEDS_NEEDED_CAP = 1000  # beyond this the answer is "more tokens, not more seeds"
 N_RESAMPLES = 9999
 RNG_SEED = 0
+T = "t"
+BCA = "BCa"
 NO_CI = "CI unavailable (1 seed)"
 GROUP_COLUMNS = ["point", "label", "variant", "family", "heads", "experts", "top_k", "weight_bits",
                  "head_proj", "merge_proj", "shared", "paper_model"]
@@ -33,10 +43,62 @@ class SeedStats:
     ci_low: float
     ci_high: float
     note: str = ""
+    method: str = ""
+    """:data:`T` or :data:`BCA`; empty when there is no interval."""
 
 
-def seed_stats(values, *, n_resamples: int = N_RESAMPLES) -> SeedStats:
-    """Mean, sample std (ddof 1) and 95% percentile-bootstrap CI of the mean of ``values``."""
+def interval_method(n: int) -> str:
+    """The interval used for ``n`` seeds (``""`` below two: no interval)."""
+    return "" if n < 2 else BCA if n >= BOOTSTRAP_FROM else T
+
+
+def interval_text(ns, *, paired: bool = False) -> str:
+    """What the intervals over seed counts ``ns`` are, in words for a caption or an index line.
+
+    ``interval_text([3, 3])`` -> ``"95% Student-t CI (df = n−1), n = 3 seeds"``.
+    """
+    ns = sorted({int(n) for n in ns if pd.notna(n) and n > 0})
+    if not ns:
+        return "no seeds"
+    count = seed_count(ns)
+    of = " of the paired differences" if paired else ""
+    methods = {interval_method(n) for n in ns} - {""}
+    level = f"{CONFIDENCE:.0%}"
+    if not methods:
+        return f"{count}, no interval"
+    if methods == {T}:
+        what = f"{level} Student-t CI{of} (df = n−1)"
+    elif methods == {BCA}:
+        what = f"{level} BCa bootstrap CI{of}"
+    else:
+        what = (f"{level} CI{of}: Student-t (df = n−1) below {BOOTSTRAP_FROM} seeds, "
+                f"BCa bootstrap from {BOOTSTRAP_FROM}")
+    return f"{what}, {count}" + (" (1 seed: no interval)" if 1 in ns else "")
+
+
+def seed_count(ns) -> str:
+    """``"n = 3 seeds"``, ``"n = 2–3 seeds"`` (a range when points differ), ``"no seeds"``."""
+    ns = sorted({int(n) for n in ns if pd.notna(n) and n > 0})
+    if not ns:
+        return "no seeds"
+    return f"n = {ns[0]} seed{'s' if ns[0] > 1 else ''}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]} seeds"
+
+
+def t_half_width(std, n):
+    """Half-width of the Student-t interval of a mean: t(1 - alpha/2, df = n - 1) * std / sqrt(n)."""
+    n = np.asarray(n, dtype="float64")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * np.asarray(std, dtype="float64") / np.sqrt(n)
+
+
+def _bca(samples: tuple[np.ndarray, ...], statistic, **kwargs) -> tuple[float, float]:
+    res = stats.bootstrap(samples, statistic, n_resamples=N_RESAMPLES, confidence_level=CONFIDENCE,
+                          method="BCa", rng=np.random.default_rng(RNG_SEED), **kwargs)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def seed_stats(values) -> SeedStats:
+    """Mean, sample std (ddof 1) and 95% CI of the mean of ``values`` (t below 10 seeds, BCa from 10)."""
     x = np.asarray(values, dtype="float64")
     x = x[np.isfinite(x)]
     n = len(x)
@@ -46,45 +108,70 @@ def seed_stats(values, *, n_resamples: int = N_RESAMPLES) -> SeedStats:
     if n == 1:
         return SeedStats(1, mean, np.nan, np.nan, np.nan, NO_CI)
     std = float(x.std(ddof=1))
-    if np.ptp(x) == 0:  # scipy warns on degenerate data; the CI is the single value
-        return SeedStats(n, mean, std, mean, mean)
-    res = stats.bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=CONFIDENCE,
-                          method="percentile", rng=np.random.default_rng(RNG_SEED))
-    ci = res.confidence_interval
-    return SeedStats(n, mean, std, float(ci.low), float(ci.high))
+    method = interval_method(n)
+    if np.ptp(x) == 0:  # no spread: the interval is the single value (BCa is undefined there)
+        return SeedStats(n, mean, std, mean, mean, method=method)
+    if method == T:
+        h = float(t_half_width(std, n))
+        return SeedStats(n, mean, std, mean - h, mean + h, method=T)
+    low, high = _bca((x,), np.mean)
+    return SeedStats(n, mean, std, low, high, method=BCA)
 
 
-def mean_ci_columns(matrix: np.ndarray, *, n_resamples: int = 2000) -> pd.DataFrame:
-    """Per-column mean and 95% CI of a (seeds x columns) matrix; NaN = missing seed.
+def mean_ci_columns(matrix: np.ndarray) -> pd.DataFrame:
+    """Per-column n, mean and 95% CI (:func:`seed_stats` rules) of a (seeds x columns) matrix; NaN = missing seed.
 
-    Columns that every seed covers are bootstrapped in one vectorised call (curves have many
-    steps); the rest one by one.
+    Columns with fewer than :data:`BOOTSTRAP_FROM` seeds (every curve of a small sweep) get the
+    t interval in one vectorised step; the rest go through :func:`seed_stats` one by one.
     """
     m = np.asarray(matrix, dtype="float64")
-    with warnings.catch_warnings():  # an all-missing column is a NaN mean, not a warning
+    present = np.isfinite(m)
+    n = present.sum(axis=0)
+    with warnings.catch_warnings():  # an all-missing or one-seed column is NaN, not a warning
         warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(m, axis=0) if m.size else []
-    out = pd.DataFrame({"n": np.isfinite(m).sum(axis=0), "mean": mean})
-    out["ci_low"], out["ci_high"] = np.nan, np.nan
-    full = np.isfinite(m).all(axis=0)
-    if m.shape[0] >= 2 and full.any():
-        block = m[:, full]
-        varying = np.ptp(block, axis=0) > 0
-        low, high = block.mean(axis=0), block.mean(axis=0)
-        if varying.any():
-            res = stats.bootstrap((block[:, varying],), np.mean, axis=0, vectorized=True,
-                                  n_resamples=n_resamples, confidence_level=CONFIDENCE,
-                                  method="percentile", rng=np.random.default_rng(RNG_SEED))
-            low[varying], high[varying] = res.confidence_interval.low, res.confidence_interval.high
-        out.loc[full, "ci_low"], out.loc[full, "ci_high"] = low, high
-    for j in np.flatnonzero(~full):
-        s = seed_stats(m[:, j], n_resamples=n_resamples)
+        mean = np.nanmean(m, axis=0) if m.size else np.zeros(m.shape[1:])
+        std = np.nanstd(m, axis=0, ddof=1) if m.size else np.zeros(m.shape[1:])
+    h = np.where((n >= 2) & (n < BOOTSTRAP_FROM), t_half_width(std, n), np.nan)
+    out = pd.DataFrame({"n": n, "mean": mean, "ci_low": mean - h, "ci_high": mean + h,
+                        "method": [interval_method(k) for k in n]})
+    for j in np.flatnonzero(n >= BOOTSTRAP_FROM):
+        s = seed_stats(m[:, j])
         out.loc[j, ["ci_low", "ci_high"]] = s.ci_low, s.ci_high
     return out
 
 
+def is_resolved(n: int, ci_low: float, ci_high: float) -> bool:
+    """A difference is resolved only with 3+ seeds and an interval that excludes zero."""
+    return bool(n >= RESOLVE_MIN_N and np.isfinite(ci_low) and (ci_low > 0 or ci_high < 0))
+
+
+def seeds_needed(std: float, delta: float, *, power: float | None = None) -> float:
+    """Seeds of paired differences with SD ``std`` that resolve a true difference ``delta``.
+
+    ``power=None``: the fewest seeds whose expected 95% t interval around ``delta`` excludes zero
+    (t(0.975, n-1) * std / sqrt(n) < |delta|, a coin flip in practice); ``power=0.8``: the fewest
+    seeds for which a two-sided t test at the 5% level rejects zero with that probability
+    (noncentral t). Never below :data:`RESOLVE_MIN_N`; ``inf`` past :data:`SEEDS_NEEDED_CAP`
+    (more seeds will not do: the difference is too small for this noise); NaN without an SD.
+    The t rule is used at every n, also where the report's interval is BCa (it is the
+    normal-theory answer the bootstrap approaches).
+    """
+    if not (np.isfinite(std) and np.isfinite(delta)) or delta == 0:
+        return np.nan
+    if std == 0:
+        return float(RESOLVE_MIN_N)
+    n = np.arange(RESOLVE_MIN_N, SEEDS_NEEDED_CAP + 1, dtype="float64")
+    crit = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)
+    if power is None:
+        ok = crit * std / np.sqrt(n) < abs(delta)
+    else:
+        nc = abs(delta) * np.sqrt(n) / std
+        ok = stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc) >= power
+    return float(n[np.argmax(ok)]) if ok.any() else np.inf
+
+
 def aggregate(runs: pd.DataFrame, metrics: list[str] | None = None, *, only_finished: bool = True) -> pd.DataFrame:
-    """Long frame: one row per (grid point, metric) with n, mean, std, ci_low, ci_high, note.
+    """Long frame: one row per (grid point, metric) with n, mean, std, ci_low, ci_high, note, method.
 
     ``metrics`` are metric names without the ``metrics/`` prefix (default: every metric column).
     Failed or running runs are left out unless ``only_finished`` is False: their last value is
@@ -103,7 +190,8 @@ def aggregate(runs: pd.DataFrame, metrics: list[str] | None = None, *, only_fini
             s = seed_stats(values.to_numpy(dtype="float64"))
             rows.append({**keys, "metric": metric, **asdict(s),
                          "seeds": _join(group.loc[have, "seed"]), "run_ids": " ".join(group.loc[have, "run_id"])})
-    columns = [*GROUP_COLUMNS, "metric", "n", "mean", "std", "ci_low", "ci_high", "note", "seeds", "run_ids"]
+    columns = [*GROUP_COLUMNS, "metric", "n", "mean", "std", "ci_low", "ci_high", "note", "method", "seeds",
+               "run_ids"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -122,21 +210,37 @@ def per_seed(runs: pd.DataFrame, point: str, metric: str, *, log: bool = False) 
 
 
 def difference(a: pd.Series, b: pd.Series) -> dict:
-    """``mean(a) - mean(b)`` with a 95% CI: paired over shared seeds when 2+ are shared."""
+    """``mean(a) - mean(b)`` with a 95% CI, whether it is resolved, and the SD behind it.
+
+    Paired over shared seeds when 2+ are shared (seed-to-seed spread is far larger than the
+    differences between variants, and pairing cancels it); otherwise the two samples are
+    independent: Welch's t interval, or the two-sample BCa bootstrap when both have 10+ seeds.
+    ``sd`` is the SD of the paired differences (paired) or sqrt(var_a + var_b) (unpaired).
+    """
     shared = a.index.intersection(b.index)
     if len(shared) >= 2:
         s = seed_stats((a[shared] - b[shared]).to_numpy())
         return {"delta": s.mean, "ci_low": s.ci_low, "ci_high": s.ci_high, "n_a": len(shared),
-                "n_b": len(shared), "paired": True, "note": s.note}
+                "n_b": len(shared), "paired": True, "method": s.method, "sd": s.std,
+                "resolved": is_resolved(s.n, s.ci_low, s.ci_high), "note": s.note}
     delta = float(a.mean() - b.mean()) if len(a) and len(b) else np.nan
-    out = {"delta": delta, "ci_low": np.nan, "ci_high": np.nan, "n_a": len(a), "n_b": len(b), "paired": False}
-    if len(a) >= 2 and len(b) >= 2:
-        res = stats.bootstrap((a.to_numpy(), b.to_numpy()), _mean_diff, n_resamples=N_RESAMPLES,
-                              confidence_level=CONFIDENCE, method="percentile", vectorized=True,
-                              rng=np.random.default_rng(RNG_SEED))
-        out.update(ci_low=float(res.confidence_interval.low), ci_high=float(res.confidence_interval.high), note="")
-    else:
+    out = {"delta": delta, "ci_low": np.nan, "ci_high": np.nan, "n_a": len(a), "n_b": len(b), "paired": False,
+           "method": "", "sd": np.nan, "resolved": False}
+    if len(a) < 2 or len(b) < 2:
         out["note"] = "no values" if np.isnan(delta) else "CI unavailable (fewer than 2 seeds)"
+        return out
+    va, vb = a.var(ddof=1), b.var(ddof=1)
+    out["sd"] = float(np.sqrt(va + vb))
+    if min(len(a), len(b)) >= BOOTSTRAP_FROM and va + vb > 0:
+        low, high = _bca((a.to_numpy(), b.to_numpy()), _mean_diff, vectorized=True)
+        method = BCA
+    else:
+        se2 = va / len(a) + vb / len(b)
+        df = se2 ** 2 / ((va / len(a)) ** 2 / (len(a) - 1) + (vb / len(b)) ** 2 / (len(b) - 1)) if se2 > 0 else 1.0
+        h = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df) * np.sqrt(se2))
+        low, high, method = delta - h, delta + h, T
+    out.update(ci_low=low, ci_high=high, method=method, note="",
+               resolved=is_resolved(min(len(a), len(b)), low, high))
     return out
 
 

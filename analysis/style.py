@@ -1,4 +1,6 @@
-"""One figure style for every plot: two-column paper sizes, Okabe-Ito colours, PNG + PDF output.
+"""One figure style for every plot: two-column paper sizes, Okabe-Ito colours, PNG + PDF output,
+and the one place that names points as the paper does and puts them in the paper's order
+(:func:`paper_names`; figures, tables and the index all use it).
 
 Figures are plain ``matplotlib.figure.Figure`` objects (no pyplot, so no GUI backend and no global
 figure registry: headless by construction, Agg renders the PNG) drawn inside an ``rc_context``, so
@@ -17,6 +19,8 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+
+from analysis.frame import FAMILY_NAMES, FULL_PRECISION_BITS, model_name
 
 SINGLE = 3.5  # in, one column of a two-column paper
 DOUBLE = 7.0  # in, full text width
@@ -73,6 +77,54 @@ def line_styles(points) -> dict[str, dict]:
         out[label]["marker"] = markers[seen.get(key, 0) % len(markers)]
         seen[key] = seen.get(key, 0) + 1
     return out
+
+
+def paper_name(row) -> str:
+    """The paper's name for a point (``MH-MoE (head=2)``, ``SMoE + shared expert``, ``Dense, BitNet b1.58``).
+
+    ``row`` is a row of a points or aggregates frame (family, heads, head_proj, merge_proj, shared,
+    weight_bits, variant, label). What a label adds to its variant when several points share it
+    (``E=32``) follows after a comma, so no two points get the same name.
+    """
+    name = (model_name(row["family"], row["heads"]) or str(row["variant"])) + modifier_text(row)
+    label, variant = str(row["label"]), str(row["variant"])
+    extra = label[len(variant):].strip() if label.startswith(variant) else ""
+    return f"{name}, {extra}" if extra else name
+
+
+def modifier_text(row, *, bits: bool = True) -> str:
+    """What a point adds to its family in the paper's words: head/merge ablations (Tables 4-5),
+    a shared expert (Table 2) and, with ``bits``, BitNet weights (Table 3)."""
+    text = ""
+    default = row["family"] == "mhmoe"
+    if row["family"] != "dense" and (row["head_proj"], row["merge_proj"]) != (default, default):
+        text += {(True, True): " w/ head & merge", (True, False): ", head only", (False, True): ", merge only",
+                 (False, False): " w/o head & merge"}[(bool(row["head_proj"]), bool(row["merge_proj"]))]
+    if row["shared"]:
+        text += " + shared expert"
+    if bits and row["weight_bits"] < FULL_PRECISION_BITS:
+        text += ", BitNet b1.58" if np.isclose(row["weight_bits"], 1.58) else f", {row['weight_bits']:g}-bit"
+    return text
+
+
+def paper_sort_key(row) -> tuple:
+    """The paper's row order: Dense, SMoE, Fine-grained SMoE, MH-MoE (head=2), (head=3), ..., in the paper's table
+    order of modifiers (plain as Table 1, shared expert as Table 2, BitNet as Table 3, head/merge
+    ablations as Tables 4-5); then by experts and label (stable for everything else)."""
+    families = list(FAMILY_NAMES)
+    family = families.index(row["family"]) if row["family"] in families else len(families)
+    default = row["family"] == "mhmoe"
+    ablated = (bool(row["head_proj"]), bool(row["merge_proj"])) != (default, default) and row["family"] != "dense"
+    experts = row["experts"] if row["experts"] == row["experts"] else 0  # NaN for dense
+    quantized = float(row["weight_bits"]) < FULL_PRECISION_BITS
+    return (ablated, quantized, bool(row["shared"]), family, int(row["heads"]), experts, str(row["label"]))
+
+
+def paper_names(frame) -> dict[str, str]:
+    """``label -> paper name`` for every label of a points/aggregates frame, in the paper's order."""
+    rows = frame.drop_duplicates("label")
+    ordered = sorted((r for _, r in rows.iterrows()), key=paper_sort_key)
+    return {r["label"]: paper_name(r) for r in ordered}
 
 
 def figure(width: float = SINGLE, height: float = 2.4, nrows: int = 1, ncols: int = 1,

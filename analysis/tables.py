@@ -2,24 +2,31 @@
 
 A :class:`Table` holds display strings, a mask of the best (lowest perplexity) cell per column and
 the numbers behind every cell, so tests can check that what is printed equals the aggregates.
-Cells read ``mean ± h`` where h is half the width of the 95% bootstrap CI (exact bounds are in the
-aggregates CSV); a single seed prints ``mean (1 seed)``.
+Cells read ``mean ± h`` where h is half the width of the 95% CI over seeds (its kind and n are in
+the caption; exact bounds are in the aggregates CSV); a single seed prints ``mean (1 seed)``.
+Rows carry the paper's names in the paper's order; the Markdown keeps a ``run`` column with our
+point label (to find it in the CSVs), the LaTeX leaves it out.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from analysis.paper import COLUMNS, TABLE_TITLES
+from analysis.stats import interval_text, seed_count
+from analysis.style import paper_names
 from analysis.paper_match import FINAL_STEPS, match_points
 from mhmoe.tracking import names
 
 MISSING = "—"
 DIGITS = 2
+RUN = "run"
+COLUMN_WIDTH_PT = 240.0  # one column of a two-column paper (ACL 219, IEEE 252, article 229 pt)
+_CHAR_PT, _COLSEP_PT = 5.0, 12.0  # average glyph width at 10 pt, and 2 x \tabcolsep
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,20 @@ class Table:
     numbers: pd.DataFrame
     """Long: row, column, source (ours/paper), point, label, n, mean, ci_low, ci_high."""
     notes: list[str] = field(default_factory=list)
+    caption: str = ""
+    """What the table shows, the kind of interval, n, and what ± and bold mean (no "Table N")."""
+
+
+def caption_text(what: str, numbers: pd.DataFrame, *, paper: bool) -> str:
+    """``what`` plus the interval sentence built from the seed counts of our cells in ``numbers``."""
+    ours = numbers[(numbers["source"] == "ours") & numbers["mean"].notna()] if len(numbers) else numbers
+    ns = list(ours["n"]) if len(ours) else []
+    if ns and max(ns) >= 2:
+        text = f"{what}. Ours: mean ± half-width of the {interval_text(ns)}"
+    else:
+        text = f"{what}. Ours: mean of {seed_count(ns)} (no interval)"
+    text += "; bold: lowest perplexity in the column"
+    return text + ("; paper columns are the published numbers." if paper else ".")
 
 
 def format_cell(mean: float, ci_low: float, ci_high: float, n: int) -> str:
@@ -59,8 +80,8 @@ def _assemble(key: str, title: str, rows: list[dict], columns: list[str], notes:
     cells.index.name, cells.columns.name = index_name, None
     means = numbers.pivot(index="row", columns="column", values="mean").reindex(index=order, columns=columns)
     best = means.apply(lambda c: c == c.min() if c.notna().any() else c.notna(), axis=0).astype(bool)
-    if "run" in cells.columns:
-        best["run"] = False
+    if RUN in cells.columns:
+        best[RUN] = False
     return Table(key, title, cells.fillna(MISSING), best, numbers.drop(columns="cell"), notes)
 
 
@@ -75,7 +96,7 @@ def paper_table(agg: pd.DataFrame, points: pd.DataFrame, table: str, sets: list[
         return None
     rows, notes = [], []
     for _, m in matched.iterrows():
-        rows.append({"row": m["row"], "column": "run", "cell": m["label"] or MISSING, "mean": np.nan,
+        rows.append({"row": m["row"], "column": RUN, "cell": m["label"] or MISSING, "mean": np.nan,
                      "source": "ours", "point": m["point"], "label": m["label"]})
         for s in sets:
             o = _ours(agg, m["point"], s)
@@ -87,26 +108,37 @@ def paper_table(agg: pd.DataFrame, points: pd.DataFrame, table: str, sets: list[
         if m["note"] and m["note"] != "not in the sweep":
             notes.append(f"{m['row']}: used {m['label']}; {m['note']}")
     stepped = f" (paper at {int(matched['steps'].iloc[0]):,} steps)"
-    columns = ["run", *[f"{s} (ours)" for s in sets], *[f"{c} (paper)" for c in COLUMNS]]
-    return _assemble(f"table{table[1:]}", TABLE_TITLES[table] + stepped, rows, columns, notes)
+    columns = [RUN, *[f"{s} (ours)" for s in sets], *[f"{c} (paper)" for c in COLUMNS]]
+    built = _assemble(f"table{table[1:]}", TABLE_TITLES[table] + stepped, rows, columns, notes)
+    number, what = TABLE_TITLES[table].split(": ", 1)
+    what = f"{what[0].upper()}{what[1:]}, in the layout of the paper's {number}{stepped}"
+    return _with_caption(built, caption_text(what, built.numbers, paper=True))
+
+
+def _with_caption(table: Table, caption: str) -> Table:
+    return replace(table, caption=caption)
 
 
 def summary_table(agg: pd.DataFrame, sets: list[str]) -> Table:
-    """Every point of the sweep x our validation sets, with its seed count."""
+    """Every point of the sweep (paper names, paper order) x our validation sets, with its seed count."""
     rows = []
-    for (point, label), g in agg.groupby(["point", "label"], sort=False):
+    names = paper_names(agg) if len(agg) else {}
+    for label, name in names.items():
+        g = agg[agg["label"] == label]
+        point = g["point"].iloc[0]
         seeds = int(g["n"].max()) if len(g) else 0
-        rows.append({"row": label, "column": "seeds", "cell": str(seeds), "mean": np.nan, "n": seeds,
+        rows.append({"row": name, "column": RUN, "cell": label, "mean": np.nan, "n": seeds,
+                     "source": "ours", "point": point, "label": label})
+        rows.append({"row": name, "column": "seeds", "cell": str(seeds), "mean": np.nan, "n": seeds,
                      "source": "ours", "point": point, "label": label})
         for s in sets:
             o = _ours(agg, point, s)
-            rows.append({"row": label, "column": s, "cell": format_cell(**o), **o, "source": "ours",
+            rows.append({"row": name, "column": s, "cell": format_cell(**o), **o, "source": "ours",
                          "point": point, "label": label})
-    rows.sort(key=lambda r: r["row"])
-    table = _assemble("summary", "Final validation perplexity of every point", rows, ["seeds", *sets], [],
-                      index_name="point")
+    title = "Final validation perplexity of every point"
+    table = _assemble("summary", title, rows, [RUN, "seeds", *sets], [])
     table.best["seeds"] = False
-    return table
+    return _with_caption(table, caption_text(title, table.numbers, paper=False))
 
 
 def to_markdown(table: Table) -> str:
@@ -141,16 +173,37 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 def latex_escape(text: str) -> str:
     out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
-    return out.replace("±", r"$\pm$").replace(MISSING, "--")
+    return out.replace("±", r"$\pm$").replace(MISSING, "--").replace("−", "$-$").replace("–", "--")
+
+
+def latex_width_pt(header: list[str], rows: list[list[str]]) -> float:
+    """Rough printed width of a tabular (display strings): widest entry per column at an average
+    glyph width, plus the column separation. Only decides ``table`` vs ``table*``."""
+    widths = [max(len(str(v)) for v in column) for column in zip(header, *rows)]
+    return sum(w * _CHAR_PT + _COLSEP_PT for w in widths)
+
+
+def _latex_columns(columns: list[str]) -> pd.MultiIndex | list[str]:
+    """"shakespeare (ours)" / "C4 (paper)" headers as a two-row header: ours | paper over the sets."""
+    split = [re.match(r"^(?P<set>.+) \((?P<src>ours|paper)\)$", c) for c in columns]
+    if not all(split):
+        return [latex_escape(c) for c in columns]
+    return pd.MultiIndex.from_tuples([(m["src"], latex_escape(m["set"])) for m in split])
 
 
 def to_latex(table: Table) -> str:
-    """``Styler.to_latex`` with booktabs rules; best values in ``\\textbf``."""
-    cells = table.cells.map(latex_escape)
-    cells.index = [latex_escape(r) for r in cells.index]
-    cells.columns = [latex_escape(c) for c in cells.columns]
-    best = table.best.set_axis(cells.index, axis=0).set_axis(cells.columns, axis=1)
-    styler = cells.style.apply(lambda _: np.where(best, "textbf:--rwrap;", ""), axis=None)
-    label = f"tab:{table.key}"
-    return styler.to_latex(hrules=True, column_format="l" + "r" * cells.shape[1], caption=latex_escape(table.title),
-                           label=label, position_float="centering")
+    """``Styler.to_latex`` with booktabs rules, best values in ``\\textbf``, paper names as rows (no
+    ``run`` column), a caption without "Table N" and a label; ``table*`` when wider than a column."""
+    cells = table.cells.drop(columns=[RUN], errors="ignore")
+    best = table.best.drop(columns=[RUN], errors="ignore")
+    header = [str(cells.index.name or ""), *[re.sub(r" \((ours|paper)\)$", "", c) for c in cells.columns]]
+    wide = latex_width_pt(header, [[r, *v] for r, v in zip(cells.index, cells.to_numpy().tolist())]) > COLUMN_WIDTH_PT
+    cells = cells.map(latex_escape)
+    cells.index = [latex_escape(r) for r in cells.index]  # unnamed: Styler would give the name a row of its own
+    cells.columns = _latex_columns(list(cells.columns))
+    mask = best.to_numpy()
+    styler = cells.style.apply(lambda _: np.where(mask, "textbf:--rwrap;", ""), axis=None)
+    return styler.to_latex(hrules=True, column_format="l" + "r" * cells.shape[1],
+                           caption=latex_escape(table.caption or table.title), label=f"tab:{table.key}",
+                           position_float="centering", environment="table*" if wide else None,
+                           multicol_align="c", clines=None)

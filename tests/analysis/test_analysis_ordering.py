@@ -8,6 +8,7 @@ import pytest
 
 from analysis.frame import annotate
 from analysis.ordering import check_ordering, paper_comparisons
+from analysis.stats import seeds_needed
 from tests.analysis.frames import PAPER_ORDER, runs_frame
 
 
@@ -66,8 +67,24 @@ def test_tie_within_seed_noise():
 
 def test_one_seed_gives_no_ci_instead_of_failing():
     row = _row(check_ordering(runs_frame(PAPER_ORDER, seeds=(0,))), "Dense", "SMoE")
-    assert row["verdict"] == "agrees, no CI"
-    assert np.isnan(row["ci_low"]) and pd.isna(row["paper_in_ci"])
+    assert row["verdict"] == "agrees, within noise (no CI)" and not row["resolved"]
+    assert np.isnan(row["ci_low"]) and pd.isna(row["paper_in_ci"]) and np.isnan(row["seeds_needed"])
+
+
+def test_two_seeds_never_resolve_even_outside_the_ci():
+    row = _row(check_ordering(runs_frame(PAPER_ORDER, seeds=(0, 1))), "Dense", "SMoE")
+    assert row["outside_ci"] and not row["resolved"] and row["method"] == "t"
+    assert row["verdict"] == "agrees, within noise (2 seeds)"
+
+
+def test_seeds_needed_follow_the_observed_paired_sd():
+    runs = runs_frame(PAPER_ORDER, seeds=(0, 1, 2, 3), noise=0.01)
+    row = _row(check_ordering(runs), "SMoE", "MH-MoE (head=2)")
+    ppl = runs.set_index("run_id")["metrics/val/main/ppl"]
+    sd = np.std([np.log(ppl[f"smoe-{s}"] / ppl[f"mh2-{s}"]) for s in range(4)], ddof=1)
+    assert row["sd"] == pytest.approx(sd)
+    assert row["seeds_needed"] == seeds_needed(sd, row["paper_delta"])
+    assert row["seeds_needed_power"] == seeds_needed(sd, row["paper_delta"], power=0.8) >= row["seeds_needed"]
 
 
 def test_missing_variants_and_failed_runs_are_not_run():
@@ -78,9 +95,9 @@ def test_missing_variants_and_failed_runs_are_not_run():
     assert _row(result, "SMoE", "Fine-grained SMoE", "T2")["verdict"].startswith("not run")
 
 
-def test_unpaired_seeds_use_two_sample_bootstrap():
+def test_unpaired_seeds_use_welch_t():
     a = runs_frame({"smoe": 18.0}, seeds=(0, 1, 2))
     b = runs_frame({"mh3": 17.0}, seeds=(5, 6, 7))
     row = _row(check_ordering(annotate(pd.concat([a, b], ignore_index=True))), "SMoE", "MH-MoE (head=3)")
-    assert row["verdict"] == "agrees" and not row["paired"]
+    assert row["verdict"] == "agrees" and not row["paired"] and row["method"] == "t"
     assert row["n_worse"] == 3 and row["n_better"] == 3

@@ -1,4 +1,4 @@
-"""Seed statistics: bootstrap CIs, one-seed handling, aggregates and paired differences."""
+"""Seed statistics: t and BCa intervals against textbook values and by simulation, resolved, seeds needed."""
 
 from __future__ import annotations
 
@@ -7,33 +7,123 @@ import pandas as pd
 import pytest
 
 from analysis.frame import coerce_param, strip_seed, val_sets
-from analysis.stats import NO_CI, aggregate, mean_ci_columns, paired_differences, seed_stats
+from scipy import stats
+
+from analysis.stats import (
+    NO_CI, aggregate, difference, interval_text as seed_text, is_resolved, mean_ci_columns, paired_differences,
+    seed_stats, seeds_needed,
+)
 from tests.analysis.frames import PAPER_ORDER, runs_frame
 
 
-def test_seed_stats_ci_brackets_the_mean():
-    s = seed_stats([10.0, 10.4, 10.2])
-    assert s.n == 3 and s.mean == pytest.approx(10.2) and s.std == pytest.approx(0.2)
-    assert 10.0 <= s.ci_low < s.mean < s.ci_high <= 10.4
-    assert seed_stats([10.0, 10.4, 10.2]) == s  # fixed generator: reproducible tables
+# Two-sided 95% critical values of Student's t from a printed table (df = 2, 4, 8).
+TEXTBOOK_T975 = {2: 4.303, 4: 2.776, 8: 2.306}
+
+
+@pytest.mark.parametrize("n", sorted(k + 1 for k in TEXTBOOK_T975))
+def test_seed_stats_is_the_student_t_interval_below_ten_seeds(n):
+    x = np.arange(n, dtype=float)  # mean (n-1)/2, sd sqrt(n(n+1)/12)
+    s = seed_stats(x)
+    half = TEXTBOOK_T975[n - 1] * s.std / np.sqrt(n)
+    assert s.method == "t" and s.mean == pytest.approx((n - 1) / 2)
+    assert s.std == pytest.approx(np.sqrt(n * (n + 1) / 12))
+    assert s.ci_high - s.mean == pytest.approx(half, abs=1e-3) and s.mean - s.ci_low == pytest.approx(half, abs=1e-3)
+    assert s.ci_high - s.mean == pytest.approx(stats.t.ppf(0.975, n - 1) * s.std / np.sqrt(n), rel=1e-12)
+
+
+def test_three_seeds_interval_is_wider_than_their_range():
+    s = seed_stats([10.0, 10.4, 10.2])  # the percentile bootstrap said [10.0, 10.4]
+    assert s.ci_low == pytest.approx(10.2 - 4.303 * 0.2 / np.sqrt(3), abs=1e-3) and s.ci_low < 10.0 < 10.4 < s.ci_high
+
+
+def test_bca_bootstrap_from_ten_seeds_and_reproducible():
+    x = np.random.default_rng(3).normal(5.0, 1.0, size=12)
+    s = seed_stats(x)
+    assert s.method == "BCa" and s.ci_low < s.mean < s.ci_high
+    t_half = stats.t.ppf(0.975, 11) * s.std / np.sqrt(12)
+    assert (s.ci_high - s.ci_low) / 2 == pytest.approx(t_half, rel=0.3)  # normal data: close to t
+    assert seed_stats(x) == s  # fixed generator: reproducible tables
+    assert seed_stats(x[:9]).method == "t"
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_t_interval_covers_the_true_mean_95_percent_of_the_time(n):
+    # 4000 synthetic experiments: binomial SD of the coverage is 0.0034, a z interval would give
+    # 0.81 (n = 3) / 0.88 (n = 5) and the old percentile bootstrap about 0.75 / 0.80.
+    m = np.random.default_rng(n).normal(1.0, 0.3, size=(n, 4000))
+    out = mean_ci_columns(m)
+    coverage = ((out["ci_low"] < 1.0) & (1.0 < out["ci_high"])).mean()
+    assert coverage == pytest.approx(0.95, abs=0.012)
+    one = seed_stats(m[:, 7])
+    assert (out.loc[7, "ci_low"], out.loc[7, "ci_high"]) == pytest.approx((one.ci_low, one.ci_high))
 
 
 def test_seed_stats_one_seed_and_degenerate():
     one = seed_stats([7.0, np.nan])
-    assert one.n == 1 and one.mean == 7.0 and np.isnan(one.ci_low) and one.note == NO_CI
+    assert one.n == 1 and one.mean == 7.0 and np.isnan(one.ci_low) and one.note == NO_CI and one.method == ""
     same = seed_stats([3.0, 3.0])
     assert (same.ci_low, same.ci_high) == (3.0, 3.0)
     assert seed_stats([]).n == 0
 
 
 def test_mean_ci_columns_matches_per_column_stats():
-    m = np.array([[1.0, 2.0, 5.0], [1.2, 2.0, np.nan], [1.4, 2.0, 5.2]])
+    m = np.array([[1.0, 2.0, 5.0, 4.0], [1.2, 2.0, np.nan, np.nan], [1.4, 2.0, 5.2, np.nan]])
     out = mean_ci_columns(m)
-    assert list(out["n"]) == [3, 3, 2]
-    assert out["mean"].tolist() == pytest.approx([1.2, 2.0, 5.1])
-    assert 1.0 <= out.loc[0, "ci_low"] < 1.2 < out.loc[0, "ci_high"] <= 1.4
+    assert list(out["n"]) == [3, 3, 2, 1]
+    assert out["mean"].tolist() == pytest.approx([1.2, 2.0, 5.1, 4.0])
+    for j in range(3):
+        s = seed_stats(m[:, j])
+        assert (out.loc[j, "ci_low"], out.loc[j, "ci_high"]) == pytest.approx((s.ci_low, s.ci_high))
     assert out.loc[1, "ci_low"] == out.loc[1, "ci_high"] == 2.0
-    assert 5.0 <= out.loc[2, "ci_low"] <= out.loc[2, "ci_high"] <= 5.2
+    assert np.isnan(out.loc[3, "ci_low"]) and list(out["method"]) == ["t", "t", "t", ""]
+
+
+def test_resolved_needs_three_seeds_and_an_interval_excluding_zero():
+    assert is_resolved(3, 0.01, 0.02) and is_resolved(3, -0.02, -0.01)
+    assert not is_resolved(2, 0.01, 0.02)  # two seeds never resolve, however tight
+    assert not is_resolved(5, -0.01, 0.02) and not is_resolved(5, np.nan, np.nan)
+
+
+def test_paired_difference_cancels_the_seed_effect():
+    # seed-to-seed spread (0.05 nats) far above the true difference (0.01), tiny paired noise
+    rng = np.random.default_rng(0)
+    seed_effect = rng.normal(0, 0.05, size=4)
+    a = pd.Series(seed_effect + 0.01 + rng.normal(0, 0.001, 4))
+    b = pd.Series(seed_effect + rng.normal(0, 0.001, 4))
+    paired = difference(a, b)
+    assert paired["paired"] and paired["method"] == "t" and paired["resolved"]
+    assert paired["sd"] == pytest.approx((a - b).std())
+    unpaired = difference(a, b.set_axis(range(10, 14)))
+    assert not unpaired["paired"] and unpaired["method"] == "t" and not unpaired["resolved"]
+    assert unpaired["ci_low"] < 0 < unpaired["ci_high"]
+
+
+def test_seeds_needed_is_the_smallest_n_that_resolves():
+    sd, delta = 0.02, 0.036
+    n = seeds_needed(sd, delta)
+    half = lambda k: stats.t.ppf(0.975, k - 1) * sd / np.sqrt(k)  # noqa: E731
+    assert n == 4 and half(n) < delta <= half(n - 1)
+    assert seeds_needed(sd, -delta) == n  # either sign
+    assert seeds_needed(0.0, delta) == 3 and np.isnan(seeds_needed(np.nan, delta))
+    assert seeds_needed(0.1, 1e-4) == np.inf  # too small for this noise: no seed count will do
+
+
+def test_seeds_needed_at_80_percent_power_resolves_4_in_5_experiments():
+    sd, delta = 0.02, 0.025
+    n = int(seeds_needed(sd, delta, power=0.8))
+    assert n == 8 and seeds_needed(sd, delta) == 5
+    rng = np.random.default_rng(1)  # noncentral t: power 0.86 at 8 seeds, 0.69 at 6
+    for k, lo, hi in ((n, 0.8, 1.0), (n - 2, 0.0, 0.75)):
+        out = mean_ci_columns(rng.normal(delta, sd, size=(k, 4000)))
+        rate = np.mean([is_resolved(k, lo_, hi_) for lo_, hi_ in zip(out["ci_low"], out["ci_high"])])
+        assert lo <= rate < hi, (k, rate)
+
+
+def test_interval_text_names_the_method_and_n():
+    assert seed_text([3, 3]) == "95% Student-t CI (df = n−1), n = 3 seeds"
+    assert seed_text([2, 3], paired=True) == "95% Student-t CI of the paired differences (df = n−1), n = 2–3 seeds"
+    assert "BCa" in seed_text([12]) and "Student-t" in seed_text([3, 12])
+    assert seed_text([1]) == "n = 1 seed, no interval"
 
 
 def test_aggregate_one_row_per_point_and_metric():
