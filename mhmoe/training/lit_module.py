@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.throughput import Throughput
 
 from mhmoe.checkpoint import DIGEST_KEY, state_digest
 from mhmoe.model import Transformer
@@ -46,7 +47,11 @@ class LitLM(pl.LightningModule):
         self.save_hyperparameters(
             {"config": config.to_dict(), "tokenizer": tokenizer_spec, "val_names": self.val_names}, logger=False
         )
-        self._interval_start: float | None = None
+        # Window of 2: the rate over exactly the interval since the previous perf log.
+        self._throughput = Throughput(available_flops=peak_flops, window_size=2)
+        self._interval_step: int | None = None
+        """Global step the current throughput interval started after (None: not started in this fit)."""
+        self._pending_metrics: dict[str, float] = {}
         self.start_step = 0
         """Global step training (re)started from: > 0 after a resume."""
         self.last_val_metrics: dict[str, float] = {}
@@ -72,7 +77,6 @@ class LitLM(pl.LightningModule):
         step = self.global_step + 1  # the step this batch completes
         metrics: dict[str, float] = {}
         if step % train.log_every == 0 or step == 1:
-            now = time.perf_counter()
             # One device->host transfer for the three losses; none on the other steps.
             ce_v, aux_v, z_v = torch.stack([ce.detach(), out.lb_loss.detach(), out.z_loss.detach()]).tolist()
             # Checked on values already on the host: stop at the first non-finite one seen, no extra sync.
@@ -88,23 +92,52 @@ class LitLM(pl.LightningModule):
                 "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"],
                 "train/tokens": float(step * train.batch_size * train.seq_len),
             })
-            if self._interval_start is not None:
-                tokens = train.log_every * train.batch_size * train.seq_len
-                tokens_per_s = tokens / (now - self._interval_start)
-                metrics["perf/tokens_per_s"] = tokens_per_s
-                metrics["perf/mfu"] = tokens_per_s * self.train_flops_per_token / self.peak_flops
-            self._interval_start = now
         if step % train.routing_every == 0 or step == 1:
             metrics.update(routing_metrics(out.routing))
-        if metrics and self.logger is not None:
-            self.logger.log_metrics(metrics, step=step)  # one batched MLflow call
+        # Logged in on_train_batch_end, with perf/* timed after this step's backward and update.
+        self._pending_metrics = metrics
 
     def on_train_start(self) -> None:
         self.start_step = self.global_step
+        self._interval_step = None
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self._interval_start is None:
-            self._interval_start = time.perf_counter()
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        metrics, self._pending_metrics = self._pending_metrics, {}
+        step = self.global_step  # the optimizer step just taken
+        if self._interval_step is None:
+            # The first step of a fit pays one-off costs (allocator, optimizer state, compile):
+            # time from its end, so the first perf/* value is a steady-state rate.
+            self._start_interval(step)
+        elif "train/loss" in metrics and step > self._interval_step:
+            metrics.update(self._perf_metrics(step))
+        if metrics and self.logger is not None:
+            self.logger.log_metrics(metrics, step=step)  # one batched MLflow call
+
+    def on_validation_end(self) -> None:
+        if self.trainer.state.fn == "fit":  # validation time is not training throughput
+            self._start_interval(self.global_step)
+
+    def _start_interval(self, step: int) -> None:
+        self._throughput.reset()
+        self._interval_step = None
+        self._record_time(step)
+
+    def _record_time(self, step: int) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # only on logged steps: the GPU has finished the step
+        train = self.config.train
+        since = 0 if self._interval_step is None else step - self._interval_step
+        tokens_per_step = train.batch_size * train.seq_len
+        self._throughput.update(time=time.perf_counter(), batches=step, samples=step * train.batch_size,
+                                lengths=step * tokens_per_step,
+                                flops=int(since * tokens_per_step * self.train_flops_per_token))
+        self._interval_step = step
+
+    def _perf_metrics(self, step: int) -> dict[str, float]:
+        """Tokens/s and MFU over the steps since the interval began (the project's FLOP count per token)."""
+        self._record_time(step)
+        rates = self._throughput.compute()
+        return {"perf/tokens_per_s": rates["device/items_per_sec"], "perf/mfu": rates["device/mfu"]}
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer, scheduler = build_optimizer(self.net, self.config.optim, self.config.train.max_steps)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 
 from mhmoe.run_config import resolve_run_config
 from mhmoe.training.runner import train
@@ -59,6 +61,28 @@ def test_debug_model_learns_and_everything_lands_in_mlflow(tracking: str, tmp_pa
     assert run.data.tags["mhmoe.checkpoint"] == str(result.checkpoint_path) and result.checkpoint_path.is_file()
     assert 0 < run.data.metrics["perf/mfu"] < 1.5
     assert run.data.metrics["perf/tokens_per_s"] > 0
+
+
+def test_first_logged_throughput_is_a_steady_state_rate(tracking: str, tmp_path: Path) -> None:
+    """perf/* at the first log counts the steps since the interval began, not log_every of them."""
+    # One thread: on a shared 2-core machine several threads make step times jitter by 2-4x.
+    cfg = debug_config(**{"train.max_steps": 49, "train.log_every": 8, "train.val_every": 24,
+                          "train.routing_every": 100, "data.val_max_windows": 2, "train.num_threads": 1})
+    threads = torch.get_num_threads()
+    try:
+        result = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "ckpt", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    client = mlflow.MlflowClient(tracking)
+    rates = history(client, result.run_id, "perf/tokens_per_s")
+    mfu = dict(history(client, result.run_id, "perf/mfu"))
+    assert [s for s, _ in rates] == [8, 16, 24, 32, 40, 48]  # step 1 starts the first interval
+    first, steady = rates[0][1], statistics.median(v for _, v in rates[1:])
+    assert 0.5 < first / steady < 2, rates
+    # Step 32 follows a validation: its interval is the 8 training steps after it, not the validation.
+    assert 0.5 < dict(rates)[32] / steady < 2, rates
+    ratios = {step: mfu[step] / value for step, value in rates}  # flops per token / peak: one constant
+    assert max(ratios.values()) == pytest.approx(min(ratios.values()), rel=1e-9)
 
 
 def test_resume_continues_the_same_run_with_the_same_loss_curve(tracking: str, tmp_path: Path) -> None:
