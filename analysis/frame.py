@@ -19,14 +19,12 @@ import pandas as pd
 
 from mhmoe.run_config import run_config_keys
 from mhmoe.tracking import names
+from mhmoe.tracking.display import FAMILY_NAMES, FULL_PRECISION_BITS, model_name  # noqa: F401 - analysis names
 
 PARAM = "params/"
 METRIC = "metrics/"
 TAG = "tags/"
 FINISHED = "FINISHED"
-FULL_PRECISION_BITS = 16.0
-
-FAMILY_NAMES = {"dense": "Dense", "smoe": "SMoE", "fine_grained": "Fine-grained SMoE", "mhmoe": "MH-MoE"}
 # Paper column each of our validation-set names stands in for (PAPER.md 3.1: RedPajama, Wiki, C4).
 PAPER_SET_ALIASES = {"redpajama": "RedPajama", "wiki": "Wiki", "wikitext": "Wiki", "wikitext2": "Wiki", "c4": "C4"}
 _VAL_PPL = re.compile(r"^metrics/val/(?P<set>[^/]+)/ppl$")
@@ -237,13 +235,6 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
     out["label"] = _labels(out) if len(out) else out["variant"]
     out["paper_model"] = [_paper_model(f, h) for f, h in zip(out["family"], out["heads"])]
     return out
-
-
-def model_name(family: str, heads: int) -> str | None:
-    """The paper's name of a model family (``MH-MoE (head=2)``: the paper names MH-MoE by its heads)."""
-    if family == "mhmoe":
-        return f"{FAMILY_NAMES['mhmoe']} (head={int(heads)})"
-    return FAMILY_NAMES.get(family)
 
 
 def _paper_model(family: str, heads: int) -> str | None:

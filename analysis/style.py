@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from analysis.frame import FAMILY_NAMES, FULL_PRECISION_BITS, model_name
+from mhmoe.tracking.display import modifier_text  # noqa: F401 - re-exported: one rule for names
 
 SINGLE = 3.5  # in, one column of a two-column paper
 DOUBLE = 7.0  # in, full text width
@@ -90,21 +91,6 @@ def paper_name(row) -> str:
     label, variant = str(row["label"]), str(row["variant"])
     extra = label[len(variant):].strip() if label.startswith(variant) else ""
     return f"{name}, {extra}" if extra else name
-
-
-def modifier_text(row, *, bits: bool = True) -> str:
-    """What a point adds to its family in the paper's words: head/merge ablations (Tables 4-5),
-    a shared expert (Table 2) and, with ``bits``, BitNet weights (Table 3)."""
-    text = ""
-    default = row["family"] == "mhmoe"
-    if row["family"] != "dense" and (row["head_proj"], row["merge_proj"]) != (default, default):
-        text += {(True, True): " w/ head & merge", (True, False): ", head only", (False, True): ", merge only",
-                 (False, False): " w/o head & merge"}[(bool(row["head_proj"]), bool(row["merge_proj"]))]
-    if row["shared"]:
-        text += " + shared expert"
-    if bits and row["weight_bits"] < FULL_PRECISION_BITS:
-        text += ", BitNet b1.58" if np.isclose(row["weight_bits"], 1.58) else f", {row['weight_bits']:g}-bit"
-    return text
 
 
 def paper_sort_key(row) -> tuple:

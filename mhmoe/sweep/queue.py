@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from mhmoe.sweep.storage import open_storage, queue_lock
+from mhmoe.tracking.applicable import applicable_params
 from mhmoe.training.failures import Fence
 
 # Trial user attrs carried from one attempt of a point to the next.
@@ -42,8 +43,12 @@ STALE_REASON = "stale: no heartbeat within the grace period (worker died?)"
 UID_ATTR = "mhmoe.sweep_uid"
 """Random id of the study, set once: checkpoint folders of a deleted and re-created study of the
 same name must not be resumed."""
-PARAM_KEYS = ("moe.heads", "moe.num_experts", "moe.top_k", "moe.expert_d_ff", "quant.weight_bits", "seed")
-"""Numeric config values set as Optuna params when a trial starts (dashboard axes)."""
+PARAM_KEYS = ("moe.heads", "moe.num_experts", "moe.top_k", "moe.expert_d_ff", "quant.weight_bits")
+"""Numeric config values set as Optuna params when a trial starts (dashboard axes). Not the seed:
+it is a user attr, so parameter importance ranks only what the sweep compares."""
+NOT_PARAMS = ("seed",)
+VARIANT_PARAM = "variant"
+"""Categorical Optuna param over the sweep's variants (the ``variants`` setting of the last submit)."""
 
 
 def worker_id() -> str:
@@ -238,10 +243,11 @@ class SweepQueue:
             for part in key.split("."):
                 node = node.get(part) if isinstance(node, dict) else None
             flat[key] = node
-        if config.get("model", {}).get("ffn") == "dense":  # no routed layer: moe.* says nothing
-            flat = {k: v for k, v in flat.items() if not k.startswith("moe.")}
+        flat = applicable_params(flat, config.get("model", {}).get("ffn", ""))
         for key, value in trial.user_attrs.get("coords", {}).items():
-            flat.setdefault(key, value)
+            if key not in NOT_PARAMS:
+                flat.setdefault(key, value)
+        self._set_variant_param(trial)
         for key, value in flat.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 continue
@@ -250,6 +256,16 @@ class SweepQueue:
                 self.storage.set_trial_param(trial._trial_id, key, float(value), dist)
             except ValueError:
                 pass  # an older trial recorded this param with another kind; the user attr has it
+
+    def _set_variant_param(self, trial: FrozenTrial) -> None:
+        variant, choices = trial.user_attrs.get("variant"), tuple(self.settings().get("variants") or ())
+        if variant not in choices:
+            return
+        try:
+            self.storage.set_trial_param(trial._trial_id, VARIANT_PARAM, choices.index(variant),
+                                         CategoricalDistribution(choices))
+        except ValueError:
+            pass  # earlier trials had other choices (variants added by a later submit); the user attr has it
 
     def set_attrs(self, trial: FrozenTrial, attrs: dict[str, Any]) -> None:
         for key, value in attrs.items():

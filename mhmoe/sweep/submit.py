@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
+
+import optuna
 
 from mhmoe.sweep.plan import TrialPoint
 from mhmoe.sweep.queue import SubmitResult, SweepQueue
@@ -20,7 +23,8 @@ def sweep_settings(spec: SweepSpec, *, tracking_uri: str, heartbeat_interval: in
                    grace_period: int | None = None) -> dict[str, Any]:
     """What workers read from the study (they may run on nodes without the spec file)."""
     return {
-        "name": spec.name, "spec_path": str(spec.path) if spec.path else None, "metric": spec.metric,
+        "name": spec.name, "description": spec.description, "spec_path": str(spec.path) if spec.path else None,
+        "metric": spec.metric,
         "direction": spec.direction, "retries": spec.retries, "eval_tasks": list(spec.eval_tasks),
         "eval_limit": spec.eval_limit, "eval_allow_code": spec.eval_allow_code,
         "experiment": spec.experiment_name, "tracking_uri": tracking_uri,
@@ -41,8 +45,13 @@ def submit_sweep(spec: SweepSpec, points: list[TrialPoint], *, storage: str, tra
     queue = SweepQueue(storage, spec.name, create=True, direction=spec.direction)
     queue.uid()
     with queue.lock():
-        queue.set_settings(sweep_settings(spec, tracking_uri=uri, heartbeat_interval=heartbeat_interval,
-                                          grace_period=grace_period))
+        settings = sweep_settings(spec, tracking_uri=uri, heartbeat_interval=heartbeat_interval,
+                                  grace_period=grace_period)
+        queue.set_settings({**settings, "variants": sorted({p.variant for p in points})})
+        if points:  # optuna-dashboard names the objective after it, not "Objective 0"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                queue.study.set_metric_names([points[0].metric])
     result = queue.submit(points, retries=spec.retries, retry_failed=retry_failed)
     return queue, result
 

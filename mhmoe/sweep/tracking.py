@@ -8,6 +8,7 @@ from :mod:`mhmoe.tracking.names`, so the MLflow UI and ``analysis/`` group runs 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from mhmoe.tracking import names
@@ -41,12 +42,13 @@ def experiment_id(mlflow_client, name: str) -> str:
         return experiment.experiment_id
 
 
-def create_parent_run(tracking_uri: str, experiment: str, sweep: str, params: dict[str, Any]) -> str:
+def create_parent_run(tracking_uri: str, experiment: str, sweep: str, params: dict[str, Any],
+                      description: str = "") -> str:
     mlflow_client = client(tracking_uri)
-    run = mlflow_client.create_run(
-        experiment_id(mlflow_client, experiment), run_name=sweep,
-        tags={names.TAG_ROLE: names.ROLE_SWEEP, names.TAG_SWEEP: sweep, names.TAG_COMMAND: command_line()},
-    )
+    tags = {names.TAG_ROLE: names.ROLE_SWEEP, names.TAG_SWEEP: sweep, names.TAG_COMMAND: command_line()}
+    if description:
+        tags[names.TAG_DESCRIPTION] = description
+    run = mlflow_client.create_run(experiment_id(mlflow_client, experiment), run_name=sweep, tags=tags)
     for key, value in params.items():
         mlflow_client.log_param(run.info.run_id, key, value)
     return run.info.run_id
@@ -109,8 +111,17 @@ def delete(tracking_uri: str, run_id: str) -> None:
     client(tracking_uri).delete_run(run_id)
 
 
+def log_summary(tracking_uri: str, run_id: str, metrics: dict[str, float], tags: dict[str, str], step: int) -> None:
+    """The parent run's aggregates, one batched call; ``step`` = trials ended so far (a curve per metric)."""
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    client(tracking_uri).log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
+                                   tags=[RunTag(k, v) for k, v in tags.items()])
+
+
 def run_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
     return dict(client(tracking_uri).get_run(run_id).data.metrics)
 
 
-__all__ = ["create_parent_run", "create_trial_run", "delete", "mark_failed", "reopen", "run_metrics", "set_tags", "terminate", "trial_tags"]
+__all__ = ["create_parent_run", "create_trial_run", "delete", "log_summary", "mark_failed", "reopen", "run_metrics", "set_tags", "terminate", "trial_tags"]

@@ -29,7 +29,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from mhmoe.sweep import tracking
+from mhmoe.sweep import summary, tracking
 from mhmoe.sweep.queue import STALE_REASON, Heartbeat, SweepQueue, worker_id
 from mhmoe.tracking.names import TAG_RESTART
 from mhmoe.training.checkpoint_files import ResumePick, pick_resume_checkpoint, set_aside
@@ -150,6 +150,7 @@ def _train(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions, settin
            run_id: str, tags: dict[str, str], checkpoint_dir: Path, pick: ResumePick) -> tuple[Any, float, dict[str, Any]]:
     """Train (resuming ``pick``) with a heartbeat that fences the claim; (TrainResult, seconds, eval attrs)."""
     from mhmoe.run_config import RunConfig
+    from mhmoe.sweep.progress import TrialProgress
     from mhmoe.training.runner import train
 
     attrs = trial.user_attrs
@@ -161,7 +162,7 @@ def _train(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions, settin
             RunConfig.from_dict(attrs["config"]), tracking_uri=tracking_uri,
             experiment_name=settings.get("experiment", queue.study_name), run_name=attrs["point"], tags=tags,
             parent_run_id=queue.parent_run_id(), run_id=run_id, checkpoint_dir=checkpoint_dir, resume=True,
-            progress=False, fence=fence, resume_pick=pick,
+            progress=False, fence=fence, resume_pick=pick, callbacks=[TrialProgress(queue, trial, fence, _log)],
         )
         seconds = time.perf_counter() - start
         fence.verify()  # lost while validating or saving the final checkpoint: the new owner reports
@@ -260,10 +261,32 @@ def ensure_parent_run(queue: SweepQueue, options: WorkerOptions) -> None:
         if run_id is None:
             params = {"sweep.spec": settings.get("spec_path") or "", "sweep.retries": settings.get("retries"),
                       "sweep.metric": settings.get("metric") or "val/<first set>/ppl"}
+            metric = next((t.user_attrs["metric"] for t in queue.trials() if t.user_attrs.get("metric")),
+                          params["sweep.metric"])
             queue.set_parent_run_id(tracking.create_parent_run(
-                uri, settings.get("experiment", queue.study_name), queue.study_name, params))
+                uri, settings.get("experiment", queue.study_name), queue.study_name, params,
+                description=summary.description(settings.get("description") or "", metric)))
         elif queue.pending()[0]:
             tracking.reopen(uri, run_id)  # new points were submitted after it finished
+
+
+def update_parent_summary(queue: SweepQueue, options: WorkerOptions) -> None:
+    """Per-variant means, best point and point counts on the parent run (after every trial end)."""
+    run_id = queue.parent_run_id()
+    if run_id is None:
+        return
+    settings = queue.settings()
+    points = queue.point_states()
+    metric = next((t.user_attrs["metric"] for p in points for t in p.attempts if "metric" in t.user_attrs),
+                  settings.get("metric"))
+    if not metric:
+        return
+    result = summary.parent_summary(points, metric, settings.get("direction") or "minimize")
+    ended = sum(t.state.is_finished() for p in points for t in p.attempts)
+    try:
+        tracking.log_summary(_tracking_uri(options, settings), run_id, result.metrics, result.tags, ended)
+    except Exception as err:  # noqa: BLE001 - a summary must not stop the sweep; the next trial end retries
+        _log(f"parent run summary not logged: {err!r}")
 
 
 def _finish_parent(queue: SweepQueue, options: WorkerOptions) -> None:
@@ -293,6 +316,7 @@ def run_worker(options: WorkerOptions) -> int:
             continue
         failed += run_trial(queue, trial, options) == "failed"
         done += 1
+        update_parent_summary(queue, options)
     _finish_parent(queue, options)
     _log(f"exiting after {done} trial(s)" + (f", {failed} failed for good" if failed else ""))
     return 1 if failed else 0

@@ -13,6 +13,9 @@ Params
 Metrics
     ``train/*``, ``val/<set>/{loss,ppl}``, ``val/tokens``, ``perf/*``,
     ``routing/layer_<block>/<stat>`` and ``routing/mean/<stat>``, ``eval/<task>/<metric>``.
+Sweep parent run
+    ``mean/<variant>/<metric>`` (mean over the seeds done), ``seeds/<variant>``, ``best/<metric>``
+    (tag ``mhmoe.best_point`` names it) and ``points/<state>`` (:mod:`mhmoe.sweep.summary`).
 Artifacts
     ``config.yaml`` (resolved config), ``routing/load_step<step>.npy`` (MoE layers x experts
     assignment counts over one validation pass, float64), ``routing/divergence_step<step>.npy``
@@ -40,6 +43,13 @@ TAG_FAILURE = "mhmoe.failure_reason"
 """Why the run (or its last attempt) ended FAILED, one line (:func:`mhmoe.training.failures.failure_reason`)."""
 TAG_RESTART = "mhmoe.restart_reason"
 """Why a sweep point trained from step 0 again (its checkpoints were unusable)."""
+
+TAG_BEST_POINT = "mhmoe.best_point"
+"""On a sweep's parent run: the point with the best value of the sweep's metric so far."""
+TAG_DISPLAY_NAME = "mhmoe.display_name"
+"""The paper's name for a run's model (``MH-MoE (head=2)``): :func:`mhmoe.tracking.display.display_name`."""
+TAG_DESCRIPTION = "mlflow.note.content"
+"""MLflow's own run description (shown on the run page)."""
 
 ROLE_TRAIN = "train"
 ROLE_TRIAL = "trial"
@@ -71,3 +81,19 @@ def divergence_artifact(step: int) -> str:
 
 def eval_metric(task: str, metric: str) -> str:
     return f"eval/{task}/{metric}"
+
+
+def summary_mean(variant: str, metric: str) -> str:
+    return f"mean/{variant}/{metric}"
+
+
+def summary_seeds(variant: str) -> str:
+    return f"seeds/{variant}"
+
+
+def summary_best(metric: str) -> str:
+    return f"best/{metric}"
+
+
+def summary_count(state: str) -> str:
+    return f"points/{state}"

@@ -55,6 +55,8 @@ class LitLM(pl.LightningModule):
         self.start_step = 0
         """Global step training (re)started from: > 0 after a resume."""
         self.last_val_metrics: dict[str, float] = {}
+        self.last_perf_metrics: dict[str, float] = {}
+        """perf/* of the latest logged interval (empty before the first one)."""
         self._val_sums: dict[int, list[float]] = {}
         self._val_load = LoadAccumulator()
 
@@ -137,7 +139,8 @@ class LitLM(pl.LightningModule):
         """Tokens/s and MFU over the steps since the interval began (the project's FLOP count per token)."""
         self._record_time(step)
         rates = self._throughput.compute()
-        return {"perf/tokens_per_s": rates["device/items_per_sec"], "perf/mfu": rates["device/mfu"]}
+        self.last_perf_metrics = {"perf/tokens_per_s": rates["device/items_per_sec"], "perf/mfu": rates["device/mfu"]}
+        return dict(self.last_perf_metrics)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer, scheduler = build_optimizer(self.net, self.config.optim, self.config.train.max_steps)

@@ -21,12 +21,15 @@ from mhmoe.checkpoint import CheckpointError
 from mhmoe.home import artifact_root_for, default_tracking_uri, home_subdir
 from mhmoe.model import build_model
 from mhmoe.run_config import RunConfig
+from mhmoe.tracking.applicable import applicable_params
+from mhmoe.tracking.display import display_name
 from mhmoe.tracking.provenance import command_line
 from mhmoe.tracking.names import (
     CONFIG_ARTIFACT,
     ROLE_TRAIN,
     TAG_CHECKPOINT,
     TAG_COMMAND,
+    TAG_DISPLAY_NAME,
     TAG_FAILURE,
     TAG_GIT_COMMIT,
     TAG_ROLE,
@@ -88,6 +91,7 @@ def train(
     stop_after: int | None = None,
     fence: Fence | None = None,
     resume_pick: ResumePick | None = None,
+    callbacks: list | None = None,
 ) -> TrainResult:
     """Train ``cfg``; with ``resume``, continue MLflow run ``run_id`` from its newest usable checkpoint.
 
@@ -99,6 +103,7 @@ def train(
     preemptible jobs with a time limit); the schedule still targets ``train.max_steps``.
     ``fence`` (a sweep worker's claim) is checked before every checkpoint write and polled every
     step; once lost, training stops and writes nothing more: no checkpoint, metric or run status.
+    ``callbacks`` are extra Lightning callbacks (a sweep worker's per-validation report).
     """
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -142,7 +147,7 @@ def train(
     lit = LitLM(net, cfg, val_names=datamodule.val_names, tokenizer_spec=datamodule.tokenizer.spec,
                 train_flops_per_token=flops_per_token, peak_flops=peak)
 
-    all_tags = {TAG_ROLE: ROLE_TRAIN, TAG_VARIANT: cfg.variant, TAG_SEED: str(cfg.seed),
+    all_tags = {TAG_ROLE: ROLE_TRAIN, TAG_VARIANT: cfg.variant, TAG_DISPLAY_NAME: display_name(cfg), TAG_SEED: str(cfg.seed),
                 TAG_GIT_COMMIT: git_commit(), TAG_COMMAND: command_line(), **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
@@ -161,8 +166,8 @@ def train(
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last = checkpoint_dir / LAST
     if not ckpt_path:
-        params = {**cfg.flat(), **summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len),
-                  "perf.peak_flops": peak, "train.precision_resolved": precision}
+        params = {**applicable_params(cfg.flat(), cfg.model.ffn), **summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len),
+                  "perf.peak_flops": peak, "train.precision_resolved": precision, "variant": cfg.variant}
         # A retry that died before its first checkpoint reuses its run: MLflow refuses to change a
         # logged param (the re-measured peak differs), so log only what is not there yet.
         logged = logger.experiment.get_run(run_id).data.params
@@ -173,7 +178,7 @@ def train(
     checkpoint_cb = ModelCheckpoint(dirpath=checkpoint_dir, filename="step{step:07d}", save_last=True,
                                     save_top_k=0, every_n_train_steps=every, save_on_train_epoch_end=False)
     callbacks = [checkpoint_cb] + ([PauseAt(stop_after, last)] if stop_after else []) \
-        + ([FencePoll(fence)] if fence else [])
+        + ([FencePoll(fence)] if fence else []) + list(callbacks or [])
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, precision=precision, max_steps=cfg.train.max_steps,
         val_check_interval=cfg.train.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,

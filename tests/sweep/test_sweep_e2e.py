@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -63,14 +64,56 @@ def assert_each_point_finished_once(spec_path: Path | str, storage: str, trackin
     return by_hash
 
 
+def assert_researcher_views(storage: str, tracking: str, run_output: str) -> None:
+    """What optuna-dashboard and the MLflow runs table show for the finished smoke sweep."""
+    study = optuna.load_study(study_name="smoke", storage=storage)
+    metric = "val/shakespeare/ppl"
+    assert study.metric_names == [metric]
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    for trial in done:
+        # Learning curves: one intermediate value per validation (val_every 150 of 300 steps).
+        assert sorted(trial.intermediate_values) == [150, 300]
+        assert trial.intermediate_values[300] == pytest.approx(trial.value)
+        assert "seed" not in trial.params and trial.user_attrs["seed"] in (0, 1)  # out of importance
+        assert study.trials[trial.number].params["variant"] == trial.user_attrs["variant"]
+        assert ("moe.num_experts" in trial.params) == (trial.user_attrs["variant"] != "dense")
+        # Live progress: one line per validation of each trial, with the metric named.
+        assert f"trial {trial.number} {trial.user_attrs['point']}: step 150/300 {metric}=" in run_output
+        assert f"trial {trial.number} {trial.user_attrs['point']}: step 300/300 {metric}={trial.value:.4g}" in run_output
+
+    client = mlflow.MlflowClient(tracking)
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    parent = client.search_runs(experiment_ids, f"tags.`{names.TAG_ROLE}` = '{names.ROLE_SWEEP}'")[0]
+    children = client.search_runs(experiment_ids, f"tags.`{names.TAG_ROLE}` = '{names.ROLE_TRIAL}'")
+    by_variant: dict[str, list[float]] = {}
+    for run in children:
+        by_variant.setdefault(run.data.tags[names.TAG_VARIANT], []).append(run.data.metrics[metric])
+        params = run.data.params
+        assert params["variant"] == run.data.tags[names.TAG_VARIANT]
+        is_dense = params["model.ffn"] == "dense"
+        assert any(k.startswith("moe.") for k in params) != is_dense  # dense: no moe.* params
+        assert run.data.tags[names.TAG_DISPLAY_NAME] == {"dense": "Dense", "smoe": "SMoE", "fine_grained": "Fine-grained SMoE",
+                                                         "mhmoe": "MH-MoE (head=2)"}[params["model.ffn"]]
+    summary = parent.data.metrics
+    assert set(by_variant) == {"dense", "smoe", "fine_grained", "mhmoe-h2"}
+    for variant, values in by_variant.items():
+        assert summary[f"mean/{variant}/{metric}"] == pytest.approx(sum(values) / len(values))
+        assert summary[f"seeds/{variant}"] == 2
+    assert summary[f"best/{metric}"] == pytest.approx(min(min(v) for v in by_variant.values()))
+    assert (summary["points/done"], summary["points/failed"], summary["points/running"]) == (8, 0, 0)
+    assert parent.data.tags[names.TAG_BEST_POINT] in {r.data.tags[names.TAG_POINT] for r in children}
+    assert f"mean/<variant>/{metric}" in parent.data.tags["mlflow.note.content"]
+
+
 def test_smoke_with_two_workers_on_sqlite(warm_data, stores: dict[str, str]) -> None:
     stored = ["--storage", stores["storage"]]
-    sweep_cli("run", "smoke", "--workers", "2", *stored, "--tracking-uri", stores["tracking"],
-              "--checkpoint-root", stores["checkpoints"], "--poll", "1", "--no-report")
+    run = sweep_cli("run", "smoke", "--workers", "2", *stored, "--tracking-uri", stores["tracking"],
+                    "--checkpoint-root", stores["checkpoints"], "--poll", "1", "--no-report")
     by_hash = assert_each_point_finished_once("smoke", stores["storage"], stores["tracking"])
     assert len(by_hash) == 8
     workers = {t.user_attrs["worker"] for attempts in by_hash.values() for t in attempts}
     assert len(workers) == 2, "both workers should have trained"
+    assert_researcher_views(stores["storage"], stores["tracking"], run.stdout)
 
     status = sweep_cli("status", "smoke", *stored).stdout
     assert "8 points: 8 done, 0 running, 0 waiting, 0 failed; ETA done" in status
