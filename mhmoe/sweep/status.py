@@ -12,7 +12,9 @@ from mhmoe.sweep.plan import format_table
 from mhmoe.sweep.queue import STALE_REASON, SweepQueue
 
 POINT_STATES = ("done", "running", "waiting", "failed")
-TRIAL_COLUMNS = ("trial", "point", "attempt", "state", "value", "steps", "seconds", "worker", "reason")
+TRIAL_COLUMNS = ("trial", "point", "attempt", "state", "value", "steps", "seconds", "eta", "worker", "reason")
+"""``value`` is headed by the sweep's metric name; for a running trial it is the latest validation
+(its Optuna intermediate value) and ``steps`` the step reached of the total."""
 REASON_COLUMN_CHARS = 80
 
 
@@ -25,7 +27,9 @@ class SweepStatus:
     stale: int
     """Running trials whose heartbeat is older than the grace period: their worker is gone."""
     eta_s: float | None
-    """Seconds until the queue drains at the current worker count; None before a trial finished."""
+    """Seconds until the queue drains at the current worker count; None before any trial validated."""
+    metric: str | None = None
+    """The sweep's metric (the header of the value column)."""
 
     @property
     def finished(self) -> bool:
@@ -39,16 +43,35 @@ def _seconds(trial: FrozenTrial, now: datetime) -> float | None:
     return (end - trial.datetime_start).total_seconds()
 
 
+def _total_steps(trial: FrozenTrial) -> int | None:
+    steps = trial.user_attrs.get("config", {}).get("train", {}).get("max_steps")
+    return int(steps) if steps else None
+
+
+def trial_eta_s(trial: FrozenTrial, now: datetime) -> float | None:
+    """Time left of a running trial at its rate so far (elapsed / steps reached); None before a validation."""
+    seconds, total = _seconds(trial, now), _total_steps(trial)
+    if trial.state != TrialState.RUNNING or not trial.intermediate_values or not seconds or not total:
+        return None
+    step = max(trial.intermediate_values)
+    return seconds * max(0, total - step) / step if step > 0 else None
+
+
 def _row(trial: FrozenTrial, now: datetime, stale: bool) -> dict[str, str]:
     attrs = trial.user_attrs
     seconds = _seconds(trial, now)
-    steps = ""
+    steps, value, eta = "", trial.value, None
     if "final_step" in attrs:
         steps = f"{attrs.get('start_step', 0)}->{attrs['final_step']}"
+    elif trial.state == TrialState.RUNNING and trial.intermediate_values:
+        step = max(trial.intermediate_values)
+        steps, value = f"{step}/{_total_steps(trial) or '?'}", trial.intermediate_values[step]
+        eta = None if stale else trial_eta_s(trial, now)
     return {
         "trial": str(trial.number), "point": str(attrs.get("point", "?")), "attempt": str(attrs.get("attempt", 1)),
-        "state": "STALE" if stale else trial.state.name, "value": "" if trial.value is None else f"{trial.value:.4g}",
-        "steps": steps, "seconds": "" if seconds is None else f"{seconds:.0f}", "worker": str(attrs.get("worker", "")),
+        "state": "STALE" if stale else trial.state.name, "value": "" if value is None else f"{value:.4g}",
+        "steps": steps, "seconds": "" if seconds is None else f"{seconds:.0f}",
+        "eta": "" if eta is None else _duration(eta), "worker": str(attrs.get("worker", "")),
         "reason": _reason(trial, stale)[:REASON_COLUMN_CHARS],
     }
 
@@ -62,14 +85,25 @@ def _reason(trial: FrozenTrial, stale: bool) -> str:
     return str(trial.user_attrs.get("restart_reason", ""))
 
 
-def eta_seconds(trials: list[FrozenTrial], waiting: int, running: int) -> float | None:
-    """Mean finished-trial time x queued work / workers busy now (at least one)."""
+def eta_seconds(trials: list[FrozenTrial], waiting: int, running: int, now: datetime | None = None) -> float | None:
+    """(Time left of the running trials + waiting trials x mean trial time) / workers busy now.
+
+    A running trial's time left is from its own rate (elapsed / steps reached at its latest
+    validation); the mean trial time is of finished trials, else of the running ones so far
+    (elapsed + time left), so an ETA shows as soon as one trial has validated.
+    """
+    now = now or datetime.now()
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials
                  if t.state == TrialState.COMPLETE and t.datetime_start and t.datetime_complete]
+    live = [(t, trial_eta_s(t, now)) for t in trials if t.state == TrialState.RUNNING]
+    known = [(t, eta) for t, eta in live if eta is not None]
+    if not durations:
+        durations = [(_seconds(t, now) or 0.0) + eta for t, eta in known]
     if not durations:
         return None if waiting or running else 0.0
     mean = statistics.fmean(durations)
-    return mean * (waiting + 0.5 * running) / max(1, running)
+    left = sum(eta for _, eta in known) + 0.5 * mean * max(0, running - len(known))
+    return (left + mean * waiting) / max(1, running)
 
 
 def sweep_status(queue: SweepQueue) -> SweepStatus:
@@ -82,8 +116,10 @@ def sweep_status(queue: SweepQueue) -> SweepStatus:
         counts[point.state] += 1
     waiting = sum(t.state == TrialState.WAITING for t in trials)
     running = sum(t.state == TrialState.RUNNING for t in trials)
+    live = [t for t in trials if t._trial_id not in stale]
+    metric = queue.study.metric_names[0] if queue.study.metric_names else queue.settings().get("metric")
     return SweepStatus(counts=counts, rows=[_row(t, now, t._trial_id in stale) for t in trials], stale=len(stale),
-                       eta_s=eta_seconds(trials, waiting + len(stale), running - len(stale)))
+                       eta_s=eta_seconds(live, waiting + len(stale), running - len(stale), now), metric=metric)
 
 
 def _duration(seconds: float) -> str:
@@ -99,7 +135,9 @@ def format_status(name: str, status: SweepStatus, *, show_rows: bool = True) -> 
     eta = "done" if status.finished else ("unknown" if status.eta_s is None else _duration(status.eta_s))
     lines = [f"sweep {name}: {sum(status.counts.values())} points: {counts}; ETA {eta}"]
     if show_rows and status.rows:
-        lines += ["", format_table(status.rows, TRIAL_COLUMNS)]
+        header = status.metric or "value"
+        rows = [{**{k: v for k, v in r.items() if k != "value"}, header: r["value"]} for r in status.rows]
+        lines += ["", format_table(rows, tuple(header if c == "value" else c for c in TRIAL_COLUMNS))]
     return "\n".join(lines)
 
 

@@ -162,6 +162,17 @@ def test_status_counts_and_eta(tmp_path: Path, stores: dict[str, str], capsys: p
     path = debug_spec(tmp_path / "s.yaml", name="status", grid={"seed": [0, 1]})
     queue, _ = _submit(path, stores["storage"], stores["tracking"])
     done = queue.claim()
+    assert sweep_main(["status", str(path), "--storage", stores["storage"]]) == 0
+    assert "ETA unknown" in capsys.readouterr().out  # nothing validated yet
+    # A worker's per-validation report (mhmoe.sweep.progress): step 10 of 20 with the metric's value.
+    queue.storage.set_trial_intermediate_value(done._trial_id, 10, 33.25)
+    time.sleep(0.2)  # elapsed time for the rate
+    assert sweep_main(["status", str(path), "--storage", stores["storage"]]) == 0
+    out = capsys.readouterr().out
+    assert "ETA unknown" not in out  # from the running trial's rate, before any trial finished
+    header, _, row = out.splitlines()[2:5]
+    assert header.split()[4] == "val/shakespeare/ppl" and "eta" in header.split()  # the value column names the metric
+    assert row.split()[3:6] == ["RUNNING", "33.25", "10/20"]
     queue.complete(done, 10.0, {"start_step": 0, "final_step": 20})
     queue.claim()
     assert sweep_main(["status", str(path), "--storage", stores["storage"]]) == 0
