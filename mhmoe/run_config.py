@@ -89,6 +89,8 @@ class TrainConfig:
     """torch.compile the model."""
     peak_flops: float = 0.0
     """Device peak FLOP/s for MFU; 0 = measure an fp32/bf16 matmul at start-up."""
+    log_checkpoint: bool | None = None
+    """Log the final checkpoint as an MLflow artifact; None = only when it is at most 256 MB."""
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "seq_len", "val_every", "log_every", "routing_every"):

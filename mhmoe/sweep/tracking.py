@@ -13,6 +13,7 @@ from typing import Any
 
 from mhmoe.tracking import names
 from mhmoe.tracking.provenance import command_line
+from mhmoe.tracking.standard import EXPERIMENT_DESCRIPTION, source_tags
 
 
 def client(tracking_uri: str):
@@ -34,7 +35,8 @@ def experiment_id(mlflow_client, name: str) -> str:
     if experiment is not None:
         return experiment.experiment_id
     try:
-        return mlflow_client.create_experiment(name, artifact_location=artifact_root_for(mlflow_client.tracking_uri))
+        return mlflow_client.create_experiment(name, artifact_location=artifact_root_for(mlflow_client.tracking_uri),
+                                               tags={names.TAG_DESCRIPTION: EXPERIMENT_DESCRIPTION})
     except Exception:
         experiment = mlflow_client.get_experiment_by_name(name)
         if experiment is None:
@@ -45,7 +47,10 @@ def experiment_id(mlflow_client, name: str) -> str:
 def create_parent_run(tracking_uri: str, experiment: str, sweep: str, params: dict[str, Any],
                       description: str = "") -> str:
     mlflow_client = client(tracking_uri)
-    tags = {names.TAG_ROLE: names.ROLE_SWEEP, names.TAG_SWEEP: sweep, names.TAG_COMMAND: command_line()}
+    from mhmoe.training.runner import git_commit
+
+    tags = {names.TAG_ROLE: names.ROLE_SWEEP, names.TAG_SWEEP: sweep, names.TAG_COMMAND: command_line(),
+            **source_tags(git_commit())}
     if description:
         tags[names.TAG_DESCRIPTION] = description
     run = mlflow_client.create_run(experiment_id(mlflow_client, experiment), run_name=sweep, tags=tags)

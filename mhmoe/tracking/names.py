@@ -58,6 +58,8 @@ ROLE_SWEEP = "sweep"
 ROUTING_STATS = ("load_imbalance", "entropy", "activation_ratio", "dropped_frac", "divergence")
 
 CONFIG_ARTIFACT = "config.yaml"
+CHECKPOINT_ARTIFACT_DIR = "checkpoint"
+"""The final checkpoint (``final.ckpt``) as an artifact, when ``train.log_checkpoint`` allows."""
 LOAD_ARTIFACT_DIR = "routing"
 
 

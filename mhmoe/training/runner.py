@@ -24,7 +24,9 @@ from mhmoe.run_config import RunConfig
 from mhmoe.tracking.applicable import applicable_params
 from mhmoe.tracking.display import display_name
 from mhmoe.tracking.provenance import command_line
+from mhmoe.tracking.standard import describe_experiment, source_tags
 from mhmoe.tracking.names import (
+    CHECKPOINT_ARTIFACT_DIR,
     CONFIG_ARTIFACT,
     ROLE_TRAIN,
     TAG_CHECKPOINT,
@@ -147,14 +149,16 @@ def train(
     lit = LitLM(net, cfg, val_names=datamodule.val_names, tokenizer_spec=datamodule.tokenizer.spec,
                 train_flops_per_token=flops_per_token, peak_flops=peak)
 
+    commit = git_commit()
     all_tags = {TAG_ROLE: ROLE_TRAIN, TAG_VARIANT: cfg.variant, TAG_DISPLAY_NAME: display_name(cfg), TAG_SEED: str(cfg.seed),
-                TAG_GIT_COMMIT: git_commit(), TAG_COMMAND: command_line(), **(tags or {})}
+                TAG_GIT_COMMIT: commit, TAG_COMMAND: command_line(), **source_tags(commit), **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     artifact_location = artifact_root_for(tracking_uri)
     logger = FencedMLFlowLogger(fence, experiment_name=experiment_name, run_name=run_name or cfg.variant, tracking_uri=tracking_uri,
                           tags=all_tags if run_id is None else None, run_id=run_id, artifact_location=artifact_location)
     run_id = logger.run_id
+    describe_experiment(logger.experiment, logger.experiment_id)
     # Recorded in every checkpoint so evaluation can log back to the run the weights came from.
     lit.hparams["mlflow_run_id"] = run_id
     lit.hparams["tracking_uri"] = tracking_uri
@@ -202,9 +206,21 @@ def train(
     final = checkpoint_dir / FINAL
     trainer.save_checkpoint(final)
     logger.experiment.set_tag(run_id, TAG_CHECKPOINT, str(final))
+    if should_log_checkpoint(cfg, final):
+        logger.experiment.log_artifact(run_id, str(final), CHECKPOINT_ARTIFACT_DIR)
     logger.finalize("success")
     return TrainResult(run_id=run_id, checkpoint_path=final, metrics=dict(lit.last_val_metrics),
                        start_step=lit.start_step, final_step=trainer.global_step)
+
+
+AUTO_LOG_CHECKPOINT_BYTES = 256 * 2**20
+"""``train.log_checkpoint`` unset: checkpoints up to this size are logged (debug..small presets)."""
+
+
+def should_log_checkpoint(cfg: RunConfig, checkpoint: Path) -> bool:
+    if cfg.train.log_checkpoint is not None:
+        return cfg.train.log_checkpoint
+    return checkpoint.stat().st_size <= AUTO_LOG_CHECKPOINT_BYTES
 
 
 def PauseAt(step: int, last: Path):  # noqa: N802 - a factory that reads like the callback it builds

@@ -61,13 +61,21 @@ def test_debug_model_learns_and_everything_lands_in_mlflow(tracking: str, tmp_pa
     assert run.data.tags["mhmoe.checkpoint"] == str(result.checkpoint_path) and result.checkpoint_path.is_file()
     assert 0 < run.data.metrics["perf/mfu"] < 1.5
     assert run.data.metrics["perf/tokens_per_s"] > 0
+    # MLflow's own conventions: source tags, experiment description, the final model as an artifact.
+    assert run.data.tags["mlflow.source.git.commit"] == run.data.tags["mhmoe.git_commit"] != "unknown"
+    assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.name"]
+    assert run.data.tags["mhmoe.display_name"] == "MH-MoE (head=2)" and run.data.params["variant"] == "mhmoe-h2"
+    assert "mlflow.note.content" in client.get_experiment(run.info.experiment_id).tags
+    logged = Path(client.download_artifacts(result.run_id, "checkpoint/final.ckpt", str(tmp_path / "dl")))
+    assert logged.read_bytes() == result.checkpoint_path.read_bytes()
 
 
 def test_first_logged_throughput_is_a_steady_state_rate(tracking: str, tmp_path: Path) -> None:
     """perf/* at the first log counts the steps since the interval began, not log_every of them."""
     # One thread: on a shared 2-core machine several threads make step times jitter by 2-4x.
     cfg = debug_config(**{"train.max_steps": 49, "train.log_every": 8, "train.val_every": 24,
-                          "train.routing_every": 100, "data.val_max_windows": 2, "train.num_threads": 1})
+                          "train.routing_every": 100, "data.val_max_windows": 2, "train.num_threads": 1,
+                          "train.log_checkpoint": False})
     threads = torch.get_num_threads()
     try:
         result = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "ckpt", progress=False)
@@ -83,6 +91,7 @@ def test_first_logged_throughput_is_a_steady_state_rate(tracking: str, tmp_path:
     assert 0.5 < dict(rates)[32] / steady < 2, rates
     ratios = {step: mfu[step] / value for step, value in rates}  # flops per token / peak: one constant
     assert max(ratios.values()) == pytest.approx(min(ratios.values()), rel=1e-9)
+    assert not client.list_artifacts(result.run_id, "checkpoint")  # train.log_checkpoint=false
 
 
 def test_resume_continues_the_same_run_with_the_same_loss_curve(tracking: str, tmp_path: Path) -> None:
