@@ -22,6 +22,7 @@ from mhmoe.home import artifact_root_for, default_tracking_uri, home_subdir
 from mhmoe.model import build_model
 from mhmoe.run_config import RunConfig
 from mhmoe.tracking.applicable import applicable_params
+from mhmoe.tracking.datasets import dataset_inputs
 from mhmoe.tracking.display import display_name
 from mhmoe.tracking.provenance import command_line
 from mhmoe.tracking.standard import describe_experiment, source_tags
@@ -177,6 +178,9 @@ def train(
         logged = logger.experiment.get_run(run_id).data.params
         logger.log_hyperparams({k: v for k, v in params.items() if k not in logged})
         logger.experiment.log_text(run_id, cfg.to_yaml(), CONFIG_ARTIFACT)
+        logger.experiment.log_inputs(run_id, datasets=dataset_inputs(
+            cfg.data, len(datamodule.train_stream), {k: len(v) for k, v in datamodule.val_streams.items()},
+            datamodule.tokenizer.spec))
 
     every = cfg.train.checkpoint_every or cfg.train.val_every
     checkpoint_cb = ModelCheckpoint(dirpath=checkpoint_dir, filename="step{step:07d}", save_last=True,

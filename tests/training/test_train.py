@@ -66,6 +66,10 @@ def test_debug_model_learns_and_everything_lands_in_mlflow(tracking: str, tmp_pa
     assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.name"]
     assert run.data.tags["mhmoe.display_name"] == "MH-MoE (head=2)" and run.data.params["variant"] == "mhmoe-h2"
     assert "mlflow.note.content" in client.get_experiment(run.info.experiment_id).tags
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"corpus", "val/shakespeare", "val/pydoc"}
+    assert inputs["corpus"].tags[0].value == "training" and inputs["val/pydoc"].tags[0].value == "validation"
+    assert len({d.dataset.digest for d in inputs.values()}) == 3  # one fingerprint per distinct content
     logged = Path(client.download_artifacts(result.run_id, "checkpoint/final.ckpt", str(tmp_path / "dl")))
     assert logged.read_bytes() == result.checkpoint_path.read_bytes()
 
