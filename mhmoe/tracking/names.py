@@ -19,7 +19,8 @@ Sweep parent run
 Artifacts
     ``config.yaml`` (resolved config), ``routing/load_step<step>.npy`` (MoE layers x experts
     assignment counts over one validation pass, float64), ``routing/divergence_step<step>.npy``
-    (MoE layers x heads: count of tokens whose h sub-tokens reached j+1 distinct experts).
+    (MoE layers x heads: count of tokens whose h sub-tokens reached j+1 distinct experts),
+    ``routing/load_step<step>.png`` (the load as a heatmap).
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ def routing_metric(block: int | str, stat: str) -> str:
 
 def load_artifact(step: int) -> str:
     return f"{LOAD_ARTIFACT_DIR}/load_step{step:07d}.npy"
+
+
+def load_heatmap_artifact(step: int) -> str:
+    """PNG of :func:`load_artifact` (each layer's share per expert) for MLflow's artifact viewer."""
+    return f"{LOAD_ARTIFACT_DIR}/load_step{step:07d}.png"
 
 
 def divergence_artifact(step: int) -> str:

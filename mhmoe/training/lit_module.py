@@ -17,7 +17,8 @@ from lightning.fabric.utilities.throughput import Throughput
 from mhmoe.checkpoint import DIGEST_KEY, state_digest
 from mhmoe.model import Transformer
 from mhmoe.run_config import RunConfig
-from mhmoe.tracking.names import divergence_artifact, load_artifact, val_metric
+from mhmoe.tracking.heatmap import save_load_heatmap
+from mhmoe.tracking.names import divergence_artifact, load_artifact, load_heatmap_artifact, val_metric
 from mhmoe.training.failures import Diverged
 from mhmoe.training.optim import build_optimizer
 from mhmoe.training.telemetry import LoadAccumulator, routing_metrics
@@ -200,3 +201,6 @@ class LitLM(pl.LightningModule):
                 path = Path(tmp) / Path(rel).name
                 np.save(path, array)
                 self.logger.experiment.log_artifact(run_id, str(path), str(Path(rel).parent))
+            picture = Path(tmp) / Path(load_heatmap_artifact(step)).name
+            save_load_heatmap(load, picture, step=step, layer_names=[f"block {b}" for b in self._val_load.blocks()])
+            self.logger.experiment.log_artifact(run_id, str(picture), str(Path(load_heatmap_artifact(step)).parent))

@@ -40,6 +40,10 @@ class LoadAccumulator:
             self.load[block] = self.load.get(block, 0) + stats.tokens_per_expert.detach().double()
             self.divergence[block] = self.divergence.get(block, 0) + stats.divergence_hist.detach().double()
 
+    def blocks(self) -> list[int]:
+        """Block indices of the MoE layers, the row order of :meth:`matrices`."""
+        return sorted(self.load)
+
     def matrices(self) -> tuple[np.ndarray, np.ndarray]:
         """(layers x experts) load and (layers x heads) divergence histogram, block order."""
         blocks = sorted(self.load)

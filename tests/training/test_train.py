@@ -56,6 +56,8 @@ def test_debug_model_learns_and_everything_lands_in_mlflow(tracking: str, tmp_pa
     assert "config.yaml" in artifacts
     loads = {a.path for a in client.list_artifacts(result.run_id, "routing")}
     assert "routing/load_step0000040.npy" in loads and "routing/divergence_step0000040.npy" in loads
+    png = Path(client.download_artifacts(result.run_id, "routing/load_step0000010.png", str(tmp_path / "png")))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "routing/load_step0000040.png" in loads
     config_text = Path(client.download_artifacts(result.run_id, "config.yaml", str(tmp_path))).read_text()
     assert "heads: 2" in config_text
     assert run.data.tags["mhmoe.checkpoint"] == str(result.checkpoint_path) and result.checkpoint_path.is_file()
