@@ -6,9 +6,12 @@ the HTML always list the same files and notes.
 
 from __future__ import annotations
 
+import base64
 import html
+import mimetypes
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -102,7 +105,17 @@ thead th{border-bottom:2px solid #444}th:first-child{text-align:left}figure{marg
 pre{background:#f5f5f5;padding:.6em;overflow-x:auto}figcaption{font-style:italic;font-size:13px}"""
 
 
-def render_html(blocks: list[Block], title: str) -> str:
+def _data_uri(path: str, folder: Path | None) -> str:
+    """The image inlined as a ``data:`` URI (MLflow's artifact viewer does not resolve relative links)."""
+    file = folder / path if folder is not None else None
+    if file is None or not file.is_file():
+        return path
+    kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    return f"data:{kind};base64,{base64.b64encode(file.read_bytes()).decode('ascii')}"
+
+
+def render_html(blocks: list[Block], title: str, embed_from: Path | None = None) -> str:
+    """One HTML page; with ``embed_from`` (the report folder) its images are embedded: self-contained."""
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
            f"<style>{_CSS}</style></head><body>"]
     for b in blocks:
@@ -116,7 +129,7 @@ def render_html(blocks: list[Block], title: str) -> str:
             out.append(f"<pre>{html.escape(b.text)}</pre>")
         elif isinstance(b, Image):
             links = " · ".join(f'<a href="{html.escape(p)}">{html.escape(p)}</a>' for p in b.links)
-            out.append(f'<figure><img src="{html.escape(b.path)}" alt="{html.escape(b.caption)}">'
+            out.append(f'<figure><img src="{html.escape(_data_uri(b.path, embed_from))}" alt="{html.escape(b.caption)}">'
                        f"<figcaption>{html.escape(b.caption)} {links}</figcaption></figure>")
         elif isinstance(b, Markdown):
             out.append(_html_table(b.frame, b.bold))

@@ -179,5 +179,5 @@ def write_index(out, runs: pd.DataFrame, ordering: pd.DataFrame, info: IndexInfo
     blocks = build_blocks(out, runs, ordering, info)
     md, page = out.out_dir / "index.md", out.out_dir / "index.html"
     md.write_text(render_markdown(blocks))
-    page.write_text(render_html(blocks, f"mhmoe report: {info.sweep}"))
+    page.write_text(render_html(blocks, f"mhmoe report: {info.sweep}", embed_from=out.out_dir))
     return [md, page]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 
@@ -41,8 +42,11 @@ def test_report_writes_every_listed_file(synth_report):
     for name in written - {"index.md"}:
         assert f"({name})" in index or name == "index.html", f"index.md does not link {name}"
     page = (out / "index.html").read_text()
-    for stem in FIGURES:
-        assert f'<img src="synth__{stem}.png"' in page
+    # Self-contained (MLflow's artifact viewer resolves no relative link): each figure is embedded.
+    embedded = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)"', page)
+    assert len(embedded) == page.count("<img ") == len(FIGURES)
+    pngs = {base64.b64decode(data) for data, _ in embedded}
+    assert pngs == {(out / f"synth__{stem}.png").read_bytes() for stem in FIGURES}
     assert synth_report.skipped == ["paper T2 layout skipped: no point of the sweep matches a row of it"]
 
 
