@@ -16,6 +16,7 @@ COMMANDS = {
     "sweep": ("mhmoe.commands.sweep", "plan/submit/work/run/status an Optuna sweep"),
     "report": ("mhmoe.commands.report", "figures and tables for a sweep"),
     "eval": ("mhmoe.commands.eval", "lm-eval-harness evaluation of a checkpoint"),
+    "lm-eval": ("mhmoe.commands.lm_eval", "lm-eval's own CLI with the mhmoe model and shipped tasks"),
     "ui": ("mhmoe.commands.ui", "start the MLflow UI on 127.0.0.1"),
 }
 

@@ -43,7 +43,8 @@ def resolve_device(device: str | None) -> torch.device:
     """``cpu``, ``cuda`` or ``cuda:N``; a GPU that is not there is an error, not a silent CPU run."""
     dev = torch.device(device or "cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} requested but torch sees no CUDA GPU; use device=cpu")
+        raise ValueError(f"device={device!r} requested but torch sees no CUDA GPU; use device=cpu "
+                         "(lm-eval CLI: --device cpu, or leave --device out)")
     return dev
 
 

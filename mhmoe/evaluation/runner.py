@@ -22,7 +22,11 @@ def split_tasks(tasks: str | Sequence[str]) -> list[str]:
 
 
 def resolve_run(checkpoint_path: Path, run_id: str | None, tracking_uri: str | None) -> tuple[str, str]:
-    """(run id, tracking URI) to log to: the arguments, else what the checkpoint recorded."""
+    """(run id, tracking URI) to log to: the arguments, else the checkpoint's run in the current store.
+
+    The store is ``tracking_uri``, else the current home's (or ``MLFLOW_TRACKING_URI``), never the
+    one recorded at training time: a copied or moved home logs into itself.
+    """
     from mhmoe.checkpoint import run_of
     from mhmoe.evaluation.results import check_run
     from mhmoe.home import default_tracking_uri
@@ -31,8 +35,14 @@ def resolve_run(checkpoint_path: Path, run_id: str | None, tracking_uri: str | N
     run_id = run_id or recorded_run
     if not run_id:
         raise EvalError(f"{checkpoint_path} records no MLflow run; pass run_id (--run-id) or log=False (--no-log)")
-    tracking_uri = tracking_uri or recorded_uri or default_tracking_uri()
-    check_run(run_id, tracking_uri)
+    tracking_uri = tracking_uri or default_tracking_uri()
+    try:
+        check_run(run_id, tracking_uri)
+    except EvalError as err:
+        if recorded_uri and recorded_uri != tracking_uri:
+            raise EvalError(f"{err}; the checkpoint was trained against {recorded_uri} "
+                            "(pass --tracking-uri to log there)") from None
+        raise
     return run_id, tracking_uri
 
 

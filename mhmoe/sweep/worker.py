@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial
 
 from mhmoe.sweep import summary, tracking
 from mhmoe.sweep.queue import STALE_REASON, Heartbeat, SweepQueue, worker_id
+from mhmoe.sweep.status import format_status, sweep_status
 from mhmoe.tracking.names import TAG_RESTART
 from mhmoe.training.checkpoint_files import ResumePick, pick_resume_checkpoint, set_aside
 from mhmoe.training.failures import REASON_MAX_CHARS, Diverged, LostClaim, failure_reason
@@ -287,6 +288,7 @@ def update_parent_summary(queue: SweepQueue, options: WorkerOptions) -> None:
         tracking.log_summary(_tracking_uri(options, settings), run_id, result.metrics, result.tags, ended)
     except Exception as err:  # noqa: BLE001 - a summary must not stop the sweep; the next trial end retries
         _log(f"parent run summary not logged: {err!r}")
+    _log(format_status(queue.study_name, sweep_status(queue), show_rows=False))  # the overall line
 
 
 def _finish_parent(queue: SweepQueue, options: WorkerOptions) -> None:

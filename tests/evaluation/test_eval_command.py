@@ -108,3 +108,33 @@ def test_unknown_task_is_named(trained: TrainResult, capsys: pytest.CaptureFixtu
     # Unknown names fall back to lm-eval's full built-in index (~16 s) before they can be refused.
     assert main([str(trained.checkpoint_path), "--tasks", "no_such_task_xyz", "--no-log"]) == 1
     assert "unknown task(s) ['no_such_task_xyz']" in capsys.readouterr().err
+
+
+def test_stock_lm_eval_cli_runs_the_mhmoe_model_on_a_shipped_task(trained: TrainResult, tmp_path: Path) -> None:
+    """``mhmoe lm-eval`` is lm-eval's own CLI: its flags pass through, the model and tasks are found."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "lm_eval_out"
+    cmd = [sys.executable, "-m", "mhmoe.cli", "lm-eval", "--model", "mhmoe", "--model_args",
+           f"pretrained={trained.checkpoint_path}", "--tasks", "mhmoe_mc", "--limit", "4", "--num_fewshot", "0",
+           "--batch_size", "4", "--output_path", str(out), "--log_samples"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "mhmoe_mc" in done.stdout and "acc" in done.stdout  # lm-eval's own results table
+    results = sorted(out.rglob("results_*.json"))
+    assert results, sorted(str(p) for p in out.rglob("*"))
+    data = json.loads(results[-1].read_text())
+    assert 0.0 <= data["results"]["mhmoe_mc"]["acc,none"] <= 1.0
+    assert sorted(out.rglob("samples_mhmoe_mc_*.jsonl"))  # --log_samples passed through
+
+
+def test_lm_eval_argv_adds_the_shipped_tasks_and_the_cpu_only_where_the_user_chose_nothing() -> None:
+    from mhmoe.commands.lm_eval import lm_eval_argv
+
+    user = ["--model", "mhmoe", "--tasks", "mhmoe_mc"]
+    assert lm_eval_argv(user, "/t", has_gpu=False) == ["lm-eval", *user, "--include_path", "/t", "--device", "cpu"]
+    assert lm_eval_argv(user, "/t", has_gpu=True) == ["lm-eval", *user, "--include_path", "/t"]
+    mine = [*user, "--include_path=/mine", "--device", "cuda"]  # explicit choices are the user's (cuda: a clear error)
+    assert lm_eval_argv(mine, "/t", has_gpu=False) == ["lm-eval", *mine]
+    assert lm_eval_argv(["--help"], "/t", has_gpu=False) == ["lm-eval", "--help"]
