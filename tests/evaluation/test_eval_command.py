@@ -138,3 +138,22 @@ def test_lm_eval_argv_adds_the_shipped_tasks_and_the_cpu_only_where_the_user_cho
     mine = [*user, "--include_path=/mine", "--device", "cuda"]  # explicit choices are the user's (cuda: a clear error)
     assert lm_eval_argv(mine, "/t", has_gpu=False) == ["lm-eval", *mine]
     assert lm_eval_argv(["--help"], "/t", has_gpu=False) == ["lm-eval", "--help"]
+
+
+def test_eval_logs_into_the_current_store_not_the_one_recorded_at_training(
+        trained: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copied home (here: a copy of its MLflow database) logs into itself; --tracking-uri wins."""
+    import shutil
+
+    from mhmoe.evaluation.runner import resolve_run
+    from mhmoe.evaluation.task_manager import EvalError
+
+    run_id, recorded = run_of(trained.checkpoint_path)
+    copy = tmp_path / "copied.db"
+    shutil.copy(recorded.removeprefix("sqlite:///"), copy)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{copy}")  # what the copied home's default is
+    assert resolve_run(trained.checkpoint_path, None, None) == (run_id, f"sqlite:///{copy}")
+    assert resolve_run(trained.checkpoint_path, None, recorded) == (run_id, recorded)
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    with pytest.raises(EvalError, match="pass --tracking-uri"):
+        resolve_run(trained.checkpoint_path, None, empty)
