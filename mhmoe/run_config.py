@@ -137,7 +137,11 @@ class RunConfig:
 
     def config_hash(self) -> str:
         """Stable short hash of the resolved config: identifies a sweep grid point."""
-        payload = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        data = self.to_dict()
+        # Whether the checkpoint is uploaded does not change what is trained (and leaves the
+        # hashes of sweeps submitted before the flag existed as they were).
+        data["train"].pop("log_checkpoint", None)
+        payload = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     @classmethod

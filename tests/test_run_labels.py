@@ -1,4 +1,4 @@
-"""The paper's model names on MLflow runs come from the same rule analysis/ uses."""
+"""What MLflow and Optuna show about a run: its paper name, the params that apply, what identifies a point."""
 
 from __future__ import annotations
 
@@ -35,3 +35,9 @@ def test_dense_params_have_no_moe_keys_and_routed_keep_them() -> None:
     smoe = resolve_run_config("debug", None, {"model.ffn": "smoe"})
     assert not any(k.startswith("moe.") for k in applicable_params(dense.flat(), "dense"))
     assert applicable_params(smoe.flat(), "smoe") == smoe.flat()
+
+
+def test_uploading_the_checkpoint_is_not_part_of_a_points_identity() -> None:
+    hashes = {resolve_run_config("debug", None, {"train.log_checkpoint": flag}).config_hash() for flag in (None, True, False)}
+    assert len(hashes) == 1
+    assert resolve_run_config("debug", None, {"train.max_steps": 41}).config_hash() not in hashes
