@@ -210,12 +210,14 @@ class SweepQueue:
                 reaped.append((trial, self._requeue_unlocked(trial, reason=STALE_REASON)))
         return reaped
 
-    def claim(self, worker: str | None = None) -> FrozenTrial | None:
+    def claim(self, worker: str | None = None, *, reap: bool = True) -> FrozenTrial | None:
         """Atomically move a WAITING trial to RUNNING and return it (None when none waits).
 
         Re-queued attempts go first (they usually resume a checkpoint), then submission order.
+        ``reap=False`` when the caller reaped just before (to close the reaped trials' runs).
         """
-        self.reap()
+        if reap:
+            self.reap()
         with self.lock():
             waiting = self.trials((TrialState.WAITING,))
             for trial in sorted(waiting, key=lambda t: (t.user_attrs.get("attempt", 1) == 1, t.number)):

@@ -284,7 +284,7 @@ def run_worker(options: WorkerOptions) -> int:
     failed = 0
     while options.max_trials is None or done < options.max_trials:
         close_reaped(queue, options)
-        trial = queue.claim()
+        trial = queue.claim(reap=False)
         if trial is None:
             waiting, running = queue.pending()
             if waiting == 0 and (running == 0 or not options.linger):
