@@ -19,7 +19,6 @@ import os
 import socket
 import threading
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
