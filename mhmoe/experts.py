@@ -17,9 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
+GROUPED_MM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+"""What ``F.grouped_mm`` accepts (torch 2.13); other dtypes (float64 in gradient checks) use the loop."""
+
+
 def grouped_mm_supported(d_in: int, d_ff: int, dtype: torch.dtype = torch.float32) -> bool:
-    """grouped_mm needs every stride to be a multiple of 16 bytes (STACK.md)."""
-    if not hasattr(F, "grouped_mm"):
+    """grouped_mm takes fp32/bf16/fp16 only, with every stride a multiple of 16 bytes."""
+    if not hasattr(F, "grouped_mm") or dtype not in GROUPED_MM_DTYPES:
         return False
     per16 = 16 // torch.tensor([], dtype=dtype).element_size()
     return d_in % per16 == 0 and d_ff % per16 == 0
@@ -63,6 +67,9 @@ class GroupedExperts(nn.Module):
             return False
         supported = grouped_mm_supported(self.d_in, self.d_ff, dtype)
         if self.dispatch == "grouped_mm" and not supported:
+            if dtype not in GROUPED_MM_DTYPES:
+                raise ValueError(f"moe.dispatch='grouped_mm' takes {[str(d) for d in GROUPED_MM_DTYPES]}, "
+                                 f"not {dtype}; use moe.dispatch=auto")
             raise ValueError(
                 f"moe.dispatch='grouped_mm' needs dims divisible by {16 // torch.tensor([], dtype=dtype).element_size()}"
                 f" (got d={self.d_in}, expert_d_ff={self.d_ff}); use moe.dispatch=auto"
