@@ -31,6 +31,9 @@ from mhmoe.data.config import DataConfig
 from mhmoe.presets import preset
 
 
+LR_SCHEDULES = ("linear", "cosine", "wsd")
+
+
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
     """AdamW with linear warmup then linear decay (paper recipe, PAPER.md 3.1)."""
@@ -49,6 +52,11 @@ class OptimConfig:
     """Linear warmup steps."""
     min_lr_ratio: float = 0.05
     """Final LR as a fraction of peak after linear decay (paper: 3e-5 / 6e-4 = 0.05)."""
+    schedule: str = "linear"
+    """LR after warmup: linear decay (the paper's), cosine decay, or warmup-stable-decay (peak LR,
+    then a linear decay over the last ``decay_fraction`` of the steps), each down to ``min_lr_ratio``."""
+    decay_fraction: float = 0.2
+    """wsd only: the share of all steps spent in the final decay."""
 
     def __post_init__(self) -> None:
         check_positive("optim.lr", self.lr)
@@ -59,6 +67,8 @@ class OptimConfig:
         check_positive("optim.grad_clip", self.grad_clip, allow_zero=True)
         check_positive("optim.warmup_steps", self.warmup_steps, allow_zero=True)
         check(0 <= self.min_lr_ratio <= 1, f"optim.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+        check_choice("optim.schedule", self.schedule, LR_SCHEDULES)
+        check(0 < self.decay_fraction <= 1, f"optim.decay_fraction={self.decay_fraction} must be in (0, 1]")
 
 
 @dataclass(frozen=True, kw_only=True)
