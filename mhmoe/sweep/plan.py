@@ -16,7 +16,15 @@ from mhmoe import budget
 from mhmoe.configbase import ConfigError
 from mhmoe.matching import match_variant
 from mhmoe.run_config import RunConfig, resolve_run_config
-from mhmoe.sweep.spec import DEFAULT_GROUP, MATCH_KNOBS, Group, SpecError, SweepSpec, steps_for_tokens
+from mhmoe.sweep.spec import (
+    BUDGET_AXES,
+    DEFAULT_GROUP,
+    MATCH_KNOBS,
+    Group,
+    SpecError,
+    SweepSpec,
+    steps_for_tokens,
+)
 
 VARIANT_KEYS = ("model.ffn", "moe.heads", "moe.head_proj", "moe.merge_proj")
 """Keys that define a variant rather than its SMoE baseline (not copied onto the baseline)."""
@@ -99,11 +107,17 @@ def _resolve(spec: SweepSpec, overrides: dict[str, Any]) -> RunConfig:
 
 
 def _with_budget(spec: SweepSpec, overrides: dict[str, Any]) -> dict[str, Any]:
-    out = dict(overrides)
-    if spec.steps is not None:
-        out["train.max_steps"] = spec.steps
+    """``overrides`` with the training length (the spec's budget, or a budget grid axis) and validation sets."""
+    out = {k: v for k, v in overrides.items() if k not in BUDGET_AXES}
+    steps = overrides.get("budget.steps", spec.steps)
+    tokens = overrides.get("budget.tokens", spec.tokens)
     if spec.val_sets is not None:
         out["data.val_sets"] = spec.val_sets
+    if steps is not None:
+        out["train.max_steps"] = steps
+    if tokens is not None:  # the batch and sequence length decide how many steps that is
+        probe = _resolve(spec, out).train
+        out["train.max_steps"] = steps_for_tokens(tokens, probe.batch_size, probe.seq_len)
     return out
 
 
@@ -162,8 +176,6 @@ def _point(spec: SweepSpec, group: Group, coords: dict[str, Any], short: dict[st
         result = _match(spec, request, baseline, knobs)
         overrides.update({"model.ffn": result.ffn, **{f"moe.{k}": v for k, v in result.moe_overrides().items()}})
         notes = result.notes
-    if spec.tokens is not None:
-        overrides["train.max_steps"] = steps_for_tokens(spec.tokens, request.train.batch_size, request.train.seq_len)
     cfg = _resolve(spec, overrides)
     if baseline is None:
         baseline = _resolve(spec, _with_budget(spec, dict(spec.base.overrides)))

@@ -50,6 +50,9 @@ MATCH_POLICIES = ("flops", "none")
 MATCH_KNOBS: dict[str, Any] = {"match.mode": str, "match.granularity": int, "match.top_k": int,
                                "match.expert_multiple": int}
 """Per-group / per-axis matching knobs (not RunConfig fields)."""
+BUDGET_AXES = ("budget.steps", "budget.tokens")
+"""Grid axes that put the training length on the grid (a token-budget ladder): each value is a
+separate run with its own LR schedule. Not allowed beside a ``budget:`` section."""
 BASELINE_SIZING = ("moe.num_experts", "moe.expert_d_ff", "moe.top_k")
 """Under ``policy: flops`` these describe the SMoE baseline; the solver derives them for variants."""
 DEFAULT_GROUP = "grid"
@@ -223,6 +226,9 @@ def parse_spec(data: Mapping[str, Any], *, path: Path | None = None) -> SweepSpe
     experiment = _parse_optional_str("experiment", data.get("experiment"), errors)
     storage = _parse_optional_str("storage", data.get("storage"), errors)
     tracking_uri = _parse_optional_str("tracking_uri", data.get("tracking_uri"), errors)
+    ladder = [axis.key for axis in grid if axis.key in BUDGET_AXES]
+    if len(ladder) > 1 or (ladder and (steps is not None or tokens is not None)):
+        errors.append(f"grid axes {ladder} and the budget section all set the training length; keep one")
     if match.policy == "flops" and match.baseline != "base" and match.baseline not in {g.name for g in groups}:
         errors.append(f"match.baseline={match.baseline!r} names no group; choose 'base' or one of "
                       f"{[g.name for g in groups]}")
@@ -284,7 +290,7 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _key_types() -> dict[str, Any]:
-    """Declared type of every dotted RunConfig key (and matching knob)."""
+    """Declared type of every dotted RunConfig key (and matching knob); grids also take :data:`BUDGET_AXES`."""
     types: dict[str, Any] = dict(MATCH_KNOBS)
     for key in run_config_keys():
         cls: Any = RunConfig
@@ -295,8 +301,22 @@ def _key_types() -> dict[str, Any]:
     return types
 
 
+def _budget_value(where: str, key: str, value: Any, errors: list[str]) -> Any:
+    """A training length: a whole number >= 1, written as an int, a float or ``3e5`` (YAML reads that as text)."""
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number.is_integer() and number >= 1):
+        errors.append(f"{where}: {key}={value!r} must be a whole number >= 1 (e.g. 3e5)")
+        return value
+    return int(number)
+
+
 def _check_value(where: str, key: str, value: Any, types: dict[str, Any], errors: list[str]) -> Any:
     """Coerce ``value`` to ``key``'s type; one error line naming where, the key and what is allowed."""
+    if key in BUDGET_AXES and key in types:
+        return _budget_value(where, key, value, errors)
     if key not in types:
         errors.append(f"{where}: unknown key {key!r}; valid keys: {sorted(types)}")
         return value
@@ -432,7 +452,7 @@ def _parse_grid(value: Any, errors: list[str]) -> tuple[Axis, ...]:
     if not isinstance(value, dict):
         errors.append("grid must be a mapping of dotted config key -> list of values")
         return ()
-    types = _key_types()
+    types = {**_key_types(), **dict.fromkeys(BUDGET_AXES, int)}
     axes = []
     for key, values in _flatten(value).items():
         if not isinstance(values, list):
