@@ -19,6 +19,13 @@ from pathlib import Path
 
 STORAGE_ENV = "MHMOE_SWEEP_STORAGE"
 LOCK_TIMEOUT_S = 600.0
+BACKENDS = ("sqlite", "postgresql", "mysql")
+"""URL schemes (before any ``+driver``) that Optuna's RDBStorage and :func:`queue_lock` handle."""
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class StorageError(ValueError):
+    """The storage URL is malformed or names a file that is not an Optuna SQLite database."""
 
 
 def storage_url(cli: str | None = None, spec_storage: str | None = None) -> str:
@@ -33,6 +40,49 @@ def sqlite_path(url: str) -> Path | None:
     if not url.startswith("sqlite:///"):
         return None
     return Path(url[len("sqlite:///"):])
+
+
+def check_storage(url: str) -> None:
+    """Refuse a malformed URL, an unknown backend, or a SQLite file that exists but is not a database.
+
+    Opening a zero-byte file, SQLite would treat it as a new empty database and Optuna would
+    re-create the study in it (re-queueing every point): refused instead. Opens nothing.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise StorageError(f"storage {redact(url)!r} is not a database URL; write sqlite:///PATH or "
+                           "postgresql://USER@HOST/DB") from None
+    backend = parsed.get_backend_name()
+    if backend not in BACKENDS:
+        raise StorageError(f"storage {redact(url)!r}: backend {backend!r} is not supported; choose one of "
+                           f"{list(BACKENDS)}")
+    if backend != "sqlite":
+        return
+    path = sqlite_path(url)
+    if path is None or not str(path) or str(path) == ":memory:":
+        raise StorageError(f"storage {url!r} names no file; write sqlite:///PATH (an absolute path has four "
+                           "slashes: sqlite:////abs/optuna.db)")
+    if path.is_dir():
+        raise StorageError(f"storage {url!r}: {path} is a folder; name the SQLite file inside it")
+    if path.is_file():
+        with open(path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+        if not header:
+            raise StorageError(f"storage {url!r}: {path} is an empty file (0 bytes), not an Optuna SQLite "
+                               "database; delete it to start a new sweep store, or pass another --storage")
+        if header != SQLITE_HEADER:
+            raise StorageError(f"storage {url!r}: {path} is not a SQLite database (corrupt or another file); "
+                               "restore it or pass another --storage")
+
+
+def store_exists(url: str) -> bool:
+    """False when a SQLite store's file is absent (reading it must not create it); True otherwise."""
+    path = sqlite_path(url)
+    return path is None or path.is_file()
 
 
 def redact(url: str) -> str:
@@ -98,4 +148,5 @@ def queue_lock(storage, url: str, study_name: str) -> Iterator[None]:
         yield
 
 
-__all__ = ["STORAGE_ENV", "open_storage", "queue_lock", "redact", "sqlite_path", "storage_url"]
+__all__ = ["STORAGE_ENV", "StorageError", "check_storage", "open_storage", "queue_lock", "redact", "sqlite_path",
+           "store_exists", "storage_url"]
