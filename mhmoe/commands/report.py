@@ -6,10 +6,13 @@ import argparse
 import os
 import shlex
 import sys
+from pathlib import Path
+
+from mhmoe.commands.bad_input import Parser, refuses_bad_input
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="mhmoe report",
         description="Read a sweep's runs from MLflow and write figures (PNG+PDF), tables (Markdown+LaTeX), "
                     "CSVs, an ordering check against the paper and index.md/index.html.",
@@ -28,6 +31,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _absent_store(tracking_uri: str) -> Path | None:
+    """The SQLite file of ``tracking_uri`` when it does not exist (opening it would create an empty store)."""
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix) and not Path(tracking_uri[len(prefix):]).is_file():
+        return Path(tracking_uri[len(prefix):])
+    return None
+
+
+@refuses_bad_input("mhmoe report")
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
@@ -37,11 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.spec import read_spec
     from mhmoe.configbase import ConfigError
 
+    from mhmoe.home import default_tracking_uri
+
     try:
         spec = read_spec(args.spec)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"mhmoe report: bad sweep spec {args.spec!r}:\n{err}", file=sys.stderr)
-        return 2
+    except FileNotFoundError as err:
+        raise ConfigError(f"spec {args.spec!r}: {err}") from None
+    uri = args.tracking_uri or spec.tracking_uri or default_tracking_uri()
+    if _absent_store(uri):
+        print(f"mhmoe report: no MLflow store at {_absent_store(uri)}: nothing has run for sweep {spec.name!r} "
+              "(pass --tracking-uri)", file=sys.stderr)
+        return 1
     try:
         out = write_report(spec, args.out, args.tracking_uri, val_set=args.val_set,
                            command=shlex.join(["mhmoe", "report", *argv]),
