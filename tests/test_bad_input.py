@@ -322,6 +322,35 @@ def test_plan_warns_about_missing_data_that_submit_refuses(sandbox: Path, capsys
     assert "warning: point " in out and "data.corpus[0]" in out and "nope.txt does not exist" in out
 
 
+def test_zero_byte_default_store_is_refused_not_recreated(sandbox: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A zero-byte optuna.db in the home used to make submit re-create the study and re-queue everything."""
+    (sandbox / "home" / "optuna.db").write_bytes(b"")
+    before = listing(sandbox)
+    code = main(["sweep", "submit", str(sandbox / "in" / "good.yaml")])
+    check_refused(code, capsys.readouterr().err, "optuna.db is an empty file (0 bytes)", before, listing(sandbox))
+
+
+def test_work_checks_grace_against_the_study_heartbeat(sandbox: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    storage = f"sqlite:///{sandbox / 'in' / 'optuna.db'}"
+    assert main(["sweep", "submit", str(sandbox / "in" / "good.yaml"), "--storage", storage]) == 0
+    capsys.readouterr()
+    before = listing(sandbox)
+    code = main(["sweep", "work", "--study", "good", "--storage", storage, "--grace-period", "2"])
+    check_refused(code, capsys.readouterr().err, "--grace-period=2 must be >= 3 (3 x the study's heartbeat.interval=1)",
+                  before, listing(sandbox))
+
+
+def test_resume_of_an_unknown_run_in_an_existing_store(sandbox: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import mlflow
+
+    uri = f"sqlite:///{sandbox / 'in' / 'mlflow.db'}"
+    mlflow.MlflowClient(uri).search_experiments()  # creates the store
+    capsys.readouterr()
+    before = listing(sandbox)
+    code = main(["train", "--preset", "debug", "--tracking-uri", uri, "--resume", "f" * 32])
+    check_refused(code, capsys.readouterr().err, f"--resume='{'f' * 32}': no such MLflow run", before, listing(sandbox))
+
+
 SUBPROCESS_CASES = ["sweep_grace_flags", "train_lr_inf", "ui_port_high"]
 
 
