@@ -201,6 +201,12 @@ CASES: dict[str, tuple[list[str], str]] = {
                              "corrupt.db is not a SQLite database"),
     "sweep_status_bad_url": (["sweep", "status", "{in}/good.yaml", "--storage", "sqlite//oops"], "is not a database URL"),
     "sweep_work_zero_byte": (["sweep", "work", "--study", "x", "--storage", "sqlite:///{in}/zero.db"], "empty file"),
+    "sweep_tracking_scheme": (["sweep", "submit", "{in}/good.yaml", "--tracking-uri", "mlflow://host/x"],
+                              "scheme 'mlflow' is not an MLflow store"),
+    "sweep_tracking_corrupt": (["sweep", "run", "{in}/good.yaml", "--storage", "sqlite:///{in}/new_optuna.db",
+                                "--tracking-uri", "sqlite:///{in}/corrupt.db"], "corrupt.db is not a SQLite database"),
+    "sweep_work_tracking_bad": (["sweep", "work", "--study", "x", "--tracking-uri", "postgresql://u@h:port/db"],
+                                "is not a database URL"),
     "sweep_status_spec_and_study": (["sweep", "status", "{in}/good.yaml", "--study", "x"], "give either SPEC or --study"),
     "sweep_status_neither": (["sweep", "status"], "give either SPEC or --study"),
     "sweep_unknown_action": (["sweep", "launch", "{in}/good.yaml"], "invalid choice: 'launch'"),
@@ -228,6 +234,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     "train_config_not_mapping": (["train", "--config", "{in}/config_list.yaml"], "must hold a mapping"),
     "train_resume_unknown": (["train", "--preset", "debug", "--resume", "0123456789abcdef"],
                              "--resume='0123456789abcdef': no MLflow store"),
+    "train_tracking_corrupt": (["train", "--preset", "debug", "--tracking-uri", "sqlite:///{in}/corrupt.db"],
+                               "--tracking-uri 'sqlite:///"),
     # --- train: data files ---
     "data_corpus_missing": (["train", *TRAIN_DATA, "data.corpus={in}/nope.txt"], "data.corpus[0]: data source"),
     "data_val_missing": (["train", "--preset", "debug", "data.val_sets=[wiki={in}/nope.jsonl]"],
@@ -251,6 +259,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     "eval_batch_zero": (["eval", "{in}/good_shape.ckpt", "--tasks", "mhmoe_mc", "--batch-size", "0"],
                         "argument --batch-size: 0"),
     "eval_limit_negative": (["eval", "{in}/good_shape.ckpt", "--tasks", "mhmoe_mc", "--limit", "-1"], "argument --limit"),
+    "eval_tracking_scheme": (["eval", "{in}/good_shape.ckpt", "--tasks", "mhmoe_mc", "--tracking-uri", "ftp://x/y"],
+                             "scheme 'ftp' is not an MLflow store"),
     "eval_no_tasks": (["eval", "{in}/good_shape.ckpt"], "give a CHECKPOINT and --tasks"),
     # --- budget, smoke, ui, dispatcher ---
     "budget_preset": (["budget", "--preset", "huge"], "unknown preset 'huge'"),
@@ -260,6 +270,9 @@ CASES: dict[str, tuple[list[str], str]] = {
     "ui_port_high": (["ui", "--port", "99999", "--dry-run"], "argument --port: 99999 is not allowed; give an integer in 1..65535"),
     "ui_port_zero": (["ui", "--port", "0", "--dry-run"], "argument --port: 0"),
     "ui_port_text": (["ui", "--port", "http", "--dry-run"], "argument --port: 'http' is not an integer"),
+    "ui_tracking_corrupt": (["ui", "--tracking-uri", "sqlite:///{in}/corrupt.db", "--dry-run"], "corrupt.db is not a SQLite"),
+    "report_tracking_corrupt": (["report", "{in}/good.yaml", "--tracking-uri", "sqlite:///{in}/corrupt.db"],
+                                "corrupt.db is not a SQLite database"),
     "cli_unknown_command": (["trian"], "unknown command 'trian'"),
 }
 

@@ -22,12 +22,12 @@ EXIT_BAD_INPUT = 2
 _ERROR_CLASSES = (
     ("mhmoe.data.config", "DataError"),
     ("mhmoe.checkpoint", "CheckpointError"),
-    ("mhmoe.sweep.storage", "StorageError"),
+    ("mhmoe.store_urls", "StoreError"),
 )
 
 
 def user_error_types() -> tuple[type[Exception], ...]:
-    """ConfigError (SpecError included), DataError, CheckpointError and StorageError."""
+    """ConfigError (SpecError included), DataError, CheckpointError and StoreError (storage/tracking URLs)."""
     found: list[type[Exception]] = [ConfigError]
     for module_name, class_name in _ERROR_CLASSES:
         module = sys.modules.get(module_name)

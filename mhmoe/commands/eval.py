@@ -46,6 +46,9 @@ def main(argv: list[str]) -> int:
         limit = int(limit)
 
     from mhmoe.checkpoint import CheckpointError, read_checkpoint
+    from mhmoe.store_urls import check_tracking_uri
+
+    check_tracking_uri(args.tracking_uri, what="--tracking-uri")
 
     # A bad file is refused (CheckpointError, exit 2) before evaluation sets up its caches in the home.
     read_checkpoint(args.checkpoint)

@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         spec = read_spec(args.spec)
     except FileNotFoundError as err:
         raise ConfigError(f"spec {args.spec!r}: {err}") from None
+    from mhmoe.store_urls import check_tracking_uri
+
     uri = args.tracking_uri or spec.tracking_uri or default_tracking_uri()
+    check_tracking_uri(uri)
     if _absent_store(uri):
         print(f"mhmoe report: no MLflow store at {_absent_store(uri)}: nothing has run for sweep {spec.name!r} "
               "(pass --tracking-uri)", file=sys.stderr)

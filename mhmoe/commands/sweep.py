@@ -126,8 +126,12 @@ def _submit(args: argparse.Namespace, spec, points):
     from mhmoe.sweep.storage import check_storage, redact, storage_url
     from mhmoe.sweep.submit import submit_sweep
 
+    from mhmoe.store_urls import check_tracking_uri
+    from mhmoe.sweep.submit import resolve_tracking_uri
+
     url = storage_url(args.storage, spec.storage)
     check_storage(url)
+    check_tracking_uri(resolve_tracking_uri(getattr(args, "tracking_uri", None), spec))
     _check_heartbeat(args, spec.heartbeat_interval, spec.grace_period, "the spec's")
     queue, result = submit_sweep(
         spec, points, storage=url, tracking_uri=getattr(args, "tracking_uri", None),
@@ -193,7 +197,10 @@ def cmd_work(args: argparse.Namespace) -> int:
     from mhmoe.sweep.launch import run_workers
     from mhmoe.sweep.queue import SweepQueue
 
+    from mhmoe.store_urls import check_tracking_uri
+
     url, name = _study_target(args)
+    check_tracking_uri(args.tracking_uri, what="--tracking-uri")
     if not _require_study(url, name):
         return 1
     queue = SweepQueue(url, name)

@@ -53,6 +53,7 @@ def main(argv: list[str]) -> int:
     from mhmoe.budget import summary
     from mhmoe.data.sources import check_local_paths
     from mhmoe.run_config import parse_overrides, resolve_run_config
+    from mhmoe.store_urls import check_tracking_uri
 
     overrides = parse_overrides(args.overrides)
     if args.max_steps is not None:
@@ -60,6 +61,7 @@ def main(argv: list[str]) -> int:
     cfg = resolve_run_config(args.preset, args.config, overrides)
     # Everything cheap before a store or folder is created: data paths, the run to resume.
     check_local_paths(cfg.data)
+    check_tracking_uri(args.tracking_uri, what="--tracking-uri")
     if args.resume:
         _check_resume(args.resume, args.tracking_uri)
     if args.dry_run:

@@ -8,6 +8,7 @@ import sys
 
 from mhmoe.commands.bad_input import Parser, int_between, refuses_bad_input
 from mhmoe.home import artifact_root_for, default_tracking_uri
+from mhmoe.store_urls import check_tracking_uri
 
 
 @refuses_bad_input("mhmoe ui")
@@ -18,6 +19,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
     args = parser.parse_args(argv)
     uri = args.tracking_uri or default_tracking_uri()
+    check_tracking_uri(uri)
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(args.port),
            "--backend-store-uri", uri, "--workers", "1"]
     if artifact_root_for(uri):

@@ -17,15 +17,14 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from mhmoe.store_urls import StoreError, check_db_url, redact, sqlite_file
+
 STORAGE_ENV = "MHMOE_SWEEP_STORAGE"
 LOCK_TIMEOUT_S = 600.0
 BACKENDS = ("sqlite", "postgresql", "mysql")
 """URL schemes (before any ``+driver``) that Optuna's RDBStorage and :func:`queue_lock` handle."""
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-class StorageError(ValueError):
-    """The storage URL is malformed or names a file that is not an Optuna SQLite database."""
+StorageError = StoreError
+"""The storage URL is malformed or names a file that is not an Optuna SQLite database."""
 
 
 def storage_url(cli: str | None = None, spec_storage: str | None = None) -> str:
@@ -37,62 +36,22 @@ def storage_url(cli: str | None = None, spec_storage: str | None = None) -> str:
 
 def sqlite_path(url: str) -> Path | None:
     """File of a ``sqlite:///...`` URL (None for other backends)."""
-    if not url.startswith("sqlite:///"):
-        return None
-    return Path(url[len("sqlite:///"):])
+    return sqlite_file(url)
 
 
 def check_storage(url: str) -> None:
     """Refuse a malformed URL, an unknown backend, or a SQLite file that exists but is not a database.
 
     Opening a zero-byte file, SQLite would treat it as a new empty database and Optuna would
-    re-create the study in it (re-queueing every point): refused instead. Opens nothing.
+    re-create the study in it (re-queueing every point): refused too. Opens nothing.
     """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        raise StorageError(f"storage {redact(url)!r} is not a database URL; write sqlite:///PATH or "
-                           "postgresql://USER@HOST/DB") from None
-    backend = parsed.get_backend_name()
-    if backend not in BACKENDS:
-        raise StorageError(f"storage {redact(url)!r}: backend {backend!r} is not supported; choose one of "
-                           f"{list(BACKENDS)}")
-    if backend != "sqlite":
-        return
-    path = sqlite_path(url)
-    if path is None or not str(path) or str(path) == ":memory:":
-        raise StorageError(f"storage {url!r} names no file; write sqlite:///PATH (an absolute path has four "
-                           "slashes: sqlite:////abs/optuna.db)")
-    if path.is_dir():
-        raise StorageError(f"storage {url!r}: {path} is a folder; name the SQLite file inside it")
-    if path.is_file():
-        with open(path, "rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-        if not header:
-            raise StorageError(f"storage {url!r}: {path} is an empty file (0 bytes), not an Optuna SQLite "
-                               "database; delete it to start a new sweep store, or pass another --storage")
-        if header != SQLITE_HEADER:
-            raise StorageError(f"storage {url!r}: {path} is not a SQLite database (corrupt or another file); "
-                               "restore it or pass another --storage")
+    check_db_url(url, what="storage", backends=BACKENDS, allow_empty_file=False)
 
 
 def store_exists(url: str) -> bool:
     """False when a SQLite store's file is absent (reading it must not create it); True otherwise."""
     path = sqlite_path(url)
     return path is None or path.is_file()
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for printing."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 def open_storage(
