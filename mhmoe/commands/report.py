@@ -6,7 +6,6 @@ import argparse
 import os
 import shlex
 import sys
-from pathlib import Path
 
 from mhmoe.commands.bad_input import Parser, refuses_bad_input
 
@@ -31,14 +30,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _absent_store(tracking_uri: str) -> Path | None:
-    """The SQLite file of ``tracking_uri`` when it does not exist (opening it would create an empty store)."""
-    prefix = "sqlite:///"
-    if tracking_uri.startswith(prefix) and not Path(tracking_uri[len(prefix):]).is_file():
-        return Path(tracking_uri[len(prefix):])
-    return None
-
-
 @refuses_bad_input("mhmoe report")
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -48,19 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.report import write_report
     from analysis.spec import read_spec
     from mhmoe.configbase import ConfigError
-
     from mhmoe.home import default_tracking_uri
+    from mhmoe.store_urls import check_tracking_uri, sqlite_file
 
     try:
         spec = read_spec(args.spec)
-    except FileNotFoundError as err:
+    except FileNotFoundError as err:  # read_spec without the sweep package
         raise ConfigError(f"spec {args.spec!r}: {err}") from None
-    from mhmoe.store_urls import check_tracking_uri
-
     uri = args.tracking_uri or spec.tracking_uri or default_tracking_uri()
     check_tracking_uri(uri)
-    if _absent_store(uri):
-        print(f"mhmoe report: no MLflow store at {_absent_store(uri)}: nothing has run for sweep {spec.name!r} "
+    store = sqlite_file(uri)
+    if store is not None and not store.is_file():  # opening it would create an empty store
+        print(f"mhmoe report: no MLflow store at {store}: nothing has run for sweep {spec.name!r} "
               "(pass --tracking-uri)", file=sys.stderr)
         return 1
     try:

@@ -32,9 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_resume(run_id: str, tracking_uri: str | None) -> None:
     """``--resume RUN_ID`` names a run in the store; looking must not create an absent SQLite store."""
     from mhmoe.home import default_tracking_uri
+    from mhmoe.store_urls import sqlite_file
 
     uri = tracking_uri or default_tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+    store = sqlite_file(uri)
+    if store is not None and not store.is_file():
         raise ConfigError(f"--resume={run_id!r}: no MLflow store at {uri}, so no such run; "
                           "pass the --tracking-uri the run was logged to")
     import mlflow
