@@ -123,13 +123,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace, spec, points):
-    from mhmoe.sweep.storage import check_storage, redact, storage_url
-    from mhmoe.sweep.submit import submit_sweep
-
     from mhmoe.store_urls import check_tracking_uri
-    from mhmoe.sweep.submit import resolve_tracking_uri
+    from mhmoe.sweep.storage import check_storage, redact, storage_url
+    from mhmoe.sweep.submit import resolve_tracking_uri, submit_sweep
 
     url = storage_url(args.storage, spec.storage)
+    # Every check before submit_sweep opens (and so creates) the study.
     check_storage(url)
     check_tracking_uri(resolve_tracking_uri(getattr(args, "tracking_uri", None), spec))
     _check_heartbeat(args, spec.heartbeat_interval, spec.grace_period, "the spec's")
@@ -194,10 +193,9 @@ def _require_study(url: str, name: str) -> bool:
 
 
 def cmd_work(args: argparse.Namespace) -> int:
+    from mhmoe.store_urls import check_tracking_uri
     from mhmoe.sweep.launch import run_workers
     from mhmoe.sweep.queue import SweepQueue
-
-    from mhmoe.store_urls import check_tracking_uri
 
     url, name = _study_target(args)
     check_tracking_uri(args.tracking_uri, what="--tracking-uri")
