@@ -140,8 +140,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     # --- sweep specs (plan reads only; submit/run also check the data paths) ---
     "spec_duplicate_group": (["sweep", "plan", "{in}/dup_group.yaml"], "duplicate key 'dense'"),
     "spec_duplicate_section": (["sweep", "plan", "{in}/dup_section.yaml"], "duplicate key 'budget'"),
-    "spec_empty": (["sweep", "submit", "{in}/empty.yaml", *SWEEP_STORAGE], "is empty; a sweep spec needs"),
-    "spec_only_comment": (["sweep", "plan", "{in}/comment.yaml"], "is empty; a sweep spec needs"),
+    "spec_empty": (["sweep", "submit", "{in}/empty.yaml", *SWEEP_STORAGE], "is empty; write at least base"),
+    "spec_only_comment": (["sweep", "plan", "{in}/comment.yaml"], "is empty; write at least base"),
     "spec_not_utf8": (["sweep", "plan", "{in}/latin1.yaml"], "latin1.yaml' is not valid UTF-8"),
     "spec_yaml_syntax": (["sweep", "plan", "{in}/syntax.yaml"], "syntax.yaml': not valid YAML at line"),
     "spec_not_mapping": (["sweep", "plan", "{in}/list.yaml"], "a sweep spec must be a mapping"),
@@ -173,7 +173,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "spec_direction_unknown": (["sweep", "plan", "{in}/direction_unknown.yaml"], "validation.direction='down'"),
     "spec_config_missing": (["sweep", "plan", "{in}/config_missing.yaml"], "base.config='no_such_config.yaml'"),
     "report_duplicate_group": (["report", "{in}/dup_group.yaml"], "duplicate key 'dense'"),
-    "report_empty_spec": (["report", "{in}/empty.yaml"], "is empty; a sweep spec needs"),
+    "report_empty_spec": (["report", "{in}/empty.yaml"], "is empty; write at least base"),
     "report_missing_spec": (["report", "{in}/no_such_spec.yaml"], "is neither a file nor a shipped spec"),
     # --- sweep flags and storage ---
     "sweep_grace_flags": (["sweep", "submit", "{in}/good.yaml", *SWEEP_STORAGE, "--heartbeat-interval", "30",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import sys
 from collections.abc import Callable
 
@@ -107,7 +108,7 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a finite number > 0") from None
-    if not (value > 0 and value != float("inf")):
+    if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{text} is not allowed; give a finite number > 0")
     return value
 

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-
 from mhmoe.configbase import ConfigError, _coerce
 from mhmoe.matching import MATCH_MODES
 from mhmoe.presets import PRESETS
@@ -55,11 +54,11 @@ DEFAULT_GROUP = "grid"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 MAX_TOKENS = 10**13
-"""Upper bound on budget.tokens: 10T tokens, far past any ablation here (the paper trains ~100B)."""
+"""Upper bound on budget.tokens (10T): far past any ablation this harness runs; more is a typo."""
 GRACE_FACTOR = 3
 """A grace period must cover this many heartbeat intervals: with less, one slow beat (a long
 checkpoint write, a busy database) makes a live trial look dead and a second worker trains it too."""
-SPEC_NEEDS = "a sweep spec needs at least base (preset/config/overrides) and budget (steps or tokens)"
+SPEC_NEEDS = "write at least base (preset/config/overrides) and budget (steps or tokens)"
 
 
 class SpecError(ConfigError):
@@ -371,7 +370,7 @@ def _parse_budget(value: Any, base: BaseSpec, errors: list[str]) -> tuple[int | 
     steps = _parse_int("budget.steps", data["steps"], errors, minimum=1, maximum=MAX_STEPS,
                        why="100x the paper's 100k-step schedule") if "steps" in data else None
     tokens = _parse_int("budget.tokens", data["tokens"], errors, minimum=1, maximum=MAX_TOKENS,
-                        why="10T tokens") if "tokens" in data else None
+                        why="far past any ablation") if "tokens" in data else None
     if steps is not None and tokens is not None:
         errors.append("budget: give steps or tokens, not both")
     if (steps or tokens) and "train.max_steps" in base.overrides:
