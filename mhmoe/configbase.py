@@ -7,6 +7,7 @@ Every component config is a ``@dataclass(frozen=True, kw_only=True)`` that valid
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -31,9 +32,11 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = value >= 0 if allow_zero else value > 0
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
+    # inf passes a plain `> 0` (an infinite learning rate trained a whole run on NaN): require finite.
+    bound = ">= 0" if allow_zero else "> 0"
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} must be a finite number {bound}")
+    if not (value >= 0 if allow_zero else value > 0):
         raise ConfigError(f"{name}={value!r} must be {bound}")
 
 
@@ -171,9 +174,9 @@ def valid_keys(cls: type, prefix: str = "") -> list[str]:
 
 def parse_value(text: str) -> Any:
     """CLI ``key=value`` text to a Python value using YAML scalars (``true``, ``3``, ``1.58``)."""
-    import yaml
+    from mhmoe.yaml_strict import parse_yaml
 
-    return yaml.safe_load(text) if text != "" else ""
+    return parse_yaml(text, f"value {text!r}") if text != "" else ""
 
 
 def apply_overrides(cls: type[T], base: Mapping[str, Any], overrides: Mapping[str, Any]) -> T:

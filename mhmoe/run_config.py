@@ -30,6 +30,12 @@ from mhmoe.configbase import (
 from mhmoe.data.config import DataConfig
 from mhmoe.presets import preset
 
+MAX_STEPS = 10_000_000
+"""Upper bound on train.max_steps: 100x the paper's 100k-step schedule. Anything larger is a typo
+(``1e9``) that would otherwise queue a run that never ends."""
+MAX_SEED = 2**32 - 1
+"""numpy and Lightning seeds are unsigned 32-bit; Lightning replaces an out-of-range seed with a random one."""
+
 
 LR_SCHEDULES = ("linear", "cosine", "wsd")
 
@@ -103,6 +109,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "seq_len", "val_every", "log_every", "routing_every"):
             check_positive(f"train.{name}", getattr(self, name))
+        check(self.max_steps <= MAX_STEPS, f"train.max_steps={self.max_steps} must be <= {MAX_STEPS:,} "
+              "(100x the paper's 100k-step schedule)")
         check_positive("train.checkpoint_every", self.checkpoint_every, allow_zero=True)
         check_choice("train.precision", self.precision, ("auto", "32-true", "bf16-mixed", "16-mixed"))
         check_choice("train.accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda"))
@@ -124,6 +132,7 @@ class RunConfig:
     """Seed for init, data order and dropout-free training."""
 
     def __post_init__(self) -> None:
+        check(0 <= self.seed <= MAX_SEED, f"seed={self.seed} must be an integer in [0, {MAX_SEED}]")
         check_architecture(self.model, self.moe)
         check(
             self.train.seq_len <= self.model.max_seq_len,
@@ -159,10 +168,12 @@ def run_config_keys() -> list[str]:
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file as nested overrides (dotted top-level keys allowed)."""
+    from mhmoe.yaml_strict import read_yaml_file
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml_file(path, "config file") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of config sections")
     return data
@@ -217,5 +228,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. moe.heads=3)")
         key, _, text = item.partition("=")
-        out[key.strip()] = parse_value(text)
+        try:
+            out[key.strip()] = parse_value(text)
+        except ConfigError as err:
+            raise ConfigError(f"override {key.strip()}: {err}") from None
     return out

@@ -150,12 +150,19 @@ def _pct(value: int, reference: int) -> float:
     return 100.0 * (value - reference) / reference if reference else 0.0
 
 
+VAL_STATS = ("loss", "ppl")
+"""What validation logs per set (``val/<set>/loss``, ``val/<set>/ppl``): the metrics a trial can report."""
+
+
 def _metric(spec: SweepSpec, cfg: RunConfig) -> str:
     names = cfg.data.val_names
+    if not names:
+        raise ConfigError("data.val_sets is empty: a sweep trial reports a validation metric; name at least one set")
     metric = spec.metric or f"val/{names[0]}/ppl"
-    parts = metric.split("/")
-    if parts[0] == "val" and (len(parts) != 3 or parts[1] not in names):
-        raise ConfigError(f"validation.metric={metric!r} must be val/<set>/<stat> with <set> one of {names}")
+    allowed = [f"val/{name}/{stat}" for name in names for stat in VAL_STATS]
+    if metric not in allowed:
+        # Checked here, not after training: an unknown metric used to fail every trial at the end.
+        raise ConfigError(f"validation.metric={metric!r} is not logged by these trials; choose one of {allowed}")
     return metric
 
 
@@ -242,6 +249,24 @@ def plan(spec: SweepSpec) -> Plan:
     return Plan(points=tuple(points.values()), warnings=tuple(warnings))
 
 
+def data_problems(points: list[TrialPoint] | tuple[TrialPoint, ...]) -> list[str]:
+    """One line per corpus/validation/tokenizer path the points name that does not exist here.
+
+    Not part of :func:`plan`: a spec may be planned on a machine without the data (paper_v2 names
+    a cluster path); ``sweep submit``/``run`` refuse these, ``sweep plan`` warns.
+    """
+    from mhmoe.data.config import DataError
+    from mhmoe.data.sources import check_local_paths
+
+    problems: dict[str, list[str]] = {}
+    for point in points:
+        try:
+            check_local_paths(point.config.data)
+        except DataError as err:
+            problems.setdefault(str(err), []).append(point.label)
+    return _group_errors([(labels[0], message) for message, labels in problems.items()])
+
+
 def expand(spec: SweepSpec) -> list[TrialPoint]:
     """The spec's trial points (validated, deduplicated); raises :class:`SpecError`."""
     return list(plan(spec).points)
@@ -289,4 +314,4 @@ def format_table(rows: list[dict[str, str]], columns: tuple[str, ...] | list[str
     return "\n".join(lines)
 
 
-__all__ = ["PLAN_COLUMNS", "Plan", "TrialPoint", "expand", "format_table", "plan", "plan_rows"]
+__all__ = ["PLAN_COLUMNS", "Plan", "TrialPoint", "data_problems", "expand", "format_table", "plan", "plan_rows"]

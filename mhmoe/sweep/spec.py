@@ -35,12 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from mhmoe.configbase import ConfigError, _coerce
 from mhmoe.matching import MATCH_MODES
 from mhmoe.presets import PRESETS
-from mhmoe.run_config import RunConfig, run_config_keys
+from mhmoe.run_config import MAX_STEPS, RunConfig, run_config_keys
 
 SPEC_KEYS = (
     "name", "description", "base", "match", "budget", "validation", "retries", "eval", "groups", "grid",
@@ -58,6 +56,12 @@ BASELINE_SIZING = ("moe.num_experts", "moe.expert_d_ff", "moe.top_k")
 DEFAULT_GROUP = "grid"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+MAX_TOKENS = 10**13
+"""Upper bound on budget.tokens (10T): far past any ablation this harness runs; more is a typo."""
+GRACE_FACTOR = 3
+"""A grace period must cover this many heartbeat intervals: with less, one slow beat (a long
+checkpoint write, a busy database) makes a live trial look dead and a second worker trains it too."""
+SPEC_NEEDS = "write at least base (preset/config/overrides) and budget (steps or tokens)"
 
 
 class SpecError(ConfigError):
@@ -192,11 +196,17 @@ def spec_path(path_or_name: str | Path) -> Path:
 
 def load_spec(path_or_name: str | Path, *, check_points: bool = True) -> SweepSpec:
     """Read and validate a spec; raises :class:`SpecError` listing every problem, one per line."""
+    from mhmoe.yaml_strict import read_yaml_file
+
     path = spec_path(path_or_name)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise SpecError([f"{path}: not valid YAML ({err})"]) from None
+        data = read_yaml_file(path, "spec")
+    except ConfigError as err:
+        raise SpecError([str(err)]) from None
+    if data is None or data == {}:
+        # An empty file used to queue one trial of the default (paper-size) config.
+        raise SpecError([f"spec {str(path)!r} is empty; {SPEC_NEEDS}, e.g. base: {{preset: debug}}, "
+                         "budget: {steps: 100}"])
     if not isinstance(data, dict):
         raise SpecError([f"{path}: a sweep spec must be a mapping of {list(SPEC_KEYS)}"])
     spec = parse_spec(data, path=path)
@@ -263,9 +273,15 @@ def _parse_name(value: Any, path: Path | None, errors: list[str]) -> str:
     return name
 
 
-def _parse_int(name: str, value: Any, errors: list[str], *, minimum: int) -> int:
+def _parse_int(name: str, value: Any, errors: list[str], *, minimum: int, maximum: int | None = None,
+               why: str = "") -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 1.0e+4 is a YAML float
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         errors.append(f"{name}={value!r} must be an integer >= {minimum}")
+        return minimum
+    if maximum is not None and value > maximum:
+        errors.append(f"{name}={value!r} must be <= {maximum:,}" + (f" ({why})" if why else ""))
         return minimum
     return value
 
@@ -374,8 +390,10 @@ def _parse_match(value: Any, errors: list[str]) -> MatchSpec:
 
 def _parse_budget(value: Any, base: BaseSpec, errors: list[str]) -> tuple[int | None, int | None]:
     data = _section("budget", value, ("steps", "tokens"), errors)
-    steps = _parse_int("budget.steps", data["steps"], errors, minimum=1) if "steps" in data else None
-    tokens = _parse_int("budget.tokens", data["tokens"], errors, minimum=1) if "tokens" in data else None
+    steps = _parse_int("budget.steps", data["steps"], errors, minimum=1, maximum=MAX_STEPS,
+                       why="100x the paper's 100k-step schedule") if "steps" in data else None
+    tokens = _parse_int("budget.tokens", data["tokens"], errors, minimum=1, maximum=MAX_TOKENS,
+                        why="far past any ablation") if "tokens" in data else None
     if steps is not None and tokens is not None:
         errors.append("budget: give steps or tokens, not both")
     if (steps or tokens) and "train.max_steps" in base.overrides:
@@ -471,10 +489,20 @@ def _parse_grid(value: Any, errors: list[str]) -> tuple[Axis, ...]:
 def _parse_heartbeat(value: Any, errors: list[str]) -> tuple[int, int]:
     data = _section("heartbeat", value, ("interval", "grace"), errors)
     interval = _parse_int("heartbeat.interval", data.get("interval", 30), errors, minimum=1)
-    grace = _parse_int("heartbeat.grace", data.get("grace", max(180, 3 * interval)), errors, minimum=1)
-    if grace <= interval:
-        errors.append(f"heartbeat.grace={grace} must exceed heartbeat.interval={interval}")
+    grace = _parse_int("heartbeat.grace", data.get("grace", max(180, GRACE_FACTOR * interval)), errors, minimum=1)
+    problem = heartbeat_problem(interval, grace)
+    if problem:
+        errors.append(problem)
     return interval, grace
+
+
+def heartbeat_problem(interval: int, grace: int, *, interval_name: str = "heartbeat.interval",
+                      grace_name: str = "heartbeat.grace") -> str | None:
+    """Why ``grace`` is too short for ``interval`` (None when it is fine); names say where each was set."""
+    if grace < GRACE_FACTOR * interval:
+        return (f"{grace_name}={grace} must be >= {GRACE_FACTOR * interval} "
+                f"({GRACE_FACTOR} x {interval_name}={interval})")
+    return None
 
 
 def steps_for_tokens(tokens: int, batch_size: int, seq_len: int) -> int:
@@ -488,6 +516,7 @@ __all__ = [
     "MatchSpec",
     "SpecError",
     "SweepSpec",
+    "heartbeat_problem",
     "load_spec",
     "parse_spec",
     "spec_path",

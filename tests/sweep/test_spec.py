@@ -105,7 +105,7 @@ INVALID = {
                        "match.mode='fit' is not allowed; choose one of ['match', 'remove', 'rematch']"),
     "bad_preset": ({"base": {"preset": "huge"}}, "base.preset='huge' is not allowed; choose one of"),
     "metric_set_not_validated": ({"validation": {"sets": ["shakespeare"], "metric": "val/wiki/ppl"}},
-                                 "with <set> one of ['shakespeare']"),
+                                 "choose one of ['val/shakespeare/loss', 'val/shakespeare/ppl']"),
     "derived_key_under_flops": ({"groups": {"x": {"model.ffn": "mhmoe", "moe.num_experts": 4}}},
                                 "moe.num_experts is derived by match.policy=flops"),
 }
