@@ -273,15 +273,11 @@ def _parse_name(value: Any, path: Path | None, errors: list[str]) -> str:
     return name
 
 
-def _parse_int(name: str, value: Any, errors: list[str], *, minimum: int, maximum: int | None = None,
-               why: str = "") -> int:
+def _parse_int(name: str, value: Any, errors: list[str], *, minimum: int) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # 1.0e+4 is a YAML float
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         errors.append(f"{name}={value!r} must be an integer >= {minimum}")
-        return minimum
-    if maximum is not None and value > maximum:
-        errors.append(f"{name}={value!r} must be <= {maximum:,}" + (f" ({why})" if why else ""))
         return minimum
     return value
 
@@ -317,14 +313,19 @@ def _key_types() -> dict[str, Any]:
     return types
 
 
+BUDGET_LIMITS = {"budget.steps": (MAX_STEPS, "100x the paper's 100k-step schedule"),
+                 "budget.tokens": (MAX_TOKENS, "far past any ablation")}
+
+
 def _budget_value(where: str, key: str, value: Any, errors: list[str]) -> Any:
-    """A training length: a whole number >= 1, written as an int, a float or ``3e5`` (YAML reads that as text)."""
+    """A training length: a whole number in [1, limit], as an int, a float or ``3e5`` (YAML reads that as text)."""
+    limit, why = BUDGET_LIMITS[key]
     try:
         number = float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError):
         number = math.nan
-    if not (math.isfinite(number) and number.is_integer() and number >= 1):
-        errors.append(f"{where}: {key}={value!r} must be a whole number >= 1 (e.g. 3e5)")
+    if not (math.isfinite(number) and number.is_integer() and 1 <= number <= limit):
+        errors.append(f"{where}{key}={value!r} must be a whole number from 1 to {limit:.0e} ({why}), e.g. 3e5")
         return value
     return int(number)
 
@@ -332,7 +333,7 @@ def _budget_value(where: str, key: str, value: Any, errors: list[str]) -> Any:
 def _check_value(where: str, key: str, value: Any, types: dict[str, Any], errors: list[str]) -> Any:
     """Coerce ``value`` to ``key``'s type; one error line naming where, the key and what is allowed."""
     if key in BUDGET_AXES and key in types:
-        return _budget_value(where, key, value, errors)
+        return _budget_value(f"{where}: ", key, value, errors)
     if key not in types:
         errors.append(f"{where}: unknown key {key!r}; valid keys: {sorted(types)}")
         return value
@@ -390,10 +391,8 @@ def _parse_match(value: Any, errors: list[str]) -> MatchSpec:
 
 def _parse_budget(value: Any, base: BaseSpec, errors: list[str]) -> tuple[int | None, int | None]:
     data = _section("budget", value, ("steps", "tokens"), errors)
-    steps = _parse_int("budget.steps", data["steps"], errors, minimum=1, maximum=MAX_STEPS,
-                       why="100x the paper's 100k-step schedule") if "steps" in data else None
-    tokens = _parse_int("budget.tokens", data["tokens"], errors, minimum=1, maximum=MAX_TOKENS,
-                        why="far past any ablation") if "tokens" in data else None
+    steps, tokens = (_budget_value("", f"budget.{name}", data[name], errors) if name in data else None
+                     for name in ("steps", "tokens"))
     if steps is not None and tokens is not None:
         errors.append("budget: give steps or tokens, not both")
     if (steps or tokens) and "train.max_steps" in base.overrides:
