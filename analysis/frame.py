@@ -236,7 +236,15 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
     out["point"] = point.fillna(_point_hash(out)).astype(str) if len(out) else point
     out["label"] = _labels(out) if len(out) else out["variant"]
     out["paper_model"] = [_paper_model(f, h) for f, h in zip(out["family"], out["heads"])]
+    out["tokens"] = _training_tokens(out)
     return out
+
+
+def _training_tokens(runs: pd.DataFrame) -> pd.Series:
+    """Tokens a run was trained for (its budget): max_steps x batch_size x seq_len; NaN where not logged."""
+    cols = ("train.max_steps", "train.batch_size", "train.seq_len")
+    factors = [pd.to_numeric(_param(runs, key), errors="coerce") for key in cols]
+    return (factors[0] * factors[1] * factors[2]).astype("float64")
 
 
 def model_name(family: str, heads: int) -> str | None:
