@@ -14,11 +14,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 from scipy import stats as sps
 
-from analysis.frame import MissingData, finished
+from analysis.frame import MissingData, annotate, finished
 from analysis.stats import CONFIDENCE, difference, interval_text, per_seed
-from analysis.style import SINGLE, figure, line_styles, paper_name, paper_sort_key, plain_log_ticks, styled
+from analysis.style import SINGLE, figure, line_styles, paper_name, paper_sort_key, styled
 from mhmoe.tracking import names
 
 MIN_RUNGS_FOR_TREND = 3
@@ -34,7 +35,8 @@ def rungs(runs: pd.DataFrame) -> list[float]:
 
 
 def at_rung(runs: pd.DataFrame, tokens: float) -> pd.DataFrame:
-    return runs[runs["tokens"] == tokens]
+    """The runs of one budget, re-annotated so labels no longer tell rungs apart (no ``max_steps=`` suffix)."""
+    return annotate(runs[runs["tokens"] == tokens])
 
 
 def _baseline_at(done: pd.DataFrame) -> str | None:
@@ -51,11 +53,11 @@ def ladder_deltas(runs: pd.DataFrame, val_set: str) -> pd.DataFrame:
         base = _baseline_at(rung)
         if base is None:
             continue
-        b = per_seed(runs, base, metric, log=True)
+        b = per_seed(rung, base, metric, log=True)
         for _, point in rung.drop_duplicates("point").iterrows():
             if point["point"] == base:
                 continue
-            v = per_seed(runs, point["point"], metric, log=True)
+            v = per_seed(rung, point["point"], metric, log=True)
             shared = b.index.intersection(v.index)
             d = difference(b, v)
             rows.append({"tokens": tokens, "label": point["variant"], "name": paper_name(point),
@@ -165,7 +167,9 @@ def plot_ladder(deltas: pd.DataFrame, fits: pd.DataFrame, val_set: str) -> Figur
                     color=style["color"])
     ax.axhline(0, color="black", linewidth=0.5)
     ax.set_xscale("log")
-    plain_log_ticks(ax.xaxis)
+    budgets = sorted(deltas["tokens"].unique())
+    ax.set_xticks(budgets, [_tokens(t) for t in budgets])  # the budgets that were run, as 300k / 1M / 3M
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("training tokens")
     ax.set_ylabel(f"Δ ln ppl vs SMoE ({val_set}, nats)")
     ax.legend()

@@ -214,6 +214,7 @@ def write_report(
     out = Outputs(out_dir, safe_name(sweep) + "__")
 
     ladder_lines = write_ladder(out, runs, chosen_set)
+    every_run = runs
     budgets = ladder.rungs(runs)
     if len(budgets) > 1:  # everything else compares variants at one budget: the largest
         runs = ladder.at_rung(runs, budgets[-1])
@@ -237,7 +238,7 @@ def write_report(
     info = IndexInfo(sweep=sweep, command=command, tracking_uri=tracking_uri, spec=spec_copy.name,
                      parent_run_id=parent, val_set=chosen_set, notes=notes, runs_command=runs_command,
                      ladder=ladder_lines)
-    out.files += write_index(out, runs, ordering, info)
+    out.files += write_index(out, every_run, ordering, info)
     (out_dir / MANIFEST).write_text("\n".join(sorted({p.name for p in out.files})) + "\n")
     if log_artifacts and parent:
         log_files_to(parent, out.files, REPORT_ARTIFACT_DIR, tracking_uri)

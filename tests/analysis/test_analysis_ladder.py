@@ -32,6 +32,8 @@ def ladder_runs(budgets=BUDGETS, seeds=(0, 1, 2)) -> pd.DataFrame:
 def test_deltas_per_rung_are_paired_and_the_trend_recovers_the_truth() -> None:
     runs = ladder_runs()
     assert ladder.rungs(runs) == [int(t / 1024) * 1024 for t in BUDGETS]
+    assert any("max_steps" in label for label in runs["label"])  # across rungs the budget tells points apart
+    assert not any("max_steps" in label for label in ladder.at_rung(runs, ladder.rungs(runs)[-1])["label"])
     deltas = ladder.ladder_deltas(runs, "main")
     assert list(deltas["name"].unique()) == ["MH-MoE (head=3)"] and len(deltas) == 3
     assert deltas["paired"].all() and (deltas["n_a"] == 3).all()
