@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from analysis import ladder
+from analysis.frame import annotate
 from tests.analysis.frames import runs_frame
 
 BUDGETS = (3e5, 1e6, 3e6)
@@ -26,7 +27,7 @@ def ladder_runs(budgets=BUDGETS, seeds=(0, 1, 2)) -> pd.DataFrame:
             frame = runs_frame({"smoe": base, "mh3": base * np.exp(-(true_delta + noise))}, seeds=(seed,), noise=0.0,
                                **{"train.max_steps": int(tokens / 1024), "train.batch_size": 4, "train.seq_len": 256})
             frames.append(frame.assign(run_id=frame["run_id"] + f"-{tokens:g}"))
-    return pd.concat(frames, ignore_index=True)
+    return annotate(pd.concat(frames, ignore_index=True))  # as load_runs does: one frame for the sweep
 
 
 def test_deltas_per_rung_are_paired_and_the_trend_recovers_the_truth() -> None:
