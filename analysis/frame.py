@@ -27,7 +27,7 @@ FINISHED = "FINISHED"
 FULL_PRECISION_BITS = 16.0
 
 FAMILY_NAMES = {"dense": "Dense", "smoe": "SMoE", "fine_grained": "Fine-grained SMoE", "mhmoe": "MH-MoE"}
-# Paper column each of our validation-set names stands in for (PAPER.md 3.1: RedPajama, Wiki, C4).
+# Paper column each of our validation-set names stands in for (v2 section 3: RedPajama, Wiki, C4).
 PAPER_SET_ALIASES = {"redpajama": "RedPajama", "wiki": "Wiki", "wikitext": "Wiki", "wikitext2": "Wiki", "c4": "C4"}
 _VAL_PPL = re.compile(r"^metrics/val/(?P<set>[^/]+)/ppl$")
 _MISSING_TEXT = ("", "None", "none", "null", "nan", "NaN")

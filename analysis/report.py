@@ -1,6 +1,6 @@
 """``mhmoe report``: one sweep -> figures, tables, CSVs and an index, written to ``reports/<sweep>/``.
 
-Every output is named ``<sweep>__<what>.<ext>`` (STYLE.md). A manifest lists what the last run
+Every output is named ``<sweep>__<what>.<ext>``. A manifest lists what the last run
 wrote, so a rerun first removes exactly those files: a figure that is now skipped does not linger,
 and nothing else in the folder is touched.
 """

@@ -1,4 +1,4 @@
-"""Decoder-only transformer with a pluggable FFN per block (PAPER.md 7.1). No Lightning here.
+"""Decoder-only transformer with a pluggable FFN per block (docs/MODEL.md). No Lightning here.
 
 Block i carries the MoE FFN when ``model.is_moe_block(i)``; the FFN class comes from a small
 registry keyed by ``model.ffn`` so configs stay plain strings.

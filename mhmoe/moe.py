@@ -1,4 +1,4 @@
-"""The routed FFN for every MoE variant: SMoE, fine-grained SMoE and MH-MoE (PAPER.md 1.3).
+"""The routed FFN for every MoE variant: SMoE, fine-grained SMoE and MH-MoE (docs/MODEL.md).
 
 MH-MoE: head Linear(D, D) -> split each token into H sub-tokens of size D/H -> top-k routing of
 every sub-token -> SwiGLU experts -> gate-weighted sum -> concat -> merge Linear(D, D). With

@@ -1,6 +1,6 @@
 """Named run presets: nested override dicts merged under a config file and CLI overrides.
 
-``paper-v2`` is the v2 paper's SMoE baseline (PAPER.md 3.1); ``cpu-small`` is the same recipe
+``paper-v2`` is the v2 paper's SMoE baseline (docs/MODEL.md); ``cpu-small`` is the same recipe
 shrunk so a run trains in minutes on 2 CPU cores; ``debug`` trains in seconds (tests).
 Every preset describes the SMoE baseline; other variants are derived from it by the budget
 solver (:mod:`mhmoe.budget`), never copy-pasted.
@@ -19,7 +19,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "d_ff": 2048, "moe_every": 2, "max_seq_len": 2048},
         "moe": {"num_experts": 8, "top_k": 1, "expert_d_ff": 2048},
         "data": {"vocab_size": 32000},
-        # 256 x 2048 = 0.5M tokens per step, 100k steps (PAPER.md 3.1).
+        # 256 x 2048 = 0.5M tokens per step, 100k steps (v2 section 3).
         "train": {"seq_len": 2048, "batch_size": 256, "max_steps": 100_000, "val_every": 5_000},
         "optim": {"lr": 6e-4, "warmup_steps": 375},
     },

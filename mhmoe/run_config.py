@@ -42,7 +42,7 @@ LR_SCHEDULES = ("linear", "cosine", "wsd")
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
-    """AdamW with linear warmup then linear decay (paper recipe, PAPER.md 3.1)."""
+    """AdamW with linear warmup then linear decay (the v2 recipe, docs/MODEL.md)."""
 
     lr: float = 6e-4
     """Peak learning rate."""

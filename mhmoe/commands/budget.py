@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="mhmoe budget",
         description="Parameter and FLOP budget of dense, SMoE, fine-grained SMoE and MH-MoE h=2/h=3, each "
-        "derived from the preset's SMoE baseline (PAPER.md 1.5), with and without BitNet b1.58.",
+        "derived from the preset's SMoE baseline (docs/MATCHING.md), with and without BitNet b1.58.",
     )
     parser.add_argument("--preset", default="paper-v2",
                         help=f"preset name, one of {sorted(PRESETS)} (default paper-v2)")

@@ -23,7 +23,7 @@ from mhmoe.training.telemetry import LoadAccumulator, routing_metrics
 
 
 class LitLM(pl.LightningModule):
-    """Mean next-token cross-entropy + the model's scaled MoE aux losses (PAPER.md 1.6)."""
+    """Mean next-token cross-entropy + the model's scaled MoE aux losses (docs/MODEL.md, load balancing)."""
 
     def __init__(
         self,

@@ -43,7 +43,7 @@ def test_changing_heads_rederives_expert_count_and_size(tmp_path: Path) -> None:
                                 grid={"moe.heads": [1, 2, 3]}))
     by_heads = {p.config.moe.heads: (p.config.moe.num_experts, p.config.moe.expert_d_ff, p.config.moe.top_k)
                 for p in expand(spec)}
-    # debug: d=48, SMoE 8 x 128 top-1. h=2 -> 40 x 48 top-2, h=3 -> 96 x 32 top-3 (PAPER.md 1.5 at d=48).
+    # debug: d=48, SMoE 8 x 128 top-1. h=2 -> 40 x 48 top-2, h=3 -> 96 x 32 top-3 (docs/MATCHING.md rule at d=48).
     assert by_heads[2] == (40, 48, 2) and by_heads[3] == (96, 32, 3)
     assert all(abs(p.flops_mismatch_pct) < 1 for p in expand(spec))
 
