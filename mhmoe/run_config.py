@@ -25,6 +25,7 @@ from mhmoe.configbase import (
     from_dict,
     nested_from_dotted,
     to_dict,
+    unknown_key,
     valid_keys,
 )
 from mhmoe.data.config import DataConfig
@@ -214,9 +215,9 @@ def _reject_unknown_nested(nested: dict[str, Any], prefix: str = "") -> None:
         if isinstance(value, dict) and full in sections:
             for sub in value:
                 if f"{full}.{sub}" not in keys:
-                    raise ConfigError(f"unknown config key {full + '.' + sub!r}; valid keys: {sorted(keys)}")
+                    raise ConfigError(unknown_key(f"{full}.{sub}", keys))
         elif full not in keys:
-            raise ConfigError(f"unknown config key {full!r}; valid keys: {sorted(keys)}")
+            raise ConfigError(unknown_key(full, keys))
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

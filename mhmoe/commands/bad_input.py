@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import re
 import sys
 from collections.abc import Callable
 
 from mhmoe.configbase import ConfigError
 
 EXIT_BAD_INPUT = 2
+DASHED_KEY = re.compile(r"--([a-z_]+\.[a-z_.]+)(?:=(\S*))?")
+"""``--moe.heads=2``: a dotted config key written as a flag."""
 
 # Each command imports only what it needs (``mhmoe budget`` must not import torch): an error class
 # can only have been raised if its module is loaded, so look them up there instead of importing.
@@ -69,7 +72,10 @@ class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line (argparse prints the whole usage first)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        dashed = DASHED_KEY.search(message)
+        hint = (f"; config keys take no dashes: write {dashed.group(1)}={dashed.group(2) or 'VALUE'}" if dashed
+                else f" (see {self.prog} --help)")
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}{hint}\n")
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

@@ -42,15 +42,18 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-dir", type=Path, help="write each worker's output to LOG_DIR/worker-*.log")
 
 
+SPEC_HELP = "sweep spec: a YAML path or the name of a shipped spec (smoke, paper_v2_cpu, paper_v2, ...)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="mhmoe sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="action", required=True)
 
     p = sub.add_parser("plan", help="print the resolved grid; creates nothing")
-    p.add_argument("spec")
+    p.add_argument("spec", help=SPEC_HELP)
 
     p = sub.add_parser("submit", help="create/reopen the study and enqueue missing points")
-    p.add_argument("spec")
+    p.add_argument("spec", help=SPEC_HELP)
     _add_storage(p)
     p.add_argument("--tracking-uri", help="MLflow URI the workers log to (recorded in the study)")
     p.add_argument("--retry-failed", action="store_true", help="give points whose attempts all failed a new round")
@@ -59,21 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the spec's grace period (s); at least 3 x the heartbeat interval")
 
     p = sub.add_parser("work", help="run workers that pull trials until the queue is empty")
-    p.add_argument("spec", nargs="?")
+    p.add_argument("spec", nargs="?", help=SPEC_HELP + " (or give --study)")
     p.add_argument("--study", help="study name (instead of SPEC; e.g. on a node without the spec file)")
     _add_storage(p)
     _add_worker_flags(p)
 
     p = sub.add_parser("run", help="submit + N local workers + report")
-    p.add_argument("spec")
+    p.add_argument("spec", help=SPEC_HELP)
     _add_storage(p)
     p.add_argument("--workers", type=int_at_least(1), help="CPU workers (default 1; ignored with --devices)")
     _add_worker_flags(p)
-    p.add_argument("--no-report", dest="report", action="store_false")
+    p.add_argument("--no-report", dest="report", action="store_false", help="do not run `mhmoe report` at the end")
 
     p = sub.add_parser("status", help="done / running / waiting / failed per point, trial rows, ETA")
-    p.add_argument("spec", nargs="?")
-    p.add_argument("--study")
+    p.add_argument("spec", nargs="?", help=SPEC_HELP + " (or give --study)")
+    p.add_argument("--study", help="study name (instead of SPEC)")
     _add_storage(p)
     p.add_argument("--summary", action="store_true", help="counts only, no per-trial rows")
     return parser

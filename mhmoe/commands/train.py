@@ -14,11 +14,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="mhmoe train",
         description="Train one model. Config = preset, then --config FILE, then key=value overrides.",
+        epilog="`mhmoe config [PREFIX]` lists every config key with its type, preset value and meaning.",
     )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. moe.heads=3")
     parser.add_argument("--preset", default="cpu-small", help=f"one of {sorted(PRESETS)} (default cpu-small)")
     parser.add_argument("--config", help="YAML file of config sections merged over the preset")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and budget, then exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved config (a file --config accepts; the budget as comments), then exit")
     parser.add_argument("--max-steps", type=int_at_least(1), help="shorthand for train.max_steps=N")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or SQLite in MHMOE_HOME)")
     parser.add_argument("--experiment", default="mhmoe", help="MLflow experiment name")
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-dir", type=Path, help="checkpoint folder (default: MHMOE_HOME/checkpoints/runs/<run id>)")
     parser.add_argument("--resume", metavar="RUN_ID", help="continue this MLflow run from its last checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", action="store_true", help="also print Lightning's and MLflow's own log lines")
     return parser
 
 
@@ -66,11 +69,15 @@ def main(argv: list[str]) -> int:
     check_tracking_uri(args.tracking_uri, what="--tracking-uri")
     if args.resume:
         _check_resume(args.resume, args.tracking_uri)
-    if args.dry_run:
-        print(cfg.to_yaml())
+    if args.dry_run:  # a file `--config` accepts: the resolved config, the budget as comments
+        print(cfg.to_yaml().rstrip())
         for key, value in summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len).items():
-            print(f"{key}: {value:,}")
+            print(f"# {key}: {value:,}")
         return 0
+    if not args.verbose:
+        from mhmoe.training.quiet import quiet_library_logs
+
+        quiet_library_logs()
 
     from mhmoe.training.runner import find_checkpoint_dir, train
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from mhmoe.configbase import ConfigError, _coerce
+from mhmoe.configbase import ConfigError, _coerce, unknown_key
 from mhmoe.matching import MATCH_MODES
 from mhmoe.presets import PRESETS
 from mhmoe.run_config import MAX_STEPS, RunConfig, run_config_keys
@@ -335,7 +335,7 @@ def _check_value(where: str, key: str, value: Any, types: dict[str, Any], errors
     if key in BUDGET_AXES and key in types:
         return _budget_value(f"{where}: ", key, value, errors)
     if key not in types:
-        errors.append(f"{where}: unknown key {key!r}; valid keys: {sorted(types)}")
+        errors.append(f"{where}: {unknown_key(key, types, what='key')}")
         return value
     if key == "match.mode" and value not in MATCH_MODES:
         errors.append(f"{where}: match.mode={value!r} is not allowed; choose one of {list(MATCH_MODES)}")

@@ -15,14 +15,12 @@ worker whose trial was reaped and re-queued stops within one heartbeat and write
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import signal
 import sys
 import time
 import traceback
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -309,10 +307,9 @@ def preload() -> None:
     import mhmoe.training.lit_module  # noqa: F401
     import mhmoe.training.runner  # noqa: F401
 
-    # One line per trial from us; Lightning's per-fit banners (GPU available, tips) are noise here.
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    from mhmoe.training.quiet import quiet_library_logs
+
+    quiet_library_logs()  # one line per trial from us; Lightning's per-fit banners are noise here
 
 
 def _stop(signum: int, frame: Any) -> None:

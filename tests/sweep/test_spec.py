@@ -94,7 +94,7 @@ def test_plan_prints_one_row_per_trial(tmp_path: Path, capsys: pytest.CaptureFix
 
 INVALID = {
     "unknown_spec_key": ({"gird": {"seed": [0]}}, "unknown spec key 'gird'"),
-    "unknown_config_key": ({"groups": {"x": {"moe.head": 2}}}, "unknown key 'moe.head'; valid keys:"),
+    "unknown_config_key": ({"groups": {"x": {"moe.head": 2}}}, "unknown key 'moe.head'; did you mean 'moe.heads'"),
     "heads_not_dividing": ({"groups": {"x": {"model.ffn": "mhmoe", "moe.heads": 5}}},
                            "moe.heads=5 does not divide model.d_model=48"),
     "top_k_above_experts": ({"match": "none", "groups": {"x": {"moe.top_k": 9}}},
