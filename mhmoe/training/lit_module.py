@@ -17,6 +17,7 @@ from mhmoe.checkpoint import DIGEST_KEY, state_digest
 from mhmoe.model import Transformer
 from mhmoe.run_config import RunConfig
 from mhmoe.tracking.names import divergence_artifact, load_artifact, val_metric
+from mhmoe.training.accumulate import StepMeans
 from mhmoe.training.optim import build_optimizer
 from mhmoe.training.telemetry import LoadAccumulator, routing_metrics
 
@@ -51,6 +52,7 @@ class LitLM(pl.LightningModule):
         self.last_val_metrics: dict[str, float] = {}
         self._val_sums: dict[int, list[float]] = {}
         self._val_load = LoadAccumulator()
+        self._step_means = StepMeans(config.train.accumulate_grad_batches)
 
     # ---- training -----------------------------------------------------------------------------
 
@@ -62,7 +64,10 @@ class LitLM(pl.LightningModule):
         out = self.net(inputs)
         ce = F.cross_entropy(out.logits.flatten(0, 1).float(), targets.flatten())
         loss = ce + out.aux_loss
-        self._log_train(ce, out)
+        if self._step_means.accumulate == 1:
+            self._log_train(ce, out)
+        elif (step_means := self._step_means.add(ce, out)) is not None:
+            self._log_train(*step_means)
         return loss
 
     def _log_train(self, ce: torch.Tensor, out: Any) -> None:
@@ -132,7 +137,7 @@ class LitLM(pl.LightningModule):
         train = self.config.train
         metrics = {"val/tokens": float(step * train.batch_size * train.seq_len)}
         for i, name in enumerate(self.val_names):
-            total, count = self._val_sums[i]
+            total, count = self._reduced_val_sums(i)
             if count:
                 loss = float(total) / count
                 metrics[val_metric(name, "loss")] = loss
@@ -145,7 +150,18 @@ class LitLM(pl.LightningModule):
             self.logger.log_metrics(metrics, step=step)
             self._log_load_matrices(step)
 
+    def _reduced_val_sums(self, index: int) -> tuple[float, int]:
+        """(summed token NLL, token count) of validation set ``index`` over all data-parallel ranks."""
+        total, count = self._val_sums[index]
+        if self.trainer.world_size == 1:
+            return float(total), int(count)
+        sums = torch.tensor([float(total), float(count)], dtype=torch.float64, device=self.device)
+        total, count = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
+        return total, int(count)
+
     def _log_load_matrices(self, step: int) -> None:
+        if self.trainer.world_size > 1:
+            self._val_load.reduce(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
         load, divergence = self._val_load.matrices()
         if load.size == 0:
             return

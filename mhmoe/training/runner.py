@@ -66,6 +66,21 @@ def resolve_accelerator(config: RunConfig) -> str:
     return "gpu" if acc == "cuda" else acc
 
 
+def parallel_trainer_kwargs(cfg: RunConfig) -> dict:
+    """Trainer arguments for devices, ranks and micro-batches.
+
+    The data module shards every optimizer batch over ranks itself (no DistributedSampler) and
+    serves micro-batches, so Lightning's batch counts (validation interval) are in micro-batches.
+    """
+    train = cfg.train
+    strategy = train.strategy
+    if strategy == "auto" and train.world_size > 1:
+        strategy = "ddp"
+    return {"devices": train.devices, "num_nodes": train.num_nodes, "strategy": strategy,
+            "accumulate_grad_batches": train.accumulate_grad_batches, "use_distributed_sampler": False,
+            "val_check_interval": train.val_every * train.accumulate_grad_batches}
+
+
 def new_run_dir() -> Path:
     return home_subdir("checkpoints", "runs")
 
@@ -106,13 +121,14 @@ def train(
     precision = resolve_precision(cfg, accelerator)
 
     datamodule = MHMoEDataModule(cfg.data, seq_len=cfg.train.seq_len, batch_size=cfg.train.batch_size,
-                                 seed=cfg.seed, max_steps=cfg.train.max_steps)
+                                 seed=cfg.seed, max_steps=cfg.train.max_steps,
+                                 micro_batch_size=cfg.train.micro_batch)
     datamodule.prepare_data()
     # The tokenizer decides the vocabulary; the logged config records the size actually built.
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=datamodule.vocab_size))
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    net = build_model(cfg.model, cfg.moe, cfg.quant)
+    net = build_model(cfg.model, cfg.moe, cfg.quant, activation_checkpointing=cfg.train.activation_checkpointing)
     if cfg.train.compile:
         # Module.compile keeps parameter names (no ``_orig_mod.``), so checkpoints stay loadable.
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home_subdir("inductor")))
@@ -157,8 +173,8 @@ def train(
                                     save_top_k=0, every_n_train_steps=every, save_on_train_epoch_end=False)
     callbacks = [checkpoint_cb] + ([PauseAt(stop_after, last)] if stop_after else [])
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=1, precision=precision, max_steps=cfg.train.max_steps,
-        val_check_interval=cfg.train.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        accelerator=accelerator, precision=precision, max_steps=cfg.train.max_steps,
+        **parallel_trainer_kwargs(cfg), check_val_every_n_epoch=None, num_sanity_val_steps=0,
         gradient_clip_val=cfg.optim.grad_clip or None, logger=logger, callbacks=callbacks,
         plugins=[AtomicCheckpointIO()], enable_progress_bar=progress, enable_model_summary=False,
         log_every_n_steps=cfg.train.log_every, default_root_dir=str(checkpoint_dir), deterministic=False,
