@@ -42,6 +42,16 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-dir", type=Path, help="write each worker's output to LOG_DIR/worker-*.log")
 
 
+def _add_throughput_flags(parser: argparse.ArgumentParser) -> None:
+    from mhmoe.commands.throughput import add_throughput_flags
+
+    add_throughput_flags(parser)
+
+
+def _throughput(args: argparse.Namespace) -> dict:
+    return {"gpu_tflops": args.gpu_tflops, "mfu": args.mfu, "tokens_per_s": args.tokens_per_s}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mhmoe sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="print the resolved grid; creates nothing")
     p.add_argument("spec")
+    _add_throughput_flags(p)
 
     p = sub.add_parser("submit", help="create/reopen the study and enqueue missing points")
     p.add_argument("spec")
@@ -106,6 +117,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(format_table(plan_rows(the_plan.points), PLAN_COLUMNS))
     for warning in the_plan.warnings:
         print(f"warning: {warning}")
+    from mhmoe.memory import sweep_preflight_lines
+
+    print("\n".join(sweep_preflight_lines(spec.name, [(p.label, p.config) for p in the_plan.points],
+                                          **_throughput(args))))
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mhmoe.commands.throughput import add_throughput_flags
 from mhmoe.configbase import ConfigError
 from mhmoe.presets import PRESETS
 
@@ -26,12 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-dir", type=Path, help="checkpoint folder (default: MHMOE_HOME/checkpoints/runs/<run id>)")
     parser.add_argument("--resume", metavar="RUN_ID", help="continue this MLflow run from its last checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_throughput_flags(parser)
     return parser
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_intermixed_args(argv)
     from mhmoe.budget import summary
+    from mhmoe.memory import check_cuda_memory, estimate_compute, planned_precision, preflight_lines
     from mhmoe.run_config import parse_overrides, resolve_run_config
 
     try:
@@ -39,6 +42,7 @@ def main(argv: list[str]) -> int:
         if args.max_steps is not None:
             overrides["train.max_steps"] = args.max_steps
         cfg = resolve_run_config(args.preset, args.config, overrides)
+        check_cuda_memory(cfg)
     except ConfigError as err:
         print(f"mhmoe train: {err}", file=sys.stderr)
         return 2
@@ -46,6 +50,8 @@ def main(argv: list[str]) -> int:
         print(cfg.to_yaml())
         for key, value in summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len).items():
             print(f"{key}: {value:,}")
+        compute = estimate_compute(cfg, gpu_tflops=args.gpu_tflops, mfu=args.mfu, tokens_per_s=args.tokens_per_s)
+        print("\n".join(preflight_lines(cfg, planned_precision(cfg), compute)))
         return 0
 
     from mhmoe.training.runner import find_checkpoint_dir, train

@@ -16,6 +16,7 @@ import torch
 
 from mhmoe.budget import summary, train_flops_per_token
 from mhmoe.home import artifact_root_for, default_tracking_uri, home_subdir
+from mhmoe.memory import check_cuda_memory
 from mhmoe.model import build_model
 from mhmoe.run_config import RunConfig
 from mhmoe.tracking.provenance import command_line
@@ -119,6 +120,7 @@ def train(
     tracking_uri = tracking_uri or default_tracking_uri()
     accelerator = resolve_accelerator(cfg)
     precision = resolve_precision(cfg, accelerator)
+    check_cuda_memory(cfg)  # before anything is created: one line naming a micro_batch_size that fits
 
     datamodule = MHMoEDataModule(cfg.data, seq_len=cfg.train.seq_len, batch_size=cfg.train.batch_size,
                                  seed=cfg.seed, max_steps=cfg.train.max_steps,
