@@ -33,13 +33,16 @@ class StepMeans:
         self._count = 0
         self._sums: torch.Tensor | None = None
 
-    def add(self, ce: torch.Tensor, out) -> tuple[torch.Tensor, StepLosses] | None:  # noqa: ANN001 - ModelOutput
-        """Add one micro-batch; returns (mean ce, mean aux losses) when it completes the step."""
+    def add(self, ce: torch.Tensor, out, over_ranks=None) -> tuple[torch.Tensor, StepLosses] | None:  # noqa: ANN001
+        """Add one micro-batch (``out``: its ModelOutput); when it completes the step, returns the mean
+        ce and aux losses, averaged over data-parallel ranks by ``over_ranks`` (a collective: every
+        rank completes its steps in lockstep)."""
         losses = torch.stack([ce.detach().float(), out.lb_loss.detach().float(), out.z_loss.detach().float()])
         self._sums = losses if self._sums is None else self._sums + losses
         self._count += 1
         if self._count < self.accumulate:
             return None
-        ce_mean, lb_mean, z_mean = self._sums / self.accumulate
+        means = self._sums / self.accumulate
+        ce_mean, lb_mean, z_mean = over_ranks(means) if over_ranks is not None else means
         self._count, self._sums = 0, None
         return ce_mean, StepLosses(lb_loss=lb_mean, z_loss=z_mean, routing=out.routing)

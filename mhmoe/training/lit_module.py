@@ -64,9 +64,9 @@ class LitLM(pl.LightningModule):
         out = self.net(inputs)
         ce = F.cross_entropy(out.logits.flatten(0, 1).float(), targets.flatten())
         loss = ce + out.aux_loss
-        if self._step_means.accumulate == 1:
+        if self._step_means.accumulate == 1 and self.trainer.world_size == 1:
             self._log_train(ce, out)
-        elif (step_means := self._step_means.add(ce, out)) is not None:
+        elif (step_means := self._step_means.add(ce, out, self._mean_over_ranks)) is not None:
             self._log_train(*step_means)
         return loss
 
@@ -149,6 +149,12 @@ class LitLM(pl.LightningModule):
         if self.logger is not None:
             self.logger.log_metrics(metrics, step=step)
             self._log_load_matrices(step)
+
+    def _mean_over_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        """Step-mean losses averaged over data-parallel ranks (the whole optimizer batch's mean)."""
+        if self.trainer.world_size == 1:
+            return values
+        return self.trainer.strategy.reduce(values, reduce_op="mean")
 
     def _reduced_val_sums(self, index: int) -> tuple[float, int]:
         """(summed token NLL, token count) of validation set ``index`` over all data-parallel ranks."""

@@ -20,6 +20,7 @@ from mhmoe.memory import check_cuda_memory
 from mhmoe.model import build_model
 from mhmoe.run_config import RunConfig
 from mhmoe.tracking.provenance import command_line
+from mhmoe.training import ranks
 from mhmoe.tracking.names import (
     CONFIG_ARTIFACT,
     ROLE_TRAIN,
@@ -82,6 +83,16 @@ def parallel_trainer_kwargs(cfg: RunConfig) -> dict:
             "val_check_interval": train.val_every * train.accumulate_grad_batches}
 
 
+def cluster_plugins(cfg: RunConfig) -> list:
+    """In our own rank processes (not srun/torchrun tasks), Lightning launches the ranks itself even
+    inside a SLURM allocation: its SLURM detection would otherwise expect one task per rank."""
+    if cfg.train.world_size == 1 or os.environ.get(ranks.IN_RANKS_ENV) != "1":
+        return []
+    from lightning.fabric.plugins.environments import LightningEnvironment
+
+    return [LightningEnvironment()]
+
+
 def new_run_dir() -> Path:
     return home_subdir("checkpoints", "runs")
 
@@ -115,9 +126,17 @@ def train(
     from mhmoe.training.peak import measure_peak_flops
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    tracking_uri = tracking_uri or default_tracking_uri()
+    if cfg.train.world_size > 1 and not ranks.launched_as_rank():
+        return ranks.train_in_rank_processes(
+            cfg, tracking_uri=tracking_uri, experiment_name=experiment_name, run_name=run_name, tags=tags,
+            parent_run_id=parent_run_id, run_id=run_id, checkpoint_dir=checkpoint_dir, resume=resume,
+            progress=progress, stop_after=stop_after)
+    rank = ranks.global_rank()
+    if rank > 0:
+        run_id, checkpoint_dir = ranks.inherited_run(run_id, checkpoint_dir)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    tracking_uri = tracking_uri or default_tracking_uri()
     accelerator = resolve_accelerator(cfg)
     precision = resolve_precision(cfg, accelerator)
     check_cuda_memory(cfg)  # before anything is created: one line naming a micro_batch_size that fits
@@ -159,9 +178,10 @@ def train(
 
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else new_run_dir() / run_id
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    ranks.share_with_ranks(run_id, checkpoint_dir)
     last = checkpoint_dir / LAST
     ckpt_path = str(last) if resume and last.is_file() else None
-    if not ckpt_path:
+    if not ckpt_path and rank == 0:
         params = {**cfg.flat(), **summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len),
                   "perf.peak_flops": peak, "train.precision_resolved": precision}
         # A retry that died before its first checkpoint reuses its run: MLflow refuses to change a
@@ -178,7 +198,7 @@ def train(
         accelerator=accelerator, precision=precision, max_steps=cfg.train.max_steps,
         **parallel_trainer_kwargs(cfg), check_val_every_n_epoch=None, num_sanity_val_steps=0,
         gradient_clip_val=cfg.optim.grad_clip or None, logger=logger, callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()], enable_progress_bar=progress, enable_model_summary=False,
+        plugins=[AtomicCheckpointIO(), *cluster_plugins(cfg)], enable_progress_bar=progress, enable_model_summary=False,
         log_every_n_steps=cfg.train.log_every, default_root_dir=str(checkpoint_dir), deterministic=False,
     )
     try:
