@@ -30,6 +30,9 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--devices", help="comma-separated GPU ids: one worker per GPU (e.g. 0,1,2,3)")
     where.add_argument("--cpu-workers", type=int, help="CPU workers sharing the cores (default 1)")
+    parser.add_argument("--devices-per-trial", type=int, default=1,
+                        help="devices each worker holds (GPU ids grouped in order: 0,1 and 2,3 for 2); "
+                             "a worker leaves trials needing more train.devices queued")
     parser.add_argument("--max-trials", type=int, help="trials per worker before it exits")
     parser.add_argument("--tracking-uri", help="MLflow URI (default: the one recorded at submit)")
     parser.add_argument("--checkpoint-root", type=Path,
@@ -160,7 +163,7 @@ def _slots(args: argparse.Namespace, default_workers: int | None = None):
     from mhmoe.sweep.launch import worker_slots
 
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
-    return worker_slots(devices, args.cpu_workers or default_workers)
+    return worker_slots(devices, args.cpu_workers or default_workers, args.devices_per_trial)
 
 
 def _study_target(args: argparse.Namespace) -> tuple[str, str]:

@@ -18,6 +18,7 @@ import socket
 import threading
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,15 +187,19 @@ class SweepQueue:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(self.study)
 
-    def claim(self, worker: str | None = None) -> FrozenTrial | None:
+    def claim(self, worker: str | None = None, accepts: Callable[[FrozenTrial], bool] | None = None
+              ) -> FrozenTrial | None:
         """Atomically move a WAITING trial to RUNNING and return it (None when none waits).
 
         Re-queued attempts go first (they usually resume a checkpoint), then submission order.
+        ``accepts`` filters what this worker can run (others stay WAITING for another worker).
         """
         self.reap()
         with self.lock():
             waiting = self.trials((TrialState.WAITING,))
             for trial in sorted(waiting, key=lambda t: (t.user_attrs.get("attempt", 1) == 1, t.number)):
+                if accepts is not None and not accepts(trial):
+                    continue
                 if not self.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
                     continue  # taken by a worker outside our lock (e.g. a plain study.optimize)
                 if self.storage.heartbeat_interval is not None:

@@ -29,6 +29,7 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from mhmoe.sweep import tracking
+from mhmoe.sweep.devices import DeviceFit
 from mhmoe.sweep.queue import Heartbeat, SweepQueue, worker_id
 
 
@@ -60,6 +61,8 @@ class WorkerOptions:
     """Override the sweep's heartbeat interval (seconds)."""
     grace_period: int | None = None
     """Override the sweep's grace period (seconds)."""
+    devices: int = 1
+    """Devices this worker holds (its CUDA_VISIBLE_DEVICES); it leaves trials needing more queued."""
 
 
 def _log(message: str) -> None:
@@ -239,10 +242,11 @@ def run_worker(options: WorkerOptions) -> int:
     queue = open_queue(options)
     ensure_parent_run(queue, options)
     done = 0
+    fits = DeviceFit(options.devices, _log)
     while options.max_trials is None or done < options.max_trials:
-        trial = queue.claim()
+        trial = queue.claim(accepts=fits)
         if trial is None:
-            waiting, running = queue.pending()
+            waiting, running = fits.waiting(queue), queue.pending()[1]
             if waiting == 0 and (running == 0 or not options.linger):
                 break
             time.sleep(options.poll_s)
@@ -311,6 +315,7 @@ def parse_args(argv: list[str]) -> WorkerOptions:
     parser.add_argument("--poll", dest="poll_s", type=float, default=5.0)
     parser.add_argument("--heartbeat-interval", type=int)
     parser.add_argument("--grace-period", type=int)
+    parser.add_argument("--devices", type=int, default=1)
     return WorkerOptions(**vars(parser.parse_args(argv)))
 
 
