@@ -107,7 +107,8 @@ class LitLM(pl.LightningModule):
             self._interval_start = time.perf_counter()
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer, scheduler = build_optimizer(self.net, self.config.optim, self.config.train.max_steps)
+        mixed = str(self.trainer.precision).endswith("-mixed")
+        optimizer, scheduler = build_optimizer(self.net, self.config.optim, self.config.train.max_steps, fused=not mixed)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

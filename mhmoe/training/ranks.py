@@ -42,8 +42,11 @@ def global_rank() -> int:
     return int(getattr(rank_zero_only, "rank", 0) or 0)
 
 
-def share_with_ranks(run_id: str, checkpoint_dir: Path) -> None:
-    """Rank 0: the run and folder the ranks Lightning starts next will inherit."""
+def share_with_ranks(run_id: str | None, checkpoint_dir: Path) -> None:
+    """Rank 0: the run and folder the ranks Lightning starts next will inherit (None off rank 0
+    under an external launcher, whose ranks share nothing but ``--checkpoint-dir``)."""
+    if run_id is None:
+        return
     os.environ[RUN_ID_ENV] = run_id
     os.environ[CHECKPOINT_DIR_ENV] = str(checkpoint_dir)
 
