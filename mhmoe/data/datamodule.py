@@ -23,7 +23,7 @@ that ended before the epoch ended ... not resumable"): here it is harmless.
 
 Validation: consecutive non-overlapping windows from the start of each set (evenly strided when capped
 by ``val_max_windows``), identical for every run; one loader per set in ``val_names`` order, batches
-of M windows, rank w taking batches w, w + W, ... (the token sums are reduced over ranks).
+of M windows, rank w taking windows w, w + W, ... (the token sums are reduced over ranks).
 """
 
 from __future__ import annotations
@@ -104,18 +104,14 @@ class ResumeSampler(Sampler[int]):
 class ValBatches(Dataset):
     """Item k is the k-th batch of fixed validation windows."""
 
-    def __init__(self, stream: np.ndarray, starts: np.ndarray, *, seq_len: int, batch_size: int,
-                 world_size: int = 1, rank: int = 0) -> None:
+    def __init__(self, stream: np.ndarray, starts: np.ndarray, *, seq_len: int, batch_size: int) -> None:
         self.stream, self.starts, self.seq_len, self.batch_size = stream, starts, seq_len, batch_size
-        self.world_size, self.rank = world_size, rank
 
     def __len__(self) -> int:
-        batches = -(-len(self.starts) // self.batch_size)
-        return len(range(self.rank, batches, self.world_size))
+        return -(-len(self.starts) // self.batch_size)
 
     def __getitem__(self, k: int) -> Batch:
-        first = (k * self.world_size + self.rank) * self.batch_size
-        return _windows(self.stream, self.starts[first : first + self.batch_size], self.seq_len)
+        return _windows(self.stream, self.starts[k * self.batch_size : (k + 1) * self.batch_size], self.seq_len)
 
 
 class MHMoEDataModule(LightningDataModule):
@@ -240,7 +236,10 @@ class MHMoEDataModule(LightningDataModule):
         for name in self.val_names:
             stream = self.val_streams[name]
             starts = val_window_starts(len(stream), self.seq_len, self.val_max_windows)
-            batches = ValBatches(stream, starts, seq_len=self.seq_len, batch_size=micro, world_size=world, rank=rank)
+            if len(starts) < world:  # Lightning refuses a rank without a validation batch
+                raise DataError(f"validation set {name!r} has {len(starts)} windows, fewer than the {world} "
+                                "data-parallel ranks; raise data.val_max_windows or use a longer set")
+            batches = ValBatches(stream, starts[rank::world], seq_len=self.seq_len, batch_size=micro)
             loaders.append(DataLoader(batches, batch_size=None, shuffle=False, num_workers=0))
         return loaders
 
