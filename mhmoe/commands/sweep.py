@@ -193,6 +193,7 @@ def cmd_work(args: argparse.Namespace) -> int:
     from mhmoe.sweep.launch import run_workers
     from mhmoe.sweep.queue import SweepQueue
 
+    slots = _slots(args)  # bad device flags fail before any store is opened
     url, name = _study_target(args)
     if not _require_study(url, name):
         return 1
@@ -202,20 +203,21 @@ def cmd_work(args: argparse.Namespace) -> int:
     if pending == (0, 0):
         print(f"sweep {name}: nothing waiting or running; `mhmoe sweep status` shows the results")
         return 0
-    return run_workers(_worker_options(args, url, name), _slots(args), log_dir=args.log_dir)
+    return run_workers(_worker_options(args, url, name), slots, log_dir=args.log_dir)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mhmoe.sweep.launch import run_workers
     from mhmoe.sweep.status import format_status, sweep_status
 
+    slots = _slots(args, args.workers)  # bad device flags fail before the study is created
     spec, the_plan = _load(args.spec)
     url, queue = _submit(args, spec, list(the_plan.points))
     pending = queue.pending()
     queue.close()
     code = 0
     if pending != (0, 0):
-        code = run_workers(_worker_options(args, url, spec.name), _slots(args, args.workers), log_dir=args.log_dir)
+        code = run_workers(_worker_options(args, url, spec.name), slots, log_dir=args.log_dir)
     status = sweep_status(queue)
     print(format_status(spec.name, status, show_rows=False))
     if args.report:
