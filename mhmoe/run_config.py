@@ -133,6 +133,9 @@ def _check_parallel_layout(train: TrainConfig) -> None:
     check_positive("train.devices", train.devices)
     check_positive("train.num_nodes", train.num_nodes)
     check_choice("train.strategy", train.strategy, ("auto", "ddp", "fsdp"))
+    check(train.strategy != "fsdp" or train.accelerator in ("gpu", "cuda", "auto"),
+          f"train.strategy=fsdp needs GPUs; with train.accelerator={train.accelerator!r} choose train.strategy "
+          "from ['auto', 'ddp']")
     world = train.devices * train.num_nodes
     check(train.batch_size % world == 0,
           f"train.batch_size={train.batch_size} must be divisible by train.devices x train.num_nodes={world}")

@@ -82,6 +82,18 @@ def train_in_rank_processes(cfg, **kwargs: Any):  # noqa: ANN001, ANN201 - RunCo
                        start_step=data["start_step"], final_step=data["final_step"])
 
 
+def _share_cores(cfg) -> None:  # noqa: ANN001 - RunConfig
+    """CPU ranks without ``train.num_threads`` split this machine's cores (else each takes all)."""
+    import torch
+
+    from mhmoe.training.runner import resolve_accelerator
+
+    if cfg.train.num_threads or resolve_accelerator(cfg) != "cpu":
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // cfg.train.devices))
+
+
 def main(argv: list[str]) -> int:
     from mhmoe.run_config import RunConfig
     from mhmoe.training.runner import train
@@ -90,7 +102,9 @@ def main(argv: list[str]) -> int:
     kwargs = dict(request["kwargs"])
     if kwargs.get("checkpoint_dir"):
         kwargs["checkpoint_dir"] = Path(kwargs["checkpoint_dir"])
-    result = train(RunConfig.from_dict(request["config"]), **kwargs)
+    cfg = RunConfig.from_dict(request["config"])
+    _share_cores(cfg)
+    result = train(cfg, **kwargs)
     if global_rank() == 0:
         Path(request["result"]).write_text(json.dumps({
             "run_id": result.run_id, "checkpoint_path": str(result.checkpoint_path), "metrics": result.metrics,

@@ -98,6 +98,8 @@ def test_micro_batch_size_must_divide_the_batch() -> None:
     cfg = resolve_run_config("debug", None, {"train.micro_batch_size": 2, "train.devices": 2})
     assert (cfg.train.micro_batch, cfg.train.accumulate_grad_batches) == (2, 2)
     assert resolve_run_config("debug").train.accumulate_grad_batches == 1
+    with pytest.raises(ConfigError, match=r"train.strategy=fsdp needs GPUs"):
+        resolve_run_config("debug", None, {"train.strategy": "fsdp", "train.accelerator": "cpu"})
 
 
 def _history(client: mlflow.MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
