@@ -20,7 +20,6 @@ from mhmoe.memory import check_cuda_memory
 from mhmoe.model import build_model
 from mhmoe.run_config import RunConfig
 from mhmoe.tracking.provenance import command_line
-from mhmoe.training import ranks
 from mhmoe.tracking.names import (
     CONFIG_ARTIFACT,
     ROLE_TRAIN,
@@ -31,6 +30,7 @@ from mhmoe.tracking.names import (
     TAG_SEED,
     TAG_VARIANT,
 )
+from mhmoe.training import ranks
 
 LAST = "last.ckpt"
 FINAL = "final.ckpt"
