@@ -231,16 +231,23 @@ def check_fits_device(cfg: RunConfig, precision: str, free_bytes: float) -> None
 
 
 def check_cuda_memory(cfg: RunConfig) -> None:
-    """When the run will train on CUDA, :func:`check_fits_device` against the free memory of the
-    current device (``torch.cuda.mem_get_info``); on CPU, nothing."""
+    """When the run will train on CUDA, :func:`check_fits_device` against the free memory of this
+    rank's device (``torch.cuda.mem_get_info``); on CPU, nothing. A multi-device run is checked in
+    its rank processes, not by the caller, which would otherwise hold a CUDA context on device 0
+    for the whole run."""
+    import os
+
     import torch
 
+    from mhmoe.training.ranks import launched_as_rank
     from mhmoe.training.runner import resolve_accelerator, resolve_precision
 
     accelerator = resolve_accelerator(cfg)
     if accelerator != "gpu" or not torch.cuda.is_available():
         return
-    free, _total = torch.cuda.mem_get_info()
+    if cfg.train.world_size > 1 and not launched_as_rank():
+        return
+    free, _total = torch.cuda.mem_get_info(int(os.environ.get("LOCAL_RANK", "0")))
     check_fits_device(cfg, resolve_precision(cfg, accelerator), free)
 
 

@@ -42,7 +42,8 @@ def main(argv: list[str]) -> int:
         if args.max_steps is not None:
             overrides["train.max_steps"] = args.max_steps
         cfg = resolve_run_config(args.preset, args.config, overrides)
-        check_cuda_memory(cfg)
+        if not args.dry_run:  # the dry run prints the estimate instead
+            check_cuda_memory(cfg)
     except ConfigError as err:
         print(f"mhmoe train: {err}", file=sys.stderr)
         return 2
