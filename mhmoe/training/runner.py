@@ -154,7 +154,9 @@ def train(
         # Module.compile keeps parameter names (no ``_orig_mod.``), so checkpoints stay loadable.
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home_subdir("inductor")))
         net.compile()
-    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    # This rank's GPU: Lightning selects it only later, and a rank >= 1 must not touch device 0.
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if accelerator == "gpu" else torch.device("cpu")
     dtype = torch.bfloat16 if "bf16" in precision else (torch.float16 if precision.startswith("16") else torch.float32)
     peak = cfg.train.peak_flops or measure_peak_flops(device, dtype)
     flops_per_token = train_flops_per_token(cfg.model, cfg.moe, seq_len=cfg.train.seq_len)
