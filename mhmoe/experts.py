@@ -30,6 +30,16 @@ def grouped_mm_supported(d_in: int, d_ff: int, dtype: torch.dtype = torch.float3
 
 
 @torch.compiler.disable
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The autocast dtype when autocast is on, else ``x``'s: autocast does not cover grouped_mm or
+    the per-expert matmuls on stacked weights, and an SMoE's experts (no head projection) would
+    otherwise get the fp32 output of the RMSNorm and run in fp32 under bf16-mixed."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
 def grouped_mm(x_AD: torch.Tensor, w_EDF: torch.Tensor, offs_E: torch.Tensor) -> torch.Tensor:
     """``F.grouped_mm`` kept out of torch.compile graphs: its fake-tensor rule (torch 2.13) only
     accepts bf16, so tracing an fp32 model would fail; eager runs it in any dtype."""
@@ -88,6 +98,7 @@ class GroupedExperts(nn.Module):
 
     def forward(self, x_AD: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
         """x_AD sorted by expert, counts_E rows per expert -> y_AD in the same order."""
+        x_AD = x_AD.to(compute_dtype(x_AD))
         w1, w3, w2 = (w.to(x_AD.dtype) for w in self._weights())
         x_AD = self._rows_in(x_AD, counts_E)
         if self.use_grouped_mm(x_AD.dtype):

@@ -85,7 +85,7 @@ class TrainConfig:
     max_steps: int = 1000
     """Optimizer steps (one batch each)."""
     batch_size: int = 16
-    """Sequences per step."""
+    """Sequences per optimizer step, summed over devices and micro-batches."""
     seq_len: int = 256
     """Tokens per training sequence (<= model.max_seq_len)."""
     val_every: int = 250
@@ -106,6 +106,17 @@ class TrainConfig:
     """torch.compile the model."""
     peak_flops: float = 0.0
     """Device peak FLOP/s for MFU; 0 = measure an fp32/bf16 matmul at start-up."""
+    micro_batch_size: int = 0
+    """Sequences per forward/backward on one device; batch_size is accumulated over
+    batch_size / (micro_batch_size x devices x num_nodes) micro-batches. 0 = no accumulation."""
+    activation_checkpointing: bool = False
+    """Recompute each transformer block in backward (less activation memory, ~1/3 more compute)."""
+    devices: int = 1
+    """Devices per node for data parallel training (Lightning ``devices``)."""
+    num_nodes: int = 1
+    """Nodes for data parallel training (Lightning ``num_nodes``)."""
+    strategy: str = "auto"
+    """Lightning strategy: auto (ddp when devices x num_nodes > 1), ddp, fsdp."""
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "seq_len", "val_every", "log_every", "routing_every"):
@@ -117,6 +128,40 @@ class TrainConfig:
         check_choice("train.accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda"))
         check_positive("train.num_threads", self.num_threads, allow_zero=True)
         check_positive("train.peak_flops", self.peak_flops, allow_zero=True)
+        _check_parallel_layout(self)
+
+    @property
+    def world_size(self) -> int:
+        """Data-parallel ranks: devices x num_nodes."""
+        return self.devices * self.num_nodes
+
+    @property
+    def micro_batch(self) -> int:
+        """Sequences per forward/backward on one rank (micro_batch_size, 0 resolved)."""
+        return self.micro_batch_size or self.batch_size // self.world_size
+
+    @property
+    def accumulate_grad_batches(self) -> int:
+        """Micro-batches each rank accumulates per optimizer step."""
+        return self.batch_size // (self.micro_batch * self.world_size)
+
+
+def _check_parallel_layout(train: TrainConfig) -> None:
+    """batch_size must split evenly into ranks x micro-batches (the data order depends on it)."""
+    check_positive("train.micro_batch_size", train.micro_batch_size, allow_zero=True)
+    check_positive("train.devices", train.devices)
+    check_positive("train.num_nodes", train.num_nodes)
+    check_choice("train.strategy", train.strategy, ("auto", "ddp", "fsdp"))
+    check(train.strategy != "fsdp" or train.accelerator in ("gpu", "cuda", "auto"),
+          f"train.strategy=fsdp needs GPUs; with train.accelerator={train.accelerator!r} choose train.strategy "
+          "from ['auto', 'ddp']")
+    world = train.devices * train.num_nodes
+    check(train.batch_size % world == 0,
+          f"train.batch_size={train.batch_size} must be divisible by train.devices x train.num_nodes={world}")
+    micro = train.micro_batch_size or train.batch_size // world
+    check(train.batch_size % (micro * world) == 0,
+          f"train.micro_batch_size={micro} x devices x num_nodes={world} must divide "
+          f"train.batch_size={train.batch_size}; choose a micro_batch_size that divides {train.batch_size // world}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,6 +29,9 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--devices", help="comma-separated GPU ids: one worker per GPU (e.g. 0,1,2,3)")
     where.add_argument("--cpu-workers", type=int_at_least(1), help="CPU workers sharing the cores (default 1)")
+    parser.add_argument("--devices-per-trial", type=int_at_least(1), default=1,
+                        help="devices each worker holds (GPU ids grouped in order: 0,1 and 2,3 for 2); "
+                             "a worker leaves trials needing more train.devices queued")
     parser.add_argument("--max-trials", type=int_at_least(1), help="trials per worker before it exits")
     parser.add_argument("--tracking-uri", help="MLflow URI (default: the one recorded at submit)")
     parser.add_argument("--checkpoint-root", type=Path,
@@ -45,12 +48,23 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
 SPEC_HELP = "sweep spec: a YAML path or the name of a shipped spec (smoke, paper_v2_cpu, paper_v2, ...)"
 
 
+def _add_throughput_flags(parser: argparse.ArgumentParser) -> None:
+    from mhmoe.commands.throughput import add_throughput_flags
+
+    add_throughput_flags(parser)
+
+
+def _throughput(args: argparse.Namespace) -> dict:
+    return {"gpu_tflops": args.gpu_tflops, "mfu": args.mfu, "tokens_per_s": args.tokens_per_s}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="mhmoe sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="action", required=True)
 
     p = sub.add_parser("plan", help="print the resolved grid; creates nothing")
     p.add_argument("spec", help=SPEC_HELP)
+    _add_throughput_flags(p)
 
     p = sub.add_parser("submit", help="create/reopen the study and enqueue missing points")
     p.add_argument("spec", help=SPEC_HELP)
@@ -122,6 +136,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(format_table(plan_rows(the_plan.points), PLAN_COLUMNS))
     for warning in (*the_plan.warnings, *data_problems):
         print(f"warning: {warning}")
+    from mhmoe.memory import sweep_preflight_lines
+
+    print("\n".join(sweep_preflight_lines(spec.name, [(p.label, p.config) for p in the_plan.points],
+                                          **_throughput(args))))
     return 0
 
 
@@ -166,7 +184,7 @@ def _slots(args: argparse.Namespace, default_workers: int | None = None):
     from mhmoe.sweep.launch import worker_slots
 
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
-    return worker_slots(devices, args.cpu_workers or default_workers)
+    return worker_slots(devices, args.cpu_workers or default_workers, args.devices_per_trial)
 
 
 def _study_target(args: argparse.Namespace) -> tuple[str, str]:
@@ -200,6 +218,7 @@ def cmd_work(args: argparse.Namespace) -> int:
     from mhmoe.sweep.launch import run_workers
     from mhmoe.sweep.queue import SweepQueue
 
+    slots = _slots(args)  # bad device flags fail before any store is opened
     url, name = _study_target(args)
     check_tracking_uri(args.tracking_uri, what="--tracking-uri")
     if not _require_study(url, name):
@@ -213,20 +232,21 @@ def cmd_work(args: argparse.Namespace) -> int:
     if pending == (0, 0):
         print(f"sweep {name}: nothing waiting or running; `mhmoe sweep status` shows the results")
         return 0
-    return run_workers(_worker_options(args, url, name), _slots(args), log_dir=args.log_dir)
+    return run_workers(_worker_options(args, url, name), slots, log_dir=args.log_dir)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mhmoe.sweep.launch import run_workers
     from mhmoe.sweep.status import format_status, sweep_status
 
+    slots = _slots(args, args.workers)  # bad device flags fail before the study is created
     spec, the_plan, _ = _load(args.spec)
     url, queue = _submit(args, spec, list(the_plan.points))
     pending = queue.pending()
     queue.close()
     code = 0
     if pending != (0, 0):
-        code = run_workers(_worker_options(args, url, spec.name), _slots(args, args.workers), log_dir=args.log_dir)
+        code = run_workers(_worker_options(args, url, spec.name), slots, log_dir=args.log_dir)
     status = sweep_status(queue)
     print(format_status(spec.name, status, show_rows=False))
     if args.report:

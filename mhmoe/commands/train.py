@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from mhmoe.commands.bad_input import Parser, int_at_least, refuses_bad_input
+from mhmoe.commands.throughput import add_throughput_flags
 from mhmoe.configbase import ConfigError
 from mhmoe.presets import PRESETS
 
@@ -29,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", metavar="RUN_ID", help="continue this MLflow run from its last checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--verbose", action="store_true", help="also print Lightning's and MLflow's own log lines")
+    add_throughput_flags(parser)
     return parser
 
 
@@ -57,6 +60,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_intermixed_args(argv)
     from mhmoe.budget import summary
     from mhmoe.data.sources import check_local_paths
+    from mhmoe.memory import check_cuda_memory, estimate_compute, planned_precision, preflight_lines
     from mhmoe.run_config import parse_overrides, resolve_run_config
     from mhmoe.store_urls import check_tracking_uri
 
@@ -73,7 +77,10 @@ def main(argv: list[str]) -> int:
         print(cfg.to_yaml().rstrip())
         for key, value in summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len).items():
             print(f"# {key}: {value:,}")
+        compute = estimate_compute(cfg, gpu_tflops=args.gpu_tflops, mfu=args.mfu, tokens_per_s=args.tokens_per_s)
+        print("\n".join(f"# {line}" for line in preflight_lines(cfg, planned_precision(cfg), compute)))
         return 0
+    check_cuda_memory(cfg)  # on a GPU: refuse before anything is created if the estimate does not fit
     if not args.verbose:
         from mhmoe.training.quiet import quiet_library_logs
 

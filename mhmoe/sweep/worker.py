@@ -28,6 +28,7 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from mhmoe.sweep import tracking
+from mhmoe.sweep.devices import DeviceFit
 from mhmoe.sweep.queue import STALE_REASON, Heartbeat, SweepQueue, worker_id
 from mhmoe.tracking.names import TAG_RESTART
 from mhmoe.training.checkpoint_files import ResumePick, pick_resume_checkpoint, set_aside
@@ -62,6 +63,8 @@ class WorkerOptions:
     """Override the sweep's heartbeat interval (seconds)."""
     grace_period: int | None = None
     """Override the sweep's grace period (seconds)."""
+    devices: int = 1
+    """Devices this worker holds (its CUDA_VISIBLE_DEVICES); it leaves trials needing more queued."""
 
 
 def _log(message: str) -> None:
@@ -280,11 +283,12 @@ def run_worker(options: WorkerOptions) -> int:
     ensure_parent_run(queue, options)
     done = 0
     failed = 0
+    fits = DeviceFit(options.devices, _log)
     while options.max_trials is None or done < options.max_trials:
         close_reaped(queue, options)
-        trial = queue.claim(reap=False)
+        trial = queue.claim(accepts=fits, reap=False)
         if trial is None:
-            waiting, running = queue.pending()
+            waiting, running = fits.waiting(queue), queue.pending()[1]
             if waiting == 0 and (running == 0 or not options.linger):
                 break
             time.sleep(options.poll_s)
@@ -352,6 +356,7 @@ def parse_args(argv: list[str]) -> WorkerOptions:
     parser.add_argument("--poll", dest="poll_s", type=float, default=5.0)
     parser.add_argument("--heartbeat-interval", type=int)
     parser.add_argument("--grace-period", type=int)
+    parser.add_argument("--devices", type=int, default=1)
     return WorkerOptions(**vars(parser.parse_args(argv)))
 
 

@@ -17,6 +17,7 @@ from mhmoe.checkpoint import DIGEST_KEY, state_digest
 from mhmoe.model import Transformer
 from mhmoe.run_config import RunConfig
 from mhmoe.tracking.names import divergence_artifact, load_artifact, val_metric
+from mhmoe.training.accumulate import StepMeans
 from mhmoe.training.failures import Diverged
 from mhmoe.training.optim import build_optimizer
 from mhmoe.training.telemetry import LoadAccumulator, routing_metrics
@@ -52,6 +53,7 @@ class LitLM(pl.LightningModule):
         self.last_val_metrics: dict[str, float] = {}
         self._val_sums: dict[int, list[float]] = {}
         self._val_load = LoadAccumulator()
+        self._step_means = StepMeans(config.train.accumulate_grad_batches)
 
     # ---- training -----------------------------------------------------------------------------
 
@@ -63,7 +65,10 @@ class LitLM(pl.LightningModule):
         out = self.net(inputs)
         ce = F.cross_entropy(out.logits.flatten(0, 1).float(), targets.flatten())
         loss = ce + out.aux_loss
-        self._log_train(ce, out)
+        if self._step_means.accumulate == 1 and self.trainer.world_size == 1:
+            self._log_train(ce, out)
+        elif (step_means := self._step_means.add(ce, out, self._mean_over_ranks)) is not None:
+            self._log_train(*step_means)
         return loss
 
     def _log_train(self, ce: torch.Tensor, out: Any) -> None:
@@ -107,7 +112,8 @@ class LitLM(pl.LightningModule):
             self._interval_start = time.perf_counter()
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer, scheduler = build_optimizer(self.net, self.config.optim, self.config.train.max_steps)
+        mixed = str(self.trainer.precision).endswith("-mixed")
+        optimizer, scheduler = build_optimizer(self.net, self.config.optim, self.config.train.max_steps, fused=not mixed)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -137,7 +143,7 @@ class LitLM(pl.LightningModule):
         train = self.config.train
         metrics = {"val/tokens": float(step * train.batch_size * train.seq_len)}
         for i, name in enumerate(self.val_names):
-            total, count = self._val_sums[i]
+            total, count = self._reduced_val_sums(i)
             if count:
                 loss = float(total) / count
                 if not math.isfinite(loss):
@@ -152,7 +158,24 @@ class LitLM(pl.LightningModule):
             self.logger.log_metrics(metrics, step=step)
             self._log_load_matrices(step)
 
+    def _mean_over_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        """Step-mean losses averaged over data-parallel ranks (the whole optimizer batch's mean)."""
+        if self.trainer.world_size == 1:
+            return values
+        return self.trainer.strategy.reduce(values, reduce_op="mean")
+
+    def _reduced_val_sums(self, index: int) -> tuple[float, int]:
+        """(summed token NLL, token count) of validation set ``index`` over all data-parallel ranks."""
+        total, count = self._val_sums[index]
+        if self.trainer.world_size == 1:
+            return float(total), int(count)
+        sums = torch.tensor([float(total), float(count)], dtype=torch.float64, device=self.device)
+        total, count = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
+        return total, int(count)
+
     def _log_load_matrices(self, step: int) -> None:
+        if self.trainer.world_size > 1:
+            self._val_load.reduce(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
         load, divergence = self._val_load.matrices()
         if load.size == 0:
             return

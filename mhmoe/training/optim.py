@@ -38,10 +38,14 @@ def lr_multiplier(step: int, *, warmup_steps: int, max_steps: int, min_lr_ratio:
     return 1.0 - (1.0 - min_lr_ratio) * progress
 
 
-def build_optimizer(net: nn.Module, optim: OptimConfig, max_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    # The fused kernel (CPU and CUDA) is ~4x faster than the per-tensor loop on CPU at these sizes.
+def build_optimizer(net: nn.Module, optim: OptimConfig, max_steps: int, *, fused: bool = True
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """``fused=False`` under Lightning's mixed precision: its gradient clipping refuses an optimizer
+    that unscales gradients itself (the fused kernel), even in bf16 where nothing is scaled."""
+    # The fused kernel (CPU and CUDA) is ~4x faster than the per-tensor loop on CPU at these sizes;
+    # unfused, torch picks its multi-tensor (foreach) path on CUDA.
     optimizer = torch.optim.AdamW(
-        param_groups(net, optim.weight_decay), lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, fused=True
+        param_groups(net, optim.weight_decay), lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, fused=fused
     )
 
     def multiplier(step: int) -> float:
