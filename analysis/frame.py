@@ -25,7 +25,7 @@ PARAM = "params/"
 METRIC = "metrics/"
 TAG = "tags/"
 FINISHED = "FINISHED"
-# Paper column each of our validation-set names stands in for (PAPER.md 3.1: RedPajama, Wiki, C4).
+# Paper column each of our validation-set names stands in for (v2 section 3: RedPajama, Wiki, C4).
 PAPER_SET_ALIASES = {"redpajama": "RedPajama", "wiki": "Wiki", "wikitext": "Wiki", "wikitext2": "Wiki", "c4": "C4"}
 _VAL_PPL = re.compile(r"^metrics/val/(?P<set>[^/]+)/ppl$")
 _MISSING_TEXT = ("", "None", "none", "null", "nan", "NaN")
@@ -234,7 +234,15 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
     out["point"] = point.fillna(_point_hash(out)).astype(str) if len(out) else point
     out["label"] = _labels(out) if len(out) else out["variant"]
     out["paper_model"] = [_paper_model(f, h) for f, h in zip(out["family"], out["heads"])]
+    out["tokens"] = _training_tokens(out)
     return out
+
+
+def _training_tokens(runs: pd.DataFrame) -> pd.Series:
+    """Tokens a run was trained for (its budget): max_steps x batch_size x seq_len; NaN where not logged."""
+    cols = ("train.max_steps", "train.batch_size", "train.seq_len")
+    factors = [pd.to_numeric(_param(runs, key), errors="coerce") for key in cols]
+    return (factors[0] * factors[1] * factors[2]).astype("float64")
 
 
 def _paper_model(family: str, heads: int) -> str | None:

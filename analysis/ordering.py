@@ -1,4 +1,4 @@
-"""Ordering check: does our sweep rank the variants the way the paper does (PAPER.md section 8)?
+"""Ordering check: does our sweep rank the variants the way the paper does (v2 Tables 1-5)?
 
 A small harness cannot match the paper's absolute perplexities, only its orderings. Each
 comparison is a pair of paper rows (worse, better); we report our difference
@@ -19,7 +19,7 @@ from analysis.paper_match import FINAL_STEPS, match_points, paper_rows
 from analysis.stats import POWER, difference, per_seed, seeds_needed
 from mhmoe.tracking import names
 
-PAPER_COLUMN = "RedPajama"  # PAPER.md section 8 computes every delta on this column
+PAPER_COLUMN = "RedPajama"  # every delta is computed on this column of the paper's tables
 CHAIN_TABLES = ("T1", "T2", "T3")
 BASELINE = "SMoE"
 
@@ -47,7 +47,7 @@ def _chain_pairs(rows: pd.DataFrame, *, vs_baseline: bool) -> list[tuple[str, st
 
 
 def paper_comparisons(steps: int = FINAL_STEPS) -> pd.DataFrame:
-    """Every comparison of PAPER.md section 8 with the paper's delta (nats, RedPajama column)."""
+    """Every comparison the v2 tables make, with the paper's delta (nats, RedPajama column)."""
     out = []
     for table in CHAIN_TABLES:
         rows = paper_rows(table, steps)

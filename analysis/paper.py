@@ -1,8 +1,8 @@
-"""The MH-MoE v2 paper's published validation perplexities (PAPER.md section 4, Tables 1-5) as data.
+"""The MH-MoE v2 paper's published validation perplexities (arXiv 2411.16205, Tables 1-5) as data.
 
 One tidy row per number: table, model, steps, column, ppl, plus the attributes our runs are
 matched on (head_proj, merge_proj, shared, weight_bits). Table 4/5 do not state the step; their
-"without" rows equal Table 1 at 50k, so 50,000 is used (PAPER.md 4.4, inferred).
+"without" rows equal Table 1 at 50k, so 50,000 is used (inferred from the tables).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ TABLE_TITLES = {
 BITNET_BITS = 1.58
 FULL_BITS = 16.0
 
-# (model, steps, RedPajama, Wiki, C4), copied from PAPER.md 4.1-4.3.
+# (model, steps, RedPajama, Wiki, C4), from v2 Tables 1-3.
 _T1 = [
     ("Dense", 50_000, 13.01, 12.95, 17.41), ("SMoE", 50_000, 11.87, 10.51, 15.63),
     ("Fine-grained SMoE", 50_000, 11.68, 10.18, 15.21), ("MH-MoE (head=2)", 50_000, 11.60, 10.11, 15.11),
@@ -44,7 +44,7 @@ _T3 = [
     ("Fine-grained SMoE", 100_000, 26.68, 21.42, 29.50), ("MH-MoE (head=2)", 100_000, 26.59, 21.11, 29.27),
     ("MH-MoE (head=3)", 100_000, 26.47, 21.06, 29.14),
 ]
-# (model, head_proj, merge_proj, RedPajama, Wiki, C4), PAPER.md 4.4-4.5.
+# (model, head_proj, merge_proj, RedPajama, Wiki, C4), v2 Tables 4-5.
 _T4 = [
     ("SMoE", False, False, 11.87, 10.51, 15.63), ("SMoE", True, True, 11.84, 10.48, 15.61),
     ("Fine-grained SMoE", False, False, 11.68, 10.18, 15.21), ("Fine-grained SMoE", True, True, 11.67, 10.18, 15.19),

@@ -1,6 +1,6 @@
 """``mhmoe report``: one sweep -> figures, tables, CSVs and an index, written to ``reports/<sweep>/``.
 
-Every output is named ``<sweep>__<what>.<ext>`` (STYLE.md). A manifest lists what the last run
+Every output is named ``<sweep>__<what>.<ext>``. A manifest lists what the last run
 wrote, so a rerun first removes exactly those files: a figure that is now skipped does not linger,
 and nothing else in the folder is touched.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import fig_compute, fig_curves, fig_routing, fig_sweep, tables
+from analysis import fig_compute, fig_curves, fig_routing, fig_sweep, ladder, tables
 from analysis.checks import missing_notes
 from analysis.frame import METRIC, PARAM, MissingData, baseline_point, finished, points, primary_val_set, val_sets
 from analysis.load import find_parent_run, load_histories, load_routing_arrays, load_runs, log_files_to, run_tag
@@ -129,6 +129,18 @@ def write_figures(out: Outputs, runs: pd.DataFrame, agg: pd.DataFrame, val_set: 
             need_set(lambda: fig_compute.plot_ppl_vs_flops(fig_compute.flops_frame(runs, agg, val_set), val_set)))
 
 
+def write_ladder(out: Outputs, runs: pd.DataFrame, val_set: str | None) -> list[str]:
+    """The token-budget ladder (figure, CSVs); its plain-word lines for the index. Nothing for one budget."""
+    if not val_set or len(ladder.rungs(runs)) < 2:
+        return []
+    deltas = ladder.ladder_deltas(runs, val_set)
+    fits = ladder.trend(deltas)
+    out.write_csv("ladder", deltas.drop(columns=["seed_deltas", "order"], errors="ignore"))
+    out.write_csv("ladder_trend", fits.drop(columns=["order"], errors="ignore"))
+    _figure(out, "ladder", ladder.caption(deltas, val_set), lambda: ladder.plot_ladder(deltas, fits, val_set))
+    return ladder.summary_lines(deltas, fits)
+
+
 def write_tables(out: Outputs, runs: pd.DataFrame, agg: pd.DataFrame) -> None:
     sets = val_sets(runs)
     if not sets or finished(runs).empty:
@@ -201,6 +213,13 @@ def write_report(
     clean_previous(out_dir)
     out = Outputs(out_dir, safe_name(sweep) + "__")
 
+    ladder_lines = write_ladder(out, runs, chosen_set)
+    every_run = runs
+    budgets = ladder.rungs(runs)
+    if len(budgets) > 1:  # everything else compares variants at one budget: the largest
+        runs = ladder.at_rung(runs, budgets[-1])
+        notes.append(f"this sweep is a token-budget ladder ({', '.join(f'{b:,.0f}' for b in budgets)} tokens); "
+                     f"every table and figure except the ladder uses the largest budget, {budgets[-1]:,.0f} tokens.")
     agg = aggregate(runs)
     out.write_csv("aggregates", agg)
     out.write_csv("runs", runs[["run_id", "run_name", "status", "label", "point", "seed", "variant", "family",
@@ -217,8 +236,9 @@ def write_report(
     parent = find_parent_run(sweep, tracking_uri)
     runs_command = run_tag(parent, names.TAG_COMMAND, tracking_uri) if parent else None
     info = IndexInfo(sweep=sweep, command=command, tracking_uri=tracking_uri, spec=spec_copy.name,
-                     parent_run_id=parent, val_set=chosen_set, notes=notes, runs_command=runs_command)
-    out.files += write_index(out, runs, ordering, info)
+                     parent_run_id=parent, val_set=chosen_set, notes=notes, runs_command=runs_command,
+                     ladder=ladder_lines)
+    out.files += write_index(out, every_run, ordering, info)
     (out_dir / MANIFEST).write_text("\n".join(sorted({p.name for p in out.files})) + "\n")
     if log_artifacts and parent:
         log_files_to(parent, out.files, REPORT_ARTIFACT_DIR, tracking_uri)

@@ -25,6 +25,8 @@ class IndexInfo:
     notes: list[str] = field(default_factory=list)
     runs_command: str | None = None
     """The command that produced the sweep's runs (tag mhmoe.command of the parent run)."""
+    ladder: list[str] = field(default_factory=list)
+    """Plain-word lines of the token-budget ladder (:func:`analysis.ladder.summary_lines`); empty for one budget."""
 
 
 def git_commit(repo: Path | None = None) -> str:
@@ -147,6 +149,12 @@ def build_blocks(out, runs: pd.DataFrame, ordering: pd.DataFrame, info: IndexInf
     """Every block of the index, in order (``out`` is :class:`analysis.report.Outputs`)."""
     blocks = _provenance(info, runs)
     blocks += [Heading("What is missing"), Bullets(info.notes + out.skipped)]
+    if info.ladder:
+        blocks += [Heading("Token-budget ladder"),
+                   Para("How each variant's difference to SMoE moves with the training budget (Δ = ln ppl(SMoE) − "
+                        "ln ppl(variant) in nats, positive: the variant is better); see the ladder figure and "
+                        f"{_links([out.path('ladder', 'csv'), out.path('ladder_trend', 'csv')])}."),
+                   Bullets(info.ladder)]
     blocks += [Heading("Ordering check against the paper"), *summary_blocks(ordering)]
     shown = ordering_display(ordering)
     if not shown.empty:

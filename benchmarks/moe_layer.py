@@ -5,7 +5,7 @@ Run: .venv/bin/python benchmarks/moe_layer.py [--tokens 2048] [--reps 15]
 All three run side by side in one process, interleaved, and the script prints time ratios
 (absolute times on shared CPUs are not stable). Sizes: cpu-small (d=192) and d=264 (the
 nearest width to 256 that h=3 divides with fp32-aligned sub-tokens; 256 is not divisible by 3).
-The MH-MoE config comes from the FLOP-matching solver's rule (PAPER.md 1.5): SMoE E=8, top-1,
+The MH-MoE config comes from the FLOP-matching solver's rule (docs/MATCHING.md): SMoE E=8, top-1,
 d_ff=4d/1.5 baseline -> h=3, top-3, d_ff=(3*f_s - 2d)/9, E rounded to a multiple of 8.
 """
 

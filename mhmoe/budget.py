@@ -1,6 +1,6 @@
 """Parameter and multiplication counts of a model, from its configs alone (no torch).
 
-The counts follow the model the harness builds (PAPER.md 1.3, 1.7, 7): pre-norm blocks with
+The counts follow the model the harness builds (docs/MODEL.md): pre-norm blocks with
 RMSNorm weights, bias-free attention and SwiGLU, tied embeddings, and in MoE blocks the optional
 head/merge layers (Linear d->d *with* bias), a bias-free router Linear(d/h -> E), E bias-free
 SwiGLU experts (d/h -> F -> d/h) and an optional dense SwiGLU shared expert on the full token.
@@ -277,7 +277,7 @@ def moe_layer_params(model: ModelConfig, moe: MoEConfig) -> int:
     """Matched parameters of one MoE layer: expert + head + merge weights.
 
     Router, biases, norms and the shared expert are excluded, as in the paper's parity equation
-    (PAPER.md 1.5); this gives its 37,748,736 / 36,569,088 / 38,928,384.
+    (docs/MATCHING.md); this gives its 37,748,736 / 36,569,088 / 38,928,384.
     """
     d = model.d_model
     if model.ffn == "dense":

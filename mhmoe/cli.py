@@ -18,11 +18,25 @@ COMMANDS = {
     "eval": ("mhmoe.commands.eval", "lm-eval-harness evaluation of a checkpoint"),
     "lm-eval": ("mhmoe.commands.lm_eval", "lm-eval's own CLI with the mhmoe model and shipped tasks"),
     "ui": ("mhmoe.commands.ui", "start the MLflow UI on 127.0.0.1"),
+    "config": ("mhmoe.commands.config", "every config key: type, preset value, what it does"),
 }
 
 
+def version() -> str:
+    """The installed distribution's version (the source tree's when run from a checkout)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("mhmoe")
+    except PackageNotFoundError:
+        from mhmoe import __version__
+
+        return __version__
+
+
 def usage() -> str:
-    lines = ["usage: mhmoe COMMAND [ARGS...]", "", "commands:"]
+    lines = ["usage: mhmoe [--version] COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines.append("\n`mhmoe COMMAND --help` describes each command.")
     return "\n".join(lines)
@@ -32,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
+        return 0
+    if argv[0] == "--version":
+        print(f"mhmoe {version()}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

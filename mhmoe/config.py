@@ -19,7 +19,7 @@ DISPATCH_IMPLS = ("auto", "grouped_mm", "loop")
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """Decoder-only backbone (PAPER.md 7.1): pre-norm RMSNorm, RoPE, SwiGLU, tied embeddings."""
+    """Decoder-only backbone (docs/MODEL.md): pre-norm RMSNorm, RoPE, SwiGLU, tied embeddings."""
 
     ffn: str = "smoe"
     """FFN variant registry key: dense, smoe, fine_grained or mhmoe."""

@@ -6,7 +6,12 @@ Every component config is a ``@dataclass(frozen=True, kw_only=True)`` that valid
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
+import inspect
+import textwrap
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -31,9 +36,11 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = value >= 0 if allow_zero else value > 0
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
+    # inf passes a plain `> 0` (an infinite learning rate trained a whole run on NaN): require finite.
+    bound = ">= 0" if allow_zero else "> 0"
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} must be a finite number {bound}")
+    if not (value >= 0 if allow_zero else value > 0):
         raise ConfigError(f"{name}={value!r} must be {bound}")
 
 
@@ -115,6 +122,19 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def unknown_key(key: str, allowed: Iterable[str], *, what: str = "config key") -> str:
+    """``unknown config key 'moe.head'; did you mean 'moe.heads'? (moe.* keys: [...])``: the closest
+    matches and the keys of the same section, not every key (``mhmoe config`` lists them all)."""
+    allowed = sorted(allowed)
+    close = difflib.get_close_matches(key, allowed, n=3, cutoff=0.6)
+    section = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    siblings = [k for k in allowed if section and k.startswith(section)]
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    scope = (f" ({section}* keys: {siblings})" if siblings and len(siblings) <= 30 else
+             f" (sections: {sorted({k.split('.')[0] for k in allowed})}; `mhmoe config` lists every key)")
+    return f"unknown {what} {key!r}{hint}{scope}"
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "") -> T:
     """Build a (nested) config dataclass from plain data, naming unknown keys."""
     hints = _field_types(cls)
@@ -123,7 +143,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "") -> T:
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else key
         if key not in names:
-            raise ConfigError(f"unknown config key {full!r}; valid keys here: {sorted(names)}")
+            raise ConfigError(unknown_key(full, [f"{prefix}.{n}" if prefix else n for n in names]))
         kwargs[key] = _coerce(full, value, hints[key])
     return cls(**kwargs)
 
@@ -169,11 +189,39 @@ def valid_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a config class: the string literal right after each field."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = inspect.cleandoc(nxt.value.value)
+    return docs
+
+
+def key_docs(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, declared type, docstring) for every key of a config class, in declaration order."""
+    hints = _field_types(cls)
+    docs = field_docs(cls)
+    out: list[tuple[str, Any, str]] = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        annotation = hints[f.name]
+        if dataclasses.is_dataclass(annotation):
+            out.extend(key_docs(annotation, f"{prefix}{f.name}."))
+        else:
+            out.append((f"{prefix}{f.name}", annotation, docs.get(f.name, "")))
+    return out
+
+
 def parse_value(text: str) -> Any:
     """CLI ``key=value`` text to a Python value using YAML scalars (``true``, ``3``, ``1.58``)."""
-    import yaml
+    from mhmoe.yaml_strict import parse_yaml
 
-    return yaml.safe_load(text) if text != "" else ""
+    return parse_yaml(text, f"value {text!r}") if text != "" else ""
 
 
 def apply_overrides(cls: type[T], base: Mapping[str, Any], overrides: Mapping[str, Any]) -> T:
@@ -182,7 +230,7 @@ def apply_overrides(cls: type[T], base: Mapping[str, Any], overrides: Mapping[st
     merged = to_dict(base) if dataclasses.is_dataclass(base) else _deepcopy(base)
     for key, value in overrides.items():
         if key not in allowed:
-            raise ConfigError(f"unknown config key {key!r}; valid keys: {sorted(allowed)}")
+            raise ConfigError(unknown_key(key, allowed))
         node = merged
         *parents, leaf = key.split(".")
         for part in parents:

@@ -17,15 +17,29 @@ import torch.nn.functional as F
 from torch import nn
 
 
+GROUPED_MM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+"""What ``F.grouped_mm`` accepts (torch 2.13); other dtypes (float64 in gradient checks) use the loop."""
+
+
 def grouped_mm_supported(d_in: int, d_ff: int, dtype: torch.dtype = torch.float32) -> bool:
-    """grouped_mm needs every stride to be a multiple of 16 bytes (STACK.md)."""
-    if not hasattr(F, "grouped_mm"):
+    """grouped_mm takes fp32/bf16/fp16 only, with every stride a multiple of 16 bytes."""
+    if not hasattr(F, "grouped_mm") or dtype not in GROUPED_MM_DTYPES:
         return False
     per16 = 16 // torch.tensor([], dtype=dtype).element_size()
     return d_in % per16 == 0 and d_ff % per16 == 0
 
 
 @torch.compiler.disable
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The autocast dtype when autocast is on, else ``x``'s: autocast does not cover grouped_mm or
+    the per-expert matmuls on stacked weights, and an SMoE's experts (no head projection) would
+    otherwise get the fp32 output of the RMSNorm and run in fp32 under bf16-mixed."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
 def grouped_mm(x_AD: torch.Tensor, w_EDF: torch.Tensor, offs_E: torch.Tensor) -> torch.Tensor:
     """``F.grouped_mm`` kept out of torch.compile graphs: its fake-tensor rule (torch 2.13) only
     accepts bf16, so tracing an fp32 model would fail; eager runs it in any dtype."""
@@ -63,6 +77,9 @@ class GroupedExperts(nn.Module):
             return False
         supported = grouped_mm_supported(self.d_in, self.d_ff, dtype)
         if self.dispatch == "grouped_mm" and not supported:
+            if dtype not in GROUPED_MM_DTYPES:
+                raise ValueError(f"moe.dispatch='grouped_mm' takes {[str(d) for d in GROUPED_MM_DTYPES]}, "
+                                 f"not {dtype}; use moe.dispatch=auto")
             raise ValueError(
                 f"moe.dispatch='grouped_mm' needs dims divisible by {16 // torch.tensor([], dtype=dtype).element_size()}"
                 f" (got d={self.d_in}, expert_d_ff={self.d_ff}); use moe.dispatch=auto"
@@ -81,6 +98,7 @@ class GroupedExperts(nn.Module):
 
     def forward(self, x_AD: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
         """x_AD sorted by expert, counts_E rows per expert -> y_AD in the same order."""
+        x_AD = x_AD.to(compute_dtype(x_AD))
         w1, w3, w2 = (w.to(x_AD.dtype) for w in self._weights())
         x_AD = self._rows_in(x_AD, counts_E)
         if self.use_grouped_mm(x_AD.dtype):

@@ -14,9 +14,14 @@ ENV_VAR = "MHMOE_HOME"
 DEFAULT_HOME = Path("~/.cache/mhmoe")
 
 
+def home_path() -> Path:
+    """The home directory, without creating it (for names of stores that reading must not create)."""
+    return Path(os.environ.get(ENV_VAR) or DEFAULT_HOME).expanduser().resolve()
+
+
 def mhmoe_home() -> Path:
     """Return the home directory, creating it on first use."""
-    home = Path(os.environ.get(ENV_VAR) or DEFAULT_HOME).expanduser().resolve()
+    home = home_path()
     home.mkdir(parents=True, exist_ok=True)
     return home
 
@@ -30,7 +35,7 @@ def home_subdir(*parts: str) -> Path:
 
 def default_tracking_uri() -> str:
     """SQLite MLflow store inside the home; ``MLFLOW_TRACKING_URI`` wins when set."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mhmoe_home() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home_path() / 'mlflow.db'}"
 
 
 def default_artifact_root() -> str:
@@ -53,4 +58,4 @@ def artifact_root_for(tracking_uri: str) -> str | None:
 
 def default_sweep_storage() -> str:
     """SQLite Optuna storage inside the home."""
-    return f"sqlite:///{mhmoe_home() / 'optuna.db'}"
+    return f"sqlite:///{home_path() / 'optuna.db'}"

@@ -1,4 +1,4 @@
-"""FLOP- and parameter-matched variants derived from an SMoE baseline (PAPER.md 1.5, 2, 4.4, 4.5).
+"""FLOP- and parameter-matched variants derived from an SMoE baseline (docs/MATCHING.md).
 
 Per MoE layer, with n head/merge projections (d^2 each), the baseline (E_s experts of width F_s,
 top-k_s, n_s projections) and a variant (h heads, E experts of width F, top-k) cost:

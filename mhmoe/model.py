@@ -1,4 +1,4 @@
-"""Decoder-only transformer with a pluggable FFN per block (PAPER.md 7.1). No Lightning here.
+"""Decoder-only transformer with a pluggable FFN per block (docs/MODEL.md). No Lightning here.
 
 Block i carries the MoE FFN when ``model.is_moe_block(i)``; the FFN class comes from a small
 registry keyed by ``model.ffn`` so configs stay plain strings.
@@ -8,12 +8,15 @@ Shape legend: B batch, T sequence, D model dim, V vocabulary.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from mhmoe.config import ModelConfig, MoEConfig, QuantConfig, check_architecture
 from mhmoe.layers import CausalSelfAttention, RMSNorm, SwiGLU, rope_tables
@@ -110,10 +113,12 @@ class ModelOutput:
 class Transformer(nn.Module):
     """Pre-norm decoder: embed -> blocks -> RMSNorm -> tied LM head."""
 
-    def __init__(self, model: ModelConfig, moe: MoEConfig) -> None:
+    def __init__(self, model: ModelConfig, moe: MoEConfig, *, activation_checkpointing: bool = False) -> None:
         super().__init__()
         check_architecture(model, moe)
         self.model_cfg, self.moe_cfg = model, moe
+        self.activation_checkpointing = activation_checkpointing
+        """Recompute each block in backward (training only) instead of keeping its activations."""
         self.tok_emb = TokenEmbedding(model.vocab_size, model.d_model)
         nn.init.normal_(self.tok_emb.weight, std=model.init_std)
         self.blocks = nn.ModuleList(Block(model, moe, i) for i in range(model.n_layers))
@@ -128,8 +133,13 @@ class Transformer(nn.Module):
     def forward(self, idx_BT: torch.Tensor) -> ModelOutput:
         x_BTD = self.tok_emb(idx_BT)
         routing: dict[int, RoutingStats] = {}
+        checkpointing = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x_BTD, stats = block(x_BTD, self.rope_cos, self.rope_sin)
+            if checkpointing:
+                x_BTD, stats = checkpoint(block, x_BTD, self.rope_cos, self.rope_sin, use_reentrant=False,
+                                          context_fn=partial(_recompute_context, block))
+            else:
+                x_BTD, stats = block(x_BTD, self.rope_cos, self.rope_sin)
             if stats is not None:
                 routing[block.index] = stats
         x_BTD = self.norm(x_BTD)
@@ -144,9 +154,29 @@ class Transformer(nn.Module):
         return {b.index: b.ffn for b in self.blocks if isinstance(b.ffn, MoELayer)}
 
 
-def build_model(model: ModelConfig, moe: MoEConfig, quant: QuantConfig | None = None) -> Transformer:
+@contextmanager
+def _counting_paused(block: Block) -> Iterator[None]:
+    """Recomputing a block in backward must not count its routed tokens a second time."""
+    ffn = block.ffn
+    if not isinstance(ffn, MoELayer):
+        yield
+        return
+    ffn.count_load = False
+    try:
+        yield
+    finally:
+        ffn.count_load = True
+
+
+def _recompute_context(block: Block) -> tuple[AbstractContextManager, AbstractContextManager]:
+    """torch.utils.checkpoint ``context_fn``: (forward context, recomputation context)."""
+    return nullcontext(), _counting_paused(block)
+
+
+def build_model(model: ModelConfig, moe: MoEConfig, quant: QuantConfig | None = None, *,
+                activation_checkpointing: bool = False) -> Transformer:
     """Build the transformer, then apply the BitNet converter when quantization is on."""
-    net = Transformer(model, moe)
+    net = Transformer(model, moe, activation_checkpointing=activation_checkpointing)
     if quant is not None and quant.enabled:
         from mhmoe.quantization import convert_to_bitnet
 

@@ -1,4 +1,4 @@
-"""The routed FFN for every MoE variant: SMoE, fine-grained SMoE and MH-MoE (PAPER.md 1.3).
+"""The routed FFN for every MoE variant: SMoE, fine-grained SMoE and MH-MoE (docs/MODEL.md).
 
 MH-MoE: head Linear(D, D) -> split each token into H sub-tokens of size D/H -> top-k routing of
 every sub-token -> SwiGLU experts -> gate-weighted sum -> concat -> merge Linear(D, D). With
@@ -42,6 +42,8 @@ class MoELayer(nn.Module):
         self.shared = SwiGLU(d_model, moe.shared_expert_d_ff) if moe.shared_expert_d_ff else None
         # Training-only load counter (sub-token assignments per expert); eval never touches it.
         self.register_buffer("train_tokens_per_expert", torch.zeros(moe.num_experts), persistent=False)
+        self.count_load = True
+        """Off while activation checkpointing recomputes this layer (the tokens were counted once)."""
 
     @staticmethod
     def _projection(d_model: int, enabled: bool, gain: float, zero_bias: bool) -> nn.Module:
@@ -103,7 +105,7 @@ class MoELayer(nn.Module):
             logits_SE, probs_SE, lse_S, experts_SK, keep_SK, self.heads, cfg.activation_threshold, aux_loss, z_loss,
             tokens_E=routed_E,
         )
-        if self.training:
+        if self.training and self.count_load:
             self.train_tokens_per_expert += stats.tokens_per_expert
         return y_Sd.to(x_Sd.dtype), stats
 

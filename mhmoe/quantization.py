@@ -1,4 +1,4 @@
-"""BitNet quantization as a post-build converter (PAPER.md 5).
+"""BitNet quantization as a post-build converter (docs/MODEL.md, BitNet b1.58).
 
 :func:`convert_to_bitnet` walks a built model and swaps the modules whose ``quant_role`` the
 :class:`~mhmoe.config.QuantConfig` selects for quantized subclasses that share their parameters

@@ -25,15 +25,25 @@ from mhmoe.configbase import (
     from_dict,
     nested_from_dotted,
     to_dict,
+    unknown_key,
     valid_keys,
 )
 from mhmoe.data.config import DataConfig
 from mhmoe.presets import preset
 
+MAX_STEPS = 10_000_000
+"""Upper bound on train.max_steps: 100x the paper's 100k-step schedule. Anything larger is a typo
+(``1e9``) that would otherwise queue a run that never ends."""
+MAX_SEED = 2**32 - 1
+"""numpy and Lightning seeds are unsigned 32-bit; Lightning replaces an out-of-range seed with a random one."""
+
+
+LR_SCHEDULES = ("linear", "cosine", "wsd")
+
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
-    """AdamW with linear warmup then linear decay (paper recipe, PAPER.md 3.1)."""
+    """AdamW with linear warmup then linear decay (the v2 recipe, docs/MODEL.md)."""
 
     lr: float = 6e-4
     """Peak learning rate."""
@@ -49,6 +59,11 @@ class OptimConfig:
     """Linear warmup steps."""
     min_lr_ratio: float = 0.05
     """Final LR as a fraction of peak after linear decay (paper: 3e-5 / 6e-4 = 0.05)."""
+    schedule: str = "linear"
+    """LR after warmup: linear decay (the paper's), cosine decay, or warmup-stable-decay (peak LR,
+    then a linear decay over the last ``decay_fraction`` of the steps), each down to ``min_lr_ratio``."""
+    decay_fraction: float = 0.2
+    """wsd only: the share of all steps spent in the final decay."""
 
     def __post_init__(self) -> None:
         check_positive("optim.lr", self.lr)
@@ -59,6 +74,8 @@ class OptimConfig:
         check_positive("optim.grad_clip", self.grad_clip, allow_zero=True)
         check_positive("optim.warmup_steps", self.warmup_steps, allow_zero=True)
         check(0 <= self.min_lr_ratio <= 1, f"optim.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+        check_choice("optim.schedule", self.schedule, LR_SCHEDULES)
+        check(0 < self.decay_fraction <= 1, f"optim.decay_fraction={self.decay_fraction} must be in (0, 1]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +85,7 @@ class TrainConfig:
     max_steps: int = 1000
     """Optimizer steps (one batch each)."""
     batch_size: int = 16
-    """Sequences per step."""
+    """Sequences per optimizer step, summed over devices and micro-batches."""
     seq_len: int = 256
     """Tokens per training sequence (<= model.max_seq_len)."""
     val_every: int = 250
@@ -89,17 +106,64 @@ class TrainConfig:
     """torch.compile the model."""
     peak_flops: float = 0.0
     """Device peak FLOP/s for MFU; 0 = measure an fp32/bf16 matmul at start-up."""
+    micro_batch_size: int = 0
+    """Sequences per forward/backward on one device; batch_size is accumulated over
+    batch_size / (micro_batch_size x devices x num_nodes) micro-batches. 0 = no accumulation."""
+    activation_checkpointing: bool = False
+    """Recompute each transformer block in backward (less activation memory, ~1/3 more compute)."""
+    devices: int = 1
+    """Devices per node for data parallel training (Lightning ``devices``)."""
+    num_nodes: int = 1
+    """Nodes for data parallel training (Lightning ``num_nodes``)."""
+    strategy: str = "auto"
+    """Lightning strategy: auto (ddp when devices x num_nodes > 1), ddp, fsdp."""
     log_checkpoint: bool | None = None
     """Log the final checkpoint as an MLflow artifact; None = only when it is at most 256 MB."""
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "seq_len", "val_every", "log_every", "routing_every"):
             check_positive(f"train.{name}", getattr(self, name))
+        check(self.max_steps <= MAX_STEPS, f"train.max_steps={self.max_steps} must be <= {MAX_STEPS:,} "
+              "(100x the paper's 100k-step schedule)")
         check_positive("train.checkpoint_every", self.checkpoint_every, allow_zero=True)
         check_choice("train.precision", self.precision, ("auto", "32-true", "bf16-mixed", "16-mixed"))
         check_choice("train.accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda"))
         check_positive("train.num_threads", self.num_threads, allow_zero=True)
         check_positive("train.peak_flops", self.peak_flops, allow_zero=True)
+        _check_parallel_layout(self)
+
+    @property
+    def world_size(self) -> int:
+        """Data-parallel ranks: devices x num_nodes."""
+        return self.devices * self.num_nodes
+
+    @property
+    def micro_batch(self) -> int:
+        """Sequences per forward/backward on one rank (micro_batch_size, 0 resolved)."""
+        return self.micro_batch_size or self.batch_size // self.world_size
+
+    @property
+    def accumulate_grad_batches(self) -> int:
+        """Micro-batches each rank accumulates per optimizer step."""
+        return self.batch_size // (self.micro_batch * self.world_size)
+
+
+def _check_parallel_layout(train: TrainConfig) -> None:
+    """batch_size must split evenly into ranks x micro-batches (the data order depends on it)."""
+    check_positive("train.micro_batch_size", train.micro_batch_size, allow_zero=True)
+    check_positive("train.devices", train.devices)
+    check_positive("train.num_nodes", train.num_nodes)
+    check_choice("train.strategy", train.strategy, ("auto", "ddp", "fsdp"))
+    check(train.strategy != "fsdp" or train.accelerator in ("gpu", "cuda", "auto"),
+          f"train.strategy=fsdp needs GPUs; with train.accelerator={train.accelerator!r} choose train.strategy "
+          "from ['auto', 'ddp']")
+    world = train.devices * train.num_nodes
+    check(train.batch_size % world == 0,
+          f"train.batch_size={train.batch_size} must be divisible by train.devices x train.num_nodes={world}")
+    micro = train.micro_batch_size or train.batch_size // world
+    check(train.batch_size % (micro * world) == 0,
+          f"train.micro_batch_size={micro} x devices x num_nodes={world} must divide "
+          f"train.batch_size={train.batch_size}; choose a micro_batch_size that divides {train.batch_size // world}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,6 +180,7 @@ class RunConfig:
     """Seed for init, data order and dropout-free training."""
 
     def __post_init__(self) -> None:
+        check(0 <= self.seed <= MAX_SEED, f"seed={self.seed} must be an integer in [0, {MAX_SEED}]")
         check_architecture(self.model, self.moe)
         check(
             self.train.seq_len <= self.model.max_seq_len,
@@ -155,10 +220,12 @@ def run_config_keys() -> list[str]:
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file as nested overrides (dotted top-level keys allowed)."""
+    from mhmoe.yaml_strict import read_yaml_file
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml_file(path, "config file") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of config sections")
     return data
@@ -199,9 +266,9 @@ def _reject_unknown_nested(nested: dict[str, Any], prefix: str = "") -> None:
         if isinstance(value, dict) and full in sections:
             for sub in value:
                 if f"{full}.{sub}" not in keys:
-                    raise ConfigError(f"unknown config key {full + '.' + sub!r}; valid keys: {sorted(keys)}")
+                    raise ConfigError(unknown_key(f"{full}.{sub}", keys))
         elif full not in keys:
-            raise ConfigError(f"unknown config key {full!r}; valid keys: {sorted(keys)}")
+            raise ConfigError(unknown_key(full, keys))
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -213,5 +280,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. moe.heads=3)")
         key, _, text = item.partition("=")
-        out[key.strip()] = parse_value(text)
+        try:
+            out[key.strip()] = parse_value(text)
+        except ConfigError as err:
+            raise ConfigError(f"override {key.strip()}: {err}") from None
     return out

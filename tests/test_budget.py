@@ -36,7 +36,7 @@ def test_paper_dense_and_smoe_totals(paper):
     model, baseline = paper
     dense_layer = 2 * D + ATTN + SWIGLU
     dense = count_params(dataclasses.replace(model, ffn="dense"), baseline)
-    assert dense.total == V * D + 12 * dense_layer + D == 109_529_856  # PAPER.md 3.1: about 109.5M
+    assert dense.total == V * D + 12 * dense_layer + D == 109_529_856  # v2 setup at the LLaMA 32k vocabulary: about 109.5M
     assert dense.active == dense.total
     smoe = count_params(model, baseline)
     moe_layer = 2 * D + ATTN + D * 8 + 8 * SWIGLU  # router 768 x 8, no biases
@@ -94,7 +94,7 @@ def test_mults_per_moe_layer(name, router):
     moe_layers = [layer for layer in mults.per_layer if layer.kind == "moe"]
     assert len(moe_layers) == 6
     assert {layer.moe for layer in moe_layers} == {4_718_592}
-    assert {layer.router for layer in moe_layers} == {router}  # PAPER.md 1.5: d/h x E x h
+    assert {layer.router for layer in moe_layers} == {router}  # docs/MATCHING.md: d/h x E x h
     assert moe_mults_per_token(model, moe) == 4_718_592
 
 

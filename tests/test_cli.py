@@ -65,3 +65,52 @@ def test_smoke_command_runs_every_variant(capsys: pytest.CaptureFixture) -> None
     for variant in ("dense", "smoe", "fine_grained", "mhmoe_h2", "mhmoe_h3"):
         assert f"{variant} +BitNet" in out or f"{variant:<20} loss" in out
     assert "mhmoe_h3 +BitNet" in out
+
+
+def _actions_without_help(parser):
+    import argparse
+
+    todo, missing = [(parser.prog, parser)], []
+    while todo:
+        prog, p = todo.pop()
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += list(action.choices.items())
+            elif action.help is None:
+                missing.append(f"{prog} {action.dest}")
+    return missing
+
+
+def test_every_argument_has_help() -> None:
+    from mhmoe.commands import budget, eval as eval_command, sweep, train
+
+    for module in (budget, eval_command, sweep, train):
+        assert _actions_without_help(module.build_parser()) == []
+
+
+def test_version_and_config_listing(capsys: pytest.CaptureFixture) -> None:
+    from mhmoe import __version__
+
+    assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"mhmoe {__version__}"
+    assert main(["config", "moe.heads", "--preset", "debug"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("moe.heads  (int; debug: 1)") and "sub-tokens" in out
+    assert main(["config", "nothing"]) == 2
+    assert "no config key starts with 'nothing'" in capsys.readouterr().err
+
+
+def test_unknown_keys_and_dashed_keys_get_a_hint(capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--preset", "debug", "moe.head=2"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'moe.heads'" in err and "moe.* keys:" in err and "model.d_model" not in err
+    assert main(["train", "--preset", "debug", "--moe.heads=2"]) == 2
+    assert "config keys take no dashes: write moe.heads=2" in capsys.readouterr().err
+
+
+def test_dry_run_output_is_a_config_file(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--preset", "debug", "moe.heads=1", "optim.lr=0.002", "--dry-run"]) == 0
+    first = capsys.readouterr().out
+    (tmp_path / "run.yaml").write_text(first)
+    assert main(["train", "--preset", "cpu-small", "--config", str(tmp_path / "run.yaml"), "--dry-run"]) == 0
+    assert capsys.readouterr().out == first  # every value came from the file, none from the other preset
+    assert "# budget.total_params:" in first

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
 from pathlib import Path
 
 import pytest
 
-from mhmoe.configbase import ConfigError
+from mhmoe.configbase import ConfigError, field_docs
 from mhmoe.run_config import RunConfig, parse_overrides, resolve_run_config, run_config_keys
 
 SNAPSHOT = Path(__file__).with_name("config_keys.txt")
@@ -18,17 +16,6 @@ SNAPSHOT = Path(__file__).with_name("config_keys.txt")
 def test_config_keys_are_frozen() -> None:
     """A new ablation knob must show up as a deliberate diff of tests/config_keys.txt."""
     assert run_config_keys() == SNAPSHOT.read_text().split()
-
-
-def _documented_fields(cls: type) -> set[str]:
-    """Fields followed by a string literal (attribute docstring) in the class body."""
-    tree = ast.parse(inspect.getsource(cls).lstrip())
-    body = tree.body[0].body
-    out = set()
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            out.add(node.target.id)
-    return out
 
 
 def _config_classes() -> list[type]:
@@ -47,7 +34,8 @@ def test_every_field_has_a_docstring(cls: type) -> None:
     fields = {f.name for f in dataclasses.fields(cls)}
     if cls is RunConfig:
         fields = {"seed"}  # the sections are documented by their own classes
-    assert fields <= _documented_fields(cls), f"undocumented: {sorted(fields - _documented_fields(cls))}"
+    documented = {name for name, doc in field_docs(cls).items() if doc}
+    assert fields <= documented, f"undocumented: {sorted(fields - documented)}"
 
 
 @pytest.mark.parametrize("preset", ["paper-v2", "cpu-small", "debug"])

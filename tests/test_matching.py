@@ -14,7 +14,7 @@ from mhmoe.matching import MATCH_MODES, VARIANT_NAMES, match_variant, paper_matc
 from mhmoe.presets import preset
 
 D = 768
-SMOE_MULTS = 4_718_592  # 3 * 768 * 2048 * 1 (PAPER.md 1.5 table)
+SMOE_MULTS = 4_718_592  # 3 * 768 * 2048 * 1 (docs/MATCHING.md table)
 PROJ = 2 * D * D  # head + merge weights, 1,179,648
 
 

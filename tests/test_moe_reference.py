@@ -112,6 +112,18 @@ def test_grouped_mm_and_loop_dispatch_agree() -> None:
     torch.testing.assert_close(a(x)[0], b(x)[0], atol=1e-5, rtol=1e-5)
 
 
+def test_auto_dispatch_falls_back_to_the_loop_in_float64() -> None:
+    torch.manual_seed(0)
+    auto = MoELayer(48, tiny_moe(dispatch="auto"), "mhmoe").double()
+    loop = MoELayer(48, tiny_moe(dispatch="loop"), "mhmoe").double()
+    loop.load_state_dict(auto.state_dict())
+    x = torch.randn(2, 9, 48, dtype=torch.float64)
+    torch.testing.assert_close(auto(x)[0], loop(x)[0], atol=0, rtol=0)  # the same code path
+    forced = MoELayer(48, tiny_moe(dispatch="grouped_mm"), "mhmoe").double()
+    with pytest.raises(ValueError, match="moe.dispatch='grouped_mm' takes .* not torch.float64"):
+        forced(x)
+
+
 def test_aux_loss_is_one_for_uniform_routing() -> None:
     from mhmoe.routing import load_balancing_loss
 

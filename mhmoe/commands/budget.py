@@ -16,7 +16,7 @@ from typing import Any
 
 from mhmoe.budget import count_mults, count_params, moe_layer_params, moe_mults_per_token
 from mhmoe.config import ModelConfig, MoEConfig, QuantConfig, variant_label
-from mhmoe.configbase import ConfigError
+from mhmoe.commands.bad_input import Parser, int_at_least, refuses_bad_input
 from mhmoe.matching import MatchResult, paper_matches, preset_configs
 from mhmoe.presets import PRESETS, preset
 
@@ -135,35 +135,23 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mhmoe budget",
         description="Parameter and FLOP budget of dense, SMoE, fine-grained SMoE and MH-MoE h=2/h=3, each "
-        "derived from the preset's SMoE baseline (PAPER.md 1.5), with and without BitNet b1.58.",
+        "derived from the preset's SMoE baseline (docs/MATCHING.md), with and without BitNet b1.58.",
     )
     parser.add_argument("--preset", default="paper-v2",
                         help=f"preset name, one of {sorted(PRESETS)} (default paper-v2)")
     parser.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
-    parser.add_argument("--seq-len", type=int, default=None,
+    parser.add_argument("--seq-len", type=int_at_least(1), default=None,
                         help="sequence length for attention-score FLOPs (default: the preset's train.seq_len)")
     return parser
 
 
+@refuses_bad_input("mhmoe budget")
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:  # --help and usage errors: return the code instead of exiting
-        return int(exit_.code or 0)
-    if args.preset not in PRESETS:
-        print(f"mhmoe budget: unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}", file=sys.stderr)
-        return 2
-    if args.seq_len is not None and args.seq_len <= 0:
-        print(f"mhmoe budget: --seq-len={args.seq_len} must be > 0", file=sys.stderr)
-        return 2
-    try:
-        rows = budget_table(args.preset, seq_len=args.seq_len)
-    except ConfigError as err:
-        print(f"mhmoe budget: {err}", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)
+    rows = budget_table(args.preset, seq_len=args.seq_len)  # an unknown preset is a ConfigError
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0
 

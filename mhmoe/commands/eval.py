@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mhmoe.commands.bad_input import Parser, int_at_least, positive_float, refuses_bad_input
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mhmoe eval",
         description="Evaluate a checkpoint with lm-evaluation-harness. Offline by default: the shipped "
                     "local tasks always work; standard tasks (hellaswag, arc_easy, ...) need --online "
@@ -16,8 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", nargs="?", help="an mhmoe checkpoint (.ckpt) written by mhmoe train")
     parser.add_argument("--tasks", help="comma list of task/group/tag names, task YAML files or task directories")
     parser.add_argument("--list-tasks", action="store_true", help="print the shipped local task names and exit")
-    parser.add_argument("--limit", type=float, help="examples per task (N, or a fraction < 1)")
-    parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
+    parser.add_argument("--limit", type=positive_float, help="examples per task (N, or a fraction < 1)")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="sequences per forward pass (default 8)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the current home's store, or $MLFLOW_TRACKING_URI)")
     parser.add_argument("--run-id", help="MLflow run to log to (default: the run recorded in the checkpoint)")
@@ -30,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@refuses_bad_input("mhmoe eval")
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -44,7 +47,13 @@ def main(argv: list[str]) -> int:
     if limit is not None and limit >= 1:
         limit = int(limit)
 
-    from mhmoe.checkpoint import CheckpointError
+    from mhmoe.checkpoint import CheckpointError, read_checkpoint
+    from mhmoe.store_urls import check_tracking_uri
+
+    check_tracking_uri(args.tracking_uri, what="--tracking-uri")
+
+    # A bad file is refused (CheckpointError, exit 2) before evaluation sets up its caches in the home.
+    read_checkpoint(args.checkpoint)
     from mhmoe.evaluation.runner import evaluate_checkpoint
     from mhmoe.evaluation.task_manager import EvalError
 
@@ -53,7 +62,9 @@ def main(argv: list[str]) -> int:
                                       device=args.device, run_id=args.run_id, tracking_uri=args.tracking_uri,
                                       log=not args.no_log, online=args.online, include_paths=args.include_path,
                                       allow_code=args.allow_task_code)
-    except (CheckpointError, EvalError, ValueError) as err:
+    except CheckpointError:
+        raise  # bad input: refuses_bad_input prints it, exit 2
+    except (EvalError, ValueError) as err:
         print(f"mhmoe eval: {err}", file=sys.stderr)
         return 1
     from lm_eval.utils import make_table

@@ -7,9 +7,11 @@ import os
 import shlex
 import sys
 
+from mhmoe.commands.bad_input import Parser, refuses_bad_input
+
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="mhmoe report",
         description="Read a sweep's runs from MLflow and write figures (PNG+PDF), tables (Markdown+LaTeX), "
                     "CSVs, an ordering check against the paper and index.md/index.html.",
@@ -28,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@refuses_bad_input("mhmoe report")
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
@@ -36,12 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.report import write_report
     from analysis.spec import read_spec
     from mhmoe.configbase import ConfigError
+    from mhmoe.home import default_tracking_uri
+    from mhmoe.store_urls import check_tracking_uri, sqlite_file
 
     try:
         spec = read_spec(args.spec)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"mhmoe report: bad sweep spec {args.spec!r}:\n{err}", file=sys.stderr)
-        return 2
+    except FileNotFoundError as err:  # read_spec without the sweep package
+        raise ConfigError(f"spec {args.spec!r}: {err}") from None
+    uri = args.tracking_uri or spec.tracking_uri or default_tracking_uri()
+    check_tracking_uri(uri)
+    store = sqlite_file(uri)
+    if store is not None and not store.is_file():  # opening it would create an empty store
+        print(f"mhmoe report: no MLflow store at {store}: nothing has run for sweep {spec.name!r} "
+              "(pass --tracking-uri)", file=sys.stderr)
+        return 1
     try:
         out = write_report(spec, args.out, args.tracking_uri, val_set=args.val_set,
                            command=shlex.join(["mhmoe", "report", *argv]),

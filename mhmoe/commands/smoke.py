@@ -7,11 +7,11 @@ tokens, and its routing telemetry is printed.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
+from mhmoe.commands.bad_input import Parser, int_at_least, refuses_bad_input
 from mhmoe.commands.budget import budget_table, format_table
 from mhmoe.config import QuantConfig
 from mhmoe.configbase import apply_overrides
@@ -19,10 +19,11 @@ from mhmoe.matching import paper_variants, preset_configs
 from mhmoe.model import build_model
 
 
+@refuses_bad_input("mhmoe smoke")
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mhmoe smoke", description=__doc__.splitlines()[0])
+    parser = Parser(prog="mhmoe smoke", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="debug", help="budget table and model sizes (default debug)")
-    parser.add_argument("--tokens", type=int, default=64, help="sequence length of the random batch")
+    parser.add_argument("--tokens", type=int_at_least(2), default=64, help="sequence length of the random batch")
     args = parser.parse_args(argv)
     print(format_table(budget_table(args.preset)))
     model_cfg, moe_cfg = preset_configs(args.preset)

@@ -17,9 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mhmoe.commands.bad_input import Parser, int_at_least, positive_float, refuses_bad_input
 from mhmoe.configbase import ConfigError
-
-EXIT_SPEC = 2
 
 
 def _add_storage(parser: argparse.ArgumentParser) -> None:
@@ -29,74 +28,105 @@ def _add_storage(parser: argparse.ArgumentParser) -> None:
 def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--devices", help="comma-separated GPU ids: one worker per GPU (e.g. 0,1,2,3)")
-    where.add_argument("--cpu-workers", type=int, help="CPU workers sharing the cores (default 1)")
-    parser.add_argument("--max-trials", type=int, help="trials per worker before it exits")
+    where.add_argument("--cpu-workers", type=int_at_least(1), help="CPU workers sharing the cores (default 1)")
+    parser.add_argument("--devices-per-trial", type=int_at_least(1), default=1,
+                        help="devices each worker holds (GPU ids grouped in order: 0,1 and 2,3 for 2); "
+                             "a worker leaves trials needing more train.devices queued")
+    parser.add_argument("--max-trials", type=int_at_least(1), help="trials per worker before it exits")
     parser.add_argument("--tracking-uri", help="MLflow URI (default: the one recorded at submit)")
     parser.add_argument("--checkpoint-root", type=Path,
                         help="checkpoint folder shared by all nodes (default: <mhmoe home>/sweeps)")
     parser.add_argument("--no-linger", dest="linger", action="store_false",
                         help="exit when nothing waits, instead of waiting to pick up a dead worker's trial")
-    parser.add_argument("--poll", type=float, default=5.0, help="seconds between queue polls while waiting")
-    parser.add_argument("--heartbeat-interval", type=int, help="override the spec's heartbeat interval (s)")
-    parser.add_argument("--grace-period", type=int, help="override the spec's grace period (s)")
+    parser.add_argument("--poll", type=positive_float, default=5.0, help="seconds between queue polls while waiting")
+    parser.add_argument("--heartbeat-interval", type=int_at_least(1), help="override the spec's heartbeat interval (s)")
+    parser.add_argument("--grace-period", type=int_at_least(1),
+                        help="override the spec's grace period (s); at least 3 x the heartbeat interval")
     parser.add_argument("--log-dir", type=Path, help="write each worker's output to LOG_DIR/worker-*.log")
 
 
+SPEC_HELP = "sweep spec: a YAML path or the name of a shipped spec (smoke, paper_v2_cpu, paper_v2, ...)"
+
+
+def _add_throughput_flags(parser: argparse.ArgumentParser) -> None:
+    from mhmoe.commands.throughput import add_throughput_flags
+
+    add_throughput_flags(parser)
+
+
+def _throughput(args: argparse.Namespace) -> dict:
+    return {"gpu_tflops": args.gpu_tflops, "mfu": args.mfu, "tokens_per_s": args.tokens_per_s}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mhmoe sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="mhmoe sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="action", required=True)
 
     p = sub.add_parser("plan", help="print the resolved grid; creates nothing")
-    p.add_argument("spec")
+    p.add_argument("spec", help=SPEC_HELP)
+    _add_throughput_flags(p)
 
     p = sub.add_parser("submit", help="create/reopen the study and enqueue missing points")
-    p.add_argument("spec")
+    p.add_argument("spec", help=SPEC_HELP)
     _add_storage(p)
     p.add_argument("--tracking-uri", help="MLflow URI the workers log to (recorded in the study)")
     p.add_argument("--retry-failed", action="store_true", help="give points whose attempts all failed a new round")
-    p.add_argument("--heartbeat-interval", type=int)
-    p.add_argument("--grace-period", type=int)
+    p.add_argument("--heartbeat-interval", type=int_at_least(1), help="override the spec's heartbeat interval (s)")
+    p.add_argument("--grace-period", type=int_at_least(1),
+                   help="override the spec's grace period (s); at least 3 x the heartbeat interval")
 
     p = sub.add_parser("work", help="run workers that pull trials until the queue is empty")
-    p.add_argument("spec", nargs="?")
+    p.add_argument("spec", nargs="?", help=SPEC_HELP + " (or give --study)")
     p.add_argument("--study", help="study name (instead of SPEC; e.g. on a node without the spec file)")
     _add_storage(p)
     _add_worker_flags(p)
 
     p = sub.add_parser("run", help="submit + N local workers + report")
-    p.add_argument("spec")
+    p.add_argument("spec", help=SPEC_HELP)
     _add_storage(p)
-    p.add_argument("--workers", type=int, help="CPU workers (default 1; ignored with --devices)")
+    p.add_argument("--workers", type=int_at_least(1), help="CPU workers (default 1; ignored with --devices)")
     _add_worker_flags(p)
-    p.add_argument("--no-report", dest="report", action="store_false")
+    p.add_argument("--no-report", dest="report", action="store_false", help="do not run `mhmoe report` at the end")
 
     p = sub.add_parser("status", help="done / running / waiting / failed per point, trial rows, ETA")
-    p.add_argument("spec", nargs="?")
-    p.add_argument("--study")
+    p.add_argument("spec", nargs="?", help=SPEC_HELP + " (or give --study)")
+    p.add_argument("--study", help="study name (instead of SPEC)")
     _add_storage(p)
     p.add_argument("--summary", action="store_true", help="counts only, no per-trial rows")
     return parser
 
 
-def _spec_error(err: ConfigError) -> int:
-    for line in str(err).splitlines():
-        print(f"error: {line}", file=sys.stderr)
-    return EXIT_SPEC
-
-
-def _load(spec_arg: str):
-    from mhmoe.sweep.plan import plan
-    from mhmoe.sweep.spec import load_spec
+def _load(spec_arg: str, *, data_must_exist: bool = True):
+    """The spec and its plan; with ``data_must_exist`` a missing corpus/validation path is a SpecError."""
+    from mhmoe.sweep.plan import data_problems, plan
+    from mhmoe.sweep.spec import SpecError, load_spec
 
     spec = load_spec(spec_arg, check_points=False)
-    return spec, plan(spec)
+    the_plan = plan(spec)
+    problems = data_problems(the_plan.points)
+    if problems and data_must_exist:
+        raise SpecError(problems)
+    return spec, the_plan, problems
+
+
+def _check_heartbeat(args: argparse.Namespace, interval: int, grace: int, where: str) -> None:
+    """``--heartbeat-interval``/``--grace-period`` over ``interval``/``grace`` (from ``where``), checked together."""
+    from mhmoe.sweep.spec import SpecError, heartbeat_problem
+
+    cli_interval, cli_grace = getattr(args, "heartbeat_interval", None), getattr(args, "grace_period", None)
+    problem = heartbeat_problem(
+        cli_interval or interval, cli_grace or grace,
+        interval_name="--heartbeat-interval" if cli_interval else f"{where} heartbeat.interval",
+        grace_name="--grace-period" if cli_grace else f"{where} heartbeat.grace",
+    )
+    if problem:
+        raise SpecError([problem])
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from mhmoe.sweep.plan import PLAN_COLUMNS, format_table, plan_rows
 
-    spec, the_plan = _load(args.spec)
+    spec, the_plan, data_problems = _load(args.spec, data_must_exist=False)
     groups = len(spec.groups)
     cells = 1
     for axis in spec.grid:
@@ -104,16 +134,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"sweep {spec.name}: {len(the_plan.points)} trials ({groups} group(s) x {cells} grid point(s)); "
           f"match={spec.match.policy}; metric={the_plan.points[0].metric}")
     print(format_table(plan_rows(the_plan.points), PLAN_COLUMNS))
-    for warning in the_plan.warnings:
+    for warning in (*the_plan.warnings, *data_problems):
         print(f"warning: {warning}")
+    from mhmoe.memory import sweep_preflight_lines
+
+    print("\n".join(sweep_preflight_lines(spec.name, [(p.label, p.config) for p in the_plan.points],
+                                          **_throughput(args))))
     return 0
 
 
 def _submit(args: argparse.Namespace, spec, points):
-    from mhmoe.sweep.storage import redact, storage_url
-    from mhmoe.sweep.submit import submit_sweep
+    from mhmoe.store_urls import check_tracking_uri
+    from mhmoe.sweep.storage import check_storage, redact, storage_url
+    from mhmoe.sweep.submit import resolve_tracking_uri, submit_sweep
 
     url = storage_url(args.storage, spec.storage)
+    # Every check before submit_sweep opens (and so creates) the study.
+    check_storage(url)
+    check_tracking_uri(resolve_tracking_uri(getattr(args, "tracking_uri", None), spec))
+    _check_heartbeat(args, spec.heartbeat_interval, spec.grace_period, "the spec's")
     queue, result = submit_sweep(
         spec, points, storage=url, tracking_uri=getattr(args, "tracking_uri", None),
         heartbeat_interval=getattr(args, "heartbeat_interval", None),
@@ -126,7 +165,7 @@ def _submit(args: argparse.Namespace, spec, points):
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    spec, the_plan = _load(args.spec)
+    spec, the_plan, _ = _load(args.spec)
     _submit(args, spec, list(the_plan.points))
     return 0
 
@@ -145,59 +184,69 @@ def _slots(args: argparse.Namespace, default_workers: int | None = None):
     from mhmoe.sweep.launch import worker_slots
 
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
-    return worker_slots(devices, args.cpu_workers or default_workers)
+    return worker_slots(devices, args.cpu_workers or default_workers, args.devices_per_trial)
 
 
 def _study_target(args: argparse.Namespace) -> tuple[str, str]:
     """(storage URL, study name) from SPEC or --study."""
     from mhmoe.sweep.spec import load_spec
-    from mhmoe.sweep.storage import storage_url
+    from mhmoe.sweep.storage import check_storage, storage_url
 
     if bool(args.spec) == bool(args.study):
         raise ConfigError("give either SPEC or --study NAME")
     if args.study:
-        return storage_url(args.storage), args.study
-    spec = load_spec(args.spec, check_points=False)
-    return storage_url(args.storage, spec.storage), spec.name
+        url, name = storage_url(args.storage), args.study
+    else:
+        spec = load_spec(args.spec, check_points=False)
+        url, name = storage_url(args.storage, spec.storage), spec.name
+    check_storage(url)
+    return url, name
 
 
 def _require_study(url: str, name: str) -> bool:
     from mhmoe.sweep.queue import SweepQueue
-    from mhmoe.sweep.storage import redact
+    from mhmoe.sweep.storage import redact, store_exists
 
-    if SweepQueue.exists(url, name):
+    if store_exists(url) and SweepQueue.exists(url, name):  # an absent SQLite file is not created by looking
         return True
     print(f"error: no study {name!r} in {redact(url)}; run `mhmoe sweep submit SPEC` first", file=sys.stderr)
     return False
 
 
 def cmd_work(args: argparse.Namespace) -> int:
+    from mhmoe.store_urls import check_tracking_uri
     from mhmoe.sweep.launch import run_workers
     from mhmoe.sweep.queue import SweepQueue
 
+    slots = _slots(args)  # bad device flags fail before any store is opened
     url, name = _study_target(args)
+    check_tracking_uri(args.tracking_uri, what="--tracking-uri")
     if not _require_study(url, name):
         return 1
     queue = SweepQueue(url, name)
+    settings = queue.settings()
+    _check_heartbeat(args, settings.get("heartbeat_interval") or 0, settings.get("grace_period") or 0,
+                     "the study's")
     pending = queue.pending()
     queue.close()
     if pending == (0, 0):
         print(f"sweep {name}: nothing waiting or running; `mhmoe sweep status` shows the results")
         return 0
-    return run_workers(_worker_options(args, url, name), _slots(args), log_dir=args.log_dir)
+    return run_workers(_worker_options(args, url, name), slots, log_dir=args.log_dir)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mhmoe.sweep.launch import run_workers
     from mhmoe.sweep.status import format_status, sweep_status
 
-    spec, the_plan = _load(args.spec)
+    slots = _slots(args, args.workers)  # bad device flags fail before the study is created
+    spec, the_plan, _ = _load(args.spec)
     url, queue = _submit(args, spec, list(the_plan.points))
     pending = queue.pending()
     queue.close()
     code = 0
     if pending != (0, 0):
-        code = run_workers(_worker_options(args, url, spec.name), _slots(args, args.workers), log_dir=args.log_dir)
+        code = run_workers(_worker_options(args, url, spec.name), slots, log_dir=args.log_dir)
     status = sweep_status(queue)
     print(format_status(spec.name, status, show_rows=False))
     if args.report:
@@ -231,12 +280,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 ACTIONS = {"plan": cmd_plan, "submit": cmd_submit, "work": cmd_work, "run": cmd_run, "status": cmd_status}
 
 
+@refuses_bad_input("error")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        return ACTIONS[args.action](args)
-    except ConfigError as err:
-        return _spec_error(err)
+    return ACTIONS[args.action](args)
 
 
 if __name__ == "__main__":

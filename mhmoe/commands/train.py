@@ -6,47 +6,85 @@ import argparse
 import sys
 from pathlib import Path
 
+from mhmoe.commands.bad_input import Parser, int_at_least, refuses_bad_input
+from mhmoe.commands.throughput import add_throughput_flags
 from mhmoe.configbase import ConfigError
 from mhmoe.presets import PRESETS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mhmoe train",
         description="Train one model. Config = preset, then --config FILE, then key=value overrides.",
+        epilog="`mhmoe config [PREFIX]` lists every config key with its type, preset value and meaning.",
     )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. moe.heads=3")
     parser.add_argument("--preset", default="cpu-small", help=f"one of {sorted(PRESETS)} (default cpu-small)")
     parser.add_argument("--config", help="YAML file of config sections merged over the preset")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and budget, then exit")
-    parser.add_argument("--max-steps", type=int, help="shorthand for train.max_steps=N")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved config (a file --config accepts; the budget as comments), then exit")
+    parser.add_argument("--max-steps", type=int_at_least(1), help="shorthand for train.max_steps=N")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or SQLite in MHMOE_HOME)")
     parser.add_argument("--experiment", default="mhmoe", help="MLflow experiment name")
     parser.add_argument("--run-name", help="MLflow run name (default: the variant label)")
     parser.add_argument("--checkpoint-dir", type=Path, help="checkpoint folder (default: MHMOE_HOME/checkpoints/runs/<run id>)")
     parser.add_argument("--resume", metavar="RUN_ID", help="continue this MLflow run from its last checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", action="store_true", help="also print Lightning's and MLflow's own log lines")
+    add_throughput_flags(parser)
     return parser
 
 
+def _check_resume(run_id: str, tracking_uri: str | None) -> None:
+    """``--resume RUN_ID`` names a run in the store; looking must not create an absent SQLite store."""
+    from mhmoe.home import default_tracking_uri
+    from mhmoe.store_urls import sqlite_file
+
+    uri = tracking_uri or default_tracking_uri()
+    store = sqlite_file(uri)
+    if store is not None and not store.is_file():
+        raise ConfigError(f"--resume={run_id!r}: no MLflow store at {uri}, so no such run; "
+                          "pass the --tracking-uri the run was logged to")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.MlflowClient(uri).get_run(run_id)
+    except MlflowException:
+        raise ConfigError(f"--resume={run_id!r}: no such MLflow run in {uri}; give the run id that "
+                          "`mhmoe train` printed") from None
+
+
+@refuses_bad_input("mhmoe train")
 def main(argv: list[str]) -> int:
     args = build_parser().parse_intermixed_args(argv)
     from mhmoe.budget import summary
+    from mhmoe.data.sources import check_local_paths
+    from mhmoe.memory import check_cuda_memory, estimate_compute, planned_precision, preflight_lines
     from mhmoe.run_config import parse_overrides, resolve_run_config
+    from mhmoe.store_urls import check_tracking_uri
 
-    try:
-        overrides = parse_overrides(args.overrides)
-        if args.max_steps is not None:
-            overrides["train.max_steps"] = args.max_steps
-        cfg = resolve_run_config(args.preset, args.config, overrides)
-    except ConfigError as err:
-        print(f"mhmoe train: {err}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        print(cfg.to_yaml())
+    overrides = parse_overrides(args.overrides)
+    if args.max_steps is not None:
+        overrides["train.max_steps"] = args.max_steps
+    cfg = resolve_run_config(args.preset, args.config, overrides)
+    # Everything cheap before a store or folder is created: data paths, the run to resume.
+    check_local_paths(cfg.data)
+    check_tracking_uri(args.tracking_uri, what="--tracking-uri")
+    if args.resume:
+        _check_resume(args.resume, args.tracking_uri)
+    if args.dry_run:  # a file `--config` accepts: the resolved config, the budget as comments
+        print(cfg.to_yaml().rstrip())
         for key, value in summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len).items():
-            print(f"{key}: {value:,}")
+            print(f"# {key}: {value:,}")
+        compute = estimate_compute(cfg, gpu_tflops=args.gpu_tflops, mfu=args.mfu, tokens_per_s=args.tokens_per_s)
+        print("\n".join(f"# {line}" for line in preflight_lines(cfg, planned_precision(cfg), compute)))
         return 0
+    check_cuda_memory(cfg)  # on a GPU: refuse before anything is created if the estimate does not fit
+    if not args.verbose:
+        from mhmoe.training.quiet import quiet_library_logs
+
+        quiet_library_logs()
 
     from mhmoe.training.runner import find_checkpoint_dir, train
 

@@ -7,15 +7,23 @@ Training: sample i of the run (i = step * B + row) starts at a position drawn by
 ``numpy.random.default_rng((seed, i))``, so the stream is a pure function of the seed and never
 depends on what ran before. One epoch is exactly ``max_steps`` batches.
 
-Exact resume: ``state_dict()`` records the batches consumed (``trainer.global_step``: one batch per
-optimizer step) and Lightning hands it back through ``load_state_dict()`` before it builds the
-dataloaders, so ``train_dataloader()`` resumes at that batch. Its ``len()`` stays the full epoch
-(``max_steps``), as for Lightning's stateful loaders, because Lightning counts the restored batches
-towards the epoch; only the remaining batches are yielded. Lightning still warns on such a resume
-("resuming from a checkpoint that ended before the epoch ended ... not resumable"): here it is harmless.
+Micro-batches and ranks: the loader serves micro-batches of M sequences. With W data-parallel
+ranks, optimizer step s is split into ``accumulate = B / (M W)`` rounds; in round a, rank w reads
+samples ``s B + a M W + w M + [0, M)``. So every step still consumes samples ``s B .. s B + B - 1``
+(the token stream, data order and tokens per step do not depend on M or W) and the ranks' shares are
+disjoint. Lightning's DistributedSampler must be off (``use_distributed_sampler=False``).
+
+Exact resume: ``state_dict()`` records the optimizer batches consumed (``trainer.global_step``) and
+Lightning hands it back through ``load_state_dict()`` before it builds the dataloaders, so
+``train_dataloader()`` resumes at that step's first micro-batch (checkpoints are only written at
+optimizer-step boundaries). Its ``len()`` stays the full epoch (``max_steps x accumulate``), as for
+Lightning's stateful loaders, because Lightning counts the restored batches towards the epoch; only
+the remaining ones are yielded. Lightning still warns on such a resume ("resuming from a checkpoint
+that ended before the epoch ended ... not resumable"): here it is harmless.
 
 Validation: consecutive non-overlapping windows from the start of each set (evenly strided when capped
-by ``val_max_windows``), identical for every run; one loader per set in ``val_names`` order.
+by ``val_max_windows``), identical for every run; one loader per set in ``val_names`` order, batches
+of M windows, rank w taking windows w, w + W, ... (the token sums are reduced over ranks).
 """
 
 from __future__ import annotations
@@ -51,21 +59,32 @@ def val_window_starts(n_tokens: int, seq_len: int, max_windows: int) -> np.ndarr
     return index * seq_len
 
 
+def train_sample_rows(micro: int, *, batch_size: int, micro_batch_size: int, world_size: int = 1,
+                      rank: int = 0) -> range:
+    """Sample indices of this rank's micro-batch ``micro`` (its count since the run started)."""
+    accumulate = batch_size // (micro_batch_size * world_size)
+    step, round_ = divmod(micro, accumulate)
+    first = step * batch_size + (round_ * world_size + rank) * micro_batch_size
+    return range(first, first + micro_batch_size)
+
+
 def _windows(stream: np.ndarray, starts: np.ndarray | list[int], seq_len: int) -> Batch:
     window_BT1 = torch.from_numpy(np.stack([stream[s : s + seq_len + 1] for s in starts]).astype(np.int64))
     return window_BT1[:, :-1].contiguous(), window_BT1[:, 1:].contiguous()
 
 
 class TrainBatches(Dataset):
-    """Item b is training batch b of the run (any b >= 0)."""
+    """Item m is this rank's training micro-batch m of the run (any m >= 0)."""
 
-    def __init__(self, stream: np.ndarray, *, seq_len: int, batch_size: int, seed: int) -> None:
+    def __init__(self, stream: np.ndarray, *, seq_len: int, batch_size: int, seed: int,
+                 micro_batch_size: int | None = None, world_size: int = 1, rank: int = 0) -> None:
         self.stream, self.seq_len, self.batch_size, self.seed = stream, seq_len, batch_size, seed
+        self.layout = {"batch_size": batch_size, "micro_batch_size": micro_batch_size or batch_size // world_size,
+                       "world_size": world_size, "rank": rank}
 
-    def __getitem__(self, step: int) -> Batch:
-        first = step * self.batch_size
-        starts = [train_window_start(self.seed, first + row, len(self.stream), self.seq_len)
-                  for row in range(self.batch_size)]
+    def __getitem__(self, micro: int) -> Batch:
+        starts = [train_window_start(self.seed, sample, len(self.stream), self.seq_len)
+                  for sample in train_sample_rows(micro, **self.layout)]
         return _windows(self.stream, starts, self.seq_len)
 
 
@@ -99,7 +118,7 @@ class MHMoEDataModule(LightningDataModule):
     """Tokenizer, token streams and loaders for one run; ``setup`` is idempotent and cache-backed."""
 
     def __init__(self, data: DataConfig, *, seq_len: int, batch_size: int, seed: int, max_steps: int,
-                 val_max_windows: int | None = None) -> None:
+                 val_max_windows: int | None = None, micro_batch_size: int | None = None) -> None:
         super().__init__()
         for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("max_steps", max_steps)):
             if value <= 0:
@@ -108,6 +127,10 @@ class MHMoEDataModule(LightningDataModule):
             raise ValueError(f"seed={seed} must be >= 0 (it seeds numpy's SeedSequence)")
         if val_max_windows is not None and val_max_windows < 0:
             raise ValueError(f"val_max_windows={val_max_windows} must be >= 0 (0 = every window)")
+        if micro_batch_size is not None and (micro_batch_size <= 0 or batch_size % micro_batch_size):
+            raise ValueError(f"micro_batch_size={micro_batch_size} must be > 0 and divide batch_size={batch_size}")
+        self.micro_batch_size = micro_batch_size
+        """Sequences per rank per forward (None = batch_size / ranks, no accumulation)."""
         self.data = data
         self.seq_len, self.batch_size, self.seed, self.max_steps = seq_len, batch_size, seed, max_steps
         self.val_max_windows = data.val_max_windows if val_max_windows is None else val_max_windows
@@ -178,21 +201,45 @@ class MHMoEDataModule(LightningDataModule):
 
     # ---- loaders ----------------------------------------------------------------------------------
 
+    def _ranks(self) -> tuple[int, int]:
+        """(world size, this rank) from the attached trainer; (1, 0) without one."""
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+    def micro_layout(self) -> tuple[int, int]:
+        """(micro-batch size, micro-batches accumulated per optimizer step) on each rank."""
+        world, _ = self._ranks()
+        if self.batch_size % world:
+            raise ValueError(f"batch_size={self.batch_size} is not divisible by {world} data-parallel ranks")
+        micro = self.micro_batch_size or self.batch_size // world
+        if self.batch_size % (micro * world):
+            raise ValueError(f"micro_batch_size={micro} x {world} ranks does not divide batch_size={self.batch_size}")
+        return micro, self.batch_size // (micro * world)
+
     def train_dataloader(self) -> DataLoader:
-        if self.trainer is not None and self.trainer.accumulate_grad_batches != 1:
-            raise ValueError("MHMoEDataModule counts one batch per optimizer step; "
-                             f"accumulate_grad_batches={self.trainer.accumulate_grad_batches} is not supported")
-        batches = TrainBatches(self.train_stream, seq_len=self.seq_len, batch_size=self.batch_size, seed=self.seed)
+        micro, accumulate = self.micro_layout()
+        if self.trainer is not None and self.trainer.accumulate_grad_batches != accumulate:
+            raise ValueError(f"the data module serves {accumulate} micro-batches per optimizer step but the trainer "
+                             f"accumulates {self.trainer.accumulate_grad_batches}")
+        world, rank = self._ranks()
+        batches = TrainBatches(self.train_stream, seq_len=self.seq_len, batch_size=self.batch_size, seed=self.seed,
+                               micro_batch_size=micro, world_size=world, rank=rank)
+        sampler = ResumeSampler(self.consumed_batches * accumulate, self.max_steps * accumulate)
         # batch_size=None: each item already is a batch; num_workers=0 keeps the order trivially exact.
-        return DataLoader(batches, batch_size=None, sampler=ResumeSampler(self.consumed_batches, self.max_steps),
-                          num_workers=0)
+        return DataLoader(batches, batch_size=None, sampler=sampler, num_workers=0)
 
     def val_dataloader(self) -> list[DataLoader]:
+        micro, _ = self.micro_layout()
+        world, rank = self._ranks()
         loaders = []
         for name in self.val_names:
             stream = self.val_streams[name]
             starts = val_window_starts(len(stream), self.seq_len, self.val_max_windows)
-            batches = ValBatches(stream, starts, seq_len=self.seq_len, batch_size=self.batch_size)
+            if len(starts) < world:  # Lightning refuses a rank without a validation batch
+                raise DataError(f"validation set {name!r} has {len(starts)} windows, fewer than the {world} "
+                                "data-parallel ranks; raise data.val_max_windows or use a longer set")
+            batches = ValBatches(stream, starts[rank::world], seq_len=self.seq_len, batch_size=micro)
             loaders.append(DataLoader(batches, batch_size=None, shuffle=False, num_workers=0))
         return loaders
 

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mhmoe.data import shakespeare
-from mhmoe.data.config import HF_SPEC, PYDOC, SHAKESPEARE_TRAIN, SHAKESPEARE_VAL, DataConfig, DataError
+from mhmoe.data.config import (
+    HF_SPEC,
+    PYDOC,
+    SHAKESPEARE_TRAIN,
+    SHAKESPEARE_VAL,
+    DataConfig,
+    DataError,
+    canonical_source,
+)
 from mhmoe.home import home_subdir
 
 FOLDER_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -227,6 +235,28 @@ def concat_sources(sources: list[Source]) -> Source:
 
     return Source(spec=" + ".join(s.spec for s in sources),
                   fingerprint=_digest(["concat", *(s.fingerprint for s in sources)]), read=read)
+
+
+def _is_local(spec: str) -> bool:
+    return spec not in (SHAKESPEARE_TRAIN, SHAKESPEARE_VAL, PYDOC) and not spec.startswith("hf:")
+
+
+def check_local_paths(data: DataConfig) -> None:
+    """Cheap check before anything is created: every file or folder the config names exists and a
+    folder holds a readable file type. Reads no content (bad records surface when the data is read)."""
+    named = [(f"data.corpus[{i}]", spec) for i, spec in enumerate(data.corpus)]
+    named += [(f"data.val_sets[{i}]", entry.partition("=")[2]) for i, entry in enumerate(data.val_sets)
+              if "=" in entry]
+    for field, spec in named:
+        spec = canonical_source(spec, role="train")
+        if _is_local(spec):
+            try:
+                list_files(Path(spec).expanduser(), spec)
+            except DataError as err:
+                raise DataError(f"{field}: {err}") from None
+    if data.tokenizer.endswith(".json") and not Path(data.tokenizer).expanduser().is_file():
+        raise DataError(f"data.tokenizer={data.tokenizer!r} does not exist; give a tokenizer.json file, "
+                        "'bpe' or 'byte'")
 
 
 def train_source(data: DataConfig) -> Source:

@@ -21,7 +21,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from mhmoe.data.config import DataConfig, DataError
 from mhmoe.data.sources import Source, train_source
-from mhmoe.home import home_subdir
+from mhmoe.home import home_path
 
 EOS_TOKEN = "<|endoftext|>"
 # End-of-text names used by common tokenizer.json files, tried in order for a user-given file.
@@ -116,6 +116,7 @@ def train_bpe(documents: Iterable[str], vocab_size: int) -> Tokenizer:
 
 def _publish(tokenizer: Tokenizer, path: Path) -> None:
     """Write next to ``path`` and link it in: the first writer wins, readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tokenizer.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -136,7 +137,7 @@ def bpe_cache_path(data: DataConfig, train: Source) -> Path:
     key = hashlib.sha256(
         json.dumps({"recipe": BPE_RECIPE, "vocab_size": data.vocab_size, "corpus": train.fingerprint}).encode()
     ).hexdigest()[:16]
-    return home_subdir("tokenizers", key) / "tokenizer.json"
+    return home_path() / "tokenizers" / key / "tokenizer.json"  # created by _publish, after training
 
 
 def build_tokenizer(data: DataConfig, train: Source | None = None) -> TextTokenizer:

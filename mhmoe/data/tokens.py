@@ -7,6 +7,7 @@ temporary name and renamed into place, so a crash never leaves a truncated cache
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -18,7 +19,7 @@ from mhmoe.atomic import atomic_write
 from mhmoe.data.config import DataConfig, DataError
 from mhmoe.data.sources import Source, open_source
 from mhmoe.data.tokenizer import TextTokenizer, build_tokenizer
-from mhmoe.home import home_subdir
+from mhmoe.home import home_path
 
 STREAM_VERSION = "v1"
 """Part of the cache key: change it whenever the stream layout changes."""
@@ -36,7 +37,8 @@ def stream_path(source: Source, tokenizer: TextTokenizer) -> Path:
     key = hashlib.sha256(
         json.dumps([STREAM_VERSION, source.fingerprint, tokenizer.fingerprint, dtype.name]).encode()
     ).hexdigest()[:24]
-    return home_subdir("tokens") / f"{key}-{dtype.name}.bin"
+    # Only a name: atomic_write creates the folder once the stream is written (bad data creates nothing).
+    return home_path() / "tokens" / f"{key}-{dtype.name}.bin"
 
 
 def _batches(documents: Iterable[str]) -> Iterator[list[str]]:
@@ -55,11 +57,18 @@ def _batches(documents: Iterable[str]) -> Iterator[list[str]]:
 def _write_stream(source: Source, tokenizer: TextTokenizer, path: Path) -> None:
     dtype = stream_dtype(tokenizer.vocab_size)
     eos = np.array([tokenizer.eos_id], dtype=dtype)
-    with atomic_write(path, "wb") as f:
-        for batch in _batches(source.documents()):
-            for ids in tokenizer.encode_batch(batch):
-                ids.astype(dtype, copy=False).tofile(f)
-                eos.tofile(f)  # after every document: the model learns where texts end
+    created = not path.parent.exists()
+    try:
+        with atomic_write(path, "wb") as f:
+            for batch in _batches(source.documents()):
+                for ids in tokenizer.encode_batch(batch):
+                    ids.astype(dtype, copy=False).tofile(f)
+                    eos.tofile(f)  # after every document: the model learns where texts end
+    except BaseException:
+        if created:  # a bad data file leaves no empty cache folder behind (rmdir keeps a non-empty one)
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
+        raise
 
 
 def token_stream(source: Source, tokenizer: TextTokenizer) -> np.memmap:

@@ -4,7 +4,8 @@ CPU workers: the supervisor imports torch / Lightning / MLflow once and then for
 workers cost one import (~6 s on 2 cores) instead of N competing ones; they split the cores evenly
 (``torch.set_num_threads`` + the OpenMP/MKL variables) and see no GPU. GPU workers start as
 ``python -m mhmoe.sweep.worker`` with ``CUDA_VISIBLE_DEVICES`` set to their device (CUDA is not
-fork-safe), as do all workers where fork is missing. Each worker dies with
+fork-safe), as do all workers where fork is missing. With ``devices_per_trial`` > 1 a GPU worker
+holds that many consecutive devices (``CUDA_VISIBLE_DEVICES=0,1``) and trains DDP trials on them. Each worker dies with
 the supervisor (``PR_SET_PDEATHSIG``) and gets SIGTERM/SIGINT forwarded, which re-queues its
 running trial; workers on other nodes run the same command against the same storage.
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mhmoe.configbase import ConfigError
 from mhmoe.sweep.worker import WorkerOptions
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -36,6 +38,8 @@ class WorkerSlot:
     env: dict[str, str]
     """Environment the worker sets before touching torch (device pinning, thread counts)."""
     threads: int
+    devices: int = 1
+    """Devices the worker holds: the largest ``train.devices`` it accepts."""
 
 
 def available_cores() -> int:
@@ -45,17 +49,23 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def worker_slots(devices: list[str] | None = None, cpu_workers: int | None = None) -> list[WorkerSlot]:
-    """One slot per listed GPU, else ``cpu_workers`` CPU slots (default 1) sharing the cores."""
+def worker_slots(devices: list[str] | None = None, cpu_workers: int | None = None,
+                 devices_per_trial: int = 1) -> list[WorkerSlot]:
+    """One slot per ``devices_per_trial`` listed GPUs (consecutive), else ``cpu_workers`` CPU slots
+    (default 1) sharing the cores, each holding ``devices_per_trial`` CPU ranks."""
+    if devices_per_trial < 1 or (devices and len(devices) % devices_per_trial):
+        raise ConfigError(f"--devices-per-trial={devices_per_trial} must be >= 1 and divide the number of "
+                          f"--devices ({len(devices or [])})")
     cores = available_cores()
-    n = len(devices) if devices else max(1, cpu_workers or 1)
+    n = len(devices) // devices_per_trial if devices else max(1, cpu_workers or 1)
     threads = max(1, cores // n)
     common = {var: str(threads) for var in THREAD_VARS}
     if devices:
-        return [WorkerSlot(name=f"gpu{d}", env={**common, "CUDA_VISIBLE_DEVICES": d}, threads=threads)
-                for d in devices]
-    return [WorkerSlot(name=f"cpu{i}", env={**common, "CUDA_VISIBLE_DEVICES": ""}, threads=threads)
-            for i in range(n)]
+        groups = [devices[i : i + devices_per_trial] for i in range(0, len(devices), devices_per_trial)]
+        return [WorkerSlot(name=f"gpu{'+'.join(g)}", env={**common, "CUDA_VISIBLE_DEVICES": ",".join(g)},
+                           threads=threads, devices=devices_per_trial) for g in groups]
+    return [WorkerSlot(name=f"cpu{i}", env={**common, "CUDA_VISIBLE_DEVICES": ""}, threads=threads,
+                       devices=devices_per_trial) for i in range(n)]
 
 
 def _die_with_parent() -> None:
@@ -84,7 +94,7 @@ def _forked_worker(options: WorkerOptions, slot: WorkerSlot, log: Path | None) -
         _die_with_parent()
         os.environ.update(slot.env)
         _redirect(log)
-        code = serve(dataclasses.replace(options, threads=slot.threads))
+        code = serve(dataclasses.replace(options, threads=slot.threads, devices=slot.devices))
     except BaseException:  # noqa: BLE001 - os._exit below skips the interpreter's own traceback print
         traceback.print_exc()
         print(f"[sweep worker {os.getpid()}] died; its trial (if any) is re-queued after the grace period",
@@ -127,7 +137,7 @@ class _Fork:
 
 def _spawned(options: WorkerOptions, slot: WorkerSlot, log: Path | None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "mhmoe.sweep.worker", "--storage", options.storage, "--study", options.study,
-           "--threads", str(slot.threads), "--poll", str(options.poll_s)]
+           "--threads", str(slot.threads), "--poll", str(options.poll_s), "--devices", str(slot.devices)]
     optional: dict[str, Any] = {
         "--tracking-uri": options.tracking_uri, "--checkpoint-root": options.checkpoint_root,
         "--max-trials": options.max_trials, "--heartbeat-interval": options.heartbeat_interval,

@@ -16,7 +16,15 @@ from mhmoe import budget
 from mhmoe.configbase import ConfigError
 from mhmoe.matching import match_variant
 from mhmoe.run_config import RunConfig, resolve_run_config
-from mhmoe.sweep.spec import DEFAULT_GROUP, MATCH_KNOBS, Group, SpecError, SweepSpec, steps_for_tokens
+from mhmoe.sweep.spec import (
+    BUDGET_AXES,
+    DEFAULT_GROUP,
+    MATCH_KNOBS,
+    Group,
+    SpecError,
+    SweepSpec,
+    steps_for_tokens,
+)
 
 VARIANT_KEYS = ("model.ffn", "moe.heads", "moe.head_proj", "moe.merge_proj")
 """Keys that define a variant rather than its SMoE baseline (not copied onto the baseline)."""
@@ -99,11 +107,17 @@ def _resolve(spec: SweepSpec, overrides: dict[str, Any]) -> RunConfig:
 
 
 def _with_budget(spec: SweepSpec, overrides: dict[str, Any]) -> dict[str, Any]:
-    out = dict(overrides)
-    if spec.steps is not None:
-        out["train.max_steps"] = spec.steps
+    """``overrides`` with the training length (the spec's budget, or a budget grid axis) and validation sets."""
+    out = {k: v for k, v in overrides.items() if k not in BUDGET_AXES}
+    steps = overrides.get("budget.steps", spec.steps)
+    tokens = overrides.get("budget.tokens", spec.tokens)
     if spec.val_sets is not None:
         out["data.val_sets"] = spec.val_sets
+    if steps is not None:
+        out["train.max_steps"] = steps
+    if tokens is not None:  # the batch and sequence length decide how many steps that is
+        probe = _resolve(spec, out).train
+        out["train.max_steps"] = steps_for_tokens(tokens, probe.batch_size, probe.seq_len)
     return out
 
 
@@ -136,12 +150,19 @@ def _pct(value: int, reference: int) -> float:
     return 100.0 * (value - reference) / reference if reference else 0.0
 
 
+VAL_STATS = ("loss", "ppl")
+"""What validation logs per set (``val/<set>/loss``, ``val/<set>/ppl``): the metrics a trial can report."""
+
+
 def _metric(spec: SweepSpec, cfg: RunConfig) -> str:
     names = cfg.data.val_names
+    if not names:
+        raise ConfigError("data.val_sets is empty: a sweep trial reports a validation metric; name at least one set")
     metric = spec.metric or f"val/{names[0]}/ppl"
-    parts = metric.split("/")
-    if parts[0] == "val" and (len(parts) != 3 or parts[1] not in names):
-        raise ConfigError(f"validation.metric={metric!r} must be val/<set>/<stat> with <set> one of {names}")
+    allowed = [f"val/{name}/{stat}" for name in names for stat in VAL_STATS]
+    if metric not in allowed:
+        # Checked here, not after training: an unknown metric used to fail every trial at the end.
+        raise ConfigError(f"validation.metric={metric!r} is not logged by these trials; choose one of {allowed}")
     return metric
 
 
@@ -162,8 +183,6 @@ def _point(spec: SweepSpec, group: Group, coords: dict[str, Any], short: dict[st
         result = _match(spec, request, baseline, knobs)
         overrides.update({"model.ffn": result.ffn, **{f"moe.{k}": v for k, v in result.moe_overrides().items()}})
         notes = result.notes
-    if spec.tokens is not None:
-        overrides["train.max_steps"] = steps_for_tokens(spec.tokens, request.train.batch_size, request.train.seq_len)
     cfg = _resolve(spec, overrides)
     if baseline is None:
         baseline = _resolve(spec, _with_budget(spec, dict(spec.base.overrides)))
@@ -230,6 +249,24 @@ def plan(spec: SweepSpec) -> Plan:
     return Plan(points=tuple(points.values()), warnings=tuple(warnings))
 
 
+def data_problems(points: list[TrialPoint] | tuple[TrialPoint, ...]) -> list[str]:
+    """One line per corpus/validation/tokenizer path the points name that does not exist here.
+
+    Not part of :func:`plan`: a spec may be planned on a machine without the data (paper_v2 names
+    a cluster path); ``sweep submit``/``run`` refuse these, ``sweep plan`` warns.
+    """
+    from mhmoe.data.config import DataError
+    from mhmoe.data.sources import check_local_paths
+
+    problems: dict[str, list[str]] = {}
+    for point in points:
+        try:
+            check_local_paths(point.config.data)
+        except DataError as err:
+            problems.setdefault(str(err), []).append(point.label)
+    return _group_errors([(labels[0], message) for message, labels in problems.items()])
+
+
 def expand(spec: SweepSpec) -> list[TrialPoint]:
     """The spec's trial points (validated, deduplicated); raises :class:`SpecError`."""
     return list(plan(spec).points)
@@ -277,4 +314,4 @@ def format_table(rows: list[dict[str, str]], columns: tuple[str, ...] | list[str
     return "\n".join(lines)
 
 
-__all__ = ["PLAN_COLUMNS", "Plan", "TrialPoint", "expand", "format_table", "plan", "plan_rows"]
+__all__ = ["PLAN_COLUMNS", "Plan", "TrialPoint", "data_problems", "expand", "format_table", "plan", "plan_rows"]

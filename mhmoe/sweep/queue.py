@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import uuid
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,15 +215,21 @@ class SweepQueue:
                 reaped.append((trial, self._requeue_unlocked(trial, reason=STALE_REASON)))
         return reaped
 
-    def claim(self, worker: str | None = None) -> FrozenTrial | None:
+    def claim(self, worker: str | None = None, accepts: Callable[[FrozenTrial], bool] | None = None, *,
+              reap: bool = True) -> FrozenTrial | None:
         """Atomically move a WAITING trial to RUNNING and return it (None when none waits).
 
         Re-queued attempts go first (they usually resume a checkpoint), then submission order.
+        ``accepts`` filters what this worker can run (others stay WAITING for another worker);
+        ``reap=False`` when the caller reaped just before (to close the reaped trials' runs).
         """
-        self.reap()
+        if reap:
+            self.reap()
         with self.lock():
             waiting = self.trials((TrialState.WAITING,))
             for trial in sorted(waiting, key=lambda t: (t.user_attrs.get("attempt", 1) == 1, t.number)):
+                if accepts is not None and not accepts(trial):
+                    continue
                 if not self.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
                     continue  # taken by a worker outside our lock (e.g. a plain study.optimize)
                 if self.storage.heartbeat_interval is not None:

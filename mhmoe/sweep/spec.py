@@ -35,12 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
-from mhmoe.configbase import ConfigError, _coerce
+from mhmoe.configbase import ConfigError, _coerce, unknown_key
 from mhmoe.matching import MATCH_MODES
 from mhmoe.presets import PRESETS
-from mhmoe.run_config import RunConfig, run_config_keys
+from mhmoe.run_config import MAX_STEPS, RunConfig, run_config_keys
 
 SPEC_KEYS = (
     "name", "description", "base", "match", "budget", "validation", "retries", "eval", "groups", "grid",
@@ -50,11 +48,20 @@ MATCH_POLICIES = ("flops", "none")
 MATCH_KNOBS: dict[str, Any] = {"match.mode": str, "match.granularity": int, "match.top_k": int,
                                "match.expert_multiple": int}
 """Per-group / per-axis matching knobs (not RunConfig fields)."""
+BUDGET_AXES = ("budget.steps", "budget.tokens")
+"""Grid axes that put the training length on the grid (a token-budget ladder): each value is a
+separate run with its own LR schedule. Not allowed beside a ``budget:`` section."""
 BASELINE_SIZING = ("moe.num_experts", "moe.expert_d_ff", "moe.top_k")
 """Under ``policy: flops`` these describe the SMoE baseline; the solver derives them for variants."""
 DEFAULT_GROUP = "grid"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+MAX_TOKENS = 10**13
+"""Upper bound on budget.tokens (10T): far past any ablation this harness runs; more is a typo."""
+GRACE_FACTOR = 3
+"""A grace period must cover this many heartbeat intervals: with less, one slow beat (a long
+checkpoint write, a busy database) makes a live trial look dead and a second worker trains it too."""
+SPEC_NEEDS = "write at least base (preset/config/overrides) and budget (steps or tokens)"
 
 
 class SpecError(ConfigError):
@@ -189,11 +196,17 @@ def spec_path(path_or_name: str | Path) -> Path:
 
 def load_spec(path_or_name: str | Path, *, check_points: bool = True) -> SweepSpec:
     """Read and validate a spec; raises :class:`SpecError` listing every problem, one per line."""
+    from mhmoe.yaml_strict import read_yaml_file
+
     path = spec_path(path_or_name)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise SpecError([f"{path}: not valid YAML ({err})"]) from None
+        data = read_yaml_file(path, "spec")
+    except ConfigError as err:
+        raise SpecError([str(err)]) from None
+    if data is None or data == {}:
+        # An empty file used to queue one trial of the default (paper-size) config.
+        raise SpecError([f"spec {str(path)!r} is empty; {SPEC_NEEDS}, e.g. base: {{preset: debug}}, "
+                         "budget: {steps: 100}"])
     if not isinstance(data, dict):
         raise SpecError([f"{path}: a sweep spec must be a mapping of {list(SPEC_KEYS)}"])
     spec = parse_spec(data, path=path)
@@ -223,6 +236,9 @@ def parse_spec(data: Mapping[str, Any], *, path: Path | None = None) -> SweepSpe
     experiment = _parse_optional_str("experiment", data.get("experiment"), errors)
     storage = _parse_optional_str("storage", data.get("storage"), errors)
     tracking_uri = _parse_optional_str("tracking_uri", data.get("tracking_uri"), errors)
+    ladder = [axis.key for axis in grid if axis.key in BUDGET_AXES]
+    if len(ladder) > 1 or (ladder and (steps is not None or tokens is not None)):
+        errors.append(f"grid axes {ladder} and the budget section all set the training length; keep one")
     if match.policy == "flops" and match.baseline != "base" and match.baseline not in {g.name for g in groups}:
         errors.append(f"match.baseline={match.baseline!r} names no group; choose 'base' or one of "
                       f"{[g.name for g in groups]}")
@@ -258,6 +274,8 @@ def _parse_name(value: Any, path: Path | None, errors: list[str]) -> str:
 
 
 def _parse_int(name: str, value: Any, errors: list[str], *, minimum: int) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 1.0e+4 is a YAML float
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         errors.append(f"{name}={value!r} must be an integer >= {minimum}")
         return minimum
@@ -284,7 +302,7 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _key_types() -> dict[str, Any]:
-    """Declared type of every dotted RunConfig key (and matching knob)."""
+    """Declared type of every dotted RunConfig key (and matching knob); grids also take :data:`BUDGET_AXES`."""
     types: dict[str, Any] = dict(MATCH_KNOBS)
     for key in run_config_keys():
         cls: Any = RunConfig
@@ -295,10 +313,29 @@ def _key_types() -> dict[str, Any]:
     return types
 
 
+BUDGET_LIMITS = {"budget.steps": (MAX_STEPS, "100x the paper's 100k-step schedule"),
+                 "budget.tokens": (MAX_TOKENS, "far past any ablation")}
+
+
+def _budget_value(where: str, key: str, value: Any, errors: list[str]) -> Any:
+    """A training length: a whole number in [1, limit], as an int, a float or ``3e5`` (YAML reads that as text)."""
+    limit, why = BUDGET_LIMITS[key]
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number.is_integer() and 1 <= number <= limit):
+        errors.append(f"{where}{key}={value!r} must be a whole number from 1 to {limit:.0e} ({why}), e.g. 3e5")
+        return value
+    return int(number)
+
+
 def _check_value(where: str, key: str, value: Any, types: dict[str, Any], errors: list[str]) -> Any:
     """Coerce ``value`` to ``key``'s type; one error line naming where, the key and what is allowed."""
+    if key in BUDGET_AXES and key in types:
+        return _budget_value(f"{where}: ", key, value, errors)
     if key not in types:
-        errors.append(f"{where}: unknown key {key!r}; valid keys: {sorted(types)}")
+        errors.append(f"{where}: {unknown_key(key, types, what='key')}")
         return value
     if key == "match.mode" and value not in MATCH_MODES:
         errors.append(f"{where}: match.mode={value!r} is not allowed; choose one of {list(MATCH_MODES)}")
@@ -354,8 +391,8 @@ def _parse_match(value: Any, errors: list[str]) -> MatchSpec:
 
 def _parse_budget(value: Any, base: BaseSpec, errors: list[str]) -> tuple[int | None, int | None]:
     data = _section("budget", value, ("steps", "tokens"), errors)
-    steps = _parse_int("budget.steps", data["steps"], errors, minimum=1) if "steps" in data else None
-    tokens = _parse_int("budget.tokens", data["tokens"], errors, minimum=1) if "tokens" in data else None
+    steps, tokens = (_budget_value("", f"budget.{name}", data[name], errors) if name in data else None
+                     for name in ("steps", "tokens"))
     if steps is not None and tokens is not None:
         errors.append("budget: give steps or tokens, not both")
     if (steps or tokens) and "train.max_steps" in base.overrides:
@@ -432,7 +469,7 @@ def _parse_grid(value: Any, errors: list[str]) -> tuple[Axis, ...]:
     if not isinstance(value, dict):
         errors.append("grid must be a mapping of dotted config key -> list of values")
         return ()
-    types = _key_types()
+    types = {**_key_types(), **dict.fromkeys(BUDGET_AXES, int)}
     axes = []
     for key, values in _flatten(value).items():
         if not isinstance(values, list):
@@ -451,10 +488,20 @@ def _parse_grid(value: Any, errors: list[str]) -> tuple[Axis, ...]:
 def _parse_heartbeat(value: Any, errors: list[str]) -> tuple[int, int]:
     data = _section("heartbeat", value, ("interval", "grace"), errors)
     interval = _parse_int("heartbeat.interval", data.get("interval", 30), errors, minimum=1)
-    grace = _parse_int("heartbeat.grace", data.get("grace", max(180, 3 * interval)), errors, minimum=1)
-    if grace <= interval:
-        errors.append(f"heartbeat.grace={grace} must exceed heartbeat.interval={interval}")
+    grace = _parse_int("heartbeat.grace", data.get("grace", max(180, GRACE_FACTOR * interval)), errors, minimum=1)
+    problem = heartbeat_problem(interval, grace)
+    if problem:
+        errors.append(problem)
     return interval, grace
+
+
+def heartbeat_problem(interval: int, grace: int, *, interval_name: str = "heartbeat.interval",
+                      grace_name: str = "heartbeat.grace") -> str | None:
+    """Why ``grace`` is too short for ``interval`` (None when it is fine); names say where each was set."""
+    if grace < GRACE_FACTOR * interval:
+        return (f"{grace_name}={grace} must be >= {GRACE_FACTOR * interval} "
+                f"({GRACE_FACTOR} x {interval_name}={interval})")
+    return None
 
 
 def steps_for_tokens(tokens: int, batch_size: int, seq_len: int) -> int:
@@ -468,6 +515,7 @@ __all__ = [
     "MatchSpec",
     "SpecError",
     "SweepSpec",
+    "heartbeat_problem",
     "load_spec",
     "parse_spec",
     "spec_path",

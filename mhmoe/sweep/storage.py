@@ -2,7 +2,7 @@
 
 SQLite (one machine; the default, a file under the mhmoe home) and PostgreSQL (many nodes) are
 both plain Optuna RDB storages, so ``optuna-dashboard <url>`` shows a sweep as a normal study.
-SQLite has no row locks: two workers can both pop the same WAITING trial (STACK.md), so every
+SQLite has no row locks: two workers can both pop the same WAITING trial (seen with Optuna 5), so every
 queue mutation (submit, claim, re-queue, tell) runs under :func:`queue_lock` -- a file lock next
 to the SQLite file, or a transaction-scoped advisory lock on PostgreSQL, which also covers
 workers on other nodes.
@@ -19,8 +19,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mhmoe.store_urls import StoreError, check_db_url, redact, sqlite_file
+
 STORAGE_ENV = "MHMOE_SWEEP_STORAGE"
 LOCK_TIMEOUT_S = 600.0
+BACKENDS = ("sqlite", "postgresql", "mysql")
+"""URL schemes (before any ``+driver``) that Optuna's RDBStorage and :func:`queue_lock` handle."""
+StorageError = StoreError
+"""The storage URL is malformed or names a file that is not an Optuna SQLite database."""
 
 
 def storage_url(cli: str | None = None, spec_storage: str | None = None) -> str:
@@ -32,19 +38,22 @@ def storage_url(cli: str | None = None, spec_storage: str | None = None) -> str:
 
 def sqlite_path(url: str) -> Path | None:
     """File of a ``sqlite:///...`` URL (None for other backends)."""
-    if not url.startswith("sqlite:///"):
-        return None
-    return Path(url[len("sqlite:///"):])
+    return sqlite_file(url)
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for printing."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+def check_storage(url: str) -> None:
+    """Refuse a malformed URL, an unknown backend, or a SQLite file that exists but is not a database.
+
+    Opening a zero-byte file, SQLite would treat it as a new empty database and Optuna would
+    re-create the study in it (re-queueing every point): refused too. Opens nothing.
+    """
+    check_db_url(url, what="storage", backends=BACKENDS, allow_empty_file=False)
+
+
+def store_exists(url: str) -> bool:
+    """False when a SQLite store's file is absent (reading it must not create it); True otherwise."""
+    path = sqlite_path(url)
+    return path is None or path.is_file()
 
 
 def open_storage(
@@ -121,4 +130,5 @@ def queue_lock(storage, url: str, study_name: str) -> Iterator[None]:
         yield
 
 
-__all__ = ["STORAGE_ENV", "open_storage", "queue_lock", "redact", "sqlite_path", "storage_url"]
+__all__ = ["STORAGE_ENV", "StorageError", "check_storage", "open_storage", "queue_lock", "redact", "sqlite_path",
+           "store_exists", "storage_url"]

@@ -15,14 +15,12 @@ worker whose trial was reaped and re-queued stops within one heartbeat and write
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import signal
 import sys
 import time
 import traceback
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from mhmoe.sweep import summary, tracking
+from mhmoe.sweep.devices import DeviceFit
 from mhmoe.sweep.queue import STALE_REASON, Heartbeat, SweepQueue, worker_id
 from mhmoe.sweep.status import format_status, sweep_status
 from mhmoe.tracking.names import TAG_RESTART
@@ -65,6 +64,8 @@ class WorkerOptions:
     """Override the sweep's heartbeat interval (seconds)."""
     grace_period: int | None = None
     """Override the sweep's grace period (seconds)."""
+    devices: int = 1
+    """Devices this worker holds (its CUDA_VISIBLE_DEVICES); it leaves trials needing more queued."""
 
 
 def _log(message: str) -> None:
@@ -307,11 +308,12 @@ def run_worker(options: WorkerOptions) -> int:
     ensure_parent_run(queue, options)
     done = 0
     failed = 0
+    fits = DeviceFit(options.devices, _log)
     while options.max_trials is None or done < options.max_trials:
         close_reaped(queue, options)
-        trial = queue.claim()
+        trial = queue.claim(accepts=fits, reap=False)
         if trial is None:
-            waiting, running = queue.pending()
+            waiting, running = fits.waiting(queue), queue.pending()[1]
             if waiting == 0 and (running == 0 or not options.linger):
                 break
             time.sleep(options.poll_s)
@@ -335,10 +337,9 @@ def preload() -> None:
     import mhmoe.training.lit_module  # noqa: F401
     import mhmoe.training.runner  # noqa: F401
 
-    # One line per trial from us; Lightning's per-fit banners (GPU available, tips) are noise here.
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    from mhmoe.training.quiet import quiet_library_logs
+
+    quiet_library_logs()  # one line per trial from us; Lightning's per-fit banners are noise here
 
 
 def _stop(signum: int, frame: Any) -> None:
@@ -381,6 +382,7 @@ def parse_args(argv: list[str]) -> WorkerOptions:
     parser.add_argument("--poll", dest="poll_s", type=float, default=5.0)
     parser.add_argument("--heartbeat-interval", type=int)
     parser.add_argument("--grace-period", type=int)
+    parser.add_argument("--devices", type=int, default=1)
     return WorkerOptions(**vars(parser.parse_args(argv)))
 
 

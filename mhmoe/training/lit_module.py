@@ -19,13 +19,14 @@ from mhmoe.model import Transformer
 from mhmoe.run_config import RunConfig
 from mhmoe.tracking.heatmap import save_load_heatmap
 from mhmoe.tracking.names import divergence_artifact, load_artifact, load_heatmap_artifact, val_metric
+from mhmoe.training.accumulate import StepMeans
 from mhmoe.training.failures import Diverged
 from mhmoe.training.optim import build_optimizer
 from mhmoe.training.telemetry import LoadAccumulator, routing_metrics
 
 
 class LitLM(pl.LightningModule):
-    """Mean next-token cross-entropy + the model's scaled MoE aux losses (PAPER.md 1.6)."""
+    """Mean next-token cross-entropy + the model's scaled MoE aux losses (docs/MODEL.md, load balancing)."""
 
     def __init__(
         self,
@@ -48,8 +49,9 @@ class LitLM(pl.LightningModule):
         self.save_hyperparameters(
             {"config": config.to_dict(), "tokenizer": tokenizer_spec, "val_names": self.val_names}, logger=False
         )
-        # Window of 2: the rate over exactly the interval since the previous perf log.
-        self._throughput = Throughput(available_flops=peak_flops, window_size=2)
+        # Window of 2: the rate over exactly the interval since the previous perf log. Per-device
+        # counts and the world size: MFU is against one device's peak, tokens/s over all of them.
+        self._throughput = Throughput(available_flops=peak_flops, world_size=config.train.world_size, window_size=2)
         self._interval_step: int | None = None
         """Global step the current throughput interval started after (None: not started in this fit)."""
         self._pending_metrics: dict[str, float] = {}
@@ -60,6 +62,7 @@ class LitLM(pl.LightningModule):
         """perf/* of the latest logged interval (empty before the first one)."""
         self._val_sums: dict[int, list[float]] = {}
         self._val_load = LoadAccumulator()
+        self._step_means = StepMeans(config.train.accumulate_grad_batches)
 
     # ---- training -----------------------------------------------------------------------------
 
@@ -71,7 +74,10 @@ class LitLM(pl.LightningModule):
         out = self.net(inputs)
         ce = F.cross_entropy(out.logits.flatten(0, 1).float(), targets.flatten())
         loss = ce + out.aux_loss
-        self._log_train(ce, out)
+        if self._step_means.accumulate == 1 and self.trainer.world_size == 1:
+            self._log_train(ce, out)
+        elif (step_means := self._step_means.add(ce, out, self._mean_over_ranks)) is not None:
+            self._log_train(*step_means)
         return loss
 
     def _log_train(self, ce: torch.Tensor, out: Any) -> None:
@@ -106,11 +112,12 @@ class LitLM(pl.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         metrics, self._pending_metrics = self._pending_metrics, {}
-        step = self.global_step  # the optimizer step just taken
+        step = self.global_step  # optimizer steps done (a micro-batch that ends none leaves it as it was)
         if self._interval_step is None:
             # The first step of a fit pays one-off costs (allocator, optimizer state, compile):
             # time from its end, so the first perf/* value is a steady-state rate.
-            self._start_interval(step)
+            if step > self.start_step:
+                self._start_interval(step)
         elif "train/loss" in metrics and step > self._interval_step:
             metrics.update(self._perf_metrics(step))
         if metrics and self.logger is not None:
@@ -130,21 +137,23 @@ class LitLM(pl.LightningModule):
             torch.cuda.synchronize(self.device)  # only on logged steps: the GPU has finished the step
         train = self.config.train
         since = 0 if self._interval_step is None else step - self._interval_step
-        tokens_per_step = train.batch_size * train.seq_len
-        self._throughput.update(time=time.perf_counter(), batches=step, samples=step * train.batch_size,
-                                lengths=step * tokens_per_step,
-                                flops=int(since * tokens_per_step * self.train_flops_per_token))
+        samples = train.batch_size // train.world_size  # per device and optimizer step
+        tokens = samples * train.seq_len
+        self._throughput.update(time=time.perf_counter(), batches=step, samples=step * samples, lengths=step * tokens,
+                                flops=int(since * tokens * self.train_flops_per_token))
         self._interval_step = step
 
     def _perf_metrics(self, step: int) -> dict[str, float]:
         """Tokens/s and MFU over the steps since the interval began (the project's FLOP count per token)."""
         self._record_time(step)
         rates = self._throughput.compute()
-        self.last_perf_metrics = {"perf/tokens_per_s": rates["device/items_per_sec"], "perf/mfu": rates["device/mfu"]}
+        tokens_per_s = rates.get("items_per_sec", rates["device/items_per_sec"])  # all devices (world size 1: one)
+        self.last_perf_metrics = {"perf/tokens_per_s": tokens_per_s, "perf/mfu": rates["device/mfu"]}
         return dict(self.last_perf_metrics)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer, scheduler = build_optimizer(self.net, self.config.optim, self.config.train.max_steps)
+        mixed = str(self.trainer.precision).endswith("-mixed")
+        optimizer, scheduler = build_optimizer(self.net, self.config.optim, self.config.train.max_steps, fused=not mixed)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -174,7 +183,7 @@ class LitLM(pl.LightningModule):
         train = self.config.train
         metrics = {"val/tokens": float(step * train.batch_size * train.seq_len)}
         for i, name in enumerate(self.val_names):
-            total, count = self._val_sums[i]
+            total, count = self._reduced_val_sums(i)
             if count:
                 loss = float(total) / count
                 if not math.isfinite(loss):
@@ -189,7 +198,24 @@ class LitLM(pl.LightningModule):
             self.logger.log_metrics(metrics, step=step)
             self._log_load_matrices(step)
 
+    def _mean_over_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        """Step-mean losses averaged over data-parallel ranks (the whole optimizer batch's mean)."""
+        if self.trainer.world_size == 1:
+            return values
+        return self.trainer.strategy.reduce(values, reduce_op="mean")
+
+    def _reduced_val_sums(self, index: int) -> tuple[float, int]:
+        """(summed token NLL, token count) of validation set ``index`` over all data-parallel ranks."""
+        total, count = self._val_sums[index]
+        if self.trainer.world_size == 1:
+            return float(total), int(count)
+        sums = torch.tensor([float(total), float(count)], dtype=torch.float64, device=self.device)
+        total, count = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
+        return total, int(count)
+
     def _log_load_matrices(self, step: int) -> None:
+        if self.trainer.world_size > 1:
+            self._val_load.reduce(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
         load, divergence = self._val_load.matrices()
         if load.size == 0:
             return

@@ -19,6 +19,7 @@ import torch
 from mhmoe.budget import summary, train_flops_per_token
 from mhmoe.checkpoint import CheckpointError
 from mhmoe.home import artifact_root_for, default_tracking_uri, home_subdir
+from mhmoe.memory import check_cuda_memory
 from mhmoe.model import build_model
 from mhmoe.run_config import RunConfig
 from mhmoe.tracking.applicable import applicable_params
@@ -39,6 +40,7 @@ from mhmoe.tracking.names import (
     TAG_SEED,
     TAG_VARIANT,
 )
+from mhmoe.training import ranks
 from mhmoe.training.checkpoint_files import FINAL, LAST, ResumePick, pick_resume_checkpoint
 from mhmoe.training.failures import Fence, LostClaim, failure_reason
 
@@ -73,6 +75,31 @@ def resolve_accelerator(config: RunConfig) -> str:
     if acc == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
     return "gpu" if acc == "cuda" else acc
+
+
+def parallel_trainer_kwargs(cfg: RunConfig) -> dict:
+    """Trainer arguments for devices, ranks and micro-batches.
+
+    The data module shards every optimizer batch over ranks itself (no DistributedSampler) and
+    serves micro-batches, so Lightning's batch counts (validation interval) are in micro-batches.
+    """
+    train = cfg.train
+    strategy = train.strategy
+    if strategy == "auto" and train.world_size > 1:
+        strategy = "ddp"
+    return {"devices": train.devices, "num_nodes": train.num_nodes, "strategy": strategy,
+            "accumulate_grad_batches": train.accumulate_grad_batches, "use_distributed_sampler": False,
+            "val_check_interval": train.val_every * train.accumulate_grad_batches}
+
+
+def cluster_plugins(cfg: RunConfig) -> list:
+    """In our own rank processes (not srun/torchrun tasks), Lightning launches the ranks itself even
+    inside a SLURM allocation: its SLURM detection would otherwise expect one task per rank."""
+    if cfg.train.world_size == 1 or os.environ.get(ranks.IN_RANKS_ENV) != "1":
+        return []
+    from lightning.fabric.plugins.environments import LightningEnvironment
+
+    return [LightningEnvironment()]
 
 
 def new_run_dir() -> Path:
@@ -117,33 +144,39 @@ def train(
     from mhmoe.training.peak import measure_peak_flops
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    ckpt_path = None
-    if resume and checkpoint_dir is not None:
-        pick = resume_pick or pick_resume_checkpoint(Path(checkpoint_dir))
-        if pick.path is None and pick.problems:
-            raise CheckpointError(f"no usable checkpoint in {checkpoint_dir}: " + "; ".join(pick.problems))
-        if pick.problems:
-            print(f"warning: resuming from {pick.path.name}: " + "; ".join(pick.problems), file=sys.stderr)
-        ckpt_path = str(pick.path) if pick.path else None
+    tracking_uri = tracking_uri or default_tracking_uri()
+    if cfg.train.world_size > 1 and not ranks.launched_as_rank():
+        resume_checkpoint(checkpoint_dir, resume, resume_pick)  # an unusable one fails here, once
+        return ranks.train_in_rank_processes(
+            cfg, tracking_uri=tracking_uri, experiment_name=experiment_name, run_name=run_name, tags=tags,
+            parent_run_id=parent_run_id, run_id=run_id, checkpoint_dir=checkpoint_dir, resume=resume,
+            progress=progress, stop_after=stop_after)
+    rank = ranks.global_rank()
+    if rank > 0:
+        run_id, checkpoint_dir = ranks.inherited_run(run_id, checkpoint_dir)
+    ckpt_path = resume_checkpoint(checkpoint_dir, resume, resume_pick)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    tracking_uri = tracking_uri or default_tracking_uri()
     accelerator = resolve_accelerator(cfg)
     precision = resolve_precision(cfg, accelerator)
+    check_cuda_memory(cfg)  # before anything is created: one line naming a micro_batch_size that fits
 
     datamodule = MHMoEDataModule(cfg.data, seq_len=cfg.train.seq_len, batch_size=cfg.train.batch_size,
-                                 seed=cfg.seed, max_steps=cfg.train.max_steps)
+                                 seed=cfg.seed, max_steps=cfg.train.max_steps,
+                                 micro_batch_size=cfg.train.micro_batch)
     datamodule.prepare_data()
     # The tokenizer decides the vocabulary; the logged config records the size actually built.
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=datamodule.vocab_size))
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    net = build_model(cfg.model, cfg.moe, cfg.quant)
+    net = build_model(cfg.model, cfg.moe, cfg.quant, activation_checkpointing=cfg.train.activation_checkpointing)
     if cfg.train.compile:
         # Module.compile keeps parameter names (no ``_orig_mod.``), so checkpoints stay loadable.
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home_subdir("inductor")))
         net.compile()
-    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    # This rank's GPU: Lightning selects it only later, and a rank >= 1 must not touch device 0.
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if accelerator == "gpu" else torch.device("cpu")
     dtype = torch.bfloat16 if "bf16" in precision else (torch.float16 if precision.startswith("16") else torch.float32)
     peak = cfg.train.peak_flops or measure_peak_flops(device, dtype)
     flops_per_token = train_flops_per_token(cfg.model, cfg.moe, seq_len=cfg.train.seq_len)
@@ -159,7 +192,8 @@ def train(
     logger = FencedMLFlowLogger(fence, experiment_name=experiment_name, run_name=run_name or cfg.variant, tracking_uri=tracking_uri,
                           tags=all_tags if run_id is None else None, run_id=run_id, artifact_location=artifact_location)
     run_id = logger.run_id
-    describe_experiment(logger.experiment, logger.experiment_id)
+    if rank == 0:
+        describe_experiment(logger.experiment, logger.experiment_id)
     # Recorded in every checkpoint so evaluation can log back to the run the weights came from.
     lit.hparams["mlflow_run_id"] = run_id
     lit.hparams["tracking_uri"] = tracking_uri
@@ -169,8 +203,9 @@ def train(
 
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else new_run_dir() / run_id
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    ranks.share_with_ranks(run_id, checkpoint_dir)
     last = checkpoint_dir / LAST
-    if not ckpt_path:
+    if not ckpt_path and rank == 0:
         params = {**applicable_params(cfg.flat(), cfg.model.ffn), **summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len),
                   "perf.peak_flops": peak, "train.precision_resolved": precision, "variant": cfg.variant}
         # A retry that died before its first checkpoint reuses its run: MLflow refuses to change a
@@ -188,10 +223,11 @@ def train(
     callbacks = [checkpoint_cb] + ([PauseAt(stop_after, last)] if stop_after else []) \
         + ([FencePoll(fence)] if fence else []) + list(callbacks or [])
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=1, precision=precision, max_steps=cfg.train.max_steps,
-        val_check_interval=cfg.train.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        accelerator=accelerator, precision=precision, max_steps=cfg.train.max_steps,
+        **parallel_trainer_kwargs(cfg), check_val_every_n_epoch=None, num_sanity_val_steps=0,
         gradient_clip_val=cfg.optim.grad_clip or None, logger=logger, callbacks=callbacks,
-        plugins=[AtomicCheckpointIO(fence=fence.verify if fence else None)], enable_progress_bar=progress, enable_model_summary=False,
+        plugins=[AtomicCheckpointIO(fence=fence.verify if fence else None), *cluster_plugins(cfg)],
+        enable_progress_bar=progress, enable_model_summary=False,
         log_every_n_steps=cfg.train.log_every, default_root_dir=str(checkpoint_dir), deterministic=False,
     )
     try:
@@ -210,7 +246,7 @@ def train(
     final = checkpoint_dir / FINAL
     trainer.save_checkpoint(final)
     logger.experiment.set_tag(run_id, TAG_CHECKPOINT, str(final))
-    if should_log_checkpoint(cfg, final):
+    if rank == 0 and should_log_checkpoint(cfg, final):
         logger.experiment.log_artifact(run_id, str(final), CHECKPOINT_ARTIFACT_DIR)
     logger.finalize("success")
     return TrainResult(run_id=run_id, checkpoint_path=final, metrics=dict(lit.last_val_metrics),
@@ -237,6 +273,18 @@ def PauseAt(step: int, last: Path):  # noqa: N802 - a factory that reads like th
                 trainer.should_stop = True
 
     return _Pause()
+
+
+def resume_checkpoint(checkpoint_dir: Path | None, resume: bool, pick: ResumePick | None = None) -> str | None:
+    """The checkpoint a resume loads (None: start at step 0); raises when checkpoints exist but none is usable."""
+    if not resume or checkpoint_dir is None:
+        return None
+    pick = pick or pick_resume_checkpoint(Path(checkpoint_dir))
+    if pick.path is None and pick.problems:
+        raise CheckpointError(f"no usable checkpoint in {checkpoint_dir}: " + "; ".join(pick.problems))
+    if pick.problems:
+        print(f"warning: resuming from {pick.path.name}: " + "; ".join(pick.problems), file=sys.stderr)
+    return str(pick.path) if pick.path else None
 
 
 def FencePoll(fence: Fence):  # noqa: N802 - a factory that reads like the callback it builds

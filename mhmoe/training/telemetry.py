@@ -44,6 +44,12 @@ class LoadAccumulator:
         """Block indices of the MoE layers, the row order of :meth:`matrices`."""
         return sorted(self.load)
 
+    def reduce(self, sum_over_ranks) -> None:  # noqa: ANN001 - tensor -> tensor collective
+        """Replace the counts by their sums over data-parallel ranks (every rank must call it)."""
+        for block in sorted(self.load):
+            self.load[block] = sum_over_ranks(self.load[block])
+            self.divergence[block] = sum_over_ranks(self.divergence[block])
+
     def matrices(self) -> tuple[np.ndarray, np.ndarray]:
         """(layers x experts) load and (layers x heads) divergence histogram, block order."""
         blocks = sorted(self.load)

@@ -89,10 +89,10 @@ def test_standard_task_offline_fails_fast_naming_the_dataset(
     assert elapsed < 15, f"took {elapsed:.1f}s: the full built-in task index (~16 s) should not be needed"
 
 
-def test_not_a_checkpoint_is_exit_code_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_not_a_checkpoint_is_bad_input_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("a plain text file\n")
-    assert main([str(notes), "--tasks", "mhmoe_mc"]) == 1
+    assert main([str(notes), "--tasks", "mhmoe_mc"]) == 2
     assert "is not a safe, readable torch checkpoint" in capsys.readouterr().err
 
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import mlflow
-import pytest
 from optuna.trial import TrialState
 
 from mhmoe.run_config import RunConfig
@@ -26,7 +25,7 @@ from mhmoe.sweep.worker import WorkerOptions, close_reaped, run_worker
 from mhmoe.tracking.names import TAG_FAILURE, TAG_RESTART
 from mhmoe.training.checkpoint_files import LAST, PREVIOUS
 from mhmoe.training.runner import train
-from tests.sweep.conftest import REPO, debug_spec
+from tests.sweep.conftest import REPO, debug_spec, wait_for
 
 
 def _submit(path: Path, stores: dict[str, str]) -> SweepQueue:
@@ -43,13 +42,6 @@ def _options(stores: dict[str, str], study: str) -> WorkerOptions:
 def _attempts(queue: SweepQueue, point: str) -> list:
     return [t for t in queue.trials() if t.user_attrs["point"].startswith(point)]
 
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_diverging_point_fails_once_with_its_reason_and_the_rest_finish(warm_data, tmp_path: Path,
@@ -116,7 +108,7 @@ def test_exhausted_stale_point_closes_its_mlflow_run_with_the_reason(tmp_path: P
                                              sweep_tracking.trial_tags("orphan", trial.number, trial.user_attrs))
     queue.set_attrs(trial, {"mlflow_run_id": run_id})
     # Its worker dies: no more heartbeats. Before anyone reaps, status already calls it stale.
-    _wait_for(lambda: queue.stale_trial_ids(), 10, "the trial to go stale")
+    wait_for(lambda: queue.stale_trial_ids(), 10, "the trial to go stale")
     status = sweep_status(queue)
     assert status.stale == 1 and any(r["state"] == "STALE" for r in status.rows)
     assert "1 running (1 stale" in format_status("orphan", status)
@@ -144,7 +136,7 @@ def test_a_worker_that_lost_its_claim_stops_and_writes_nothing(warm_data, tmp_pa
              "--tracking-uri", stores["tracking"], "--checkpoint-root", stores["checkpoints"], "--max-trials", "1"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
-            _wait_for(last.is_file, 180, "worker A's first checkpoint")
+            wait_for(last.is_file, 180, "worker A's first checkpoint")
             (trial_a,) = queue.trials((TrialState.RUNNING,))
             # What a reaper does when it wrongly judges A dead: fail A's attempt and re-queue the point.
             assert queue.fail(trial_a, "reaped by the test while its worker was alive") == "retried"

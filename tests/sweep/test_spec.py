@@ -43,7 +43,7 @@ def test_changing_heads_rederives_expert_count_and_size(tmp_path: Path) -> None:
                                 grid={"moe.heads": [1, 2, 3]}))
     by_heads = {p.config.moe.heads: (p.config.moe.num_experts, p.config.moe.expert_d_ff, p.config.moe.top_k)
                 for p in expand(spec)}
-    # debug: d=48, SMoE 8 x 128 top-1. h=2 -> 40 x 48 top-2, h=3 -> 96 x 32 top-3 (PAPER.md 1.5 at d=48).
+    # debug: d=48, SMoE 8 x 128 top-1. h=2 -> 40 x 48 top-2, h=3 -> 96 x 32 top-3 (docs/MATCHING.md rule at d=48).
     assert by_heads[2] == (40, 48, 2) and by_heads[3] == (96, 32, 3)
     assert all(abs(p.flops_mismatch_pct) < 1 for p in expand(spec))
 
@@ -94,7 +94,7 @@ def test_plan_prints_one_row_per_trial(tmp_path: Path, capsys: pytest.CaptureFix
 
 INVALID = {
     "unknown_spec_key": ({"gird": {"seed": [0]}}, "unknown spec key 'gird'"),
-    "unknown_config_key": ({"groups": {"x": {"moe.head": 2}}}, "unknown key 'moe.head'; valid keys:"),
+    "unknown_config_key": ({"groups": {"x": {"moe.head": 2}}}, "unknown key 'moe.head'; did you mean 'moe.heads'"),
     "heads_not_dividing": ({"groups": {"x": {"model.ffn": "mhmoe", "moe.heads": 5}}},
                            "moe.heads=5 does not divide model.d_model=48"),
     "top_k_above_experts": ({"match": "none", "groups": {"x": {"moe.top_k": 9}}},
@@ -105,7 +105,7 @@ INVALID = {
                        "match.mode='fit' is not allowed; choose one of ['match', 'remove', 'rematch']"),
     "bad_preset": ({"base": {"preset": "huge"}}, "base.preset='huge' is not allowed; choose one of"),
     "metric_set_not_validated": ({"validation": {"sets": ["shakespeare"], "metric": "val/wiki/ppl"}},
-                                 "with <set> one of ['shakespeare']"),
+                                 "choose one of ['val/shakespeare/loss', 'val/shakespeare/ppl']"),
     "derived_key_under_flops": ({"groups": {"x": {"model.ffn": "mhmoe", "moe.num_experts": 4}}},
                                 "moe.num_experts is derived by match.policy=flops"),
 }

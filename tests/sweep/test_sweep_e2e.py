@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -26,7 +25,7 @@ from mhmoe.sweep.queue import SweepQueue
 from mhmoe.sweep.status import format_status, sweep_status
 from mhmoe.tracking import names
 from tests.pg_server import fresh_database
-from tests.sweep.conftest import REPO, debug_spec, sweep_cli
+from tests.sweep.conftest import REPO, debug_spec, sweep_cli, wait_for
 
 
 def assert_each_point_finished_once(spec_path: Path | str, storage: str, tracking: str) -> dict[str, list]:
@@ -153,13 +152,6 @@ def test_two_workers_on_postgres(warm_data, postgres_server, tmp_path: Path, sto
         assert any(key.startswith("eval/mhmoe_mc/") for key in metrics), sorted(metrics)
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
-
 
 def _died_before_checkpoint(queue: SweepQueue, tracking: str) -> tuple[str, str]:
     """Claim the first point and leave what a worker killed right after MLflow setup leaves: a run
@@ -191,7 +183,7 @@ def test_killed_worker_trial_resumes_from_its_checkpoint(warm_data, tmp_path: Pa
                                "--cpu-workers", "1", "--poll", "1"], cwd=REPO, env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(last_ckpt.is_file, 180, f"a checkpoint of trial 1 at {last_ckpt}")
+        wait_for(last_ckpt.is_file, 180, f"a checkpoint of trial 1 at {last_ckpt}")
     finally:
         os.killpg(worker.pid, signal.SIGKILL)  # supervisor and worker, mid-trial
         worker.wait(timeout=30)
@@ -199,7 +191,7 @@ def test_killed_worker_trial_resumes_from_its_checkpoint(warm_data, tmp_path: Pa
     assert killed.state == TrialState.RUNNING and "final_step" not in killed.user_attrs
     # No worker is alive to reap it: status alone must tell that the trial is not really running.
     watcher = SweepQueue.with_heartbeats(stores["storage"], "kill")
-    _wait_for(lambda: sweep_status(watcher).stale == 1, 30, "sweep status to call the dead worker's trial stale")
+    wait_for(lambda: sweep_status(watcher).stale == 1, 30, "sweep status to call the dead worker's trial stale")
     assert "(1 stale: worker gone" in format_status("kill", sweep_status(watcher))
 
     # A new worker started on its own, as on another node: storage URL + study name only.

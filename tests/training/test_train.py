@@ -144,6 +144,19 @@ def test_cli_unknown_key_lists_valid_keys_and_dry_run_prints_config() -> None:
     assert "heads: 3" in ok.stdout and "budget.total_params" in ok.stdout
 
 
+def test_cli_training_prints_our_lines_not_library_chatter(tmp_path: Path) -> None:
+    args = ("--preset", "debug", "train.max_steps=4", "train.val_every=4", "data.val_max_windows=2", "--no-progress",
+            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--checkpoint-dir", str(tmp_path / "ckpt"))
+    quiet = run_cli(*args)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "run id:" in quiet.stdout and "final checkpoint:" in quiet.stdout
+    text = quiet.stdout + quiet.stderr
+    for chatter in ("GPU available", "Tip:", "Creating initial MLflow database tables", "weights_only"):
+        assert chatter not in text, chatter
+    verbose = run_cli(*args, "--verbose", "--experiment", "verbose")
+    assert "GPU available" in verbose.stdout + verbose.stderr  # the switch really is what silences it
+
+
 @pytest.mark.slow
 def test_compiled_training_matches_names_and_learns(tracking: str, tmp_path: Path) -> None:
     """train.compile=true (torch.compile; grouped_mm stays eager) trains and checkpoints load."""

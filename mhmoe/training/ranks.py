@@ -1,0 +1,121 @@
+"""Data-parallel runs: ``train()`` moves into rank processes that Lightning's DDP launcher can re-run.
+
+Lightning's DDP launcher starts ranks 1..N-1 by re-running the current command with ``LOCAL_RANK``
+set. The command that called ``train()`` may be a sweep worker, which must not run twice, so a
+multi-device ``train()`` runs ``python -m mhmoe.training.ranks REQUEST`` instead: this process is
+rank 0 and the command Lightning re-runs. Rank 0 opens the MLflow run and exports its id and
+checkpoint folder in the environment before ``trainer.fit``, so the other ranks (started from that
+environment) use the same ones; only rank 0 talks to MLflow and writes checkpoints. The caller gets
+the rank-0 ``TrainResult`` back through a JSON file.
+
+Under an external launcher (``srun`` with one task per rank, ``torchrun``) every task already is a
+rank: ``train()`` runs in place (pass an explicit checkpoint folder, shared by the ranks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+IN_RANKS_ENV = "MHMOE_IN_RANK_PROCESSES"
+RUN_ID_ENV = "MHMOE_RANK0_RUN_ID"
+CHECKPOINT_DIR_ENV = "MHMOE_RANK0_CHECKPOINT_DIR"
+
+
+def launched_as_rank() -> bool:
+    """True inside rank processes: ours, or an external launcher's (torchrun, srun tasks)."""
+    if os.environ.get(IN_RANKS_ENV) == "1" or "TORCHELASTIC_RUN_ID" in os.environ:
+        return True
+    return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ
+
+
+def global_rank() -> int:
+    """This process's rank as the launchers set it in the environment (0 when not launched)."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
+def share_with_ranks(run_id: str | None, checkpoint_dir: Path) -> None:
+    """Rank 0: the run and folder the ranks Lightning starts next will inherit (None off rank 0
+    under an external launcher, whose ranks share nothing but ``--checkpoint-dir``)."""
+    if run_id is None:
+        return
+    os.environ[RUN_ID_ENV] = run_id
+    os.environ[CHECKPOINT_DIR_ENV] = str(checkpoint_dir)
+
+
+def inherited_run(run_id: str | None, checkpoint_dir: Path | None) -> tuple[str | None, Path | None]:
+    """Ranks > 0: rank 0's run id and checkpoint folder unless given."""
+    folder = os.environ.get(CHECKPOINT_DIR_ENV)
+    return run_id or os.environ.get(RUN_ID_ENV), checkpoint_dir or (Path(folder) if folder else None)
+
+
+def train_in_rank_processes(cfg, **kwargs: Any):  # noqa: ANN001, ANN201 - RunConfig -> TrainResult
+    """Run ``train(cfg, **kwargs)`` as rank 0 of a data-parallel job in a child process."""
+    from mhmoe.training.runner import TrainResult
+
+    with tempfile.TemporaryDirectory(prefix="mhmoe-ranks-") as tmp:
+        request, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        payload = {k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}
+        request.write_text(json.dumps({"config": cfg.to_dict(), "kwargs": payload, "result": str(result)}))
+        # Same process group: a job-wide kill (SLURM, killpg) reaches every rank. On SIGTERM, rank 0's
+        # Lightning signal handler kills the ranks it started.
+        proc = subprocess.Popen([sys.executable, "-m", "mhmoe.training.ranks", str(request)],
+                                env={**os.environ, IN_RANKS_ENV: "1"})
+        try:
+            code = proc.wait()
+        except BaseException:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+            raise
+        if code != 0 or not result.is_file():
+            raise RuntimeError(f"data-parallel training ({cfg.train.world_size} ranks) exited with code {code}")
+        data = json.loads(result.read_text())
+    return TrainResult(run_id=data["run_id"], checkpoint_path=Path(data["checkpoint_path"]), metrics=data["metrics"],
+                       start_step=data["start_step"], final_step=data["final_step"])
+
+
+def _share_cores(cfg) -> None:  # noqa: ANN001 - RunConfig
+    """CPU ranks without ``train.num_threads`` split this machine's cores (else each takes all)."""
+    import torch
+
+    from mhmoe.training.runner import resolve_accelerator
+
+    if cfg.train.num_threads or resolve_accelerator(cfg) != "cpu":
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // cfg.train.devices))
+
+
+def main(argv: list[str]) -> int:
+    from mhmoe.run_config import RunConfig
+    from mhmoe.training.runner import train
+
+    request = json.loads(Path(argv[0]).read_text())
+    kwargs = dict(request["kwargs"])
+    if kwargs.get("checkpoint_dir"):
+        kwargs["checkpoint_dir"] = Path(kwargs["checkpoint_dir"])
+    cfg = RunConfig.from_dict(request["config"])
+    _share_cores(cfg)
+    result = train(cfg, **kwargs)
+    if global_rank() == 0:
+        Path(request["result"]).write_text(json.dumps({
+            "run_id": result.run_id, "checkpoint_path": str(result.checkpoint_path), "metrics": result.metrics,
+            "start_step": result.start_step, "final_step": result.final_step}))
+    return 0
+
+
+if __name__ == "__main__":
+    # As the sweep worker: every store is written synchronously by now; skip the interpreter
+    # teardown of torch / MLflow / the process group (seconds per rank on a busy CPU).
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

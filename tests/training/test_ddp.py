@@ -1,0 +1,77 @@
+"""Data parallel on CPU: 2 real rank processes (gloo), one thread each."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from mhmoe.run_config import resolve_run_config
+from mhmoe.training.runner import train
+
+BASE = {"moe.aux_loss_coef": 0.0, "moe.capacity_mode": "dropless", "train.accelerator": "cpu",
+        "train.num_threads": 1, "train.max_steps": 6, "train.val_every": 3, "train.log_every": 1,
+        "train.checkpoint_every": 3, "data.val_max_windows": 8}
+
+
+def _history(client: mlflow.MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def test_two_rank_ddp_logs_one_finished_run_and_matches_one_process(tmp_path: Path) -> None:
+    """aux 0 and dropless: each rank reads half of every optimizer batch (micro-batches of 2 x 2
+    accumulated), so the loss curve and validation equal one process's 8-sequence batches."""
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking)
+    single = train(resolve_run_config("debug", None, BASE), tracking_uri=tracking, checkpoint_dir=tmp_path / "one",
+                   progress=False)
+    ddp_cfg = resolve_run_config("debug", None, {**BASE, "train.devices": 2, "train.strategy": "ddp",
+                                                 "train.micro_batch_size": 2})
+    ddp = train(ddp_cfg, tracking_uri=tracking, experiment_name="ddp", checkpoint_dir=tmp_path / "ddp",
+                progress=False)
+    runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
+    assert [r.info.run_id for r in runs] == [ddp.run_id] and runs[0].info.status == "FINISHED"
+    run = runs[0]
+    assert run.data.params["train.devices"] == "2" and run.data.tags["mhmoe.checkpoint"] == str(ddp.checkpoint_path)
+    assert sorted(p.name for p in (tmp_path / "ddp").glob("*.ckpt")) == ["final.ckpt", "last.ckpt", "previous.ckpt"]  # rank 0 only
+    assert ddp.final_step == 6 and "val/shakespeare/ppl" in run.data.metrics
+    one, two = _history(client, single.run_id, "train/loss"), _history(client, ddp.run_id, "train/loss")
+    assert [s for s, _ in two] == list(range(1, 7))
+    for (step, a), (_, b) in zip(one, two, strict=True):
+        assert b == pytest.approx(a, abs=2e-5), f"step {step}"
+    for key in ("val/shakespeare/loss", "val/pydoc/loss"):
+        assert [s for s, _ in _history(client, ddp.run_id, key)] == [3, 6]
+        assert ddp.metrics[key] == pytest.approx(single.metrics[key], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_killed_ddp_run_resumes_in_the_same_mlflow_run(tmp_path: Path) -> None:
+    """SIGKILL the whole 2-rank job (its process group) after its first checkpoint, then resume under
+    DDP: the same MLflow run continues from the last checkpoint and finishes."""
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    overrides = {**BASE, "train.devices": 2, "train.max_steps": 60, "train.val_every": 30}
+    command = [sys.executable, "-m", "mhmoe.cli", "train", "--preset", "debug",
+               *[f"{k}={v}" for k, v in overrides.items()], "--no-progress", "--tracking-uri", tracking,
+               "--checkpoint-dir", str(tmp_path / "ckpt")]
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (tmp_path / "ckpt" / "last.ckpt").is_file():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    client = mlflow.MlflowClient(tracking)
+    (run,) = client.search_runs([client.get_experiment_by_name("mhmoe").experiment_id])
+    assert run.info.status == "RUNNING"
+    resumed = train(resolve_run_config("debug", None, overrides), tracking_uri=tracking, run_id=run.info.run_id,
+                    checkpoint_dir=tmp_path / "ckpt", resume=True, progress=False)
+    assert resumed.run_id == run.info.run_id and 3 <= resumed.start_step < 60 and resumed.final_step == 60
+    assert resumed.start_step % 3 == 0  # an optimizer-step boundary with a checkpoint
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert [s for s, _ in _history(client, run.info.run_id, "val/shakespeare/loss")][-1] == 60
