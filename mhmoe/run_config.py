@@ -39,6 +39,10 @@ MAX_SEED = 2**32 - 1
 
 
 LR_SCHEDULES = ("linear", "cosine", "wsd")
+HASH_WHEN_SET = (("optim", "schedule", "linear"), ("optim", "decay_fraction", 0.2), ("train", "micro_batch_size", 0),
+                 ("train", "activation_checkpointing", False), ("train", "devices", 1), ("train", "num_nodes", 1),
+                 ("train", "strategy", "auto"))
+"""(section, key, default) of config keys newer than the first sweeps: hashed only when not default."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,9 +207,13 @@ class RunConfig:
     def config_hash(self) -> str:
         """Stable short hash of the resolved config: identifies a sweep grid point."""
         data = self.to_dict()
-        # Whether the checkpoint is uploaded does not change what is trained (and leaves the
-        # hashes of sweeps submitted before the flag existed as they were).
+        # Whether the checkpoint is uploaded does not change what is trained.
         data["train"].pop("log_checkpoint", None)
+        # Keys added after sweeps were first submitted count only when set away from their
+        # default, so resubmitting an earlier sweep finds its points under the same hashes.
+        for section, key, default in HASH_WHEN_SET:
+            if data[section].get(key) == default:
+                data[section].pop(key)
         payload = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -73,3 +73,15 @@ def test_unknown_file_section_is_refused(tmp_path: Path) -> None:
     bad.write_text("modle:\n  ffn: dense\n")
     with pytest.raises(ConfigError, match="unknown config key 'modle'"):
         resolve_run_config("debug", bad)
+
+
+def test_newer_keys_change_the_hash_only_when_set() -> None:
+    """Resubmitting a sweep written before these keys existed must find its points again."""
+    base = resolve_run_config("debug")
+    data = base.to_dict()
+    for section, key in (("optim", "schedule"), ("optim", "decay_fraction"), ("train", "micro_batch_size"),
+                         ("train", "devices"), ("train", "strategy"), ("train", "log_checkpoint")):
+        del data[section][key]  # what an older checkpoint or study recorded
+    assert RunConfig.from_dict(data).config_hash() == base.config_hash()
+    assert resolve_run_config("debug", None, {"optim.schedule": "wsd"}).config_hash() != base.config_hash()
+    assert resolve_run_config("debug", None, {"train.devices": 2}).config_hash() != base.config_hash()
