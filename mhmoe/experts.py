@@ -29,7 +29,6 @@ def grouped_mm_supported(d_in: int, d_ff: int, dtype: torch.dtype = torch.float3
     return d_in % per16 == 0 and d_ff % per16 == 0
 
 
-@torch.compiler.disable
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The autocast dtype when autocast is on, else ``x``'s: autocast does not cover grouped_mm or
     the per-expert matmuls on stacked weights, and an SMoE's experts (no head projection) would
@@ -40,6 +39,7 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+@torch.compiler.disable
 def grouped_mm(x_AD: torch.Tensor, w_EDF: torch.Tensor, offs_E: torch.Tensor) -> torch.Tensor:
     """``F.grouped_mm`` kept out of torch.compile graphs: its fake-tensor rule (torch 2.13) only
     accepts bf16, so tracing an fp32 model would fail; eager runs it in any dtype."""

@@ -244,7 +244,7 @@ def train(
         logger.finalize("FAILED")
         raise
     final = checkpoint_dir / FINAL
-    trainer.save_checkpoint(final)
+    trainer.save_checkpoint(final, weights_only=False)  # the full training state, resumable
     logger.experiment.set_tag(run_id, TAG_CHECKPOINT, str(final))
     if rank == 0 and should_log_checkpoint(cfg, final):
         logger.experiment.log_artifact(run_id, str(final), CHECKPOINT_ARTIFACT_DIR)
@@ -269,7 +269,7 @@ def PauseAt(step: int, last: Path):  # noqa: N802 - a factory that reads like th
     class _Pause(Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
             if trainer.global_step >= step:
-                trainer.save_checkpoint(last)
+                trainer.save_checkpoint(last, weights_only=False)
                 trainer.should_stop = True
 
     return _Pause()
