@@ -193,6 +193,7 @@ def write_report(
     val_set: str | None = None,
     command: str = "",
     log_artifacts: bool = True,
+    say: Callable[[str], None] = lambda line: None,
 ) -> Outputs:
     """Build the whole report of the sweep that ``spec`` describes; returns what was written.
 
@@ -202,6 +203,7 @@ def write_report(
     """
     spec = spec if isinstance(spec, SpecInfo) else read_spec(spec)
     spec_path, sweep = spec.path, spec.name
+    say(f"loading the runs of sweep {sweep!r}")
     runs = load_runs(sweep, tracking_uri or spec.tracking_uri)
     tracking_uri = runs.attrs["tracking_uri"]
     if runs.empty:
@@ -213,6 +215,7 @@ def write_report(
     clean_previous(out_dir)
     out = Outputs(out_dir, safe_name(sweep) + "__")
 
+    say(f"{len(runs)} runs ({len(finished(runs))} finished); statistics and tables")
     ladder_lines = write_ladder(out, runs, chosen_set)
     every_run = runs
     budgets = ladder.rungs(runs)
@@ -228,6 +231,7 @@ def write_report(
     ordering = check_ordering(runs, chosen_set) if chosen_set and len(finished(runs)) else pd.DataFrame()
     out.write_csv("ordering", ordering)
     write_tables(out, runs, agg)
+    say("figures (reads each run's curves and routing arrays from MLflow)")
     write_figures(out, runs, agg, chosen_set, tracking_uri)
 
     spec_copy = out_dir / f"{out.prefix}spec{spec_path.suffix or '.yaml'}"
@@ -241,5 +245,6 @@ def write_report(
     out.files += write_index(out, every_run, ordering, info)
     (out_dir / MANIFEST).write_text("\n".join(sorted({p.name for p in out.files})) + "\n")
     if log_artifacts and parent:
+        say(f"logging the report to the sweep's MLflow parent run {parent}")
         log_files_to(parent, out.files, REPORT_ARTIFACT_DIR, tracking_uri)
     return out

@@ -123,6 +123,8 @@ class TrainConfig:
     """Lightning strategy: auto (ddp when devices x num_nodes > 1), ddp, fsdp."""
     log_checkpoint: bool | None = None
     """Log the final checkpoint as an MLflow artifact; None = only when it is at most 256 MB."""
+    system_metrics: bool = True
+    """Log CPU/GPU utilisation and memory to the run every 10 s (MLflow's system metrics, rank 0)."""
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "seq_len", "val_every", "log_every", "routing_every"):
@@ -207,8 +209,9 @@ class RunConfig:
     def config_hash(self) -> str:
         """Stable short hash of the resolved config: identifies a sweep grid point."""
         data = self.to_dict()
-        # Whether the checkpoint is uploaded does not change what is trained.
-        data["train"].pop("log_checkpoint", None)
+        # What gets uploaded or monitored does not change what is trained.
+        for key in ("log_checkpoint", "system_metrics"):
+            data["train"].pop(key, None)
         # Keys added after sweeps were first submitted count only when set away from their
         # default, so resubmitting an earlier sweep finds its points under the same hashes.
         for section, key, default in HASH_WHEN_SET:

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = write_report(spec, args.out, args.tracking_uri, val_set=args.val_set,
                            command=shlex.join(["mhmoe", "report", *argv]),
-                           log_artifacts=not args.no_mlflow_artifacts)
+                           log_artifacts=not args.no_mlflow_artifacts,
+                           say=lambda line: print(f"mhmoe report: {line}", flush=True))
     except MissingData as reason:
         print(f"mhmoe report: {reason}", file=sys.stderr)
         return 1

@@ -230,6 +230,7 @@ def train(
         enable_progress_bar=progress, enable_model_summary=False,
         log_every_n_steps=cfg.train.log_every, default_root_dir=str(checkpoint_dir), deterministic=False,
     )
+    monitor = start_system_metrics(run_id, tracking_uri) if rank == 0 and cfg.train.system_metrics else None
     try:
         trainer.fit(lit, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if trainer.global_step < cfg.train.max_steps:  # paused: leave the run open for --resume
@@ -243,6 +244,9 @@ def train(
         logger.experiment.set_tag(run_id, TAG_FAILURE, failure_reason(err))
         logger.finalize("FAILED")
         raise
+    finally:
+        if monitor is not None:
+            monitor.finish()
     final = checkpoint_dir / FINAL
     trainer.save_checkpoint(final, weights_only=False)  # the full training state, resumable
     logger.experiment.set_tag(run_id, TAG_CHECKPOINT, str(final))
@@ -273,6 +277,15 @@ def PauseAt(step: int, last: Path):  # noqa: N802 - a factory that reads like th
                 trainer.should_stop = True
 
     return _Pause()
+
+
+def start_system_metrics(run_id: str, tracking_uri: str, interval_s: float = 10.0):
+    """MLflow's system-metrics monitor (CPU, memory, GPU when present) on the run, continuing its steps."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, resume_logging=True, tracking_uri=tracking_uri)
+    monitor.start()
+    return monitor
 
 
 def resume_checkpoint(checkpoint_dir: Path | None, resume: bool, pick: ResumePick | None = None) -> str | None:

@@ -167,3 +167,18 @@ def test_compiled_training_matches_names_and_learns(tracking: str, tmp_path: Pat
     curve = history(mlflow.MlflowClient(tracking), result.run_id, "val/shakespeare/loss")
     assert curve[-1][1] < curve[0][1]
     assert load_checkpoint(result.checkpoint_path).global_step == 20
+
+
+def test_system_metrics_land_in_the_run(tracking: str) -> None:
+    import time
+
+    from mhmoe.training.runner import start_system_metrics
+
+    client = mlflow.MlflowClient(tracking)
+    run_id = client.create_run(client.create_experiment("system")).info.run_id
+    monitor = start_system_metrics(run_id, tracking, interval_s=0.5)
+    time.sleep(2.0)
+    monitor.finish()
+    metrics = client.get_run(run_id).data.metrics
+    assert 0 <= metrics["system/cpu_utilization_percentage"] <= 100
+    assert metrics["system/system_memory_usage_megabytes"] > 0
