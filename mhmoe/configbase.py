@@ -174,19 +174,24 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def valid_keys(cls: type, prefix: str = "") -> list[str]:
-    """Every dotted key a config class accepts."""
+def leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, type, str]]:
+    """(dotted key, declared type, owning class, field name) of every leaf field, in declaration order."""
     hints = _field_types(cls)
-    keys = []
+    out: list[tuple[str, Any, type, str]] = []
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
         annotation = hints[f.name]
         if dataclasses.is_dataclass(annotation):
-            keys.extend(valid_keys(annotation, f"{prefix}{f.name}."))
+            out.extend(leaf_fields(annotation, f"{prefix}{f.name}."))
         else:
-            keys.append(f"{prefix}{f.name}")
-    return keys
+            out.append((f"{prefix}{f.name}", annotation, cls, f.name))
+    return out
+
+
+def valid_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key a config class accepts."""
+    return [key for key, *_ in leaf_fields(cls, prefix)]
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -201,20 +206,10 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def key_docs(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
+def key_docs(cls: type) -> list[tuple[str, Any, str]]:
     """(dotted key, declared type, docstring) for every key of a config class, in declaration order."""
-    hints = _field_types(cls)
-    docs = field_docs(cls)
-    out: list[tuple[str, Any, str]] = []
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        annotation = hints[f.name]
-        if dataclasses.is_dataclass(annotation):
-            out.extend(key_docs(annotation, f"{prefix}{f.name}."))
-        else:
-            out.append((f"{prefix}{f.name}", annotation, docs.get(f.name, "")))
-    return out
+    docs = {owner: field_docs(owner) for _, _, owner, _ in leaf_fields(cls)}
+    return [(key, annotation, docs[owner].get(name, "")) for key, annotation, owner, name in leaf_fields(cls)]
 
 
 def parse_value(text: str) -> Any:
