@@ -76,16 +76,26 @@ class LitLM(pl.LightningModule):
         loss = ce + out.aux_loss
         if self._step_means.accumulate == 1 and self.trainer.world_size == 1:
             self._log_train(ce, out)
-        elif (step_means := self._step_means.add(ce, out, self._mean_over_ranks)) is not None:
-            self._log_train(*step_means)
+        elif self._logs_at(self.global_step + 1):  # step means (and their rank collective) only when logged
+            if (step_means := self._step_means.add(ce, out, self._mean_over_ranks)) is not None:
+                self._log_train(*step_means)
         return loss
+
+    def _logs_losses(self, step: int) -> bool:
+        return step % self.config.train.log_every == 0 or step == 1
+
+    def _logs_routing(self, step: int) -> bool:
+        return step % self.config.train.routing_every == 0 or step == 1
+
+    def _logs_at(self, step: int) -> bool:
+        return self._logs_losses(step) or self._logs_routing(step)
 
     def _log_train(self, ce: torch.Tensor, out: Any) -> None:
         """Every log_every steps: losses, LR, throughput, MFU; every routing_every: routing stats."""
         train = self.config.train
         step = self.global_step + 1  # the step this batch completes
         metrics: dict[str, float] = {}
-        if step % train.log_every == 0 or step == 1:
+        if self._logs_losses(step):
             # One device->host transfer for the three losses; none on the other steps.
             ce_v, aux_v, z_v = torch.stack([ce.detach(), out.lb_loss.detach(), out.z_loss.detach()]).tolist()
             # Checked on values already on the host: stop at the first non-finite one seen, no extra sync.
@@ -101,7 +111,7 @@ class LitLM(pl.LightningModule):
                 "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"],
                 "train/tokens": float(step * train.batch_size * train.seq_len),
             })
-        if step % train.routing_every == 0 or step == 1:
+        if self._logs_routing(step):
             metrics.update(routing_metrics(out.routing))
         # Logged in on_train_batch_end, with perf/* timed after this step's backward and update.
         self._pending_metrics = metrics
