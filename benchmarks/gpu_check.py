@@ -91,7 +91,7 @@ def train_steps(cfg, steps: int, compile_model: bool, device: torch.device) -> d
 def dispatch_check(cfg, device: torch.device, reps: int = 20) -> tuple[float, float]:
     """(max |grouped_mm - loop| / max |loop|, loop time / grouped_mm time) for one MoE layer's experts
     on a micro-batch's routed rows in bf16, forward + backward."""
-    from mhmoe.experts import GroupedExperts
+    from mhmoe.model.experts import GroupedExperts
 
     moe = cfg.moe
     d_sub = cfg.model.d_model // moe.heads

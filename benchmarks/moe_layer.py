@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mhmoe.config import MoEConfig
-from mhmoe.layers import SwiGLU
-from mhmoe.moe import MoELayer
+from mhmoe.model.layers import SwiGLU
+from mhmoe.model.moe import MoELayer
 
 
 def matched_h3(d: int, f_s: int, e_s: int = 8) -> MoEConfig:

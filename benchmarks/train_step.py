@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from mhmoe.budget import train_flops_per_token
 from mhmoe.matching import paper_variants
 from mhmoe.model import build_model
-from mhmoe.routing import routing_stats, top_k_gates
+from mhmoe.model.routing import routing_stats, top_k_gates
 from mhmoe.run_config import resolve_run_config
 from mhmoe.training.optim import build_optimizer
 from mhmoe.training.peak import measure_peak_flops

@@ -133,7 +133,7 @@ class MoEConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class QuantConfig:
-    """BitNet quantization, applied by a post-build converter (mhmoe.quantization)."""
+    """BitNet quantization, applied by a post-build converter (mhmoe.model.quantization)."""
 
     weight_bits: float = 16.0
     """Weight bits: 16 (off), 8, 4, 2 or 1.58 (ternary absmean, BitNet b1.58)."""

@@ -8,7 +8,7 @@ import torch
 from mhmoe.budget import count_mults, count_params
 from mhmoe.config import QuantConfig
 from mhmoe.model import build_model
-from mhmoe.quantization import BitEmbedding, BitGroupedExperts, BitLinear
+from mhmoe.model.quantization import BitEmbedding, BitGroupedExperts, BitLinear
 from tests.model_fixtures import tiny_model, tiny_moe
 
 CASES = {

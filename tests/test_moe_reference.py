@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mhmoe.moe import MoELayer
+from mhmoe.model.moe import MoELayer
 from tests.model_fixtures import tiny_moe
 
 
@@ -125,7 +125,7 @@ def test_auto_dispatch_falls_back_to_the_loop_in_float64() -> None:
 
 
 def test_aux_loss_is_one_for_uniform_routing() -> None:
-    from mhmoe.routing import load_balancing_loss
+    from mhmoe.model.routing import load_balancing_loss
 
     E, S = 4, 8
     probs = torch.full((S, E), 1 / E)
@@ -134,7 +134,7 @@ def test_aux_loss_is_one_for_uniform_routing() -> None:
 
 
 def test_routing_stats_on_known_assignment() -> None:
-    from mhmoe.routing import routing_stats
+    from mhmoe.model.routing import routing_stats
 
     logits = torch.zeros(6, 3)
     probs = logits.softmax(-1)

@@ -7,9 +7,10 @@ import torch
 from torch import nn
 
 from mhmoe.config import QuantConfig
-from mhmoe.experts import GroupedExperts
-from mhmoe.model import TokenEmbedding, build_model
-from mhmoe.quantization import (
+from mhmoe.model.experts import GroupedExperts
+from mhmoe.model import build_model
+from mhmoe.model.layers import TokenEmbedding
+from mhmoe.model.quantization import (
     BitEmbedding,
     BitGroupedExperts,
     BitLinear,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mhmoe.routing import RoutingStats
+from mhmoe.model.routing import RoutingStats
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mhmoe.routing import RoutingStats
+from mhmoe.model.routing import RoutingStats
 from mhmoe.tracking.names import ROUTING_STATS, routing_metric
 
 

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from mhmoe.config import MoEConfig
-from mhmoe.experts import GroupedExperts
-from mhmoe.layers import SwiGLU, tag
-from mhmoe.routing import (
+from mhmoe.model.experts import GroupedExperts
+from mhmoe.model.layers import SwiGLU, tag
+from mhmoe.model.routing import (
     RoutingStats,
     Router,
     capacity_keep_mask,

@@ -80,3 +80,18 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TokenEmbedding(nn.Embedding):
+    """Token embedding whose table also serves as the tied output projection.
+
+    ``table()`` is the hook the BitNet converter overrides when embeddings are quantized.
+    """
+
+    quant_role = "embedding"
+
+    def table(self) -> torch.Tensor:
+        return self.weight
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return F.embedding(idx, self.table())

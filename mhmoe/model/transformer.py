@@ -19,9 +19,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mhmoe.config import ModelConfig, MoEConfig, QuantConfig, check_architecture
-from mhmoe.layers import CausalSelfAttention, RMSNorm, SwiGLU, rope_tables
-from mhmoe.moe import MoELayer
-from mhmoe.routing import RoutingStats
+from mhmoe.model.layers import CausalSelfAttention, RMSNorm, SwiGLU, TokenEmbedding, rope_tables
+from mhmoe.model.moe import MoELayer
+from mhmoe.model.quantization import convert_to_bitnet
+from mhmoe.model.routing import RoutingStats
 
 FFNBuilder = Callable[[ModelConfig, MoEConfig, bool], nn.Module]
 FFN_REGISTRY: dict[str, FFNBuilder] = {}
@@ -73,21 +74,6 @@ class Block(nn.Module):
         x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), cos, sin)
         ffn_out, stats = self.ffn(self.ffn_norm(x_BTD))
         return x_BTD + ffn_out, stats
-
-
-class TokenEmbedding(nn.Embedding):
-    """Token embedding whose table also serves as the tied output projection.
-
-    ``table()`` is the hook the BitNet converter overrides when embeddings are quantized.
-    """
-
-    quant_role = "embedding"
-
-    def table(self) -> torch.Tensor:
-        return self.weight
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return F.embedding(idx, self.table())
 
 
 @dataclass
@@ -178,7 +164,5 @@ def build_model(model: ModelConfig, moe: MoEConfig, quant: QuantConfig | None = 
     """Build the transformer, then apply the BitNet converter when quantization is on."""
     net = Transformer(model, moe, activation_checkpointing=activation_checkpointing)
     if quant is not None and quant.enabled:
-        from mhmoe.quantization import convert_to_bitnet
-
         convert_to_bitnet(net, quant)
     return net

@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mhmoe.config import QuantConfig
-from mhmoe.experts import GroupedExperts
-from mhmoe.layers import RMSNorm
-from mhmoe.model import TokenEmbedding
+from mhmoe.model.experts import GroupedExperts
+from mhmoe.model.layers import RMSNorm, TokenEmbedding
 
 _EPS = 1e-5
 
