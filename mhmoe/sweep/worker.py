@@ -33,7 +33,7 @@ from mhmoe.sweep.queue import STALE_REASON, Heartbeat, SweepQueue, worker_id
 from mhmoe.sweep.status import format_status, sweep_status
 from mhmoe.tracking.names import TAG_RESTART
 from mhmoe.training.checkpoint_files import ResumePick, pick_resume_checkpoint, set_aside
-from mhmoe.training.failures import REASON_MAX_CHARS, Diverged, LostClaim, failure_reason
+from mhmoe.training.failures import REASON_MAX_CHARS, Diverged, Fence, LostClaim, failure_reason
 
 
 class WorkerStop(BaseException):
@@ -68,8 +68,19 @@ class WorkerOptions:
     """Devices this worker holds (its CUDA_VISIBLE_DEVICES); it leaves trials needing more queued."""
 
 
-def _log(message: str) -> None:
-    print(f"[sweep worker {worker_id()}] {message}", flush=True)
+def _log(message: str, worker: str | None = None) -> None:
+    print(f"[sweep worker {worker or worker_id()}] {message}", flush=True)
+
+
+def rank_zero_hooks(storage: str, study: str, trial_id: int, worker: str) -> tuple[Fence, list]:
+    """Rank 0 of a data-parallel trial: the claim (checked against the queue before every checkpoint
+    write) and the per-validation progress report, rebuilt in the rank process from the queue."""
+    from mhmoe.sweep.progress import TrialProgress
+
+    queue = SweepQueue(storage, study)
+    trial = queue.storage.get_trial(trial_id)
+    fence = queue.fence(trial)
+    return fence, [TrialProgress(queue, trial, fence, lambda message: _log(message, worker))]
 
 
 def _checkpoint_root(options: WorkerOptions) -> Path:
@@ -153,6 +164,7 @@ def _train(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions, settin
     """Train (resuming ``pick``) with a heartbeat that fences the claim; (TrainResult, seconds, eval attrs)."""
     from mhmoe.run_config import RunConfig
     from mhmoe.sweep.progress import TrialProgress
+    from mhmoe.training.ranks import RankZeroHooks
     from mhmoe.training.runner import train
 
     attrs = trial.user_attrs
@@ -165,6 +177,8 @@ def _train(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions, settin
             experiment_name=settings.get("experiment", queue.study_name), run_name=attrs["point"], tags=tags,
             parent_run_id=queue.parent_run_id(), run_id=run_id, checkpoint_dir=checkpoint_dir, resume=True,
             progress=False, fence=fence, resume_pick=pick, callbacks=[TrialProgress(queue, trial, fence, _log)],
+            rank_zero_hooks=RankZeroHooks("mhmoe.sweep.worker:rank_zero_hooks", {
+                "storage": queue.url, "study": queue.study_name, "trial_id": trial._trial_id, "worker": worker_id()}),
         )
         seconds = time.perf_counter() - start
         fence.verify()  # lost while validating or saving the final checkpoint: the new owner reports

@@ -8,24 +8,54 @@ checkpoint folder in the environment before ``trainer.fit``, so the other ranks 
 environment) use the same ones; only rank 0 talks to MLflow and writes checkpoints. The caller gets
 the rank-0 ``TrainResult`` back through a JSON file.
 
+A caller's fence and callbacks are objects and cannot cross into the rank processes. The caller's
+process keeps its fence (its heartbeat refreshes it) and stops the ranks the moment the claim is
+lost; rank 0 rebuilds its own fence and callbacks from a :class:`RankZeroHooks` recipe (a sweep
+worker's: the trial's claim, checked against the queue before every checkpoint write, and the
+per-validation progress report).
+
 Under an external launcher (``srun`` with one task per rank, ``torchrun``) every task already is a
 rank: ``train()`` runs in place (pass an explicit checkpoint folder, shared by the ranks).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mhmoe.training.failures import Fence
 
 IN_RANKS_ENV = "MHMOE_IN_RANK_PROCESSES"
 RUN_ID_ENV = "MHMOE_RANK0_RUN_ID"
 CHECKPOINT_DIR_ENV = "MHMOE_RANK0_CHECKPOINT_DIR"
+
+
+STOP_POLL_S = 0.5
+"""How often the caller's process checks its fence while the ranks train."""
+STOP_GRACE_S = 10.0
+"""How long stopped ranks may take to exit on SIGTERM before they are killed."""
+
+
+@dataclass(frozen=True)
+class RankZeroHooks:
+    """How rank 0 rebuilds a caller's fence and extra callbacks: ``factory`` (``module:function``)
+    called with ``payload`` (JSON values) returns ``(fence or None, callbacks)``."""
+
+    factory: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> tuple[Fence | None, list]:
+        module, name = self.factory.split(":")
+        fence, callbacks = getattr(importlib.import_module(module), name)(**self.payload)
+        return fence, list(callbacks)
 
 
 def launched_as_rank() -> bool:
@@ -57,29 +87,68 @@ def inherited_run(run_id: str | None, checkpoint_dir: Path | None) -> tuple[str 
     return run_id or os.environ.get(RUN_ID_ENV), checkpoint_dir or (Path(folder) if folder else None)
 
 
-def train_in_rank_processes(cfg, **kwargs: Any):  # noqa: ANN001, ANN201 - RunConfig -> TrainResult
-    """Run ``train(cfg, **kwargs)`` as rank 0 of a data-parallel job in a child process."""
+def train_in_rank_processes(cfg, *, fence: Fence | None = None, rank_zero_hooks: RankZeroHooks | None = None,
+                            **kwargs: Any):  # noqa: ANN001, ANN201 - RunConfig -> TrainResult
+    """Run ``train(cfg, **kwargs)`` as rank 0 of a data-parallel job in a child process.
+
+    ``fence`` stays here: once it is lost the ranks are stopped and :class:`LostClaim` is raised.
+    ``rank_zero_hooks`` gives rank 0 its own fence and callbacks.
+    """
     from mhmoe.training.runner import TrainResult
 
     with tempfile.TemporaryDirectory(prefix="mhmoe-ranks-") as tmp:
         request, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
         payload = {k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}
-        request.write_text(json.dumps({"config": cfg.to_dict(), "kwargs": payload, "result": str(result)}))
+        hooks = asdict(rank_zero_hooks) if rank_zero_hooks else None
+        request.write_text(json.dumps({"config": cfg.to_dict(), "kwargs": payload, "hooks": hooks,
+                                       "result": str(result)}))
         # Same process group: a job-wide kill (SLURM, killpg) reaches every rank. On SIGTERM, rank 0's
         # Lightning signal handler kills the ranks it started.
         proc = subprocess.Popen([sys.executable, "-m", "mhmoe.training.ranks", str(request)],
                                 env={**os.environ, IN_RANKS_ENV: "1"})
         try:
-            code = proc.wait()
+            code = _wait_unless_fenced(proc, fence)
         except BaseException:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait()
+            _stop(proc)
             raise
         if code != 0 or not result.is_file():
             raise RuntimeError(f"data-parallel training ({cfg.train.world_size} ranks) exited with code {code}")
         data = json.loads(result.read_text())
     return TrainResult(run_id=data["run_id"], checkpoint_path=Path(data["checkpoint_path"]), metrics=data["metrics"],
                        start_step=data["start_step"], final_step=data["final_step"])
+
+
+def _wait_unless_fenced(proc: subprocess.Popen, fence: Fence | None) -> int:
+    """The ranks' exit code; raises :class:`LostClaim` (the caller stops them) once ``fence`` is lost."""
+    while True:
+        try:
+            return proc.wait(timeout=STOP_POLL_S)
+        except subprocess.TimeoutExpired:
+            if fence is not None:
+                fence.poll()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM rank 0 (Lightning's handler passes it on to the ranks it started), then SIGKILL every
+    rank still alive after ``STOP_GRACE_S``: a rank blocked in a collective whose peer already
+    exited would otherwise wait for the process group's timeout (30 minutes)."""
+    import psutil
+
+    try:
+        ranks = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        ranks = []
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        pass
+    for rank in ranks:
+        try:
+            rank.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
 
 
 def _share_cores(cfg) -> None:  # noqa: ANN001 - RunConfig
@@ -104,6 +173,8 @@ def main(argv: list[str]) -> int:
         kwargs["checkpoint_dir"] = Path(kwargs["checkpoint_dir"])
     cfg = RunConfig.from_dict(request["config"])
     _share_cores(cfg)
+    if request.get("hooks") and global_rank() == 0:
+        kwargs["fence"], kwargs["callbacks"] = RankZeroHooks(**request["hooks"]).build()
     result = train(cfg, **kwargs)
     if global_rank() == 0:
         Path(request["result"]).write_text(json.dumps({

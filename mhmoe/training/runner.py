@@ -122,6 +122,7 @@ def train(
     fence: Fence | None = None,
     resume_pick: ResumePick | None = None,
     callbacks: list | None = None,
+    rank_zero_hooks: ranks.RankZeroHooks | None = None,
 ) -> TrainResult:
     """Train ``cfg``; with ``resume``, continue MLflow run ``run_id`` from its newest usable checkpoint.
 
@@ -134,6 +135,9 @@ def train(
     ``fence`` (a sweep worker's claim) is checked before every checkpoint write and polled every
     step; once lost, training stops and writes nothing more: no checkpoint, metric or run status.
     ``callbacks`` are extra Lightning callbacks (a sweep worker's per-validation report).
+    With ``train.devices > 1`` training runs in rank processes, which cannot receive objects:
+    ``fence`` stays in this process and stops them once lost, and rank 0 builds its own fence and
+    callbacks from ``rank_zero_hooks`` (``callbacks`` are not used there).
     """
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -150,7 +154,7 @@ def train(
         return ranks.train_in_rank_processes(
             cfg, tracking_uri=tracking_uri, experiment_name=experiment_name, run_name=run_name, tags=tags,
             parent_run_id=parent_run_id, run_id=run_id, checkpoint_dir=checkpoint_dir, resume=resume,
-            progress=progress, stop_after=stop_after)
+            progress=progress, stop_after=stop_after, fence=fence, rank_zero_hooks=rank_zero_hooks)
     rank = ranks.global_rank()
     if rank > 0:
         run_id, checkpoint_dir = ranks.inherited_run(run_id, checkpoint_dir)

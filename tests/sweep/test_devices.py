@@ -44,3 +44,22 @@ def test_worker_leaves_a_trial_needing_more_devices_queued(tmp_path: Path, store
 
     claimed = bigger.claim(accepts=DeviceFit(2, print))
     assert claimed is not None and claimed.number == 0  # a 2-device worker takes it
+
+
+def test_a_ddp_trial_reports_its_validations_from_rank_zero(tmp_path: Path, stores: dict[str, str],
+                                                             capfd: pytest.CaptureFixture) -> None:
+    """The worker's callbacks cannot enter the rank processes: rank 0 rebuilds them from the queue,
+    so a 2-rank trial still stores an intermediate value and prints a progress line per validation."""
+    path = debug_spec(tmp_path / "s.yaml", name="ddp", steps=6, overrides={"train.val_every": 3},
+                      groups={"two": {"model.ffn": "smoe", "train.devices": 2, "train.accelerator": "cpu",
+                                      "train.num_threads": 1}})
+    spec = load_spec(path)
+    submit_sweep(spec, expand(spec), storage=stores["storage"], tracking_uri=stores["tracking"])
+    options = WorkerOptions(storage=stores["storage"], study="ddp", tracking_uri=stores["tracking"],
+                            checkpoint_root=Path(stores["checkpoints"]), linger=False, devices=2, poll_s=0.1)
+    assert run_worker(options) == 0
+    (trial,) = SweepQueue(stores["storage"], "ddp").trials()
+    assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == [3, 6]
+    assert trial.intermediate_values[6] == pytest.approx(trial.value)
+    out = capfd.readouterr().out
+    assert "trial 0 two/seed=0: step 3/6 val/shakespeare/ppl=" in out and "step 6/6" in out

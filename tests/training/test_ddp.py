@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import mlflow
+import psutil
 import pytest
 
 from mhmoe.run_config import resolve_run_config
+from mhmoe.training.ranks import CHECKPOINT_DIR_ENV
 from mhmoe.training.runner import train
 
 BASE = {"moe.aux_loss_coef": 0.0, "moe.capacity_mode": "dropless", "train.accelerator": "cpu",
@@ -75,3 +77,43 @@ def test_killed_ddp_run_resumes_in_the_same_mlflow_run(tmp_path: Path) -> None:
     assert resumed.start_step % 3 == 0  # an optimizer-step boundary with a checkpoint
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
     assert [s for s, _ in _history(client, run.info.run_id, "val/shakespeare/loss")][-1] == 60
+
+
+def test_a_lost_claim_stops_the_ranks_and_raises(tmp_path: Path) -> None:
+    """The caller's fence stays in the caller's process: once lost (here: when the first checkpoint
+    appears), the rank processes are stopped long before the run's end and LostClaim is raised."""
+    import threading
+
+    from mhmoe.training.failures import Fence, LostClaim
+
+    ckpt = tmp_path / "ckpt"
+    fence = Fence(lambda: not (ckpt / "last.ckpt").is_file())
+
+    def heartbeat() -> None:  # what a sweep worker's heartbeat thread does
+        while fence.refresh():
+            time.sleep(0.05)
+
+    threading.Thread(target=heartbeat, daemon=True).start()
+    overrides = {**BASE, "train.devices": 2, "train.max_steps": 3000, "train.val_every": 3000}
+    started = time.time()
+    with pytest.raises(LostClaim):
+        train(resolve_run_config("debug", None, overrides), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+              checkpoint_dir=ckpt, progress=False, fence=fence)
+    assert time.time() - started < 120
+    assert not (ckpt / "final.ckpt").exists()
+    deadline = time.time() + 15
+    while (left := _ranks_of(ckpt)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert left == []  # no rank left behind
+
+
+def _ranks_of(checkpoint_dir: Path) -> list[int]:
+    """Live processes that are ranks of the job writing ``checkpoint_dir`` (rank 0 exports it)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get(CHECKPOINT_DIR_ENV) == str(checkpoint_dir):
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
