@@ -124,7 +124,7 @@ def _check_heartbeat(args: argparse.Namespace, interval: int, grace: int, where:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from mhmoe.sweep.plan import PLAN_COLUMNS, format_table, plan_rows
+    from mhmoe.sweep.tables import PLAN_COLUMNS, format_table, plan_rows
 
     spec, the_plan, data_problems = _load(args.spec, data_must_exist=False)
     groups = len(spec.groups)
