@@ -137,6 +137,11 @@ def run_tag(run_id: str, key: str, tracking_uri: str | None = None) -> str | Non
     return _client(tracking_uri).get_run(run_id).data.tags.get(key)
 
 
+def run_param(run_id: str, key: str, tracking_uri: str | None = None) -> str | None:
+    """One param of one run (e.g. the metric a sweep's parent run records)."""
+    return _client(tracking_uri).get_run(run_id).data.params.get(key)
+
+
 def load_histories(runs: pd.DataFrame, keys: list[str], tracking_uri: str | None = None) -> pd.DataFrame:
     """Long frame (run_id, key, step, value, timestamp) of every logged value of ``keys``."""
     client = _client(tracking_uri or runs.attrs.get("tracking_uri"))

@@ -14,6 +14,7 @@ spec prints one line per problem and exits 2 before anything is created.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def _load(spec_arg: str, *, data_must_exist: bool = True):
     from mhmoe.sweep.plan import data_problems, plan
     from mhmoe.sweep.spec import SpecError, load_spec
 
-    spec = load_spec(spec_arg, check_points=False)
+    spec = load_spec(spec_arg)
     the_plan = plan(spec)
     problems = data_problems(the_plan.points)
     if problems and data_must_exist:
@@ -132,7 +133,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for axis in spec.grid:
         cells *= len(axis.values)
     print(f"sweep {spec.name}: {len(the_plan.points)} trials ({groups} group(s) x {cells} grid point(s)); "
-          f"match={spec.match.policy}; metric={the_plan.points[0].metric}")
+          f"match={spec.match.policy}; metric={the_plan.metric}")
     print(format_table(plan_rows(the_plan.points), PLAN_COLUMNS))
     for warning in (*the_plan.warnings, *data_problems):
         print(f"warning: {warning}")
@@ -197,7 +198,7 @@ def _study_target(args: argparse.Namespace) -> tuple[str, str]:
     if args.study:
         url, name = storage_url(args.storage), args.study
     else:
-        spec = load_spec(args.spec, check_points=False)
+        spec = load_spec(args.spec)
         url, name = storage_url(args.storage, spec.storage), spec.name
     check_storage(url)
     return url, name
@@ -255,13 +256,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _report(spec, tracking_uri: str | None) -> None:
+    from mhmoe.commands.report import report_sweep
+
+    argv = [str(spec.path)] + (["--tracking-uri", tracking_uri] if tracking_uri else [])
     try:
-        from mhmoe.commands.report import main as report_main
-    except ImportError:
-        print("report skipped: mhmoe.commands.report is not available")
-        return
-    try:
-        report_main([str(spec.path)] + (["--tracking-uri", tracking_uri] if tracking_uri else []))
+        report_sweep(spec.path, tracking_uri=tracking_uri, command=shlex.join(["mhmoe", "report", *argv]))
     except Exception as err:  # the sweep's results are in MLflow either way
         print(f"warning: report failed: {err!r}", file=sys.stderr)
 

@@ -31,6 +31,7 @@ from mhmoe.sweep import summary, tracking
 from mhmoe.sweep.devices import DeviceFit
 from mhmoe.sweep.queue import STALE_REASON, Heartbeat, SweepQueue, worker_id
 from mhmoe.sweep.status import format_status, sweep_status
+from mhmoe.tracking import names
 from mhmoe.tracking.names import TAG_RESTART
 from mhmoe.training.checkpoint_files import ResumePick, pick_resume_checkpoint, set_aside
 from mhmoe.training.failures import REASON_MAX_CHARS, Diverged, LostClaim, failure_reason
@@ -81,10 +82,10 @@ def _checkpoint_root(options: WorkerOptions) -> Path:
 
 
 def _tracking_uri(options: WorkerOptions, settings: dict[str, Any]) -> str:
-    from mhmoe.home import default_tracking_uri
+    """``--tracking-uri``, else $MLFLOW_TRACKING_URI, else the study's (:func:`mhmoe.home.resolve_tracking_uri`)."""
+    from mhmoe.home import resolve_tracking_uri
 
-    return options.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or settings.get("tracking_uri") \
-        or default_tracking_uri()
+    return resolve_tracking_uri(options.tracking_uri, recorded=settings.get("tracking_uri"))
 
 
 def open_queue(options: WorkerOptions) -> SweepQueue:
@@ -254,6 +255,12 @@ def close_reaped(queue: SweepQueue, options: WorkerOptions) -> None:
              + ("re-queued" if requeued else "no attempts left"))
 
 
+def _sweep_metric(queue: SweepQueue, settings: dict[str, Any]) -> str | None:
+    """The metric the plan resolved (stored at submit); studies submitted before that have it per trial."""
+    return settings.get("metric") or next(
+        (t.user_attrs["metric"] for t in queue.trials() if t.user_attrs.get("metric")), None)
+
+
 def ensure_parent_run(queue: SweepQueue, options: WorkerOptions) -> None:
     """Open the sweep's MLflow parent run once (first worker), or mark it running again."""
     settings = queue.settings()
@@ -261,13 +268,12 @@ def ensure_parent_run(queue: SweepQueue, options: WorkerOptions) -> None:
     with queue.lock():
         run_id = queue.parent_run_id()
         if run_id is None:
+            metric = _sweep_metric(queue, settings)
             params = {"sweep.spec": settings.get("spec_path") or "", "sweep.retries": settings.get("retries"),
-                      "sweep.metric": settings.get("metric") or "val/<first set>/ppl"}
-            metric = next((t.user_attrs["metric"] for t in queue.trials() if t.user_attrs.get("metric")),
-                          params["sweep.metric"])
+                      **({names.PARAM_SWEEP_METRIC: metric} if metric else {})}
             queue.set_parent_run_id(tracking.create_parent_run(
                 uri, settings.get("experiment", queue.study_name), queue.study_name, params,
-                description=summary.description(settings.get("description") or "", metric)))
+                description=summary.description(settings.get("description") or "", metric or "<metric>")))
         elif queue.pending()[0]:
             tracking.reopen(uri, run_id)  # new points were submitted after it finished
 
@@ -279,8 +285,7 @@ def update_parent_summary(queue: SweepQueue, options: WorkerOptions) -> None:
         return
     settings = queue.settings()
     points = queue.point_states()
-    metric = next((t.user_attrs["metric"] for p in points for t in p.attempts if "metric" in t.user_attrs),
-                  settings.get("metric"))
+    metric = _sweep_metric(queue, settings)
     if not metric:
         return
     result = summary.parent_summary(points, metric, settings.get("direction") or "minimize")
