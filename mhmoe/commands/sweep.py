@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mhmoe.commands.bad_input import Parser, int_at_least, positive_float, refuses_bad_input
 from mhmoe.configbase import ConfigError
+from mhmoe.sweep.options import add_worker_arguments, worker_options
 
 
 def _add_storage(parser: argparse.ArgumentParser) -> None:
@@ -33,16 +34,7 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices-per-trial", type=int_at_least(1), default=1,
                         help="devices each worker holds (GPU ids grouped in order: 0,1 and 2,3 for 2); "
                              "a worker leaves trials needing more train.devices queued")
-    parser.add_argument("--max-trials", type=int_at_least(1), help="trials per worker before it exits")
-    parser.add_argument("--tracking-uri", help="MLflow URI (default: the one recorded at submit)")
-    parser.add_argument("--checkpoint-root", type=Path,
-                        help="checkpoint folder shared by all nodes (default: <mhmoe home>/sweeps)")
-    parser.add_argument("--no-linger", dest="linger", action="store_false",
-                        help="exit when nothing waits, instead of waiting to pick up a dead worker's trial")
-    parser.add_argument("--poll", type=positive_float, default=5.0, help="seconds between queue polls while waiting")
-    parser.add_argument("--heartbeat-interval", type=int_at_least(1), help="override the spec's heartbeat interval (s)")
-    parser.add_argument("--grace-period", type=int_at_least(1),
-                        help="override the spec's grace period (s); at least 3 x the heartbeat interval")
+    add_worker_arguments(parser)  # --tracking-uri, --checkpoint-root, --max-trials, --no-linger, --poll, ...
     parser.add_argument("--log-dir", type=Path, help="write each worker's output to LOG_DIR/worker-*.log")
 
 
@@ -172,13 +164,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _worker_options(args: argparse.Namespace, url: str, study: str):
-    from mhmoe.sweep.worker import WorkerOptions
-
-    return WorkerOptions(
-        storage=url, study=study, tracking_uri=args.tracking_uri, checkpoint_root=args.checkpoint_root,
-        max_trials=args.max_trials, linger=args.linger, poll_s=args.poll,
-        heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
-    )
+    return worker_options(args, storage=url, study=study)
 
 
 def _slots(args: argparse.Namespace, default_workers: int | None = None):

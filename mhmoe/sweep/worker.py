@@ -14,14 +14,12 @@ worker whose trial was reaped and re-queued stops within one heartbeat and write
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from optuna.trial import FrozenTrial
 
 from mhmoe.sweep import summary, tracking
 from mhmoe.sweep.devices import DeviceFit
+from mhmoe.sweep.options import WorkerOptions, parse
 from mhmoe.sweep.queue import STALE_REASON, Heartbeat, SweepQueue, worker_id
 from mhmoe.sweep.status import format_status, sweep_status
 from mhmoe.tracking import names
@@ -39,34 +38,6 @@ from mhmoe.training.failures import REASON_MAX_CHARS, Diverged, LostClaim, failu
 
 class WorkerStop(BaseException):
     """SIGTERM/SIGINT: give the current trial back to the queue and exit."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class WorkerOptions:
-    """How one worker runs (all but the storage URL and study name have defaults)."""
-
-    storage: str
-    """Optuna storage URL."""
-    study: str
-    """Study (sweep) name."""
-    tracking_uri: str | None = None
-    """MLflow URI; None = $MLFLOW_TRACKING_URI, else the sweep's, else SQLite in the home."""
-    checkpoint_root: Path | None = None
-    """Checkpoints go to ``<root>/<sweep>/<config hash>``; None = ``<mhmoe home>/sweeps``."""
-    max_trials: int | None = None
-    """Stop after this many trials (None = until the queue is empty)."""
-    threads: int = 0
-    """torch CPU threads (0 = torch's default)."""
-    linger: bool = True
-    """While other workers still run trials, wait: a dead one's trial comes back after the grace period."""
-    poll_s: float = 5.0
-    """Seconds between queue polls while lingering."""
-    heartbeat_interval: int | None = None
-    """Override the sweep's heartbeat interval (seconds)."""
-    grace_period: int | None = None
-    """Override the sweep's grace period (seconds)."""
-    devices: int = 1
-    """Devices this worker holds (its CUDA_VISIBLE_DEVICES); it leaves trials needing more queued."""
 
 
 def _log(message: str) -> None:
@@ -375,24 +346,8 @@ def serve(options: WorkerOptions) -> int:
         sys.stderr.flush()
 
 
-def parse_args(argv: list[str]) -> WorkerOptions:
-    parser = argparse.ArgumentParser(prog="python -m mhmoe.sweep.worker", description=__doc__.split("\n")[0])
-    parser.add_argument("--storage", required=True)
-    parser.add_argument("--study", required=True)
-    parser.add_argument("--tracking-uri")
-    parser.add_argument("--checkpoint-root", type=Path)
-    parser.add_argument("--max-trials", type=int)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--no-linger", dest="linger", action="store_false")
-    parser.add_argument("--poll", dest="poll_s", type=float, default=5.0)
-    parser.add_argument("--heartbeat-interval", type=int)
-    parser.add_argument("--grace-period", type=int)
-    parser.add_argument("--devices", type=int, default=1)
-    return WorkerOptions(**vars(parser.parse_args(argv)))
-
-
 def main(argv: list[str] | None = None) -> int:
-    return serve(parse_args(list(sys.argv[1:] if argv is None else argv)))
+    return serve(parse(list(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":
