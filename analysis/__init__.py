@@ -8,5 +8,5 @@ Nothing here runs at import. The modules, in data-flow order:
   resolved or within noise, seeds needed
 - ``paper``, ``paper_match``, ``ordering``: the paper's numbers and the ordering check
 - ``style``: figure style, the paper's names and row order; ``fig_*``: figures; ``tables``: Markdown/LaTeX tables
-- ``report``, ``report_index``, ``index``, ``checks``, ``spec``: ``mhmoe report`` end to end
+- ``report``, ``report_index``, ``index``, ``checks``: ``mhmoe report`` end to end
 """

@@ -6,7 +6,6 @@ talks to a tracking server. Works on any tracking URI (sqlite, PostgreSQL, HTTP)
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import tempfile
@@ -17,25 +16,10 @@ import pandas as pd
 
 from analysis.frame import METRIC, PARAM, TAG, annotate, coerce_param
 from mhmoe.tracking import names
+from mhmoe.tracking.client import mlflow_client
 
 _PAGE = 1000
 _ARTIFACT_STEP = re.compile(r"^(?P<kind>load|divergence)_step(?P<step>\d+)\.npy$")
-
-
-def _client(tracking_uri: str | None):  # -> mlflow.MlflowClient; imported lazily (1 s of imports)
-    from mhmoe.home import default_tracking_uri
-
-    return _cached_client(tracking_uri or default_tracking_uri())
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_client(tracking_uri: str):
-    """One client per store: building one costs ~0.5 s (sqlite schema check)."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per .npy otherwise
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri)
 
 
 def _tag_filter(tags: dict[str, str]) -> str:
@@ -45,7 +29,7 @@ def _tag_filter(tags: dict[str, str]) -> str:
 
 def search(tracking_uri: str | None, tags: dict[str, str], experiment_ids: list[str] | None = None) -> list:
     """Every active run carrying ``tags`` in the given (default: all) experiments."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     if experiment_ids is None:
         experiment_ids = _all_experiment_ids(client)
     runs, token = [], None
@@ -120,7 +104,7 @@ def load_runs(
     if role is not None:
         tags[names.TAG_ROLE] = role
     frame = annotate(runs_frame(search(tracking_uri, tags, experiment_ids)))
-    frame.attrs.update(sweep=sweep, tracking_uri=_client(tracking_uri).tracking_uri)
+    frame.attrs.update(sweep=sweep, tracking_uri=mlflow_client(tracking_uri).tracking_uri)
     return frame
 
 
@@ -134,12 +118,17 @@ def find_parent_run(sweep: str, tracking_uri: str | None = None) -> str | None:
 
 def run_tag(run_id: str, key: str, tracking_uri: str | None = None) -> str | None:
     """One tag of one run (e.g. the command that created a sweep's parent run)."""
-    return _client(tracking_uri).get_run(run_id).data.tags.get(key)
+    return mlflow_client(tracking_uri).get_run(run_id).data.tags.get(key)
+
+
+def run_param(run_id: str, key: str, tracking_uri: str | None = None) -> str | None:
+    """One param of one run (e.g. the metric a sweep's parent run records)."""
+    return mlflow_client(tracking_uri).get_run(run_id).data.params.get(key)
 
 
 def load_histories(runs: pd.DataFrame, keys: list[str], tracking_uri: str | None = None) -> pd.DataFrame:
     """Long frame (run_id, key, step, value, timestamp) of every logged value of ``keys``."""
-    client = _client(tracking_uri or runs.attrs.get("tracking_uri"))
+    client = mlflow_client(tracking_uri or runs.attrs.get("tracking_uri"))
     rows = [
         (run_id, key, m.step, m.value, m.timestamp)
         for run_id in runs["run_id"]
@@ -158,7 +147,7 @@ def load_routing_arrays(
     ``kind`` is ``load`` (MoE layers x experts counts) or ``divergence`` (MoE layers x heads
     histogram). Runs without the artifact are left out.
     """
-    client = _client(tracking_uri or runs.attrs.get("tracking_uri"))
+    client = mlflow_client(tracking_uri or runs.attrs.get("tracking_uri"))
     out: dict[str, tuple[int, np.ndarray]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for run_id in runs["run_id"]:
@@ -180,6 +169,6 @@ def log_files_to(run_id: str, files: list[Path], artifact_path: str, tracking_ur
 
     File by file rather than the whole folder: ``--out`` may point at a folder holding other things.
     """
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     for path in files:
         client.log_artifact(run_id, str(path), artifact_path)

@@ -17,10 +17,17 @@ import pandas as pd
 from analysis import fig_compute, fig_curves, fig_routing, fig_sweep, ladder, tables
 from analysis.checks import missing_notes
 from analysis.frame import METRIC, PARAM, MissingData, baseline_point, finished, points, primary_val_set, val_sets
-from analysis.load import find_parent_run, load_histories, load_routing_arrays, load_runs, log_files_to, run_tag
+from analysis.load import (
+    find_parent_run,
+    load_histories,
+    load_routing_arrays,
+    load_runs,
+    log_files_to,
+    run_param,
+    run_tag,
+)
 from analysis.ordering import check_ordering
 from analysis.report_index import IndexInfo, write_index
-from analysis.spec import SpecInfo, read_spec
 from analysis.stats import aggregate, interval_text, paired_differences, seed_count
 from analysis.style import paper_name, paper_names, safe_name, save
 from mhmoe.tracking import names
@@ -28,6 +35,18 @@ from mhmoe.tracking import names
 MANIFEST = ".report-manifest"
 REPORT_ARTIFACT_DIR = "report"
 PAPER_TABLES = ("T1", "T2", "T3", "T4", "T5")
+
+
+@dataclass(frozen=True)
+class SweepRef:
+    """The sweep a report is about (``mhmoe report`` builds it from the spec)."""
+
+    name: str
+    """Sweep name: the ``mhmoe.sweep`` tag of its runs."""
+    spec_path: Path
+    """The spec file, copied into the report."""
+    tracking_uri: str | None = None
+    """The spec's MLflow store (None = the default store)."""
 
 
 @dataclass
@@ -170,23 +189,38 @@ def differences(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def choose_val_set(runs: pd.DataFrame, explicit: str | None, from_spec: str | None, notes: list[str]) -> str | None:
-    """The ordering/figure set: the caller's (must exist), else the spec metric's, else the default."""
+def sweep_metric(runs: pd.DataFrame, parent: str | None, tracking_uri: str) -> str | None:
+    """The metric the sweep optimised: stored on its parent run at plan time.
+
+    Runs from before it was stored (or without a parent run) get the one default,
+    :func:`mhmoe.tracking.names.default_metric` of the sets in ``data.val_sets`` order.
+    """
+    stored = run_param(parent, names.PARAM_SWEEP_METRIC, tracking_uri) if parent else None
+    if names.parse_val_metric(stored) is not None:
+        return stored
+    sets = val_sets(runs)
+    return names.default_metric(sets) if sets else None
+
+
+def choose_val_set(runs: pd.DataFrame, explicit: str | None, metric: str | None, notes: list[str]) -> str | None:
+    """The ordering/figure set: the caller's (must exist), else the set of the sweep's metric."""
     sets = val_sets(runs)
     if explicit is not None and explicit not in sets:
         raise MissingData(f"validation set {explicit!r} is not in the sweep (it has {sets})")
-    if explicit is None and from_spec is not None and from_spec not in sets:
-        notes.append(f"the spec's metric set {from_spec!r} was not logged; using the default set instead.")
-        from_spec = None
+    parsed = names.parse_val_metric(metric)
+    from_metric = parsed[0] if parsed else None
+    if explicit is None and from_metric is not None and from_metric not in sets:
+        notes.append(f"the sweep's metric set {from_metric!r} was not logged; using the default set instead.")
+        from_metric = None
     try:
-        return primary_val_set(runs, explicit or from_spec)
+        return primary_val_set(runs, explicit or from_metric)
     except MissingData as reason:
         notes.append(f"no ordering check and no perplexity figures: {reason}.")
         return None
 
 
 def write_report(
-    spec: str | Path | SpecInfo,
+    sweep_ref: SweepRef,
     out_dir: str | Path | None = None,
     tracking_uri: str | None = None,
     *,
@@ -195,21 +229,21 @@ def write_report(
     log_artifacts: bool = True,
     say: Callable[[str], None] = lambda line: None,
 ) -> Outputs:
-    """Build the whole report of the sweep that ``spec`` describes; returns what was written.
+    """Build the whole report of ``sweep_ref``'s sweep; returns what was written.
 
     The tracking URI is ``tracking_uri``, else the spec's, else the default store; the ordering
-    check uses ``val_set``, else the set of the spec's metric, else :func:`primary_val_set`.
+    check uses ``val_set``, else the set of the sweep's metric (:func:`sweep_metric`).
     Raises MissingData when the sweep has no trial runs at all (nothing to report).
     """
-    spec = spec if isinstance(spec, SpecInfo) else read_spec(spec)
-    spec_path, sweep = spec.path, spec.name
+    spec_path, sweep = sweep_ref.spec_path, sweep_ref.name
     say(f"loading the runs of sweep {sweep!r}")
-    runs = load_runs(sweep, tracking_uri or spec.tracking_uri)
+    runs = load_runs(sweep, tracking_uri or sweep_ref.tracking_uri)
     tracking_uri = runs.attrs["tracking_uri"]
     if runs.empty:
         raise MissingData(f"no runs tagged {names.TAG_SWEEP}={sweep!r}, {names.TAG_ROLE}=trial in {tracking_uri}")
     notes = missing_notes(runs)
-    chosen_set = choose_val_set(runs, val_set, spec.val_set, notes)
+    parent = find_parent_run(sweep, tracking_uri)
+    chosen_set = choose_val_set(runs, val_set, sweep_metric(runs, parent, tracking_uri), notes)
     out_dir = Path(out_dir) if out_dir is not None else Path("reports") / safe_name(sweep)
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_previous(out_dir)
@@ -237,7 +271,6 @@ def write_report(
     spec_copy = out_dir / f"{out.prefix}spec{spec_path.suffix or '.yaml'}"
     shutil.copyfile(spec_path, spec_copy)
     out.files.append(spec_copy)
-    parent = find_parent_run(sweep, tracking_uri)
     runs_command = run_tag(parent, names.TAG_COMMAND, tracking_uri) if parent else None
     info = IndexInfo(sweep=sweep, command=command, tracking_uri=tracking_uri, spec=spec_copy.name,
                      parent_run_id=parent, val_set=chosen_set, notes=notes, runs_command=runs_command,

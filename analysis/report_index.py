@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,6 +11,7 @@ import pandas as pd
 from analysis import tables
 from analysis.stats import BOOTSTRAP_FROM, POWER, RESOLVE_MIN_N, interval_text
 from analysis.index import Block, Bullets, Code, Heading, Image, Markdown, Para, render_html, render_markdown
+from mhmoe.tracking.provenance import git_commit
 
 
 @dataclass(frozen=True)
@@ -27,19 +27,6 @@ class IndexInfo:
     """The command that produced the sweep's runs (tag mhmoe.command of the parent run)."""
     ladder: list[str] = field(default_factory=list)
     """Plain-word lines of the token-budget ladder (:func:`analysis.ladder.summary_lines`); empty for one budget."""
-
-
-def git_commit(repo: Path | None = None) -> str:
-    """HEAD of the checkout the analysis code runs from, flagged when tracked files changed."""
-    repo = repo or Path(__file__).resolve().parents[1]
-    git = ["git", "--no-optional-locks", "-C", str(repo)]  # read-only: no index refresh
-    try:
-        sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=20)
-        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
-    return sha.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
 def _delta(r: pd.Series) -> str:
@@ -133,7 +120,7 @@ def _provenance(info: IndexInfo, runs: pd.DataFrame) -> list[Block]:
         Para(f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by:"),
         Code(info.command or "(called from Python)"),
         *([Para("The runs were produced by:"), Code(info.runs_command)] if info.runs_command else []),
-        Bullets([f"sweep spec: [{info.spec}]({info.spec})", f"git commit: `{git_commit()}`",
+        Bullets([f"sweep spec: [{info.spec}]({info.spec})", f"git commit: `{git_commit(describe=True)}`",
                  f"tracking URI: `{info.tracking_uri}`", f"sweep parent run: {parent}",
                  f"runs: {len(runs)} ({done} finished)",
                  f"validation set for the ordering check: `{info.val_set}`" if info.val_set else

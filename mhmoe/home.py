@@ -33,9 +33,22 @@ def home_subdir(*parts: str) -> Path:
     return path
 
 
+def resolve_tracking_uri(*explicit: str | None, recorded: str | None = None) -> str:
+    """The MLflow store, by the one precedence every command uses.
+
+    1. the first ``explicit`` URI given: a ``--tracking-uri`` flag, then a spec's ``tracking_uri``;
+    2. ``$MLFLOW_TRACKING_URI``;
+    3. ``recorded``: the URI a sweep's study recorded at submit (a worker on a node whose
+       environment names another store follows the environment);
+    4. the SQLite store in the mhmoe home (``<MHMOE_HOME>/mlflow.db``).
+    """
+    return next((uri for uri in explicit if uri), None) or os.environ.get("MLFLOW_TRACKING_URI") or recorded \
+        or f"sqlite:///{home_path() / 'mlflow.db'}"
+
+
 def default_tracking_uri() -> str:
-    """SQLite MLflow store inside the home; ``MLFLOW_TRACKING_URI`` wins when set."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home_path() / 'mlflow.db'}"
+    """The store when nothing is given: ``$MLFLOW_TRACKING_URI``, else SQLite in the home (:func:`resolve_tracking_uri`)."""
+    return resolve_tracking_uri()
 
 
 def default_artifact_root() -> str:

@@ -258,6 +258,15 @@ def resolve_run_config(
     overrides: dict[str, Any] | None = None,
 ) -> RunConfig:
     """preset -> file -> dotted overrides, validated; unknown keys list the valid ones."""
+    return build_run_config(config_base(preset_name, config_file), overrides or {})
+
+
+def config_base(preset_name: str | None = None, config_file: str | Path | None = None) -> dict[str, Any]:
+    """The preset with the config file merged over it, as a nested dict checked for unknown keys.
+
+    The part of :func:`resolve_run_config` that reads files: a sweep plan builds it once and
+    resolves every grid point's overrides over it with :func:`build_run_config`.
+    """
     nested: dict[str, Any] = preset(preset_name) if preset_name else {}
     if config_file:
         file_data = load_config_file(config_file)
@@ -266,7 +275,12 @@ def resolve_run_config(
         nested = _merge(nested, plain)
         nested = _merge(nested, nested_from_dotted(dotted))
     _reject_unknown_nested(nested)
-    return apply_overrides(RunConfig, nested, overrides or {})
+    return nested
+
+
+def build_run_config(base: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
+    """Dotted ``overrides`` over a :func:`config_base` dict (left unchanged), validated."""
+    return apply_overrides(RunConfig, base, overrides)
 
 
 def _reject_unknown_nested(nested: dict[str, Any], prefix: str = "") -> None:

@@ -12,7 +12,8 @@ import pytest
 from mhmoe.budget import (
     count_mults, count_params, moe_layer_params, moe_mults_per_token, summary, train_flops_per_token,
 )
-from mhmoe.commands.budget import budget_table, format_table, main
+from mhmoe.budget_table import budget_table, format_table
+from mhmoe.commands.budget import main
 from mhmoe.config import ModelConfig, MoEConfig, QuantConfig
 from mhmoe.configbase import ConfigError
 from mhmoe.matching import paper_matches, preset_configs

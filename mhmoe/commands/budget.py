@@ -1,137 +1,14 @@
-"""``mhmoe budget``: parameter and FLOP budget of the v2 Table 1 variants of a preset.
-
-Every routed variant is derived from the preset's SMoE baseline by :mod:`mhmoe.matching`; each is
-shown in full precision and with BitNet b1.58 (same counts, split into quantized and
-full-precision parameters by the default placement of :class:`mhmoe.config.QuantConfig`).
-"""
+"""``mhmoe budget``: parameter and FLOP budget of the v2 Table 1 variants of a preset (:mod:`mhmoe.budget_table`)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-from collections.abc import Mapping
-from typing import Any
 
-from mhmoe.budget import count_mults, count_params, moe_layer_params, moe_mults_per_token
-from mhmoe.config import ModelConfig, MoEConfig, QuantConfig, variant_label
+from mhmoe.budget_table import budget_table, format_table
 from mhmoe.commands.bad_input import Parser, int_at_least, refuses_bad_input
-from mhmoe.matching import MatchResult, paper_matches, preset_configs
-from mhmoe.presets import PRESETS, preset
-
-BITNET = QuantConfig(weight_bits=1.58)
-FULL_PRECISION = QuantConfig()
-
-
-def _pct(value: int, reference: int) -> float:
-    return 100.0 * (value - reference) / reference
-
-
-def _default_seq_len(data: Mapping[str, Any], model: ModelConfig) -> int:
-    return int(data.get("train", {}).get("seq_len") or model.max_seq_len)
-
-
-def _row(
-    name: str, model: ModelConfig, moe: MoEConfig, quant: QuantConfig, *, seq_len: int,
-    baseline: tuple[int, int], match: MatchResult | None,
-) -> dict[str, Any]:
-    params = count_params(model, moe, quant)
-    mults = count_mults(model, moe, seq_len=seq_len)
-    moe_mults, moe_params = moe_mults_per_token(model, moe), moe_layer_params(model, moe)
-    routed = model.ffn != "dense"
-    return {
-        "variant": name,
-        "label": variant_label(model, moe),
-        "bitnet": quant.enabled,
-        "ffn": model.ffn,
-        "num_experts": moe.num_experts if routed else None,
-        "top_k": moe.top_k if routed else None,
-        "expert_d_ff": moe.expert_d_ff if routed else None,
-        "heads": moe.heads if routed else None,
-        "head_proj": moe.uses_head_proj(model.ffn) if routed else None,
-        "merge_proj": moe.uses_merge_proj(model.ffn) if routed else None,
-        "exact_num_experts": match.exact_num_experts if match else None,
-        # For dense: the dense FFN that sits where the MoE layer would.
-        "moe_mults_per_token": moe_mults,
-        "router_mults_per_token": model.d_model * moe.num_experts if routed else 0,
-        "moe_layer_params": moe_params,
-        "total_params": params.total,
-        "active_params": params.active,
-        "quantized_params": params.quantized,
-        "full_precision_params": params.full_precision,
-        "params_mismatch_pct": _pct(moe_params, baseline[1]),
-        "flops_mismatch_pct": _pct(moe_mults, baseline[0]),
-        "seq_len": seq_len,
-        "forward_mults_per_token": mults.total,
-        "train_flops_per_token": 6 * mults.total,
-        "notes": list(match.notes) if match else [],
-    }
-
-
-def budget_table(preset_name_or_dict: str | Mapping[str, Any], *, seq_len: int | None = None) -> list[dict[str, Any]]:
-    """One row per Table 1 variant (dense, smoe, fine_grained, mhmoe_h2, mhmoe_h3), each without
-    and with BitNet. Mismatches are MoE-layer numbers relative to the preset's SMoE baseline."""
-    data = preset(preset_name_or_dict) if isinstance(preset_name_or_dict, str) else preset_name_or_dict
-    model, baseline = preset_configs(data)
-    seq_len = _default_seq_len(data, model) if seq_len is None else seq_len
-    smoe_model = dataclasses.replace(model, ffn="smoe")
-    reference = (moe_mults_per_token(smoe_model, baseline), moe_layer_params(smoe_model, baseline))
-    variants: dict[str, tuple[ModelConfig, MoEConfig, MatchResult | None]] = {
-        "dense": (dataclasses.replace(model, ffn="dense"), baseline, None)
-    }
-    for name, match in paper_matches(data).items():
-        variants[name] = (*match.apply(model, baseline), match)
-    return [
-        _row(name, m, moe, quant, seq_len=seq_len, baseline=reference, match=match)
-        for name, (m, moe, match) in variants.items()
-        for quant in (FULL_PRECISION, BITNET)
-    ]
-
-
-def _si(value: float) -> str:
-    """Compact count: 109.53M, 212.7K, 884.56M, 1.23G."""
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if value >= scale:
-            return f"{value / scale:.2f}{suffix}"
-    return str(value)
-
-
-def _opt(value: Any) -> str:
-    return "-" if value is None else str(value)
-
-
-COLUMNS = (
-    ("variant", lambda r: r["variant"] + (" +bitnet" if r["bitnet"] else "")),
-    ("total", lambda r: _si(r["total_params"])),
-    ("active", lambda r: _si(r["active_params"])),
-    ("quant/fp", lambda r: f"{_si(r['quantized_params'])}/{_si(r['full_precision_params'])}"
-     if r["bitnet"] else "-"),
-    ("moe mults/tok", lambda r: f"{r['moe_mults_per_token']:,}"),
-    ("E", lambda r: _opt(r["num_experts"])),
-    ("d_ff", lambda r: _opt(r["expert_d_ff"])),
-    ("k", lambda r: _opt(r["top_k"])),
-    ("h", lambda r: _opt(r["heads"])),
-    ("params vs smoe", lambda r: f"{r['params_mismatch_pct']:+.2f}%"),
-    ("flops vs smoe", lambda r: f"{r['flops_mismatch_pct']:+.2f}%"),
-    ("train FLOP/tok", lambda r: _si(r["train_flops_per_token"])),
-)
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Aligned text table of ``budget_table`` rows (also printed by ``mhmoe smoke``)."""
-    cells = [[header for header, _ in COLUMNS]] + [[cell(row) for _, cell in COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(text.ljust(w) if i == 0 else text.rjust(w) for i, (text, w) in enumerate(zip(line, widths)))
-             for line in cells]
-    notes = sorted({f"{row['variant']}: {note}" for row in rows for note in row["notes"]})
-    footer = [
-        "",
-        "params/flops vs smoe: one MoE layer (experts + head/merge weights; router, biases, norms and shared",
-        "expert excluded). Dense rows: the dense FFN in that position. Active params count experts with",
-        f"multiplicity (h x k per token). Attention scores at seq_len={rows[0]['seq_len']} (no causal discount).",
-    ]
-    return "\n".join(lines + footer + [f"note: {n}" for n in notes])
+from mhmoe.presets import PRESETS
 
 
 def build_parser() -> argparse.ArgumentParser:

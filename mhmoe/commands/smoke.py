@@ -11,8 +11,8 @@ import time
 
 import torch
 
+from mhmoe.budget_table import budget_table, format_table
 from mhmoe.commands.bad_input import Parser, int_at_least, refuses_bad_input
-from mhmoe.commands.budget import budget_table, format_table
 from mhmoe.config import QuantConfig
 from mhmoe.configbase import apply_overrides
 from mhmoe.matching import paper_variants, preset_configs

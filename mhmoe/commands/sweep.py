@@ -14,11 +14,13 @@ spec prints one line per problem and exits 2 before anything is created.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 from mhmoe.commands.bad_input import Parser, int_at_least, positive_float, refuses_bad_input
 from mhmoe.configbase import ConfigError
+from mhmoe.sweep.options import add_worker_arguments, worker_options
 
 
 def _add_storage(parser: argparse.ArgumentParser) -> None:
@@ -32,16 +34,7 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices-per-trial", type=int_at_least(1), default=1,
                         help="devices each worker holds (GPU ids grouped in order: 0,1 and 2,3 for 2); "
                              "a worker leaves trials needing more train.devices queued")
-    parser.add_argument("--max-trials", type=int_at_least(1), help="trials per worker before it exits")
-    parser.add_argument("--tracking-uri", help="MLflow URI (default: the one recorded at submit)")
-    parser.add_argument("--checkpoint-root", type=Path,
-                        help="checkpoint folder shared by all nodes (default: <mhmoe home>/sweeps)")
-    parser.add_argument("--no-linger", dest="linger", action="store_false",
-                        help="exit when nothing waits, instead of waiting to pick up a dead worker's trial")
-    parser.add_argument("--poll", type=positive_float, default=5.0, help="seconds between queue polls while waiting")
-    parser.add_argument("--heartbeat-interval", type=int_at_least(1), help="override the spec's heartbeat interval (s)")
-    parser.add_argument("--grace-period", type=int_at_least(1),
-                        help="override the spec's grace period (s); at least 3 x the heartbeat interval")
+    add_worker_arguments(parser)  # --tracking-uri, --checkpoint-root, --max-trials, --no-linger, --poll, ...
     parser.add_argument("--log-dir", type=Path, help="write each worker's output to LOG_DIR/worker-*.log")
 
 
@@ -101,7 +94,7 @@ def _load(spec_arg: str, *, data_must_exist: bool = True):
     from mhmoe.sweep.plan import data_problems, plan
     from mhmoe.sweep.spec import SpecError, load_spec
 
-    spec = load_spec(spec_arg, check_points=False)
+    spec = load_spec(spec_arg)
     the_plan = plan(spec)
     problems = data_problems(the_plan.points)
     if problems and data_must_exist:
@@ -124,7 +117,7 @@ def _check_heartbeat(args: argparse.Namespace, interval: int, grace: int, where:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from mhmoe.sweep.plan import PLAN_COLUMNS, format_table, plan_rows
+    from mhmoe.sweep.tables import PLAN_COLUMNS, format_table, plan_rows
 
     spec, the_plan, data_problems = _load(args.spec, data_must_exist=False)
     groups = len(spec.groups)
@@ -132,7 +125,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for axis in spec.grid:
         cells *= len(axis.values)
     print(f"sweep {spec.name}: {len(the_plan.points)} trials ({groups} group(s) x {cells} grid point(s)); "
-          f"match={spec.match.policy}; metric={the_plan.points[0].metric}")
+          f"match={spec.match.policy}; metric={the_plan.metric}")
     print(format_table(plan_rows(the_plan.points), PLAN_COLUMNS))
     for warning in (*the_plan.warnings, *data_problems):
         print(f"warning: {warning}")
@@ -171,13 +164,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _worker_options(args: argparse.Namespace, url: str, study: str):
-    from mhmoe.sweep.worker import WorkerOptions
-
-    return WorkerOptions(
-        storage=url, study=study, tracking_uri=args.tracking_uri, checkpoint_root=args.checkpoint_root,
-        max_trials=args.max_trials, linger=args.linger, poll_s=args.poll,
-        heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
-    )
+    return worker_options(args, storage=url, study=study)
 
 
 def _slots(args: argparse.Namespace, default_workers: int | None = None):
@@ -197,7 +184,7 @@ def _study_target(args: argparse.Namespace) -> tuple[str, str]:
     if args.study:
         url, name = storage_url(args.storage), args.study
     else:
-        spec = load_spec(args.spec, check_points=False)
+        spec = load_spec(args.spec)
         url, name = storage_url(args.storage, spec.storage), spec.name
     check_storage(url)
     return url, name
@@ -255,13 +242,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _report(spec, tracking_uri: str | None) -> None:
+    from mhmoe.commands.report import report_sweep
+
+    argv = [str(spec.path)] + (["--tracking-uri", tracking_uri] if tracking_uri else [])
     try:
-        from mhmoe.commands.report import main as report_main
-    except ImportError:
-        print("report skipped: mhmoe.commands.report is not available")
-        return
-    try:
-        report_main([str(spec.path)] + (["--tracking-uri", tracking_uri] if tracking_uri else []))
+        report_sweep(spec.path, tracking_uri=tracking_uri, command=shlex.join(["mhmoe", "report", *argv]))
     except Exception as err:  # the sweep's results are in MLflow either way
         print(f"warning: report failed: {err!r}", file=sys.stderr)
 

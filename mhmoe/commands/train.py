@@ -45,11 +45,12 @@ def _check_resume(run_id: str, tracking_uri: str | None) -> None:
     if store is not None and not store.is_file():
         raise ConfigError(f"--resume={run_id!r}: no MLflow store at {uri}, so no such run; "
                           "pass the --tracking-uri the run was logged to")
-    import mlflow
     from mlflow.exceptions import MlflowException
 
+    from mhmoe.tracking.client import mlflow_client
+
     try:
-        mlflow.MlflowClient(uri).get_run(run_id)
+        mlflow_client(uri).get_run(run_id)
     except MlflowException:
         raise ConfigError(f"--resume={run_id!r}: no such MLflow run in {uri}; give the run id that "
                           "`mhmoe train` printed") from None

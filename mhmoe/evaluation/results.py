@@ -17,6 +17,7 @@ from typing import Any
 
 from mhmoe.evaluation.hub import first_line
 from mhmoe.evaluation.task_manager import EvalError
+from mhmoe.tracking.client import mlflow_client
 from mhmoe.tracking.names import eval_metric
 
 RESULTS_ARTIFACT = "eval/results.json"
@@ -58,11 +59,10 @@ def results_json(results: dict[str, Any]) -> str:
 
 def check_run(run_id: str, tracking_uri: str) -> None:
     """Fail before evaluating if the run to log to cannot be found."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     try:
-        run = MlflowClient(tracking_uri).get_run(run_id)
+        run = mlflow_client(tracking_uri).get_run(run_id)
     except MlflowException as err:
         raise EvalError(f"MLflow run {run_id} not found in {tracking_uri}: {first_line(err)}") from None
     if run.info.lifecycle_stage == "deleted":
@@ -71,10 +71,9 @@ def check_run(run_id: str, tracking_uri: str) -> None:
 
 def log_results(results: dict[str, Any], run_id: str, tracking_uri: str, step: int = 0) -> dict[str, float]:
     """Log the flattened metrics at ``step`` (the checkpoint's global step) and the JSON; return the metrics."""
-    from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    client = MlflowClient(tracking_uri)
+    client = mlflow_client(tracking_uri)
     metrics = flatten_metrics(results)
     stamp = int(time.time() * 1000)
     entries = [Metric(key=k, value=v, timestamp=stamp, step=step) for k, v in sorted(metrics.items())]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mhmoe.configbase import ConfigError
-from mhmoe.sweep.worker import WorkerOptions
+from mhmoe.sweep.options import WorkerOptions
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -136,18 +136,8 @@ class _Fork:
 
 
 def _spawned(options: WorkerOptions, slot: WorkerSlot, log: Path | None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "mhmoe.sweep.worker", "--storage", options.storage, "--study", options.study,
-           "--threads", str(slot.threads), "--poll", str(options.poll_s), "--devices", str(slot.devices)]
-    optional: dict[str, Any] = {
-        "--tracking-uri": options.tracking_uri, "--checkpoint-root": options.checkpoint_root,
-        "--max-trials": options.max_trials, "--heartbeat-interval": options.heartbeat_interval,
-        "--grace-period": options.grace_period,
-    }
-    for flag, value in optional.items():
-        if value is not None:
-            cmd += [flag, str(value)]
-    if not options.linger:
-        cmd.append("--no-linger")
+    worker = dataclasses.replace(options, threads=slot.threads, devices=slot.devices)
+    cmd = [sys.executable, "-m", "mhmoe.sweep.worker", *worker.argv()]
     out = open(log, "a") if log is not None else None  # noqa: SIM115 - the child owns it
     env = {**os.environ, **slot.env, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)

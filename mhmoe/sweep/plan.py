@@ -8,14 +8,16 @@ points keep ``model.d_ff`` and ignore ``moe.*`` axes. Points that resolve to the
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
 from mhmoe import budget
+from mhmoe.config import ModelConfig
 from mhmoe.configbase import ConfigError
 from mhmoe.matching import match_variant
-from mhmoe.run_config import RunConfig, resolve_run_config
+from mhmoe.run_config import RunConfig, build_run_config, config_base
 from mhmoe.sweep.spec import (
     BUDGET_AXES,
     DEFAULT_GROUP,
@@ -25,6 +27,7 @@ from mhmoe.sweep.spec import (
     SweepSpec,
     steps_for_tokens,
 )
+from mhmoe.tracking import names
 
 VARIANT_KEYS = ("model.ffn", "moe.heads", "moe.head_proj", "moe.merge_proj")
 """Keys that define a variant rather than its SMoE baseline (not copied onto the baseline)."""
@@ -73,6 +76,9 @@ class Plan:
     """The expanded grid plus the warnings a user should read before submitting."""
 
     points: tuple[TrialPoint, ...]
+    metric: str
+    """The metric every trial reports to Optuna: the spec's ``validation.metric``, else
+    :func:`mhmoe.tracking.names.default_metric` of the first point's validation sets."""
     warnings: tuple[str, ...] = ()
 
 
@@ -102,37 +108,93 @@ def _label(group: str, coords: dict[str, Any], short: dict[str, str]) -> str:
     return "/".join(parts)
 
 
-def _resolve(spec: SweepSpec, overrides: dict[str, Any]) -> RunConfig:
-    return resolve_run_config(spec.base.preset, spec.base.config_file, overrides)
+class _Resolver:
+    """Resolves the spec's points over its base: the base once, each distinct override set once.
 
+    The preset and config file are read once per plan (:func:`~mhmoe.run_config.config_base`); a
+    point's config and the SMoE baseline it is matched against are each built once from their
+    dotted overrides (points at the same coordinates share their baseline), and the matching
+    result is applied to the point's validated config instead of resolving it again.
+    """
 
-def _with_budget(spec: SweepSpec, overrides: dict[str, Any]) -> dict[str, Any]:
-    """``overrides`` with the training length (the spec's budget, or a budget grid axis) and validation sets."""
-    out = {k: v for k, v in overrides.items() if k not in BUDGET_AXES}
-    steps = overrides.get("budget.steps", spec.steps)
-    tokens = overrides.get("budget.tokens", spec.tokens)
-    if spec.val_sets is not None:
-        out["data.val_sets"] = spec.val_sets
-    if steps is not None:
-        out["train.max_steps"] = steps
-    if tokens is not None:  # the batch and sequence length decide how many steps that is
-        probe = _resolve(spec, out).train
-        out["train.max_steps"] = steps_for_tokens(tokens, probe.batch_size, probe.seq_len)
-    return out
+    def __init__(self, spec: SweepSpec):
+        self.spec = spec
+        self._base: dict[str, Any] | ConfigError | None = None
+        self._configs: dict[str, RunConfig | ConfigError] = {}
+        self.metric = spec.metric
+        """The sweep's metric: the spec's, else the default of the first point (set on first use)."""
 
+    def base(self) -> dict[str, Any]:
+        if self._base is None:
+            try:
+                self._base = config_base(self.spec.base.preset, self.spec.base.config_file)
+            except ConfigError as err:  # reported for every point, as any point error is
+                self._base = err
+        if isinstance(self._base, ConfigError):
+            raise self._base
+        return self._base
 
-def _baseline(spec: SweepSpec, coords: dict[str, Any]) -> RunConfig:
-    """The SMoE the point is matched against: base (+ baseline group) at the point's coordinates."""
-    extra = spec.group(spec.match.baseline).overrides if spec.match.baseline != "base" else {}
-    overrides = {**spec.base.overrides, **coords, **extra}
-    overrides = {k: v for k, v in overrides.items() if k not in MATCH_KNOBS}
-    cfg = _resolve(spec, _with_budget(spec, overrides))
-    if cfg.model.ffn != "smoe" or cfg.moe.heads != 1:
-        raise ConfigError(
-            f"match.baseline={spec.match.baseline!r} resolves to model.ffn={cfg.model.ffn!r}, "
-            f"moe.heads={cfg.moe.heads}; the baseline must be an SMoE with moe.heads=1"
-        )
-    return cfg
+    def ffn(self, overrides: dict[str, Any]) -> str:
+        """``model.ffn`` of the config ``overrides`` resolve to, without resolving it."""
+        if "model.ffn" in overrides:
+            return str(overrides["model.ffn"])
+        model = self.base().get("model")
+        return str(model.get("ffn", ModelConfig.ffn)) if isinstance(model, dict) else ModelConfig.ffn
+
+    def _config(self, overrides: dict[str, Any]) -> RunConfig:
+        key = repr(sorted(overrides.items()))
+        if key not in self._configs:
+            try:
+                self._configs[key] = build_run_config(self.base(), overrides)
+            except ConfigError as err:
+                self._configs[key] = err
+        found = self._configs[key]
+        if isinstance(found, ConfigError):
+            raise found
+        return found
+
+    def budgeted(self, overrides: dict[str, Any]) -> tuple[RunConfig, dict[str, Any]]:
+        """The config of ``overrides`` with the training length (the spec's budget, or a budget
+        grid axis) and validation sets; and the dotted overrides that produce it."""
+        spec = self.spec
+        out = {k: v for k, v in overrides.items() if k not in BUDGET_AXES}
+        steps = overrides.get("budget.steps", spec.steps)
+        tokens = overrides.get("budget.tokens", spec.tokens)
+        if spec.val_sets is not None:
+            out["data.val_sets"] = spec.val_sets
+        if steps is not None and tokens is None:
+            out["train.max_steps"] = steps
+        cfg = self._config(out)
+        if tokens is not None:  # the batch and sequence length decide how many steps that is
+            out["train.max_steps"] = steps_for_tokens(tokens, cfg.train.batch_size, cfg.train.seq_len)
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=out["train.max_steps"]))
+        return cfg, out
+
+    def baseline(self, coords: dict[str, Any]) -> RunConfig:
+        """The SMoE the point is matched against: base (+ baseline group) at the point's coordinates."""
+        spec = self.spec
+        extra = spec.group(spec.match.baseline).overrides if spec.match.baseline != "base" else {}
+        overrides = {**spec.base.overrides, **coords, **extra}
+        cfg, _ = self.budgeted({k: v for k, v in overrides.items() if k not in MATCH_KNOBS})
+        if cfg.model.ffn != "smoe" or cfg.moe.heads != 1:
+            raise ConfigError(
+                f"match.baseline={spec.match.baseline!r} resolves to model.ffn={cfg.model.ffn!r}, "
+                f"moe.heads={cfg.moe.heads}; the baseline must be an SMoE with moe.heads=1"
+            )
+        return cfg
+
+    def metric_of(self, cfg: RunConfig) -> str:
+        """The sweep's metric, checked against what ``cfg`` logs (the first call fixes the default)."""
+        sets = cfg.data.val_names
+        if not sets:
+            raise ConfigError("data.val_sets is empty: a sweep trial reports a validation metric; name at least one set")
+        if self.metric is None:
+            self.metric = names.default_metric(sets)
+        if names.parse_val_metric(self.metric) is None or names.parse_val_metric(self.metric)[0] not in sets:
+            # Checked here, not after training: an unknown metric used to fail every trial at the end.
+            allowed = [names.val_metric(s, stat) for s in sets for stat in names.VAL_STATS]
+            raise ConfigError(f"validation.metric={self.metric!r} is not logged by these trials; choose one of {allowed}")
+        return self.metric
 
 
 def _match(spec: SweepSpec, request: RunConfig, baseline: RunConfig, knobs: dict[str, Any]):
@@ -150,50 +212,36 @@ def _pct(value: int, reference: int) -> float:
     return 100.0 * (value - reference) / reference if reference else 0.0
 
 
-VAL_STATS = ("loss", "ppl")
-"""What validation logs per set (``val/<set>/loss``, ``val/<set>/ppl``): the metrics a trial can report."""
-
-
-def _metric(spec: SweepSpec, cfg: RunConfig) -> str:
-    names = cfg.data.val_names
-    if not names:
-        raise ConfigError("data.val_sets is empty: a sweep trial reports a validation metric; name at least one set")
-    metric = spec.metric or f"val/{names[0]}/ppl"
-    allowed = [f"val/{name}/{stat}" for name in names for stat in VAL_STATS]
-    if metric not in allowed:
-        # Checked here, not after training: an unknown metric used to fail every trial at the end.
-        raise ConfigError(f"validation.metric={metric!r} is not logged by these trials; choose one of {allowed}")
-    return metric
-
-
-def _point(spec: SweepSpec, group: Group, coords: dict[str, Any], short: dict[str, str]) -> TrialPoint:
+def _point(resolve: _Resolver, group: Group, coords: dict[str, Any], short: dict[str, str]) -> TrialPoint:
+    spec = resolve.spec
     raw = {**spec.base.overrides, **coords, **group.overrides}
-    request = _resolve(spec, _with_budget(spec, {k: v for k, v in raw.items() if k not in MATCH_KNOBS}))
-    if request.model.ffn == "dense":
+    dense = resolve.ffn(raw) == "dense"
+    if dense:
         # A dense model has no routed layer: moe.* and match.* axes would only duplicate it.
         coords = {k: v for k, v in coords.items() if not k.startswith(("moe.", "match."))}
         raw = {k: v for k, v in raw.items() if not k.startswith(("moe.", "match."))}
     knobs = {k: v for k, v in raw.items() if k in MATCH_KNOBS}
-    overrides = _with_budget(spec, {k: v for k, v in raw.items() if k not in MATCH_KNOBS})
+    cfg, overrides = resolve.budgeted({k: v for k, v in raw.items() if k not in MATCH_KNOBS})
     label = _label(group.name, coords, short)
     baseline_coords = {k: v for k, v in coords.items() if k not in VARIANT_KEYS}
-    baseline = _baseline(spec, baseline_coords) if spec.match.policy == "flops" else None
+    baseline = resolve.baseline(baseline_coords) if spec.match.policy == "flops" else None
     notes: tuple[str, ...] = ()
-    if baseline is not None and request.model.ffn != "dense":
-        result = _match(spec, request, baseline, knobs)
-        overrides.update({"model.ffn": result.ffn, **{f"moe.{k}": v for k, v in result.moe_overrides().items()}})
+    if baseline is not None and not dense:
+        result = _match(spec, cfg, baseline, knobs)
+        moe = result.moe_overrides()
+        overrides.update({"model.ffn": result.ffn, **{f"moe.{k}": v for k, v in moe.items()}})
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, ffn=result.ffn),
+                                  moe=dataclasses.replace(cfg.moe, **moe))
         notes = result.notes
-    cfg = _resolve(spec, overrides)
     if baseline is None:
-        baseline = _resolve(spec, _with_budget(spec, dict(spec.base.overrides)))
-    base_model = baseline.model
+        baseline, _ = resolve.budgeted(dict(spec.base.overrides))
     return TrialPoint(
         label=label, group=group.name, coords=coords, overrides=overrides, config=cfg,
-        config_hash=cfg.config_hash(), metric=_metric(spec, cfg),
+        config_hash=cfg.config_hash(), metric=resolve.metric_of(cfg),
         flops_mismatch_pct=_pct(budget.moe_mults_per_token(cfg.model, cfg.moe),
-                                budget.moe_mults_per_token(base_model, baseline.moe)),
+                                budget.moe_mults_per_token(baseline.model, baseline.moe)),
         params_mismatch_pct=_pct(budget.moe_layer_params(cfg.model, cfg.moe),
-                                 budget.moe_layer_params(base_model, baseline.moe)),
+                                 budget.moe_layer_params(baseline.model, baseline.moe)),
         notes=notes,
         budget=budget.summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len),
     )
@@ -219,6 +267,7 @@ def plan(spec: SweepSpec) -> Plan:
     warnings: list[str] = []
     notes: dict[str, list[str]] = {}  # matching note -> groups it applies to
     points: dict[str, TrialPoint] = {}
+    resolve = _Resolver(spec)
     for group in spec.groups:
         pinned = [k for k in keys if k in group.overrides]
         if pinned and len(spec.grid) > 0:
@@ -227,7 +276,7 @@ def plan(spec: SweepSpec) -> Plan:
         for combo in itertools.product(*(axis.values for axis in free)):
             coords = dict(zip((axis.key for axis in free), combo))
             try:
-                point = _point(spec, group, coords, short)
+                point = _point(resolve, group, coords, short)
             except ConfigError as err:
                 errors.append((_label(group.name, coords, short), str(err)))
                 continue
@@ -246,7 +295,7 @@ def plan(spec: SweepSpec) -> Plan:
     warnings += [f"{', '.join(groups)}: {note}" for note, groups in notes.items()]
     if not points:
         raise SpecError(["the grid is empty: no group x axis combination produced a trial"])
-    return Plan(points=tuple(points.values()), warnings=tuple(warnings))
+    return Plan(points=tuple(points.values()), metric=str(resolve.metric), warnings=tuple(warnings))
 
 
 def data_problems(points: list[TrialPoint] | tuple[TrialPoint, ...]) -> list[str]:
@@ -272,46 +321,4 @@ def expand(spec: SweepSpec) -> list[TrialPoint]:
     return list(plan(spec).points)
 
 
-# --------------------------------------------------------------------------------------------
-# Table
-
-
-def _millions(n: int) -> str:
-    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}K"
-
-
-PLAN_COLUMNS = ("#", "point", "variant", "heads", "experts", "d_ff", "top_k", "bits", "seed",
-                "total", "active", "mults/tok", "dflops%", "dparams%", "hash")
-
-
-def plan_rows(points: list[TrialPoint] | tuple[TrialPoint, ...]) -> list[dict[str, str]]:
-    rows = []
-    for i, p in enumerate(points):
-        cfg = p.config
-        dense = cfg.model.ffn == "dense"
-        rows.append({
-            "#": str(i), "point": p.label, "variant": p.variant,
-            "heads": "-" if dense else str(cfg.moe.heads),
-            "experts": "-" if dense else str(cfg.moe.num_experts),
-            "d_ff": str(cfg.model.d_ff if dense else cfg.moe.expert_d_ff),
-            "top_k": "-" if dense else str(cfg.moe.top_k),
-            "bits": f"{cfg.quant.weight_bits:g}", "seed": str(cfg.seed),
-            "total": _millions(p.budget["budget.total_params"]),
-            "active": _millions(p.budget["budget.active_params"]),
-            "mults/tok": _millions(p.budget["budget.forward_mults_per_token"]),
-            "dflops%": f"{p.flops_mismatch_pct:+.1f}", "dparams%": f"{p.params_mismatch_pct:+.1f}",
-            "hash": p.config_hash[:8],
-        })
-    return rows
-
-
-def format_table(rows: list[dict[str, str]], columns: tuple[str, ...] | list[str]) -> str:
-    """Plain fixed-width table (no dependencies; pipes into less and diff well)."""
-    widths = {c: max([len(c)] + [len(r.get(c, "")) for r in rows]) for c in columns}
-    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
-    lines.append("  ".join("-" * widths[c] for c in columns))
-    lines += ["  ".join(r.get(c, "").ljust(widths[c]) for c in columns) for r in rows]
-    return "\n".join(lines)
-
-
-__all__ = ["PLAN_COLUMNS", "Plan", "TrialPoint", "data_problems", "expand", "format_table", "plan", "plan_rows"]
+__all__ = ["Plan", "TrialPoint", "data_problems", "expand", "plan"]

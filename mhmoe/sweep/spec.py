@@ -127,7 +127,7 @@ class Axis:
 
 @dataclass(frozen=True, kw_only=True)
 class SweepSpec:
-    """A parsed, type-checked sweep spec (``load_spec`` also checks every point resolves)."""
+    """A parsed, type-checked sweep spec (:func:`mhmoe.sweep.plan.plan` checks that every point resolves)."""
 
     name: str
     """Sweep name: the Optuna study name and the ``mhmoe.sweep`` MLflow tag."""
@@ -194,8 +194,11 @@ def spec_path(path_or_name: str | Path) -> Path:
     raise SpecError([f"spec {str(path_or_name)!r} is neither a file nor a shipped spec; shipped: {shipped_names}"])
 
 
-def load_spec(path_or_name: str | Path, *, check_points: bool = True) -> SweepSpec:
-    """Read and validate a spec; raises :class:`SpecError` listing every problem, one per line."""
+def load_spec(path_or_name: str | Path) -> SweepSpec:
+    """Read and validate a spec; raises :class:`SpecError` listing every problem, one per line.
+
+    Structure and types only: :func:`mhmoe.sweep.plan.plan` resolves (and so checks) its points.
+    """
     from mhmoe.yaml_strict import read_yaml_file
 
     path = spec_path(path_or_name)
@@ -209,12 +212,7 @@ def load_spec(path_or_name: str | Path, *, check_points: bool = True) -> SweepSp
                          "budget: {steps: 100}"])
     if not isinstance(data, dict):
         raise SpecError([f"{path}: a sweep spec must be a mapping of {list(SPEC_KEYS)}"])
-    spec = parse_spec(data, path=path)
-    if check_points:
-        from mhmoe.sweep.plan import expand
-
-        expand(spec)
-    return spec
+    return parse_spec(data, path=path)
 
 
 def parse_spec(data: Mapping[str, Any], *, path: Path | None = None) -> SweepSpec:

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from optuna.trial import FrozenTrial, TrialState
 
-from mhmoe.sweep.plan import format_table
+from mhmoe.sweep.tables import format_table
 from mhmoe.sweep.queue import STALE_REASON, SweepQueue
 
 POINT_STATES = ("done", "running", "waiting", "failed")

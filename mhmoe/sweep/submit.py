@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Any
 
 import optuna
 
+from mhmoe import home
 from mhmoe.sweep.plan import TrialPoint
 from mhmoe.sweep.queue import SubmitResult, SweepQueue
 from mhmoe.sweep.spec import SweepSpec
 
 
 def resolve_tracking_uri(cli: str | None, spec: SweepSpec) -> str:
-    from mhmoe.home import default_tracking_uri
+    """The store a sweep records at submit: ``--tracking-uri``, else the spec's (:func:`mhmoe.home.resolve_tracking_uri`)."""
+    return home.resolve_tracking_uri(cli, spec.tracking_uri)
 
-    return cli or spec.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
-
-def sweep_settings(spec: SweepSpec, *, tracking_uri: str, heartbeat_interval: int | None = None,
+def sweep_settings(spec: SweepSpec, *, metric: str | None, tracking_uri: str, heartbeat_interval: int | None = None,
                    grace_period: int | None = None) -> dict[str, Any]:
-    """What workers read from the study (they may run on nodes without the spec file)."""
+    """What workers read from the study (they may run on nodes without the spec file).
+
+    ``metric`` is the plan's (:attr:`mhmoe.sweep.plan.Plan.metric`): the one the workers report
+    and the parent run records for the report.
+    """
     return {
         "name": spec.name, "description": spec.description, "spec_path": str(spec.path) if spec.path else None,
-        "metric": spec.metric,
+        "metric": metric,
         "direction": spec.direction, "retries": spec.retries, "eval_tasks": list(spec.eval_tasks),
         "eval_limit": spec.eval_limit, "eval_allow_code": spec.eval_allow_code,
         "experiment": spec.experiment_name, "tracking_uri": tracking_uri,
@@ -45,7 +48,9 @@ def submit_sweep(spec: SweepSpec, points: list[TrialPoint], *, storage: str, tra
     queue = SweepQueue(storage, spec.name, create=True, direction=spec.direction)
     queue.uid()
     with queue.lock():
-        settings = sweep_settings(spec, tracking_uri=uri, heartbeat_interval=heartbeat_interval,
+        # Every point carries the plan's one metric (resolved in planning).
+        metric = points[0].metric if points else queue.settings().get("metric") or spec.metric
+        settings = sweep_settings(spec, metric=metric, tracking_uri=uri, heartbeat_interval=heartbeat_interval,
                                   grace_period=grace_period)
         queue.set_settings({**settings, "variants": sorted({p.variant for p in points})})
         if points:  # optuna-dashboard names the objective after it, not "Objective 0"

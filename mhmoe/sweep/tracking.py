@@ -7,20 +7,17 @@ from :mod:`mhmoe.tracking.names`, so the MLflow UI and ``analysis/`` group runs 
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 from mhmoe.tracking import names
-from mhmoe.tracking.provenance import command_line
+from mhmoe.tracking.client import mlflow_client
+from mhmoe.tracking.provenance import command_line, git_commit
 from mhmoe.tracking.standard import EXPERIMENT_DESCRIPTION, source_tags
 
 
 def client(tracking_uri: str):
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri)
+    return mlflow_client(tracking_uri)
 
 
 def experiment_id(mlflow_client, name: str) -> str:
@@ -47,8 +44,6 @@ def experiment_id(mlflow_client, name: str) -> str:
 def create_parent_run(tracking_uri: str, experiment: str, sweep: str, params: dict[str, Any],
                       description: str = "") -> str:
     mlflow_client = client(tracking_uri)
-    from mhmoe.training.runner import git_commit
-
     tags = {names.TAG_ROLE: names.ROLE_SWEEP, names.TAG_SWEEP: sweep, names.TAG_COMMAND: command_line(),
             **source_tags(git_commit())}
     if description:

@@ -14,14 +14,12 @@ worker whose trial was reaped and re-queued stops within one heartbeat and write
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +27,10 @@ from optuna.trial import FrozenTrial
 
 from mhmoe.sweep import summary, tracking
 from mhmoe.sweep.devices import DeviceFit
+from mhmoe.sweep.options import WorkerOptions, parse
 from mhmoe.sweep.queue import STALE_REASON, Heartbeat, SweepQueue, worker_id
 from mhmoe.sweep.status import format_status, sweep_status
+from mhmoe.tracking import names
 from mhmoe.tracking.names import TAG_RESTART
 from mhmoe.training.checkpoint_files import ResumePick, pick_resume_checkpoint, set_aside
 from mhmoe.training.failures import REASON_MAX_CHARS, Diverged, Fence, LostClaim, failure_reason
@@ -38,34 +38,6 @@ from mhmoe.training.failures import REASON_MAX_CHARS, Diverged, Fence, LostClaim
 
 class WorkerStop(BaseException):
     """SIGTERM/SIGINT: give the current trial back to the queue and exit."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class WorkerOptions:
-    """How one worker runs (all but the storage URL and study name have defaults)."""
-
-    storage: str
-    """Optuna storage URL."""
-    study: str
-    """Study (sweep) name."""
-    tracking_uri: str | None = None
-    """MLflow URI; None = $MLFLOW_TRACKING_URI, else the sweep's, else SQLite in the home."""
-    checkpoint_root: Path | None = None
-    """Checkpoints go to ``<root>/<sweep>/<config hash>``; None = ``<mhmoe home>/sweeps``."""
-    max_trials: int | None = None
-    """Stop after this many trials (None = until the queue is empty)."""
-    threads: int = 0
-    """torch CPU threads (0 = torch's default)."""
-    linger: bool = True
-    """While other workers still run trials, wait: a dead one's trial comes back after the grace period."""
-    poll_s: float = 5.0
-    """Seconds between queue polls while lingering."""
-    heartbeat_interval: int | None = None
-    """Override the sweep's heartbeat interval (seconds)."""
-    grace_period: int | None = None
-    """Override the sweep's grace period (seconds)."""
-    devices: int = 1
-    """Devices this worker holds (its CUDA_VISIBLE_DEVICES); it leaves trials needing more queued."""
 
 
 def _log(message: str, worker: str | None = None) -> None:
@@ -92,10 +64,10 @@ def _checkpoint_root(options: WorkerOptions) -> Path:
 
 
 def _tracking_uri(options: WorkerOptions, settings: dict[str, Any]) -> str:
-    from mhmoe.home import default_tracking_uri
+    """``--tracking-uri``, else $MLFLOW_TRACKING_URI, else the study's (:func:`mhmoe.home.resolve_tracking_uri`)."""
+    from mhmoe.home import resolve_tracking_uri
 
-    return options.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or settings.get("tracking_uri") \
-        or default_tracking_uri()
+    return resolve_tracking_uri(options.tracking_uri, recorded=settings.get("tracking_uri"))
 
 
 def open_queue(options: WorkerOptions) -> SweepQueue:
@@ -268,6 +240,12 @@ def close_reaped(queue: SweepQueue, options: WorkerOptions) -> None:
              + ("re-queued" if requeued else "no attempts left"))
 
 
+def _sweep_metric(queue: SweepQueue, settings: dict[str, Any]) -> str | None:
+    """The metric the plan resolved (stored at submit); studies submitted before that have it per trial."""
+    return settings.get("metric") or next(
+        (t.user_attrs["metric"] for t in queue.trials() if t.user_attrs.get("metric")), None)
+
+
 def ensure_parent_run(queue: SweepQueue, options: WorkerOptions) -> None:
     """Open the sweep's MLflow parent run once (first worker), or mark it running again."""
     settings = queue.settings()
@@ -275,13 +253,12 @@ def ensure_parent_run(queue: SweepQueue, options: WorkerOptions) -> None:
     with queue.lock():
         run_id = queue.parent_run_id()
         if run_id is None:
+            metric = _sweep_metric(queue, settings)
             params = {"sweep.spec": settings.get("spec_path") or "", "sweep.retries": settings.get("retries"),
-                      "sweep.metric": settings.get("metric") or "val/<first set>/ppl"}
-            metric = next((t.user_attrs["metric"] for t in queue.trials() if t.user_attrs.get("metric")),
-                          params["sweep.metric"])
+                      **({names.PARAM_SWEEP_METRIC: metric} if metric else {})}
             queue.set_parent_run_id(tracking.create_parent_run(
                 uri, settings.get("experiment", queue.study_name), queue.study_name, params,
-                description=summary.description(settings.get("description") or "", metric)))
+                description=summary.description(settings.get("description") or "", metric or "<metric>")))
         elif queue.pending()[0]:
             tracking.reopen(uri, run_id)  # new points were submitted after it finished
 
@@ -293,8 +270,7 @@ def update_parent_summary(queue: SweepQueue, options: WorkerOptions) -> None:
         return
     settings = queue.settings()
     points = queue.point_states()
-    metric = next((t.user_attrs["metric"] for p in points for t in p.attempts if "metric" in t.user_attrs),
-                  settings.get("metric"))
+    metric = _sweep_metric(queue, settings)
     if not metric:
         return
     result = summary.parent_summary(points, metric, settings.get("direction") or "minimize")
@@ -384,24 +360,8 @@ def serve(options: WorkerOptions) -> int:
         sys.stderr.flush()
 
 
-def parse_args(argv: list[str]) -> WorkerOptions:
-    parser = argparse.ArgumentParser(prog="python -m mhmoe.sweep.worker", description=__doc__.split("\n")[0])
-    parser.add_argument("--storage", required=True)
-    parser.add_argument("--study", required=True)
-    parser.add_argument("--tracking-uri")
-    parser.add_argument("--checkpoint-root", type=Path)
-    parser.add_argument("--max-trials", type=int)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--no-linger", dest="linger", action="store_false")
-    parser.add_argument("--poll", dest="poll_s", type=float, default=5.0)
-    parser.add_argument("--heartbeat-interval", type=int)
-    parser.add_argument("--grace-period", type=int)
-    parser.add_argument("--devices", type=int, default=1)
-    return WorkerOptions(**vars(parser.parse_args(argv)))
-
-
 def main(argv: list[str] | None = None) -> int:
-    return serve(parse_args(list(sys.argv[1:] if argv is None else argv)))
+    return serve(parse(list(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ Metrics
     ``routing/layer_<block>/<stat>`` and ``routing/mean/<stat>``, ``eval/<task>/<metric>``.
 Sweep parent run
     ``mean/<variant>/<metric>`` (mean over the seeds done), ``seeds/<variant>``, ``best/<metric>``
-    (tag ``mhmoe.best_point`` names it) and ``points/<state>`` (:mod:`mhmoe.sweep.summary`).
+    (tag ``mhmoe.best_point`` names it) and ``points/<state>`` (:mod:`mhmoe.sweep.summary`);
+    param ``sweep.metric`` is the metric the sweep optimised (what reports read).
 Artifacts
     ``config.yaml`` (resolved config), ``routing/load_step<step>.npy`` (MoE layers x experts
     assignment counts over one validation pass, float64), ``routing/divergence_step<step>.npy``
@@ -64,8 +65,31 @@ CHECKPOINT_ARTIFACT_DIR = "checkpoint"
 LOAD_ARTIFACT_DIR = "routing"
 
 
+VAL_STATS = ("loss", "ppl")
+"""What validation logs per set (``val/<set>/loss``, ``val/<set>/ppl``): the metrics a sweep can optimise."""
+PARAM_SWEEP_METRIC = "sweep.metric"
+"""Param of a sweep's parent run: the metric the sweep optimised (resolved at plan time)."""
+
+
 def val_metric(set_name: str, stat: str = "ppl") -> str:
     return f"val/{set_name}/{stat}"
+
+
+def default_metric(val_sets: list[str] | tuple[str, ...]) -> str:
+    """The metric a sweep reports when its spec names none: ``val/<first validation set>/ppl``.
+
+    The one default: planning resolves it, and a report of runs older than the stored metric falls
+    back to it (the first set in ``data.val_sets`` order).
+    """
+    return val_metric(val_sets[0], "ppl")
+
+
+def parse_val_metric(metric: str | None) -> tuple[str, str] | None:
+    """``val/<set>/<stat>`` -> ``(set, stat)`` for a stat in :data:`VAL_STATS`; None for anything else."""
+    parts = (metric or "").split("/")
+    if len(parts) == 3 and parts[0] == "val" and parts[1] and parts[2] in VAL_STATS:
+        return parts[1], parts[2]
+    return None
 
 
 def routing_metric(block: int | str, stat: str) -> str:

@@ -1,9 +1,10 @@
-"""Where a run came from: the command line, recorded as a tag so reports can quote it."""
+"""Where a run came from: the command line and the git commit, recorded as tags so reports can quote them."""
 
 from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,3 +18,26 @@ def command_line(argv: list[str] | None = None) -> str:
         argv = ["mhmoe", *argv[1:]]
     home = os.environ.get(ENV_VAR)
     return (f"{ENV_VAR}={shlex.quote(home)} " if home else "") + shlex.join(argv)
+
+
+UNKNOWN_COMMIT = "unknown"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def git_commit(*, describe: bool = False) -> str:
+    """HEAD of the checkout this code runs from, ``unknown`` outside one.
+
+    ``describe`` (for reports) flags uncommitted changes to tracked files and says why it is
+    unknown; run tags get the bare SHA (:func:`mhmoe.tracking.standard.source_tags`).
+    """
+    git = ["git", "--no-optional-locks", "-C", str(REPO)]  # read-only: no index refresh
+    try:
+        sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                             timeout=20).stdout.strip()
+        dirty = describe and subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                                            capture_output=True, text=True, check=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha, dirty = "", False
+    if not sha:
+        return f"{UNKNOWN_COMMIT} (not a git checkout)" if describe else UNKNOWN_COMMIT
+    return sha + (" (with uncommitted changes)" if dirty else "")

@@ -9,7 +9,6 @@ uninterrupted one on CPU.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,9 +22,10 @@ from mhmoe.memory import check_cuda_memory
 from mhmoe.model import build_model
 from mhmoe.run_config import RunConfig
 from mhmoe.tracking.applicable import applicable_params
+from mhmoe.tracking.client import mlflow_client
 from mhmoe.tracking.datasets import dataset_inputs
 from mhmoe.tracking.display import display_name
-from mhmoe.tracking.provenance import command_line
+from mhmoe.tracking.provenance import command_line, git_commit
 from mhmoe.tracking.standard import describe_experiment, source_tags
 from mhmoe.tracking.names import (
     CHECKPOINT_ARTIFACT_DIR,
@@ -52,15 +52,6 @@ class TrainResult:
     metrics: dict[str, float]
     start_step: int
     final_step: int
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def resolve_precision(config: RunConfig, accelerator: str) -> str:
@@ -333,8 +324,5 @@ def FencedMLFlowLogger(fence: Fence | None, **kwargs):  # noqa: N802 - a factory
 
 def find_checkpoint_dir(run_id: str, tracking_uri: str | None = None) -> Path:
     """Checkpoint folder of an earlier run: its recorded final checkpoint's folder, else the default."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri or default_tracking_uri())
-    recorded = client.get_run(run_id).data.tags.get(TAG_CHECKPOINT)
+    recorded = mlflow_client(tracking_uri).get_run(run_id).data.tags.get(TAG_CHECKPOINT)
     return Path(recorded).parent if recorded else new_run_dir() / run_id

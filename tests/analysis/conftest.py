@@ -27,10 +27,11 @@ def synth_runs(store: dict):
 def synth_report(store: dict, tmp_path_factory: pytest.TempPathFactory):
     """The full report of the synth sweep, written once (it is the slow part: ~15 s)."""
     from analysis.report import write_report
+    from mhmoe.commands.report import sweep_ref
 
     out_dir = tmp_path_factory.mktemp("report") / "synth"
     command = f"mhmoe report {store['specs'] / 'synth.yaml'} --out {out_dir}"
-    return write_report(store["specs"] / "synth.yaml", out_dir, command=command)
+    return write_report(sweep_ref(store["specs"] / "synth.yaml"), out_dir, command=command)
 
 
 @pytest.fixture()

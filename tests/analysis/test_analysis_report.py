@@ -187,3 +187,19 @@ def test_cli_errors(store, tmp_path):
     synth = str(store["specs"] / "synth.yaml")
     assert cli.main(["report", synth, "--out", str(tmp_path / "v"), "--val-set", "nope"]) == 1
     assert not (tmp_path / "v").exists()
+
+
+def test_the_report_reads_the_metric_the_sweep_stored_on_its_parent_run(synth_runs, tmp_path):
+    """The parent run's ``sweep.metric`` picks the report's set; without it, the one default."""
+    from analysis.report import choose_val_set, sweep_metric
+    from mhmoe.tracking import names
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    parent = client.create_run(client.create_experiment("e")).info.run_id
+    assert sweep_metric(synth_runs, parent, uri) == names.default_metric(["shakespeare", "pydoc"])
+    assert sweep_metric(synth_runs, None, uri) == "val/shakespeare/ppl"
+    client.log_param(parent, names.PARAM_SWEEP_METRIC, "val/pydoc/loss")
+    metric = sweep_metric(synth_runs, parent, uri)
+    notes: list[str] = []
+    assert metric == "val/pydoc/loss" and choose_val_set(synth_runs, None, metric, notes) == "pydoc" and not notes

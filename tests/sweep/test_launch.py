@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mhmoe.sweep.launch import available_cores, worker_slots
+from mhmoe.sweep.options import WorkerOptions, parse
 
 
 def test_one_pinned_worker_per_gpu() -> None:
@@ -17,3 +20,12 @@ def test_cpu_workers_split_the_cores_and_hide_gpus() -> None:
     assert len(slots) == 2 and all(s.env["CUDA_VISIBLE_DEVICES"] == "" for s in slots)
     assert all(s.threads == max(1, cores // 2) and s.env["OMP_NUM_THREADS"] == str(s.threads) for s in slots)
     assert worker_slots()[0].threads == cores  # one worker gets every core
+
+
+def test_worker_options_round_trip_through_the_spawned_command_line() -> None:
+    """The spawned worker's argv and its parser both come from the WorkerOptions fields."""
+    options = WorkerOptions(storage="sqlite:///q.db", study="s", tracking_uri="sqlite:///m.db",
+                            checkpoint_root=Path("/ckpt"), max_trials=3, threads=2, linger=False, poll_s=0.5,
+                            heartbeat_interval=7, grace_period=30, devices=2)
+    assert parse(options.argv()) == options
+    assert parse(["--storage", "u", "--study", "s"]) == WorkerOptions(storage="u", study="s")

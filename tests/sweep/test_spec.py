@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -127,5 +128,38 @@ def test_invalid_spec_fails_before_creating_anything(case: str, tmp_path: Path, 
         assert message in err, err
         assert all(line.startswith("error: ") for line in err.strip().splitlines())
     with pytest.raises(SpecError):
-        load_spec(path)
+        expand(load_spec(path))
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_planning_reads_the_base_once_and_resolves_each_point_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grid point's config is built once from its overrides; points at the same coordinates
+    share their baseline; the preset and config file are read once per plan."""
+    plan_module = importlib.import_module("mhmoe.sweep.plan")  # the package re-exports a function `plan`
+
+    calls = {"base": 0, "build": 0}
+
+    def counted(name, real):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(plan_module, "config_base", counted("base", plan_module.config_base))
+    monkeypatch.setattr(plan_module, "build_run_config", counted("build", plan_module.build_run_config))
+    spec = load_spec("smoke")
+    grid_points = len(spec.groups) * len(spec.grid[0].values)
+    the_plan = plan(spec)
+    assert calls["base"] == 1
+    # 8 points + one SMoE baseline per seed (the smoe group's own config is that baseline)
+    assert len(the_plan.points) == grid_points == 8 and calls["build"] == grid_points + 2
+
+
+def test_the_metric_is_resolved_once_for_the_whole_plan(tmp_path: Path) -> None:
+    path = debug_spec(tmp_path / "m.yaml")
+    data = yaml.safe_load(path.read_text())
+    data["validation"] = {"sets": ["shakespeare", "pydoc"]}
+    path.write_text(yaml.safe_dump(data))
+    the_plan = plan(load_spec(path))
+    assert the_plan.metric == "val/shakespeare/ppl"  # names.default_metric: the first set's perplexity
+    assert {p.metric for p in the_plan.points} == {the_plan.metric}

@@ -19,7 +19,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from mhmoe.sweep import expand, load_spec
+from mhmoe.sweep import load_spec, plan
 from mhmoe.sweep import tracking as sweep_tracking
 from mhmoe.sweep.queue import SweepQueue
 from mhmoe.sweep.status import format_status, sweep_status
@@ -31,8 +31,11 @@ from tests.sweep.conftest import REPO, debug_spec, sweep_cli, wait_for
 def assert_each_point_finished_once(spec_path: Path | str, storage: str, tracking: str) -> dict[str, list]:
     """Optuna: one COMPLETE trial per point; MLflow: one FINISHED child run per point. Returns trials by hash."""
     spec = load_spec(spec_path)
-    expected = {p.config_hash for p in expand(spec)}
-    trials = SweepQueue(storage, spec.name).trials()
+    the_plan = plan(spec)
+    expected = {p.config_hash for p in the_plan.points}
+    queue = SweepQueue(storage, spec.name)
+    assert queue.settings()["metric"] == the_plan.metric  # resolved once in planning, stored with the study
+    trials = queue.trials()
     by_hash: dict[str, list] = {}
     for trial in trials:
         by_hash.setdefault(trial.user_attrs["config_hash"], []).append(trial)
@@ -48,6 +51,7 @@ def assert_each_point_finished_once(spec_path: Path | str, storage: str, trackin
     parents = client.search_runs(experiment_ids, f"{tagged} and tags.`{names.TAG_ROLE}` = '{names.ROLE_SWEEP}'")
     children = client.search_runs(experiment_ids, f"{tagged} and tags.`{names.TAG_ROLE}` = '{names.ROLE_TRIAL}'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.params[names.PARAM_SWEEP_METRIC] == the_plan.metric  # what the report reads
     assert sorted(r.data.tags[names.TAG_CONFIG_HASH] for r in children) == sorted(expected)
     for run in children:
         assert run.info.status == "FINISHED"
