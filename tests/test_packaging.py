@@ -12,13 +12,14 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tomllib
 from pathlib import Path
 
 import pytest
 
 from mhmoe.shipped_specs import CHECKOUT_SPECS_DIR, shipped_specs_dir
 from mhmoe.sweep.spec import spec_path
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+ (requires-python allows 3.10)
 
 REPO = Path(__file__).resolve().parents[1]
 SETUPTOOLS = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
@@ -52,7 +53,8 @@ def test_a_checkout_finds_the_shipped_specs_in_the_top_level_experiments_folder(
     assert not (REPO / "experiments" / "__init__.py").exists()
 
 
-def _run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _run(cmd: list[str], cwd: Path | None = None,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
     assert proc.returncode == 0, f"{cmd} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     return proc
@@ -78,8 +80,8 @@ def test_a_wheel_install_plans_the_shipped_smoke_spec_outside_the_repository(tmp
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["MHMOE_HOME"] = str(tmp_path / "home")
-    where = _run([str(python), "-c", "import mhmoe.shipped_specs as s; print(s.__file__); print(s.shipped_specs_dir())"],
-                 cwd=elsewhere, env=env).stdout.split()
+    show = "import mhmoe.shipped_specs as s; print(s.__file__); print(s.shipped_specs_dir())"
+    where = _run([str(python), "-c", show], cwd=elsewhere, env=env).stdout.split()
     assert where == [str(site / "mhmoe" / "shipped_specs.py"), str(site / "mhmoe" / "experiments")]
     assert sorted(p.name for p in (site / "mhmoe" / "experiments").iterdir()) == sorted(
         p.name for p in (REPO / "experiments").glob("*.yaml"))

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from mhmoe.budget import count_mults, count_params, moe_layer_params, moe_mults_per_token
-from mhmoe.config import ModelConfig, MoEConfig, QuantConfig, variant_label
 from mhmoe.commands.bad_input import Parser, int_at_least, refuses_bad_input
+from mhmoe.config import ModelConfig, MoEConfig, QuantConfig, variant_label
 from mhmoe.matching import MatchResult, paper_matches, preset_configs
 from mhmoe.presets import PRESETS, preset
 

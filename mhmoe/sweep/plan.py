@@ -16,15 +16,7 @@ from mhmoe import budget
 from mhmoe.configbase import ConfigError
 from mhmoe.matching import match_variant
 from mhmoe.run_config import RunConfig, resolve_run_config
-from mhmoe.sweep.spec import (
-    BUDGET_AXES,
-    DEFAULT_GROUP,
-    MATCH_KNOBS,
-    Group,
-    SpecError,
-    SweepSpec,
-    steps_for_tokens,
-)
+from mhmoe.sweep.spec import BUDGET_AXES, DEFAULT_GROUP, MATCH_KNOBS, Group, SpecError, SweepSpec, steps_for_tokens
 
 VARIANT_KEYS = ("model.ffn", "moe.heads", "moe.head_proj", "moe.merge_proj")
 """Keys that define a variant rather than its SMoE baseline (not copied onto the baseline)."""

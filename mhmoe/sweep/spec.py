@@ -31,9 +31,10 @@ from __future__ import annotations
 import math
 import re
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mhmoe.configbase import ConfigError, _coerce, unknown_key
 from mhmoe.matching import MATCH_MODES
