@@ -9,11 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
 
 from analysis.frame import MissingData, col, finished, points, val_sets
 from analysis.stats import mean_ci_columns
-from matplotlib.ticker import EngFormatter
-
 from analysis.style import DOUBLE, SINGLE, figure, line_styles, paper_names, plain_log_ticks, styled
 from mhmoe.tracking import names
 

@@ -7,9 +7,9 @@ column j counts tokens whose h sub-tokens reached j+1 distinct experts.
 
 from __future__ import annotations
 
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
-import matplotlib as mpl
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 

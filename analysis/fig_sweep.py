@@ -111,9 +111,9 @@ def grid_points(agg: pd.DataFrame) -> tuple[str, pd.DataFrame] | None:
     best = None
     for _, g in agg.dropna(subset=["heads", "experts", "mean"]).groupby([*_FAMILY, "weight_bits"], sort=True):
         g = g.drop_duplicates(["heads", "experts"])
-        if g["heads"].nunique() >= 2 and g["experts"].nunique() >= 2 and len(g) >= MIN_GRID_POINTS:
-            if best is None or len(g) > len(best):
-                best = g
+        if (g["heads"].nunique() >= 2 and g["experts"].nunique() >= 2 and len(g) >= MIN_GRID_POINTS
+                and (best is None or len(g) > len(best))):
+            best = g
     if best is None:
         return None
     first = best.iloc[0]

@@ -34,7 +34,8 @@ _BOOL_TEXT = {"True": True, "False": False, "true": True, "false": False}
 _SHORT = {"moe.num_experts": "E", "moe.top_k": "k", "moe.expert_d_ff": "dff", "moe.heads": "h"}
 # How a run executes, not what it trains: workers may set these per process.
 _RUNTIME_KEYS = ("train.accelerator", "train.num_threads", "train.compile", "train.peak_flops",
-                 "train.checkpoint_every", "train.log_every", "train.routing_every", "train.log_checkpoint", "train.system_metrics")
+                 "train.checkpoint_every", "train.log_every", "train.routing_every", "train.log_checkpoint",
+                 "train.system_metrics")
 
 
 class MissingData(LookupError):

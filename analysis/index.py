@@ -129,7 +129,8 @@ def render_html(blocks: list[Block], title: str, embed_from: Path | None = None)
             out.append(f"<pre>{html.escape(b.text)}</pre>")
         elif isinstance(b, Image):
             links = " · ".join(f'<a href="{html.escape(p)}">{html.escape(p)}</a>' for p in b.links)
-            out.append(f'<figure><img src="{html.escape(_data_uri(b.path, embed_from))}" alt="{html.escape(b.caption)}">'
+            src = html.escape(_data_uri(b.path, embed_from))
+            out.append(f'<figure><img src="{src}" alt="{html.escape(b.caption)}">'
                        f"<figcaption>{html.escape(b.caption)} {links}</figcaption></figure>")
         elif isinstance(b, Markdown):
             out.append(_html_table(b.frame, b.bold))

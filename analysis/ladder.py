@@ -121,7 +121,8 @@ def summary_lines(deltas: pd.DataFrame, fits: pd.DataFrame) -> list[str]:
         line = f"{name} vs SMoE ({interval_text(group['n_a'], paired=True)}): {rungs_text}."
         if name in getattr(fits, "index", []):
             f = fits.loc[name]
-            line += (f" Trend {f['slope']:+.4f} nats per decade of tokens [{f['slope_low']:+.4f}, {f['slope_high']:+.4f}]"
+            line += (f" Trend {f['slope']:+.4f} nats per decade of tokens"
+                     f" [{f['slope_low']:+.4f}, {f['slope_high']:+.4f}]"
                      + (", resolved" if f["slope_resolved"] else ", within noise: no crossover is claimed"))
             if np.isfinite(f["crossover_tokens"]):
                 line += (f"; the line crosses zero at about {_tokens(f['crossover_tokens'])} tokens "

@@ -53,7 +53,7 @@ def paper_comparisons(steps: int = FINAL_STEPS) -> pd.DataFrame:
         rows = paper_rows(table, steps)
         out += [_pair(rows, a, b) for a, b in _chain_pairs(rows, vs_baseline=True)]
     t4 = paper_rows("T4")
-    for model, group in t4.groupby("model", sort=False):  # head & merge added to each family
+    for _model, group in t4.groupby("model", sort=False):  # head & merge added to each family
         out.append(_pair(t4, *group["row"]))
     t5 = paper_rows("T5")
     out += [_pair(t5, a, b) for a, b in _chain_pairs(t5, vs_baseline=False)]

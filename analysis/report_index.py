@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import tables
-from analysis.stats import BOOTSTRAP_FROM, POWER, RESOLVE_MIN_N, interval_text
 from analysis.index import Block, Bullets, Code, Heading, Image, Markdown, Para, render_html, render_markdown
+from analysis.stats import BOOTSTRAP_FROM, POWER, RESOLVE_MIN_N, interval_text
 from mhmoe.tracking.provenance import git_commit
 
 
@@ -156,7 +156,7 @@ def build_blocks(out, runs: pd.DataFrame, ordering: pd.DataFrame, info: IndexInf
                    Markdown(tables.to_markdown(table), table.cells, table.best)]
         blocks.append(Para(_links(paths) + ("".join(f"\n\n{n}" for n in table.notes) if table.notes else "")))
     blocks.append(Heading("Figures"))
-    for stem, caption, paths in out.figures:
+    for _stem, caption, paths in out.figures:
         png = next(p for p in paths if p.suffix == ".png")
         blocks.append(Image(png.name, caption, tuple(p.name for p in paths)))
     blocks.append(Heading("Data"))

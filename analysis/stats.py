@@ -181,7 +181,7 @@ def aggregate(runs: pd.DataFrame, metrics: list[str] | None = None, *, only_fini
     if metrics is None:
         metrics = [c[len(METRIC):] for c in runs.columns if c.startswith(METRIC)]
     rows = []
-    for point, group in frame.groupby("point", sort=False):
+    for _point, group in frame.groupby("point", sort=False):
         keys = group.iloc[0][GROUP_COLUMNS].to_dict()
         for metric in metrics:
             column = METRIC + metric

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.paper import COLUMNS, TABLE_TITLES
+from analysis.paper_match import FINAL_STEPS, match_points
 from analysis.stats import interval_text, seed_count
 from analysis.style import paper_names
-from analysis.paper_match import FINAL_STEPS, match_points
 from mhmoe.tracking import names
 
 MISSING = "—"

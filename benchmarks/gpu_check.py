@@ -83,7 +83,8 @@ def train_steps(cfg, steps: int, compile_model: bool, device: torch.device) -> d
             times.append(time.perf_counter() - start)
             losses.append(loss.item())
     tokens_per_s = train.batch_size * train.seq_len / statistics.median(times)
-    return {"tokens_per_s": tokens_per_s, "flops_per_token": train_flops_per_token(cfg.model, cfg.moe, seq_len=train.seq_len),
+    return {"tokens_per_s": tokens_per_s,
+            "flops_per_token": train_flops_per_token(cfg.model, cfg.moe, seq_len=train.seq_len),
             "peak_bytes": torch.cuda.max_memory_allocated(device),
             "estimate_bytes": estimate_memory(cfg, "bf16-mixed").total, "last_loss": losses[-1]}
 

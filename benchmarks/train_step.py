@@ -54,7 +54,8 @@ def median_step(net, optimizer, batch, steps: int) -> tuple[float, object]:
 def telemetry_seconds(net, inputs) -> float:
     """Time to recompute every MoE layer's routing statistics from its router output."""
     captured = []
-    hooks = [layer.router.register_forward_hook(lambda m, i, o: captured.append((o.detach(), layer)))
+    # layer=layer binds each hook to its own layer (a bare closure would pair every output with the last one).
+    hooks = [layer.router.register_forward_hook(lambda m, i, o, layer=layer: captured.append((o.detach(), layer)))
              for layer in net.moe_layers().values()]
     with torch.no_grad():
         net(inputs)
@@ -85,7 +86,9 @@ def logging_seconds(out, client: mlflow.MlflowClient, run_id: str) -> tuple[floa
     train_metrics = {"train/loss": 1.0, "train/aux_loss": 1.0, "train/z_loss": 1.0, "train/lr": 1e-3,
                      "train/tokens": 1.0, "perf/tokens_per_s": 1.0, "perf/mfu": 0.1}
     step = iter(range(10_000))
-    log = lambda m: client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, 0, next(step)) for k, v in m.items()])  # noqa: E731
+    def log(m: dict[str, float]) -> None:
+        client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, 0, next(step)) for k, v in m.items()])
+
     return timed(lambda: log(train_metrics)), timed(lambda: log(routing_metrics(out.routing)))
 
 
@@ -96,7 +99,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     peak = measure_peak_flops(torch.device("cpu"), torch.float32, seconds=1.0)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
     tmp = tempfile.mkdtemp()
     client = mlflow.MlflowClient(f"sqlite:///{tmp}/mlflow.db")
     run_id = client.create_run(client.create_experiment("bench", artifact_location=f"file://{tmp}/art")).info.run_id

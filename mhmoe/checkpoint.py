@@ -78,7 +78,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     state = {k[len(STATE_PREFIX):]: v for k, v in raw["state_dict"].items() if k.startswith(STATE_PREFIX)}
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not match the stored config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise CheckpointError(f"{path}: weights do not match the stored config "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     net.to(map_location).eval()
     tokenizer = load_tokenizer(hparams["tokenizer"])
     return LoadedCheckpoint(net=net, config=config, tokenizer=tokenizer, path=Path(path),

@@ -24,8 +24,7 @@ COMMANDS = {
 
 def version() -> str:
     """The installed distribution's version (the source tree's when run from a checkout)."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
+    from importlib.metadata import PackageNotFoundError, version as dist_version
 
     try:
         return dist_version("mhmoe")

@@ -10,8 +10,8 @@ import ast
 import dataclasses
 import difflib
 import inspect
-import textwrap
 import math
+import textwrap
 import types
 import typing
 from collections.abc import Iterable, Mapping

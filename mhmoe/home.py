@@ -47,7 +47,8 @@ def resolve_tracking_uri(*explicit: str | None, recorded: str | None = None) -> 
 
 
 def default_tracking_uri() -> str:
-    """The store when nothing is given: ``$MLFLOW_TRACKING_URI``, else SQLite in the home (:func:`resolve_tracking_uri`)."""
+    """The store when nothing is given: ``$MLFLOW_TRACKING_URI``, else SQLite in the home
+    (:func:`resolve_tracking_uri`)."""
     return resolve_tracking_uri()
 
 

@@ -10,7 +10,12 @@ import sys
 import pytest
 
 from mhmoe.budget import (
-    count_mults, count_params, moe_layer_params, moe_mults_per_token, summary, train_flops_per_token,
+    count_mults,
+    count_params,
+    moe_layer_params,
+    moe_mults_per_token,
+    summary,
+    train_flops_per_token,
 )
 from mhmoe.budget_table import budget_table, format_table
 from mhmoe.commands.budget import main
@@ -37,7 +42,8 @@ def test_paper_dense_and_smoe_totals(paper):
     model, baseline = paper
     dense_layer = 2 * D + ATTN + SWIGLU
     dense = count_params(dataclasses.replace(model, ffn="dense"), baseline)
-    assert dense.total == V * D + 12 * dense_layer + D == 109_529_856  # v2 setup at the LLaMA 32k vocabulary: about 109.5M
+    # v2 setup at the LLaMA 32k vocabulary: about 109.5M
+    assert dense.total == V * D + 12 * dense_layer + D == 109_529_856
     assert dense.active == dense.total
     smoe = count_params(model, baseline)
     moe_layer = 2 * D + ATTN + D * 8 + 8 * SWIGLU  # router 768 x 8, no biases

@@ -20,7 +20,8 @@ CASES = {
     "bitnet_subln_all": (tiny_model("mhmoe"), tiny_moe(shared_expert_d_ff=16),
                          QuantConfig(weight_bits=1.58, subln=True, quantize_router=True, quantize_head_merge=True,
                                      quantize_embeddings=True)),
-    "bitnet_default": (tiny_model("fine_grained"), tiny_moe(heads=1, num_experts=12, expert_d_ff=16), QuantConfig(weight_bits=1.58)),
+    "bitnet_default": (tiny_model("fine_grained"), tiny_moe(heads=1, num_experts=12, expert_d_ff=16),
+                       QuantConfig(weight_bits=1.58)),
 }
 
 

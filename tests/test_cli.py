@@ -21,15 +21,16 @@ def test_unknown_command_lists_commands(capsys: pytest.CaptureFixture) -> None:
 
 def test_every_command_has_help() -> None:
     for name in COMMANDS:
-        out = subprocess.run([sys.executable, "-m", "mhmoe.cli", name, "--help"], capture_output=True, text=True, timeout=120)
+        out = subprocess.run([sys.executable, "-m", "mhmoe.cli", name, "--help"], capture_output=True, text=True,
+                             timeout=120)
         assert out.returncode == 0, (name, out.stderr)
         assert "usage" in out.stdout.lower()
 
 
 def test_ui_dry_run_binds_loopback_and_uses_the_store(tmp_path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    out = subprocess.run([sys.executable, "-m", "mhmoe.cli", "ui", "--tracking-uri", uri, "--port", "5099", "--dry-run"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "mhmoe.cli", "ui", "--tracking-uri", uri, "--port", "5099",
+                          "--dry-run"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     assert "http://127.0.0.1:5099" in out.stdout
     assert "--host 127.0.0.1" in out.stdout and uri in out.stdout

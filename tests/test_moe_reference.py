@@ -87,7 +87,8 @@ def test_fast_path_matches_naive_reference(name: str) -> None:
 def test_capacity_not_applied_at_eval_unless_configured() -> None:
     torch.manual_seed(0)
     for drop_at_eval, expect_drop in ((False, False), (True, True)):
-        layer = MoELayer(48, tiny_moe(capacity_mode="capacity", capacity_factor=0.5, drop_at_eval=drop_at_eval), "mhmoe")
+        moe = tiny_moe(capacity_mode="capacity", capacity_factor=0.5, drop_at_eval=drop_at_eval)
+        layer = MoELayer(48, moe, "mhmoe")
         layer.eval()
         with torch.no_grad():
             _, stats = layer(torch.randn(2, 8, 48))

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from mhmoe.config import QuantConfig
-from mhmoe.model.experts import GroupedExperts
 from mhmoe.model import build_model
+from mhmoe.model.experts import GroupedExperts
 from mhmoe.model.layers import TokenEmbedding
 from mhmoe.model.quantization import (
     BitEmbedding,

@@ -38,6 +38,7 @@ def test_dense_params_have_no_moe_keys_and_routed_keep_them() -> None:
 
 
 def test_uploading_the_checkpoint_is_not_part_of_a_points_identity() -> None:
-    hashes = {resolve_run_config("debug", None, {"train.log_checkpoint": flag}).config_hash() for flag in (None, True, False)}
+    hashes = {resolve_run_config("debug", None, {"train.log_checkpoint": flag}).config_hash()
+              for flag in (None, True, False)}
     assert len(hashes) == 1
     assert resolve_run_config("debug", None, {"train.max_steps": 41}).config_hash() not in hashes

@@ -41,7 +41,8 @@ def _alive(pid: int) -> bool:
 def test_sigterm_to_ui_stops_the_whole_server_tree(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     wrapper = (f"import os, sys; from mhmoe.commands.ui import serve_until_stopped; "
-               f"sys.exit(serve_until_stopped([sys.executable, '-c', {SERVER_TREE!r}, {str(pids)!r}], dict(os.environ)))")
+               f"sys.exit(serve_until_stopped([sys.executable, '-c', {SERVER_TREE!r}, {str(pids)!r}], "
+               "dict(os.environ)))")
     ui = subprocess.Popen([sys.executable, "-c", wrapper], cwd=REPO)
     deadline = time.monotonic() + 30
     while not (pids.is_file() and pids.read_text().strip()):

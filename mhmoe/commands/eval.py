@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=positive_float, help="examples per task (N, or a fraction < 1)")
     parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="sequences per forward pass (default 8)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the current home's store, or $MLFLOW_TRACKING_URI)")
+    parser.add_argument("--tracking-uri",
+                        help="MLflow tracking URI (default: the current home's store, or $MLFLOW_TRACKING_URI)")
     parser.add_argument("--run-id", help="MLflow run to log to (default: the run recorded in the checkpoint)")
     parser.add_argument("--no-log", action="store_true", help="print the results only, log nothing to MLflow")
     parser.add_argument("--online", action="store_true", help="allow Hugging Face hub downloads (default: offline)")

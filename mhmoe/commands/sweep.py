@@ -18,7 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from mhmoe.commands.bad_input import Parser, int_at_least, positive_float, refuses_bad_input
+from mhmoe.commands.bad_input import Parser, int_at_least, refuses_bad_input
 from mhmoe.configbase import ConfigError
 from mhmoe.sweep.options import add_worker_arguments, worker_options
 

@@ -23,7 +23,8 @@ def _fraction(text: str) -> float:
 
 def add_throughput_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu-tflops", type=_positive, default=H100_BF16_TFLOPS,
-                        help=f"device peak TFLOP/s for device-hour estimates (default {H100_BF16_TFLOPS:g}: H100 bf16 dense)")
+                        help=f"device peak TFLOP/s for device-hour estimates "
+                             f"(default {H100_BF16_TFLOPS:g}: H100 bf16 dense)")
     parser.add_argument("--mfu", type=_fraction, default=DEFAULT_MFU,
                         help=f"assumed model FLOPs utilisation (default {DEFAULT_MFU:g})")
     parser.add_argument("--tokens-per-s", type=_positive,

@@ -24,10 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved config (a file --config accepts; the budget as comments), then exit")
     parser.add_argument("--max-steps", type=int_at_least(1), help="shorthand for train.max_steps=N")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or SQLite in MHMOE_HOME)")
+    parser.add_argument("--tracking-uri",
+                        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or SQLite in MHMOE_HOME)")
     parser.add_argument("--experiment", default="mhmoe", help="MLflow experiment name")
     parser.add_argument("--run-name", help="MLflow run name (default: the variant label)")
-    parser.add_argument("--checkpoint-dir", type=Path, help="checkpoint folder (default: MHMOE_HOME/checkpoints/runs/<run id>)")
+    parser.add_argument("--checkpoint-dir", type=Path,
+                        help="checkpoint folder (default: MHMOE_HOME/checkpoints/runs/<run id>)")
     parser.add_argument("--resume", metavar="RUN_ID", help="continue this MLflow run from its last checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--verbose", action="store_true", help="also print Lightning's and MLflow's own log lines")

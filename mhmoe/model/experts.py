@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 GROUPED_MM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 """What ``F.grouped_mm`` accepts (torch 2.13); other dtypes (float64 in gradient checks) use the loop."""
 
@@ -81,7 +80,8 @@ class GroupedExperts(nn.Module):
                 raise ValueError(f"moe.dispatch='grouped_mm' takes {[str(d) for d in GROUPED_MM_DTYPES]}, "
                                  f"not {dtype}; use moe.dispatch=auto")
             raise ValueError(
-                f"moe.dispatch='grouped_mm' needs dims divisible by {16 // torch.tensor([], dtype=dtype).element_size()}"
+                "moe.dispatch='grouped_mm' needs dims divisible by "
+                f"{16 // torch.tensor([], dtype=dtype).element_size()}"
                 f" (got d={self.d_in}, expert_d_ff={self.d_ff}); use moe.dispatch=auto"
             )
         return supported

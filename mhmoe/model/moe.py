@@ -17,8 +17,8 @@ from mhmoe.config import MoEConfig
 from mhmoe.model.experts import GroupedExperts
 from mhmoe.model.layers import SwiGLU, tag
 from mhmoe.model.routing import (
-    RoutingStats,
     Router,
+    RoutingStats,
     capacity_keep_mask,
     expert_capacity,
     load_balancing_loss,

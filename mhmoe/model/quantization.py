@@ -99,7 +99,8 @@ class ExpertSubLN(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_experts, d_ff))
 
     def forward(self, h_AF: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
-        expert_A = torch.repeat_interleave(torch.arange(len(counts_E), device=h_AF.device), counts_E, output_size=h_AF.shape[0])
+        expert_A = torch.repeat_interleave(torch.arange(len(counts_E), device=h_AF.device), counts_E,
+                                           output_size=h_AF.shape[0])
         h32 = h_AF.float()
         normed = h32 * torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.type_as(h_AF) * self.weight[expert_A]

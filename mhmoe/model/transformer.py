@@ -70,7 +70,8 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(model.d_model, model.norm_eps)
         self.ffn = FFN_REGISTRY[model.ffn](model, moe, model.is_moe_block(index))
 
-    def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, RoutingStats | None]:
+    def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor,
+                sin: torch.Tensor) -> tuple[torch.Tensor, RoutingStats | None]:
         x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), cos, sin)
         ffn_out, stats = self.ffn(self.ffn_norm(x_BTD))
         return x_BTD + ffn_out, stats

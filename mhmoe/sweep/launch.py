@@ -12,6 +12,7 @@ running trial; workers on other nodes run the same command against the same stor
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import os
@@ -70,10 +71,8 @@ def worker_slots(devices: list[str] | None = None, cpu_workers: int | None = Non
 
 def _die_with_parent() -> None:
     """Get SIGTERM when the supervisor dies (Linux), so no worker is orphaned."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _redirect(log: Path | None) -> None:

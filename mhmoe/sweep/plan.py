@@ -18,15 +18,7 @@ from mhmoe.config import ModelConfig
 from mhmoe.configbase import ConfigError
 from mhmoe.matching import match_variant
 from mhmoe.run_config import RunConfig, build_run_config, config_base
-from mhmoe.sweep.spec import (
-    BUDGET_AXES,
-    DEFAULT_GROUP,
-    MATCH_KNOBS,
-    Group,
-    SpecError,
-    SweepSpec,
-    steps_for_tokens,
-)
+from mhmoe.sweep.spec import BUDGET_AXES, DEFAULT_GROUP, MATCH_KNOBS, Group, SpecError, SweepSpec, steps_for_tokens
 from mhmoe.tracking import names
 
 VARIANT_KEYS = ("model.ffn", "moe.heads", "moe.head_proj", "moe.merge_proj")
@@ -187,13 +179,16 @@ class _Resolver:
         """The sweep's metric, checked against what ``cfg`` logs (the first call fixes the default)."""
         sets = cfg.data.val_names
         if not sets:
-            raise ConfigError("data.val_sets is empty: a sweep trial reports a validation metric; name at least one set")
+            raise ConfigError("data.val_sets is empty: a sweep trial reports a validation metric; "
+                              "name at least one set")
         if self.metric is None:
             self.metric = names.default_metric(sets)
-        if names.parse_val_metric(self.metric) is None or names.parse_val_metric(self.metric)[0] not in sets:
+        parsed = names.parse_val_metric(self.metric)
+        if parsed is None or parsed[0] not in sets:
             # Checked here, not after training: an unknown metric used to fail every trial at the end.
             allowed = [names.val_metric(s, stat) for s in sets for stat in names.VAL_STATS]
-            raise ConfigError(f"validation.metric={self.metric!r} is not logged by these trials; choose one of {allowed}")
+            raise ConfigError(f"validation.metric={self.metric!r} is not logged by these trials; "
+                              f"choose one of {allowed}")
         return self.metric
 
 

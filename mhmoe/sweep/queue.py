@@ -14,6 +14,7 @@ as done.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -258,20 +259,18 @@ class SweepQueue:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 continue
             dist = IntDistribution(value, value) if isinstance(value, int) else FloatDistribution(value, value)
-            try:
+            # ValueError: an older trial recorded this param with another kind; the user attr has it
+            with contextlib.suppress(ValueError):
                 self.storage.set_trial_param(trial._trial_id, key, float(value), dist)
-            except ValueError:
-                pass  # an older trial recorded this param with another kind; the user attr has it
 
     def _set_variant_param(self, trial: FrozenTrial) -> None:
         variant, choices = trial.user_attrs.get("variant"), tuple(self.settings().get("variants") or ())
         if variant not in choices:
             return
-        try:
+        # ValueError: earlier trials had other choices (variants added by a later submit); the user attr has it
+        with contextlib.suppress(ValueError):
             self.storage.set_trial_param(trial._trial_id, VARIANT_PARAM, choices.index(variant),
                                          CategoricalDistribution(choices))
-        except ValueError:
-            pass  # earlier trials had other choices (variants added by a later submit); the user attr has it
 
     def set_attrs(self, trial: FrozenTrial, attrs: dict[str, Any]) -> None:
         for key, value in attrs.items():

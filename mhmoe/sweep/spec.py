@@ -31,14 +31,16 @@ from __future__ import annotations
 import math
 import re
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mhmoe.configbase import ConfigError, _coerce, unknown_key
 from mhmoe.matching import MATCH_MODES
 from mhmoe.presets import PRESETS
 from mhmoe.run_config import MAX_STEPS, RunConfig, run_config_keys
+from mhmoe.shipped_specs import shipped_specs_dir
 
 SPEC_KEYS = (
     "name", "description", "base", "match", "budget", "validation", "retries", "eval", "groups", "grid",
@@ -55,7 +57,7 @@ BASELINE_SIZING = ("moe.num_experts", "moe.expert_d_ff", "moe.top_k")
 """Under ``policy: flops`` these describe the SMoE baseline; the solver derives them for variants."""
 DEFAULT_GROUP = "grid"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+EXPERIMENTS_DIR = shipped_specs_dir()
 MAX_TOKENS = 10**13
 """Upper bound on budget.tokens (10T): far past any ablation this harness runs; more is a typo."""
 GRACE_FACTOR = 3

@@ -14,7 +14,8 @@ from mhmoe.sweep.spec import SweepSpec
 
 
 def resolve_tracking_uri(cli: str | None, spec: SweepSpec) -> str:
-    """The store a sweep records at submit: ``--tracking-uri``, else the spec's (:func:`mhmoe.home.resolve_tracking_uri`)."""
+    """The store a sweep records at submit: ``--tracking-uri``, else the spec's
+    (:func:`mhmoe.home.resolve_tracking_uri`)."""
     return home.resolve_tracking_uri(cli, spec.tracking_uri)
 
 

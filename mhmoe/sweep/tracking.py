@@ -124,4 +124,5 @@ def run_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
     return dict(client(tracking_uri).get_run(run_id).data.metrics)
 
 
-__all__ = ["create_parent_run", "create_trial_run", "delete", "log_summary", "mark_failed", "reopen", "run_metrics", "set_tags", "terminate", "trial_tags"]
+__all__ = ["create_parent_run", "create_trial_run", "delete", "log_summary", "mark_failed", "reopen", "run_metrics",
+           "set_tags", "terminate", "trial_tags"]

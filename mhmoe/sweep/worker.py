@@ -132,7 +132,8 @@ def _trial_run(queue: SweepQueue, trial: FrozenTrial, tracking_uri: str, setting
 
 
 def _train(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions, settings: dict[str, Any],
-           run_id: str, tags: dict[str, str], checkpoint_dir: Path, pick: ResumePick) -> tuple[Any, float, dict[str, Any]]:
+           run_id: str, tags: dict[str, str], checkpoint_dir: Path,
+           pick: ResumePick) -> tuple[Any, float, dict[str, Any]]:
     """Train (resuming ``pick``) with a heartbeat that fences the claim; (TrainResult, seconds, eval attrs)."""
     from mhmoe.run_config import RunConfig
     from mhmoe.sweep.progress import TrialProgress
@@ -204,7 +205,8 @@ def run_trial(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions) -> 
         checkpoint_dir = queue.checkpoint_dir(_checkpoint_root(options), trial.user_attrs["config_hash"])
         run_id, tags, pick, restart = _trial_run(queue, trial, tracking_uri, settings, checkpoint_dir)
         if restart or pick.problems:
-            _log(f"trial {trial.number} {label}: " + (restart or f"resuming {pick.path.name}: " + "; ".join(pick.problems)))
+            why = restart or f"resuming {pick.path.name}: " + "; ".join(pick.problems)
+            _log(f"trial {trial.number} {label}: {why}")
         result, train_s, eval_attrs = _train(queue, trial, options, settings, run_id, tags, checkpoint_dir, pick)
     except WorkerStop:
         _fail(queue, trial, tracking_uri, run_id, "interrupted (worker stopped); re-queued", count_attempt=False)
@@ -326,7 +328,6 @@ def preload() -> None:
     import mhmoe.training.checkpoint_io  # noqa: F401
     import mhmoe.training.lit_module  # noqa: F401
     import mhmoe.training.runner  # noqa: F401
-
     from mhmoe.training.quiet import quiet_library_logs
 
     quiet_library_logs()  # one line per trial from us; Lightning's per-fit banners are noise here

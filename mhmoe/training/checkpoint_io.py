@@ -43,7 +43,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, handle)
         self._last_saved_step[path] = step
 
-    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(self, path: str | Path, map_location: Any = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
         # weights_only is always True here, whatever the caller or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says.
         return read_checkpoint(path)
 

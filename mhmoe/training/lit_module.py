@@ -76,9 +76,10 @@ class LitLM(pl.LightningModule):
         loss = ce + out.aux_loss
         if self._step_means.accumulate == 1 and self.trainer.world_size == 1:
             self._log_train(ce, out)
-        elif self._logs_at(self.global_step + 1):  # step means (and their rank collective) only when logged
-            if (step_means := self._step_means.add(ce, out, self._mean_over_ranks)) is not None:
-                self._log_train(*step_means)
+        # step means (and their rank collective) only when logged: the `and` skips add() otherwise
+        elif (self._logs_at(self.global_step + 1)
+              and (step_means := self._step_means.add(ce, out, self._mean_over_ranks)) is not None):
+            self._log_train(*step_means)
         return loss
 
     def _logs_losses(self, step: int) -> bool:
@@ -163,7 +164,8 @@ class LitLM(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         mixed = str(self.trainer.precision).endswith("-mixed")
-        optimizer, scheduler = build_optimizer(self.net, self.config.optim, self.config.train.max_steps, fused=not mixed)
+        optimizer, scheduler = build_optimizer(self.net, self.config.optim, self.config.train.max_steps,
+                                               fused=not mixed)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -176,7 +178,8 @@ class LitLM(pl.LightningModule):
         self._val_sums = {i: [0.0, 0] for i in range(len(self.val_names))}
         self._val_load = LoadAccumulator()
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int,
+                        dataloader_idx: int = 0) -> None:
         inputs, targets = batch
         out = self.net(inputs)
         nll = F.cross_entropy(out.logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")

@@ -49,7 +49,8 @@ def build_optimizer(net: nn.Module, optim: OptimConfig, max_steps: int, *, fused
     )
 
     def multiplier(step: int) -> float:
-        return lr_multiplier(step, warmup_steps=optim.warmup_steps, max_steps=max_steps, min_lr_ratio=optim.min_lr_ratio,
-                             schedule=optim.schedule, decay_fraction=optim.decay_fraction)
+        return lr_multiplier(step, warmup_steps=optim.warmup_steps, max_steps=max_steps,
+                             min_lr_ratio=optim.min_lr_ratio, schedule=optim.schedule,
+                             decay_fraction=optim.decay_fraction)
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)

@@ -7,7 +7,8 @@ import time
 import torch
 
 
-def measure_peak_flops(device: torch.device, dtype: torch.dtype, size: int | None = None, seconds: float = 0.3) -> float:
+def measure_peak_flops(device: torch.device, dtype: torch.dtype, size: int | None = None,
+                       seconds: float = 0.3) -> float:
     """FLOP/s of a square matmul repeated for ``seconds``; fp32 on CPU, the training dtype on GPU."""
     size = size or (8192 if device.type == "cuda" else 1024)  # big enough to saturate the device
     a = torch.randn(size, size, device=device, dtype=dtype)

@@ -20,6 +20,7 @@ rank: ``train()`` runs in place (pass an explicit checkpoint folder, shared by t
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -139,15 +140,11 @@ def _stop(proc: subprocess.Popen) -> None:
     except psutil.NoSuchProcess:
         ranks = []
     proc.send_signal(signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        pass
     for rank in ranks:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             rank.kill()
-        except psutil.NoSuchProcess:
-            pass
     proc.wait()
 
 

@@ -25,8 +25,6 @@ from mhmoe.tracking.applicable import applicable_params
 from mhmoe.tracking.client import mlflow_client
 from mhmoe.tracking.datasets import dataset_inputs
 from mhmoe.tracking.display import display_name
-from mhmoe.tracking.provenance import command_line, git_commit
-from mhmoe.tracking.standard import describe_experiment, source_tags
 from mhmoe.tracking.names import (
     CHECKPOINT_ARTIFACT_DIR,
     CONFIG_ARTIFACT,
@@ -40,6 +38,8 @@ from mhmoe.tracking.names import (
     TAG_SEED,
     TAG_VARIANT,
 )
+from mhmoe.tracking.provenance import command_line, git_commit
+from mhmoe.tracking.standard import describe_experiment, source_tags
 from mhmoe.training import ranks
 from mhmoe.training.checkpoint_files import FINAL, LAST, ResumePick, pick_resume_checkpoint
 from mhmoe.training.failures import Fence, LostClaim, failure_reason
@@ -179,13 +179,15 @@ def train(
                 train_flops_per_token=flops_per_token, peak_flops=peak)
 
     commit = git_commit()
-    all_tags = {TAG_ROLE: ROLE_TRAIN, TAG_VARIANT: cfg.variant, TAG_DISPLAY_NAME: display_name(cfg), TAG_SEED: str(cfg.seed),
-                TAG_GIT_COMMIT: commit, TAG_COMMAND: command_line(), **source_tags(commit), **(tags or {})}
+    all_tags = {TAG_ROLE: ROLE_TRAIN, TAG_VARIANT: cfg.variant, TAG_DISPLAY_NAME: display_name(cfg),
+                TAG_SEED: str(cfg.seed), TAG_GIT_COMMIT: commit, TAG_COMMAND: command_line(), **source_tags(commit),
+                **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     artifact_location = artifact_root_for(tracking_uri)
-    logger = FencedMLFlowLogger(fence, experiment_name=experiment_name, run_name=run_name or cfg.variant, tracking_uri=tracking_uri,
-                          tags=all_tags if run_id is None else None, run_id=run_id, artifact_location=artifact_location)
+    logger = FencedMLFlowLogger(fence, experiment_name=experiment_name, run_name=run_name or cfg.variant,
+                                tracking_uri=tracking_uri, tags=all_tags if run_id is None else None, run_id=run_id,
+                                artifact_location=artifact_location)
     run_id = logger.run_id
     if rank == 0:
         describe_experiment(logger.experiment, logger.experiment_id)
@@ -201,7 +203,8 @@ def train(
     ranks.share_with_ranks(run_id, checkpoint_dir)
     last = checkpoint_dir / LAST
     if not ckpt_path and rank == 0:
-        params = {**applicable_params(cfg.flat(), cfg.model.ffn), **summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len),
+        params = {**applicable_params(cfg.flat(), cfg.model.ffn),
+                  **summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len),
                   "perf.peak_flops": peak, "train.precision_resolved": precision, "variant": cfg.variant}
         # A retry that died before its first checkpoint reuses its run: MLflow refuses to change a
         # logged param (the re-measured peak differs), so log only what is not there yet.

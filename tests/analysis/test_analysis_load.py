@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from analysis.load import find_parent_run, load_histories, load_routing_arrays, load_runs
-from tests.analysis.analysis_synthetic import ONESEED, SYNTH, STEPS, TOKENS_PER_STEP, final_ppl, load_counts
+from tests.analysis.analysis_synthetic import ONESEED, STEPS, SYNTH, TOKENS_PER_STEP, final_ppl, load_counts
 
 
 def test_one_row_per_trial_with_typed_params(store, synth_runs):

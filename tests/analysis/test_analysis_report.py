@@ -83,7 +83,7 @@ def test_table_values_equal_the_aggregates(store, synth_report):
     ppl = agg[agg["metric"] == "val/shakespeare/ppl"].set_index("label")
     rows = _md_rows((synth_report.out_dir / "synth__table1.md").read_text())
     assert list(rows) == ["Dense", "SMoE", "Fine-grained SMoE", "MH-MoE (head=2)", "MH-MoE (head=3)"]
-    for name, row in rows.items():
+    for _name, row in rows.items():
         label = row["run"]
         a = ppl.loc[label]
         mean, half = _cell_number(row["shakespeare (ours)"])

@@ -5,16 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from analysis.frame import coerce_param, strip_seed, val_sets
 from scipy import stats
 
+from analysis.frame import coerce_param, strip_seed, val_sets
 from analysis.stats import (
-    NO_CI, aggregate, difference, interval_text as seed_text, is_resolved, mean_ci_columns, paired_differences,
-    seed_stats, seeds_needed,
+    NO_CI,
+    aggregate,
+    difference,
+    interval_text as seed_text,
+    is_resolved,
+    mean_ci_columns,
+    paired_differences,
+    seed_stats,
+    seeds_needed,
 )
 from tests.analysis.frames import PAPER_ORDER, runs_frame
-
 
 # Two-sided 95% critical values of Student's t from a printed table (df = 2, 4, 8).
 TEXTBOOK_T975 = {2: 4.303, 4: 2.776, 8: 2.306}

@@ -111,7 +111,7 @@ def test_empty_file_and_empty_folder(tmp_path: Path) -> None:
 
 
 def test_undecodable_text_reports_file_and_byte_offset(tmp_path: Path) -> None:
-    path = write(tmp_path / "latin1.txt", "caf".encode() + b"\xe9 au lait")
+    path = write(tmp_path / "latin1.txt", b"caf" + b"\xe9 au lait")
     with pytest.raises(DataError, match=re.escape(f"{path}: not valid UTF-8 at byte offset 3")):
         docs(path)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import yaml
 
@@ -24,9 +25,9 @@ def test_templates_render_to_absolute_existing_data_files() -> None:
         config = yaml.safe_load((out / f"{name}.yaml").read_text())
         data_file = config["dataset_kwargs"]["data_files"]["test"]
         assert config["task"] == name and data_file.startswith("/")
-        records = [json.loads(line) for line in open(data_file)]
+        records = [json.loads(line) for line in Path(data_file).read_text().splitlines()]
         assert 20 <= len(records) <= 40
-    mc = [json.loads(line) for line in open(TEMPLATE_DIR / "mhmoe_mc.jsonl")]
+    mc = [json.loads(line) for line in (TEMPLATE_DIR / "mhmoe_mc.jsonl").read_text().splitlines()]
     assert all(0 <= r["label"] < len(r["choices"]) for r in mc)
 
 

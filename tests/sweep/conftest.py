@@ -54,7 +54,8 @@ def sweep_cli(*args: str, timeout: float = 300, check: bool = True, **popen: Any
     result = subprocess.run([sys.executable, "-m", "mhmoe.cli", "sweep", *args], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=timeout, **popen)
     if check and result.returncode != 0:
-        raise AssertionError(f"mhmoe sweep {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(f"mhmoe sweep {' '.join(args)} exited {result.returncode}:\n"
+                             f"{result.stdout}\n{result.stderr}")
     return result
 
 

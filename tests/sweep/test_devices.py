@@ -21,7 +21,8 @@ def test_devices_are_grouped_per_worker() -> None:
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0,1", "2,3"]
     assert [s.devices for s in slots] == [2, 2] and [s.name for s in slots] == ["gpu0+1", "gpu2+3"]
     assert [s.devices for s in worker_slots(["0", "1"])] == [1, 1]
-    with pytest.raises(ConfigError, match=r"--devices-per-trial=2 must be >= 1 and divide the number of --devices \(3\)"):
+    with pytest.raises(ConfigError,
+                       match=r"--devices-per-trial=2 must be >= 1 and divide the number of --devices \(3\)"):
         worker_slots(["0", "1", "2"], devices_per_trial=2)
 
 

@@ -32,7 +32,8 @@ def test_each_rung_trains_its_own_number_of_steps() -> None:
 @pytest.mark.parametrize("spec, message", [
     (ladder(budget={"steps": 10}), "set the training length; keep one"),
     (ladder(grid={"budget.tokens": [1e5], "budget.steps": [10]}), "set the training length; keep one"),
-    (ladder(grid={"budget.tokens": ["many"]}), re.escape("budget.tokens='many' must be a whole number from 1 to 1e+13")),
+    (ladder(grid={"budget.tokens": ["many"]}),
+     re.escape("budget.tokens='many' must be a whole number from 1 to 1e+13")),
     (ladder(grid={"budget.tokens": [0.5]}), re.escape("budget.tokens=0.5 must be a whole number from 1 to 1e+13")),
     (ladder(groups={"smoe": {"model.ffn": "smoe", "budget.tokens": 1000}}), "unknown key 'budget.tokens'"),
 ])

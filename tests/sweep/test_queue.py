@@ -70,7 +70,8 @@ print(json.dumps(claimed))
 """
 
 
-def _claim_race(url: str, study: str, *, lock: bool = True, n_trials: int = 40, n_processes: int = 4) -> list[list[int]]:
+def _claim_race(url: str, study: str, *, lock: bool = True, n_trials: int = 40,
+                n_processes: int = 4) -> list[list[int]]:
     """N processes claim from one queue of WAITING trials until it is empty; what each one got."""
     queue = SweepQueue(url, study, create=True)
     for i in range(n_trials):

@@ -16,8 +16,7 @@ import mlflow
 from optuna.trial import TrialState
 
 from mhmoe.run_config import RunConfig
-from mhmoe.sweep import expand, load_spec
-from mhmoe.sweep import tracking as sweep_tracking
+from mhmoe.sweep import expand, load_spec, tracking as sweep_tracking
 from mhmoe.sweep.queue import STALE_REASON, SweepQueue
 from mhmoe.sweep.status import format_status, sweep_status
 from mhmoe.sweep.submit import submit_sweep

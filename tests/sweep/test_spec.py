@@ -32,7 +32,8 @@ def test_shipped_spec_sizes() -> None:
 
 def test_paper_v2_rows_are_the_papers_matched_configs() -> None:
     rows = {p.group: p.config for p in expand(load_spec("paper_v2"))}
-    shape = {g: (c.model.ffn, c.moe.num_experts, c.moe.top_k, c.moe.expert_d_ff) for g, c in rows.items() if g != "dense"}
+    shape = {g: (c.model.ffn, c.moe.num_experts, c.moe.top_k, c.moe.expert_d_ff)
+             for g, c in rows.items() if g != "dense"}
     assert shape == {"smoe": ("smoe", 8, 1, 2048), "fine_grained": ("fine_grained", 16, 2, 1024),
                      "mhmoe-h2": ("mhmoe", 40, 2, 768), "mhmoe-h3": ("mhmoe", 96, 3, 512)}
     assert rows["dense"].model.ffn == "dense" and rows["dense"].model.d_ff == 2048

@@ -19,8 +19,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from mhmoe.sweep import load_spec, plan
-from mhmoe.sweep import tracking as sweep_tracking
+from mhmoe.sweep import load_spec, plan, tracking as sweep_tracking
 from mhmoe.sweep.queue import SweepQueue
 from mhmoe.sweep.status import format_status, sweep_status
 from mhmoe.tracking import names
@@ -82,7 +81,8 @@ def assert_researcher_views(storage: str, tracking: str, run_output: str) -> Non
         assert ("moe.num_experts" in trial.params) == (trial.user_attrs["variant"] != "dense")
         # Live progress: one line per validation of each trial, with the metric named.
         assert f"trial {trial.number} {trial.user_attrs['point']}: step 150/300 {metric}=" in run_output
-        assert f"trial {trial.number} {trial.user_attrs['point']}: step 300/300 {metric}={trial.value:.4g}" in run_output
+        final = f"trial {trial.number} {trial.user_attrs['point']}: step 300/300 {metric}={trial.value:.4g}"
+        assert final in run_output
 
     client = mlflow.MlflowClient(tracking)
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
@@ -95,8 +95,9 @@ def assert_researcher_views(storage: str, tracking: str, run_output: str) -> Non
         assert params["variant"] == run.data.tags[names.TAG_VARIANT]
         is_dense = params["model.ffn"] == "dense"
         assert any(k.startswith("moe.") for k in params) != is_dense  # dense: no moe.* params
-        assert run.data.tags[names.TAG_DISPLAY_NAME] == {"dense": "Dense", "smoe": "SMoE", "fine_grained": "Fine-grained SMoE",
-                                                         "mhmoe": "MH-MoE (head=2)"}[params["model.ffn"]]
+        assert run.data.tags[names.TAG_DISPLAY_NAME] == {
+            "dense": "Dense", "smoe": "SMoE", "fine_grained": "Fine-grained SMoE", "mhmoe": "MH-MoE (head=2)",
+        }[params["model.ffn"]]
     summary = parent.data.metrics
     assert set(by_variant) == {"dense", "smoe", "fine_grained", "mhmoe-h2"}
     for variant, values in by_variant.items():

@@ -41,7 +41,8 @@ def test_two_rank_ddp_logs_one_finished_run_and_matches_one_process(tmp_path: Pa
     assert [r.info.run_id for r in runs] == [ddp.run_id] and runs[0].info.status == "FINISHED"
     run = runs[0]
     assert run.data.params["train.devices"] == "2" and run.data.tags["mhmoe.checkpoint"] == str(ddp.checkpoint_path)
-    assert sorted(p.name for p in (tmp_path / "ddp").glob("*.ckpt")) == ["final.ckpt", "last.ckpt", "previous.ckpt"]  # rank 0 only
+    # rank 0 only
+    assert sorted(p.name for p in (tmp_path / "ddp").glob("*.ckpt")) == ["final.ckpt", "last.ckpt", "previous.ckpt"]
     assert ddp.final_step == 6 and "val/shakespeare/ppl" in run.data.metrics
     one, two = _history(client, single.run_id, "train/loss"), _history(client, ddp.run_id, "train/loss")
     assert [s for s, _ in two] == list(range(1, 7))

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mhmoe.config import MoEConfig
 from mhmoe.configbase import ConfigError
 from mhmoe.data.datamodule import train_sample_rows
 from mhmoe.model import Transformer

@@ -130,7 +130,8 @@ def test_same_seed_gives_identical_curves_and_other_seed_differs(tracking: str, 
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mhmoe.cli", "train", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "mhmoe.cli", "train", *args], capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_cli_unknown_key_lists_valid_keys_and_dry_run_prints_config() -> None:
