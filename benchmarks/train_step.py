@@ -54,7 +54,7 @@ def median_step(net, optimizer, batch, steps: int) -> tuple[float, object]:
 def telemetry_seconds(net, inputs) -> float:
     """Time to recompute every MoE layer's routing statistics from its router output."""
     captured = []
-    hooks = [layer.router.register_forward_hook(lambda m, i, o: captured.append((o.detach(), layer)))
+    hooks = [layer.router.register_forward_hook(lambda m, i, o: captured.append((o.logits_SE.detach(), layer)))
              for layer in net.moe_layers().values()]
     with torch.no_grad():
         net(inputs)
