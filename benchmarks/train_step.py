@@ -100,7 +100,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp()
     client = mlflow.MlflowClient(f"sqlite:///{tmp}/mlflow.db")
     run_id = client.create_run(client.create_experiment("bench", artifact_location=f"file://{tmp}/art")).info.run_id
-    for variant in ("dense", "smoe", "mhmoe_h3"):
+    for variant in ("dense", "smoe", "mhmoe-h3"):
         cfg = config_for(variant)
         cfg = replace(cfg, model=replace(cfg.model, vocab_size=4096))
         net = build_model(cfg.model, cfg.moe, cfg.quant)

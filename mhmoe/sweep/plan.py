@@ -195,7 +195,7 @@ def _point(spec: SweepSpec, group: Group, coords: dict[str, Any], short: dict[st
         params_mismatch_pct=_pct(budget.moe_layer_params(cfg.model, cfg.moe),
                                  budget.moe_layer_params(base_model, baseline.moe)),
         notes=notes,
-        budget=budget.summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len),
+        budget=budget.summary(cfg.architecture, seq_len=cfg.train.seq_len),
     )
 
 
