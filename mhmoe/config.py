@@ -174,7 +174,7 @@ class QuantConfig:
 
 
 def is_quantized(weight_bits: float) -> bool:
-    """Whether a ``quant.weight_bits`` value (also a frame column) means quantized weights."""
+    """Whether a ``quant.weight_bits`` value means quantized weights (elementwise on a frame column)."""
     return weight_bits < FULL_PRECISION_BITS
 
 

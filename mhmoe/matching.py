@@ -34,10 +34,8 @@ from mhmoe.budget import moe_layer_params, moe_mults_per_token
 from mhmoe.config import Architecture, ModelConfig, MoEConfig
 from mhmoe.configbase import ConfigError, check, check_choice, from_dict
 from mhmoe.presets import preset
+from mhmoe.variants import BASELINE as BASELINE_FFN
 from mhmoe.variants import VARIANTS, paper_rows, variant
-
-BASELINE_FFN = "smoe"
-"""Every matched variant is sized against a whole-token SMoE baseline."""
 MATCHED_FFNS = tuple(key for key, entry in VARIANTS.items() if entry.match is not None)
 MATCH_MODES = ("match", "remove", "rematch")
 DIM_MULTIPLE = 4

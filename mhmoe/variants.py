@@ -94,6 +94,9 @@ VARIANTS: dict[str, Variant] = {
 """Every FFN variant, in the paper's row order (Dense, SMoE, Fine-grained SMoE, MH-MoE)."""
 
 FFN_VARIANTS = tuple(VARIANTS)
+BASELINE = "smoe"
+"""The whole-token variant every matched variant is sized against (:mod:`mhmoe.matching`) and that
+analysis/ takes differences against (its full-precision, unmodified point)."""
 
 
 def variant(key: str) -> Variant:
@@ -180,6 +183,7 @@ def router_kind(key: str) -> RouterKind:
 
 
 __all__ = [
+    "BASELINE",
     "FFN_VARIANTS",
     "MATCH_RULES",
     "ROUTERS",
