@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from analysis.frame import MissingData, finished, points
 from analysis.style import DIVERGING_CMAP, DOUBLE, SEQUENTIAL_CMAP, figure, line_styles, paper_names, styled
 from mhmoe.config import is_quantized
-from mhmoe.variants import multi_head
+from mhmoe.variants import multi_head, routes
 
 MIN_LOAD_SPAN = 0.25  # log2 units: the colour scale spans at least 0.84x .. 1.19x the uniform share
 LOAD_TICKS = 5
@@ -156,7 +156,7 @@ def plot_routing_stats(runs: pd.DataFrame, agg: pd.DataFrame, divergence: pd.Dat
     """Activation ratio and load imbalance per routed variant (mean, 95% CI), and the distribution of
     distinct experts reached by an MH-MoE token's sub-tokens."""
     styles = line_styles(points(runs))
-    routed = agg[(agg["family"] != "dense") & agg["metric"].isin([ACTIVATION, IMBALANCE]) & agg["mean"].notna()]
+    routed = agg[agg["family"].map(routes).astype(bool) & agg["metric"].isin([ACTIVATION, IMBALANCE]) & agg["mean"].notna()]
     names = paper_names(routed) if len(routed) else {}
     order = list(names)
     n_rows = max(len(order), divergence["label"].nunique() if len(divergence) else 0, 3)

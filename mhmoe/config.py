@@ -50,7 +50,7 @@ class ModelConfig:
     """Std of the token embedding init (tied LM head)."""
 
     def __post_init__(self) -> None:
-        check_choice("model.ffn", self.ffn, FFN_VARIANTS)
+        variant(self.ffn)  # an unknown variant lists the known ones
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "moe_every", "max_seq_len"):
             check_positive(f"model.{name}", getattr(self, name))
         check(

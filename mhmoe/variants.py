@@ -101,7 +101,7 @@ analysis/ takes differences against (its full-precision, unmodified point)."""
 
 def variant(key: str) -> Variant:
     """The entry of ``model.ffn=key``; an unknown key is a ConfigError listing the variants."""
-    check_choice("model.ffn", key, FFN_VARIANTS)
+    check_choice("model.ffn", key, tuple(VARIANTS))
     return VARIANTS[key]
 
 
@@ -142,7 +142,8 @@ def paper_name(key: Any, heads: int = 1) -> str | None:
 
 def paper_order(key: Any) -> int:
     """Position of the family in the paper's row order; unknown keys sort last."""
-    return FFN_VARIANTS.index(key) if key in VARIANTS else len(FFN_VARIANTS)
+    order = list(VARIANTS)
+    return order.index(key) if key in VARIANTS else len(order)
 
 
 def paper_rows() -> dict[str, tuple[Variant, Mapping[str, Any]]]:
@@ -178,7 +179,8 @@ ROUTER_NAMES = tuple(ROUTERS)
 
 
 def router_kind(key: str) -> RouterKind:
-    check_choice("moe.router", key, ROUTER_NAMES)
+    """The entry of ``moe.router=key``; an unknown key is a ConfigError listing the routers."""
+    check_choice("moe.router", key, tuple(ROUTERS))
     return ROUTERS[key]
 
 

@@ -25,6 +25,7 @@ from mhmoe.sweep.spec import (
     SweepSpec,
     steps_for_tokens,
 )
+from mhmoe.variants import BASELINE
 
 VARIANT_KEYS = ("model.ffn", "moe.heads", "moe.head_proj", "moe.merge_proj")
 """Keys that define a variant rather than its SMoE baseline (not copied onto the baseline)."""
@@ -127,7 +128,7 @@ def _baseline(spec: SweepSpec, coords: dict[str, Any]) -> RunConfig:
     overrides = {**spec.base.overrides, **coords, **extra}
     overrides = {k: v for k, v in overrides.items() if k not in MATCH_KNOBS}
     cfg = _resolve(spec, _with_budget(spec, overrides))
-    if cfg.model.ffn != "smoe" or cfg.moe.heads != 1:
+    if cfg.model.ffn != BASELINE or cfg.moe.heads != 1:
         raise ConfigError(
             f"match.baseline={spec.match.baseline!r} resolves to model.ffn={cfg.model.ffn!r}, "
             f"moe.heads={cfg.moe.heads}; the baseline must be an SMoE with moe.heads=1"
@@ -169,7 +170,7 @@ def _metric(spec: SweepSpec, cfg: RunConfig) -> str:
 def _point(spec: SweepSpec, group: Group, coords: dict[str, Any], short: dict[str, str]) -> TrialPoint:
     raw = {**spec.base.overrides, **coords, **group.overrides}
     request = _resolve(spec, _with_budget(spec, {k: v for k, v in raw.items() if k not in MATCH_KNOBS}))
-    if request.model.ffn == "dense":
+    if not request.model.variant.routes:
         # A dense model has no routed layer: moe.* and match.* axes would only duplicate it.
         coords = {k: v for k, v in coords.items() if not k.startswith(("moe.", "match."))}
         raw = {k: v for k, v in raw.items() if not k.startswith(("moe.", "match."))}
@@ -179,7 +180,7 @@ def _point(spec: SweepSpec, group: Group, coords: dict[str, Any], short: dict[st
     baseline_coords = {k: v for k, v in coords.items() if k not in VARIANT_KEYS}
     baseline = _baseline(spec, baseline_coords) if spec.match.policy == "flops" else None
     notes: tuple[str, ...] = ()
-    if baseline is not None and request.model.ffn != "dense":
+    if baseline is not None and request.model.variant.routes:
         result = _match(spec, request, baseline, knobs)
         overrides.update({"model.ffn": result.ffn, **{f"moe.{k}": v for k, v in result.moe_overrides().items()}})
         notes = result.notes
@@ -288,7 +289,7 @@ def plan_rows(points: list[TrialPoint] | tuple[TrialPoint, ...]) -> list[dict[st
     rows = []
     for i, p in enumerate(points):
         cfg = p.config
-        dense = cfg.model.ffn == "dense"
+        dense = not cfg.model.variant.routes
         rows.append({
             "#": str(i), "point": p.label, "variant": p.variant,
             "heads": "-" if dense else str(cfg.moe.heads),
