@@ -35,18 +35,18 @@ from mhmoe.config import Architecture, ModelConfig, MoEConfig
 from mhmoe.configbase import ConfigError, check, check_choice, from_dict
 from mhmoe.presets import preset
 from mhmoe.variants import BASELINE as BASELINE_FFN
-from mhmoe.variants import VARIANTS, paper_rows, variant
+from mhmoe.variants import VARIANTS, variant, variant_rows
 MATCHED_FFNS = tuple(key for key, entry in VARIANTS.items() if entry.match is not None)
 MATCH_MODES = ("match", "remove", "rematch")
 DIM_MULTIPLE = 4
 """Expert widths are multiples of this: fp32 grouped_mm needs every stride to be 16 bytes."""
 
 PAPER_ROWS: dict[str, dict[str, Any]] = {
-    label: {"ffn": entry.key, **row} for label, (entry, row) in paper_rows().items() if entry.match is not None
+    label: {"ffn": entry.key, **row} for label, (entry, row) in variant_rows().items() if entry.match is not None
 }
-"""The routed rows of v2 Table 1 by variant label, as ``match_variant`` keyword arguments."""
-VARIANT_NAMES = tuple(paper_rows())
-"""Every Table 1 row by variant label, in the paper's order (dense, smoe, fine_grained, mhmoe-h2, mhmoe-h3)."""
+"""The routed rows (v2 Table 1, then any other registered variant) by label, as ``match_variant`` keywords."""
+VARIANT_NAMES = tuple(variant_rows())
+"""Every row by variant label, in the paper's order (dense, smoe, fine_grained, mhmoe-h2, mhmoe-h3)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -246,7 +246,7 @@ def paper_variants(preset_name_or_dict: str | Mapping[str, Any]) -> dict[str, di
     """
     matches = paper_matches(preset_name_or_dict)
     return {name: matches[name].overrides() if name in matches else {"model": {"ffn": entry.key}}
-            for name, (entry, _) in paper_rows().items()}
+            for name, (entry, _) in variant_rows().items()}
 
 
 __all__ = [

@@ -43,8 +43,11 @@ class Variant:
     """Head and merge layers on when ``moe.head_proj`` / ``moe.merge_proj`` are None."""
     match: str | None = None
     """Matching rule (:data:`MATCH_RULES`); None: not sized against the SMoE baseline."""
-    paper_rows: tuple[Mapping[str, Any], ...] = ()
-    """The paper's Table 1 rows of this variant, as :func:`mhmoe.matching.match_variant` keywords."""
+    rows: tuple[Mapping[str, Any], ...] = ({},)
+    """Rows of ``mhmoe budget`` / ``mhmoe smoke`` (and of the paper's Table 1 for the paper's variants),
+    as :func:`mhmoe.matching.match_variant` keywords: MH-MoE has one per head count."""
+    in_paper: bool = False
+    """The paper ran this variant, at the head counts of its ``rows``."""
     colour: str = "purple"
     """Okabe-Ito colour name of the family in figures (analysis/style.py)."""
 
@@ -75,20 +78,20 @@ class Variant:
 
     def is_paper_model(self, heads: int = 1) -> bool:
         """Whether the paper ran this variant at ``heads`` (MH-MoE: h = 2 and 3 only)."""
-        return any(int(row.get("heads", 1)) == int(heads) for row in self.paper_rows)
+        return self.in_paper and any(int(row.get("heads", 1)) == int(heads) for row in self.rows)
 
 
 VARIANTS: dict[str, Variant] = {
     v.key: v
     for v in (
-        Variant(key="dense", name="Dense", routes=False, builder="mhmoe.model.ffn:dense_ffn",
-                paper_rows=({},), colour="black"),
+        Variant(key="dense", name="Dense", routes=False, builder="mhmoe.model.ffn:dense_ffn", in_paper=True,
+                colour="black"),
         Variant(key="smoe", name="SMoE", routes=True, builder="mhmoe.model.ffn:routed_ffn", match="whole",
-                paper_rows=({},), colour="orange"),
+                in_paper=True, colour="orange"),
         Variant(key="fine_grained", name="Fine-grained SMoE", routes=True, builder="mhmoe.model.ffn:routed_ffn",
-                match="segment", paper_rows=({"granularity": 2},), colour="sky"),
+                match="segment", rows=({"granularity": 2},), in_paper=True, colour="sky"),
         Variant(key="mhmoe", name="MH-MoE", routes=True, builder="mhmoe.model.ffn:routed_ffn", multi_head=True,
-                projections=True, match="heads", paper_rows=({"heads": 2}, {"heads": 3}), colour="green"),
+                projections=True, match="heads", rows=({"heads": 2}, {"heads": 3}), in_paper=True, colour="green"),
     )
 }
 """Every FFN variant, in the paper's row order (Dense, SMoE, Fine-grained SMoE, MH-MoE)."""
@@ -146,11 +149,12 @@ def paper_order(key: Any) -> int:
     return order.index(key) if key in VARIANTS else len(order)
 
 
-def paper_rows() -> dict[str, tuple[Variant, Mapping[str, Any]]]:
-    """The paper's Table 1 rows in order: ``label -> (variant, match_variant keywords)``."""
+def variant_rows() -> dict[str, tuple[Variant, Mapping[str, Any]]]:
+    """Every variant's rows in the paper's order (the paper's Table 1 first, as registered):
+    ``label -> (variant, match_variant keywords)``."""
     rows: dict[str, tuple[Variant, Mapping[str, Any]]] = {}
     for entry in VARIANTS.values():
-        for row in entry.paper_rows:
+        for row in entry.rows:
             rows[entry.label(heads=int(row.get("heads", 1)))] = (entry, row)
     return rows
 
@@ -197,7 +201,7 @@ __all__ = [
     "multi_head",
     "paper_name",
     "paper_order",
-    "paper_rows",
+    "variant_rows",
     "projections_default",
     "router_kind",
     "routes",

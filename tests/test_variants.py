@@ -36,7 +36,7 @@ def test_every_entry_resolves_to_its_module() -> None:
 def test_registry_order_is_the_papers() -> None:
     assert variants.FFN_VARIANTS == ("dense", "smoe", "fine_grained", "mhmoe")
     assert VARIANT_NAMES == ("dense", "smoe", "fine_grained", "mhmoe-h2", "mhmoe-h3")
-    assert [variants.paper_name(e.key, int(row.get("heads", 1))) for e, row in variants.paper_rows().values()] == [
+    assert [variants.paper_name(e.key, int(row.get("heads", 1))) for e, row in variants.variant_rows().values()] == [
         "Dense", "SMoE", "Fine-grained SMoE", "MH-MoE (head=2)", "MH-MoE (head=3)"]
     assert set(MATCHED_FFNS) == {"smoe", "fine_grained", "mhmoe"}
     assert PAPER_ROWS["fine_grained"] == {"ffn": "fine_grained", "granularity": 2}

@@ -19,7 +19,7 @@ from mhmoe.commands.bad_input import Parser, int_at_least, refuses_bad_input
 from mhmoe.config import Architecture, ModelConfig, QuantConfig
 from mhmoe.matching import BASELINE_FFN, MatchResult, paper_matches, preset_configs
 from mhmoe.presets import PRESETS, preset
-from mhmoe.variants import paper_rows
+from mhmoe.variants import variant_rows
 
 BITNET = QuantConfig(weight_bits=1.58)
 FULL_PRECISION = QuantConfig()
@@ -80,7 +80,7 @@ def budget_table(preset_name_or_dict: str | Mapping[str, Any], *, seq_len: int |
     reference = (moe_mults_per_token(smoe_model, baseline), moe_layer_params(smoe_model, baseline))
     matches = paper_matches(data)
     rows = []
-    for name, (entry, _) in paper_rows().items():
+    for name, (entry, _) in variant_rows().items():
         match = matches.get(name)  # None: a variant without a matching rule (dense) keeps its sizes
         variant_model, variant_moe = (match.apply(model, baseline) if match
                                       else (dataclasses.replace(model, ffn=entry.key), baseline))
