@@ -246,9 +246,9 @@ def _training_tokens(runs: pd.DataFrame) -> pd.Series:
 def _paper_model(family: str, heads: int) -> str | None:
     """The paper's model a point stands for (the paper ran MH-MoE with 2 and 3 heads only)."""
     entry = find_variant(family)
-    if entry is None or not entry.multi_head:
-        return model_name(family, heads)  # None for an unknown family
-    return entry.paper_name(heads) if entry.is_paper_model(heads) else None
+    if entry is None or not entry.in_paper:
+        return None
+    return entry.paper_name(heads) if not entry.multi_head or entry.is_paper_model(heads) else None
 
 
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
