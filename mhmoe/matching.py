@@ -36,6 +36,7 @@ from mhmoe.configbase import ConfigError, check, check_choice, from_dict
 from mhmoe.presets import preset
 from mhmoe.variants import BASELINE as BASELINE_FFN
 from mhmoe.variants import VARIANTS, variant, variant_rows
+
 MATCHED_FFNS = tuple(key for key, entry in VARIANTS.items() if entry.match is not None)
 MATCH_MODES = ("match", "remove", "rematch")
 DIM_MULTIPLE = 4
@@ -180,8 +181,10 @@ def match_variant(
     _check_request(model, baseline, ffn=ffn, heads=heads, top_k=top_k, granularity=granularity,
                    mode=mode, expert_multiple=expert_multiple)
     entry = variant(ffn)
-    m = granularity if entry.match == "segment" else 1
-    k = top_k or {"whole": 1, "segment": m, "heads": heads}[entry.match] * baseline.top_k
+    rule = entry.match
+    assert rule is not None  # _check_request refused a variant without a matching rule
+    m = granularity if rule == "segment" else 1
+    k = top_k or {"whole": 1, "segment": m, "heads": heads}[rule] * baseline.top_k
     default = entry.projections
     head = default if head_proj is None else head_proj
     merge = default if merge_proj is None else merge_proj
@@ -195,7 +198,7 @@ def match_variant(
     d_ff = _round_to(exact_f, DIM_MULTIPLE)
     if d_ff != exact_f:
         notes.append(f"expert_d_ff {_fmt(exact_f)} rounded to {d_ff} (multiple of {DIM_MULTIPLE})")
-    if entry.match == "heads":
+    if rule == "heads":
         # The expert count is solved at the width the n_count projections leave (rematch keeps it).
         d_ff_count = d_ff if n_count == n_width else _round_to(
             _exact_d_ff(model, baseline, n_base, n_count, k), DIM_MULTIPLE)
