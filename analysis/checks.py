@@ -10,6 +10,7 @@ import pandas as pd
 
 from analysis.frame import FINISHED, METRIC, finished, ppl_col, val_sets
 from analysis.stats import NO_CI
+from mhmoe.variants import routes
 
 ROUTING_MEAN = ("routing/mean/activation_ratio", "routing/mean/load_imbalance")
 
@@ -32,7 +33,7 @@ def missing_notes(runs: pd.DataFrame) -> list[str]:
         lacking = [s for s in sets if pd.isna(r.get(ppl_col(s)))]
         if lacking:
             notes.append(f"run {_run(r)} finished without " + ", ".join(f"val/{s}/ppl" for s in lacking) + ".")
-    moe = done[done["family"] != "dense"]
+    moe = done[done["family"].map(routes).astype(bool)]
     no_routing = [_run(r) for _, r in moe.iterrows()
                   if all(pd.isna(r.get(METRIC + m)) for m in ROUTING_MEAN)]
     if no_routing:

@@ -18,7 +18,9 @@ from analysis.frame import MissingData, baseline_point, col, config_columns, fin
 from analysis.paper import paper_frame
 from analysis.stats import difference, per_seed
 from analysis.style import DOUBLE, SINGLE, family_colour, figure, line_styles, paper_name, paper_sort_key, styled
+from mhmoe.config import is_quantized
 from mhmoe.tracking import names
+from mhmoe.variants import projections_default
 
 FLOPS = "budget.train_flops_per_token"
 MIN_SPAN_PCT = 5.0  # FLOP-matched points (within a few %) are drawn as close as they are
@@ -47,14 +49,14 @@ def bitnet_gaps(runs: pd.DataFrame, val_set: str) -> pd.DataFrame:
     metric = names.val_metric(val_set, "ppl")
     rows = []
     for _, group in done.groupby("base", sort=False):
-        full = group[group["weight_bits"] >= 16]
+        full = group[~is_quantized(group["weight_bits"])]
         if full.empty:
             continue
         fp = full.iloc[0]
         b = per_seed(runs, fp["point"], metric, log=True)
-        for _, q in group[group["weight_bits"] < 16].drop_duplicates("point").iterrows():
+        for _, q in group[is_quantized(group["weight_bits"])].drop_duplicates("point").iterrows():
             d = difference(per_seed(runs, q["point"], metric, log=True), b)
-            default = fp["family"] == "mhmoe"
+            default = projections_default(fp["family"])
             plain = not fp["shared"] and (fp["head_proj"], fp["merge_proj"]) == (default, default)
             rows.append({"label": fp["label"], "name": paper_name(fp), "order": paper_sort_key(fp),
                          "family": fp["family"], "weight_bits": q["weight_bits"],
@@ -129,7 +131,7 @@ def plot_ppl_vs_flops(data: pd.DataFrame, val_set: str) -> Figure:
         err = [[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]]
         ax.errorbar([r["flops_pct"]], [r["mean"]], yerr=np.where(np.isfinite(err), err, 0), linestyle="none",
                     marker=style["marker"], color=style["color"], label=paper_name(r),
-                    markerfacecolor="none" if r["weight_bits"] < 16 else style["color"])  # open = quantized
+                    markerfacecolor="none" if is_quantized(r["weight_bits"]) else style["color"])  # open = quantized
     low, high = data["flops_pct"].min(), data["flops_pct"].max()
     pad = 0.08 * max(high - low, 2 * MIN_SPAN_PCT)
     ax.set_xlim(min(low, -MIN_SPAN_PCT) - pad, max(high, MIN_SPAN_PCT) + pad)

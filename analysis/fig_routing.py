@@ -15,6 +15,8 @@ from matplotlib.figure import Figure
 
 from analysis.frame import MissingData, finished, points
 from analysis.style import DIVERGING_CMAP, DOUBLE, SEQUENTIAL_CMAP, figure, line_styles, paper_names, styled
+from mhmoe.config import is_quantized
+from mhmoe.variants import multi_head, routes
 
 MIN_LOAD_SPAN = 0.25  # log2 units: the colour scale spans at least 0.84x .. 1.19x the uniform share
 LOAD_TICKS = 5
@@ -46,7 +48,7 @@ def select_load_labels(runs: pd.DataFrame, available: list[str], limit: int = MA
     """One representative per family/head count (full precision, no shared expert preferred)."""
     pts = points(runs)
     pts = pts[pts["label"].isin(available)].copy()
-    pts["rank"] = (pts["weight_bits"] < 16).astype(int) + pts["shared"].astype(int)
+    pts["rank"] = is_quantized(pts["weight_bits"]).astype(int) + pts["shared"].astype(int)
     pts = pts.sort_values(["family", "heads", "rank", "n_runs", "label"], ascending=[True, True, True, False, True])
     chosen = pts.drop_duplicates(["family", "heads"])
     return list(paper_names(chosen))[:limit]
@@ -95,7 +97,7 @@ def divergence_distribution(runs: pd.DataFrame, arrays: dict[str, tuple[int, np.
     points with h >= 2)."""
     rows = []
     mh = finished(runs)
-    mh = mh[(mh["family"] == "mhmoe") & (mh["heads"] >= 2)]
+    mh = mh[mh["family"].map(multi_head).astype(bool) & (mh["heads"] >= 2)]
     for label, name in paper_names(mh).items():
         group = mh[mh["label"] == label]
         hists = [np.asarray(arrays[r][1], dtype="float64").sum(axis=0) for r in group["run_id"] if r in arrays]
@@ -154,7 +156,8 @@ def plot_routing_stats(runs: pd.DataFrame, agg: pd.DataFrame, divergence: pd.Dat
     """Activation ratio and load imbalance per routed variant (mean, 95% CI), and the distribution of
     distinct experts reached by an MH-MoE token's sub-tokens."""
     styles = line_styles(points(runs))
-    routed = agg[(agg["family"] != "dense") & agg["metric"].isin([ACTIVATION, IMBALANCE]) & agg["mean"].notna()]
+    routed = agg[agg["family"].map(routes).astype(bool) & agg["metric"].isin([ACTIVATION, IMBALANCE])
+                 & agg["mean"].notna()]
     names = paper_names(routed) if len(routed) else {}
     order = list(names)
     n_rows = max(len(order), divergence["label"].nunique() if len(divergence) else 0, 3)

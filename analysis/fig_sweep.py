@@ -18,6 +18,7 @@ from matplotlib.ticker import NullFormatter
 
 from analysis.frame import FAMILY_NAMES, MissingData, model_name
 from analysis.style import DOUBLE, SEQUENTIAL_CMAP, SINGLE, figure, line_styles, modifier_text, paper_sort_key, styled
+from mhmoe.variants import multi_head
 
 AXES = {"heads": "MH-MoE heads h", "experts": "experts per MoE layer E", "weight_bits": "weight bits"}
 _FAMILY = ["family", "shared", "head_proj", "merge_proj"]
@@ -26,8 +27,8 @@ MIN_GRID_POINTS = 3  # fewer points over heads x experts lie on one line: nothin
 
 def _line_name(row: pd.Series, axis: str) -> str:
     """The paper name of a line's points without the coordinate the line varies."""
-    if row["family"] == "mhmoe" and axis == "heads":
-        name = FAMILY_NAMES["mhmoe"]
+    if multi_head(row["family"]) and axis == "heads":
+        name = FAMILY_NAMES[row["family"]]
     else:
         name = model_name(row["family"], row["heads"]) or str(row["variant"])
     name += modifier_text(row, bits=axis != "weight_bits")

@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mhmoe.config import FULL_PRECISION_BITS, is_quantized
 from mhmoe.run_config import run_config_keys
 from mhmoe.tracking import names
-from mhmoe.tracking.display import FAMILY_NAMES, FULL_PRECISION_BITS, model_name  # noqa: F401 - analysis names
+from mhmoe.tracking.display import FAMILY_NAMES, model_name  # noqa: F401 - analysis names
+from mhmoe.variants import BASELINE, find_variant, projections_default, routes, variant_label
 
 PARAM = "params/"
 METRIC = "metrics/"
@@ -36,6 +38,10 @@ _SHORT = {"moe.num_experts": "E", "moe.top_k": "k", "moe.expert_d_ff": "dff", "m
 _RUNTIME_KEYS = ("train.accelerator", "train.num_threads", "train.compile", "train.peak_flops",
                  "train.checkpoint_every", "train.log_every", "train.routing_every", "train.log_checkpoint",
                  "train.system_metrics")
+
+
+BASELINE_VARIANT = variant_label(BASELINE)
+"""Label of the point differences are taken against: the paper's (and the matcher's) SMoE baseline."""
 
 
 class MissingData(LookupError):
@@ -130,8 +136,8 @@ def _tag(runs: pd.DataFrame, key: str) -> pd.Series:
 
 
 def _resolve_proj(explicit: pd.Series, family: pd.Series) -> pd.Series:
-    # None means "variant default": on for mhmoe, off otherwise (MoEConfig.uses_head_proj).
-    default = family == "mhmoe"
+    # None means "variant default" (mhmoe.variants: on for mhmoe, off otherwise).
+    default = family.map(projections_default)
     values = [bool(d) if e is None or (isinstance(e, float) and np.isnan(e)) else bool(e)
               for e, d in zip(explicit, default)]
     return pd.Series(values, index=explicit.index, dtype="bool")
@@ -142,18 +148,10 @@ def _numeric(series: pd.Series, default: float) -> pd.Series:
 
 
 def _variant_from_params(row: pd.Series) -> str:
-    """Same rule as :func:`mhmoe.config.variant_label` plus the ``+w<bits>`` suffix of RunConfig."""
-    family = row["family"]
-    if family == "dense":
-        label = "dense"
-    else:
-        label = family if family != "mhmoe" else f"mhmoe-h{int(row['heads'])}"
-        default = family == "mhmoe"
-        if (row["head_proj"], row["merge_proj"]) != (default, default):
-            label += ("+head" if row["head_proj"] else "+nohead") + ("+merge" if row["merge_proj"] else "+nomerge")
-        if row["shared"]:
-            label += "+shared"
-    if row["weight_bits"] < FULL_PRECISION_BITS:
+    """The variant's label rule (:mod:`mhmoe.variants`) plus the ``+w<bits>`` suffix of RunConfig."""
+    label = variant_label(row["family"], heads=int(row["heads"]), head_proj=bool(row["head_proj"]),
+                          merge_proj=bool(row["merge_proj"]), shared=bool(row["shared"]))
+    if is_quantized(row["weight_bits"]):
         label += f"+w{row['weight_bits']:g}"
     return label
 
@@ -219,7 +217,7 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
         out["status"] = FINISHED
     out["family"] = _param(out, "model.ffn").fillna("unknown").astype(str)
     out["heads"] = _numeric(_param(out, "moe.heads"), 1.0).astype("int64")
-    moe = out["family"] != "dense"
+    moe = out["family"].map(routes).astype(bool)
     out["experts"] = pd.to_numeric(_param(out, "moe.num_experts"), errors="coerce").where(moe)
     out["top_k"] = pd.to_numeric(_param(out, "moe.top_k"), errors="coerce").where(moe)
     out["weight_bits"] = _numeric(_param(out, "quant.weight_bits"), FULL_PRECISION_BITS)
@@ -248,7 +246,10 @@ def _training_tokens(runs: pd.DataFrame) -> pd.Series:
 
 def _paper_model(family: str, heads: int) -> str | None:
     """The paper's model a point stands for (the paper ran MH-MoE with 2 and 3 heads only)."""
-    return model_name(family, heads) if family != "mhmoe" or heads in (2, 3) else None
+    entry = find_variant(family)
+    if entry is None or not entry.in_paper:
+        return None
+    return entry.paper_name(heads) if not entry.multi_head or entry.is_paper_model(heads) else None
 
 
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
@@ -268,5 +269,5 @@ def points(runs: pd.DataFrame, extra: Iterable[str] = ()) -> pd.DataFrame:
 def baseline_point(pts: pd.DataFrame) -> str:
     """The point differences are taken against: the SMoE variant (full precision, no modifiers;
     the paper's baseline), else the first point. ``pts`` is :func:`points` output."""
-    base = pts[pts["variant"] == "smoe"]
+    base = pts[pts["variant"] == BASELINE_VARIANT]
     return str(base.iloc[0]["point"] if len(base) else pts.iloc[0]["point"])

@@ -17,9 +17,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 from scipy import stats as sps
 
-from analysis.frame import MissingData, annotate, finished
+from analysis.frame import BASELINE_VARIANT, MissingData, annotate, finished
 from analysis.stats import CONFIDENCE, difference, interval_text, per_seed
 from analysis.style import SINGLE, figure, line_styles, paper_name, paper_sort_key, styled
+from mhmoe.config import is_quantized
 from mhmoe.tracking import names
 
 MIN_RUNGS_FOR_TREND = 3
@@ -40,7 +41,7 @@ def at_rung(runs: pd.DataFrame, tokens: float) -> pd.DataFrame:
 
 
 def _baseline_at(done: pd.DataFrame) -> str | None:
-    base = done[(done["variant"] == "smoe") & (done["weight_bits"] >= 16)]
+    base = done[(done["variant"] == BASELINE_VARIANT) & ~is_quantized(done["weight_bits"])]
     return str(base["point"].iloc[0]) if len(base) else None
 
 

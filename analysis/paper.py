@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from mhmoe.config import FULL_PRECISION_BITS
+
 COLUMNS = ("RedPajama", "Wiki", "C4")
 MODELS = ("Dense", "SMoE", "Fine-grained SMoE", "MH-MoE (head=2)", "MH-MoE (head=3)")
 TABLE_TITLES = {
@@ -19,7 +21,6 @@ TABLE_TITLES = {
     "T5": "Table 5: head vs merge layer, MH-MoE h=2",
 }
 BITNET_BITS = 1.58
-FULL_BITS = 16.0
 
 # (model, steps, RedPajama, Wiki, C4), from v2 Tables 1-3.
 _T1 = [
@@ -73,14 +74,14 @@ def _rows(table: str, model: str, steps: int, values, head: bool, merge: bool, s
 def paper_frame() -> pd.DataFrame:
     """Every published number of Tables 1-5 as one tidy frame."""
     rows = []
-    for table, data, shared, bits in (("T1", _T1, False, FULL_BITS), ("T2", _T2, True, FULL_BITS),
+    for table, data, shared, bits in (("T1", _T1, False, FULL_PRECISION_BITS), ("T2", _T2, True, FULL_PRECISION_BITS),
                                       ("T3", _T3, False, BITNET_BITS)):
         for model, steps, *values in data:
             d = default_proj(model)
             rows += _rows(table, model, steps, values, d, d, shared, bits)
     for table, data in (("T4", _T4), ("T5", _T5)):
         for model, head, merge, *values in data:
-            rows += _rows(table, model, _T45_STEPS, values, head, merge, False, FULL_BITS)
+            rows += _rows(table, model, _T45_STEPS, values, head, merge, False, FULL_PRECISION_BITS)
     return pd.DataFrame(rows)
 
 

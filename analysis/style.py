@@ -20,8 +20,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
-from analysis.frame import FAMILY_NAMES, FULL_PRECISION_BITS, model_name
+from analysis.frame import model_name
+from mhmoe.config import is_quantized
 from mhmoe.tracking.display import modifier_text  # noqa: F401 - re-exported: one rule for names
+from mhmoe.variants import VARIANTS, multi_head, paper_order, projections_default, routes
 
 SINGLE = 3.5  # in, one column of a two-column paper
 DOUBLE = 7.0  # in, full text width
@@ -33,8 +35,9 @@ OKABE_ITO = {
     "black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
     "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7", "yellow": "#F0E442",
 }
-FAMILY_COLOURS = {"dense": "black", "smoe": "orange", "fine_grained": "sky", "mhmoe": "green"}
-_MHMOE_BY_HEADS = ["green", "blue", "vermillion", "purple", "yellow"]  # h = 2, 3, 4, 6, 8, ... in order
+FAMILY_COLOURS = {key: entry.colour for key, entry in VARIANTS.items()}
+"""``model.ffn -> Okabe-Ito colour name`` (the variant registry's)."""
+_MULTI_HEAD_BY_HEADS = ["green", "blue", "vermillion", "purple", "yellow"]  # h = 2, 3, 4, 6, 8, ... in order
 SEQUENTIAL_CMAP = "cividis"  # perceptually uniform, readable with colour-vision deficiency
 DIVERGING_CMAP = "PuOr_r"  # colour-blind-safe diverging map (ColorBrewer)
 
@@ -60,16 +63,17 @@ def line_styles(points) -> dict[str, dict]:
     Colour encodes the family (MH-MoE: one colour per head count); line style encodes the
     modifiers (BitNet dashed, shared expert dotted, head/merge ablations dash-dot).
     """
-    heads = sorted(points.loc[points["family"] == "mhmoe", "heads"].unique())
+    heads = {family: sorted(group["heads"].unique()) for family, group in points.groupby("family")}
     out: dict[str, dict] = {}
     for _, p in points.iterrows():
-        if p["family"] == "mhmoe":
-            name = _MHMOE_BY_HEADS[heads.index(p["heads"]) % len(_MHMOE_BY_HEADS)]
+        if multi_head(p["family"]):
+            index = heads[p["family"]].index(p["heads"])
+            name = _MULTI_HEAD_BY_HEADS[index % len(_MULTI_HEAD_BY_HEADS)]
         else:
             name = FAMILY_COLOURS.get(p["family"], "purple")
-        default = p["family"] == "mhmoe"
+        default = projections_default(p["family"])
         ablated = (p["head_proj"], p["merge_proj"]) != (default, default)
-        style = "--" if p["weight_bits"] < 16 else ":" if p["shared"] else "-." if ablated else "-"
+        style = "--" if is_quantized(p["weight_bits"]) else ":" if p["shared"] else "-." if ablated else "-"
         out[p["label"]] = {"color": OKABE_ITO[name], "linestyle": style}
     markers = "osD^vP*X"
     seen: dict[tuple, int] = {}
@@ -97,12 +101,11 @@ def paper_sort_key(row) -> tuple:
     """The paper's row order: Dense, SMoE, Fine-grained SMoE, MH-MoE (head=2), (head=3), ..., in the paper's table
     order of modifiers (plain as Table 1, shared expert as Table 2, BitNet as Table 3, head/merge
     ablations as Tables 4-5); then by experts and label (stable for everything else)."""
-    families = list(FAMILY_NAMES)
-    family = families.index(row["family"]) if row["family"] in families else len(families)
-    default = row["family"] == "mhmoe"
-    ablated = (bool(row["head_proj"]), bool(row["merge_proj"])) != (default, default) and row["family"] != "dense"
+    family = paper_order(row["family"])
+    default = projections_default(row["family"])
+    ablated = (bool(row["head_proj"]), bool(row["merge_proj"])) != (default, default) and routes(row["family"])
     experts = row["experts"] if row["experts"] == row["experts"] else 0  # NaN for dense
-    quantized = float(row["weight_bits"]) < FULL_PRECISION_BITS
+    quantized = is_quantized(float(row["weight_bits"]))
     return (ablated, quantized, bool(row["shared"]), family, int(row["heads"]), experts, str(row["label"]))
 
 

@@ -42,7 +42,7 @@ def configs(batch_size: int) -> dict:
     from mhmoe.run_config import resolve_run_config
 
     out = {}
-    for name in ("smoe", "mhmoe_h3"):
+    for name in ("smoe", "mhmoe-h3"):
         nested = paper_variants("paper-v2")[name]
         flat = {f"{section}.{k}": v for section, values in nested.items() for k, v in values.items()}
         out[name] = resolve_run_config("paper-v2", None, {**flat, "train.batch_size": batch_size,

@@ -55,7 +55,8 @@ def telemetry_seconds(net, inputs) -> float:
     """Time to recompute every MoE layer's routing statistics from its router output."""
     captured = []
     # layer=layer binds each hook to its own layer (a bare closure would pair every output with the last one).
-    hooks = [layer.router.register_forward_hook(lambda m, i, o, layer=layer: captured.append((o.detach(), layer)))
+    hooks = [layer.router.register_forward_hook(
+        lambda m, i, o, layer=layer: captured.append((o.logits_SE.detach(), layer)))
              for layer in net.moe_layers().values()]
     with torch.no_grad():
         net(inputs)
@@ -104,7 +105,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp()
     client = mlflow.MlflowClient(f"sqlite:///{tmp}/mlflow.db")
     run_id = client.create_run(client.create_experiment("bench", artifact_location=f"file://{tmp}/art")).info.run_id
-    for variant in ("dense", "smoe", "mhmoe_h3"):
+    for variant in ("dense", "smoe", "mhmoe-h3"):
         cfg = config_for(variant)
         cfg = replace(cfg, model=replace(cfg.model, vocab_size=4096))
         net = build_model(cfg.model, cfg.moe, cfg.quant)

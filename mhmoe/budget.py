@@ -15,13 +15,16 @@ weights. Equal to the expert multiplications per token, and able to exceed the t
 Multiplications are forward multiply-adds per token; :func:`train_flops_per_token` turns them into
 training FLOPs (x2 for multiply + add, x3 for forward + backward). Symbols: d model width, F expert
 hidden width, k top-k, h MH-MoE heads, E experts, V vocabulary.
+
+The whole-model counts take a validated :class:`~mhmoe.config.Architecture` (a resolved RunConfig's
+``architecture``) or the configs, which are then validated once here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mhmoe.config import ModelConfig, MoEConfig, QuantConfig, check_architecture
+from mhmoe.config import Architecture, ModelConfig, MoEConfig, QuantConfig, as_architecture
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,6 +178,13 @@ def _n_projections(model: ModelConfig, moe: MoEConfig) -> int:
     return int(moe.uses_head_proj(model.ffn)) + int(moe.uses_merge_proj(model.ffn))
 
 
+def _configs(model: ModelConfig | Architecture, moe: MoEConfig | None) -> tuple[ModelConfig, MoEConfig]:
+    """(model, moe) of an Architecture or of the configs as given (no validation: per-layer numbers)."""
+    if isinstance(model, Architecture):
+        return model.model, model.moe
+    return model, moe or MoEConfig()
+
+
 def layer_params(model: ModelConfig, moe: MoEConfig, quant: QuantConfig, index: int) -> LayerParams:
     """Parameters of block ``index``."""
     d, (subln_attn, subln) = model.d_model, _subln(quant)
@@ -204,11 +214,11 @@ def layer_params(model: ModelConfig, moe: MoEConfig, quant: QuantConfig, index: 
 
 
 def count_params(
-    model: ModelConfig, moe: MoEConfig | None = None, quant: QuantConfig | None = None
+    model: ModelConfig | Architecture, moe: MoEConfig | None = None, quant: QuantConfig | None = None
 ) -> ParamCount:
-    """Total, active and quantized parameters; ``moe`` is ignored when ``model.ffn == 'dense'``."""
-    moe, quant = moe or MoEConfig(), quant or QuantConfig()
-    check_architecture(model, moe)
+    """Total, active and quantized parameters; ``moe`` is ignored when the variant does not route."""
+    arch = as_architecture(model, moe, quant)
+    model, moe, quant = arch.model, arch.moe, arch.quant
     layers = tuple(layer_params(model, moe, quant, i) for i in range(model.n_layers))
     embedding = model.vocab_size * model.d_model
     lm_head = 0 if model.tie_embeddings else embedding
@@ -245,61 +255,65 @@ def layer_mults(model: ModelConfig, moe: MoEConfig, index: int, *, seq_len: int)
     )
 
 
-def count_mults(model: ModelConfig, moe: MoEConfig | None = None, *, seq_len: int | None = None) -> MultCount:
+def count_mults(
+    model: ModelConfig | Architecture, moe: MoEConfig | None = None, *, seq_len: int | None = None
+) -> MultCount:
     """Forward multiplications per token; ``seq_len`` defaults to ``model.max_seq_len``."""
-    moe = moe or MoEConfig()
-    check_architecture(model, moe)
+    arch = as_architecture(model, moe)
+    model, moe = arch.model, arch.moe
     seq_len = model.max_seq_len if seq_len is None else seq_len
     layers = tuple(layer_mults(model, moe, i, seq_len=seq_len) for i in range(model.n_layers))
     return MultCount(seq_len=seq_len, lm_head=model.vocab_size * model.d_model, per_layer=layers)
 
 
 def train_flops_per_token(
-    model: ModelConfig, moe: MoEConfig | None = None, *, seq_len: int | None = None
+    model: ModelConfig | Architecture, moe: MoEConfig | None = None, *, seq_len: int | None = None
 ) -> int:
     """Training FLOPs per token for MFU: 6 x forward multiplications (2 per multiply-add, x3 fwd+bwd)."""
     return 6 * count_mults(model, moe, seq_len=seq_len).total
 
 
-def moe_mults_per_token(model: ModelConfig, moe: MoEConfig) -> int:
+def moe_mults_per_token(model: ModelConfig | Architecture, moe: MoEConfig | None = None) -> int:
     """Matched MoE budget of one MoE layer: expert + head + merge multiplications per token.
 
     Router and shared expert are excluded (the paper does not match them). ``model.ffn`` decides the
     head/merge defaults; for ``dense`` this is the dense FFN that sits where the MoE would.
     """
+    model, moe = _configs(model, moe)
     d = model.d_model
-    if model.ffn == "dense":
+    if not model.variant.routes:
         return _swiglu(d, model.d_ff)
     return _swiglu(d, moe.expert_d_ff) * moe.top_k + _n_projections(model, moe) * d * d
 
 
-def moe_layer_params(model: ModelConfig, moe: MoEConfig) -> int:
+def moe_layer_params(model: ModelConfig | Architecture, moe: MoEConfig | None = None) -> int:
     """Matched parameters of one MoE layer: expert + head + merge weights.
 
     Router, biases, norms and the shared expert are excluded, as in the paper's parity equation
     (docs/MATCHING.md); this gives its 37,748,736 / 36,569,088 / 38,928,384.
     """
+    model, moe = _configs(model, moe)
     d = model.d_model
-    if model.ffn == "dense":
+    if not model.variant.routes:
         return _swiglu(d, model.d_ff)
     experts = moe.num_experts * _swiglu(d // moe.heads, moe.expert_d_ff)
     return experts + _n_projections(model, moe) * d * d
 
 
 def summary(
-    model: ModelConfig, moe: MoEConfig | None = None, quant: QuantConfig | None = None,
+    model: ModelConfig | Architecture, moe: MoEConfig | None = None, quant: QuantConfig | None = None,
     *, seq_len: int | None = None,
 ) -> dict[str, int]:
     """Flat ``budget.*`` numbers for MLflow params and tables."""
-    moe = moe or MoEConfig()
-    params = count_params(model, moe, quant)
-    mults = count_mults(model, moe, seq_len=seq_len)
+    arch = as_architecture(model, moe, quant)
+    params = count_params(arch)
+    mults = count_mults(arch, seq_len=seq_len)
     return {
         "budget.total_params": params.total,
         "budget.active_params": params.active,
         "budget.quantized_params": params.quantized,
-        "budget.moe_layer_params": moe_layer_params(model, moe),
-        "budget.moe_mults_per_token": moe_mults_per_token(model, moe),
+        "budget.moe_layer_params": moe_layer_params(arch),
+        "budget.moe_mults_per_token": moe_mults_per_token(arch),
         "budget.forward_mults_per_token": mults.total,
         "budget.train_flops_per_token": 6 * mults.total,
         "budget.seq_len": mults.seq_len,

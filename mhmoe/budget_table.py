@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from mhmoe.budget import count_mults, count_params, moe_layer_params, moe_mults_per_token
-from mhmoe.config import ModelConfig, MoEConfig, QuantConfig, variant_label
-from mhmoe.matching import MatchResult, paper_matches, preset_configs
+from mhmoe.config import Architecture, ModelConfig, QuantConfig
+from mhmoe.matching import BASELINE_FFN, MatchResult, paper_matches, preset_configs
 from mhmoe.presets import preset
+from mhmoe.variants import variant_rows
 
 BITNET = QuantConfig(weight_bits=1.58)
 FULL_PRECISION = QuantConfig()
@@ -30,24 +31,24 @@ def _default_seq_len(data: Mapping[str, Any], model: ModelConfig) -> int:
 
 
 def _row(
-    name: str, model: ModelConfig, moe: MoEConfig, quant: QuantConfig, *, seq_len: int,
-    baseline: tuple[int, int], match: MatchResult | None,
+    name: str, arch: Architecture, *, seq_len: int, baseline: tuple[int, int], match: MatchResult | None,
 ) -> dict[str, Any]:
-    params = count_params(model, moe, quant)
-    mults = count_mults(model, moe, seq_len=seq_len)
-    moe_mults, moe_params = moe_mults_per_token(model, moe), moe_layer_params(model, moe)
-    routed = model.ffn != "dense"
+    model, moe = arch.model, arch.moe
+    params = count_params(arch)
+    mults = count_mults(arch, seq_len=seq_len)
+    moe_mults, moe_params = moe_mults_per_token(arch), moe_layer_params(arch)
+    routed = arch.routes
     return {
         "variant": name,
-        "label": variant_label(model, moe),
-        "bitnet": quant.enabled,
+        "label": arch.label,
+        "bitnet": arch.quant.enabled,
         "ffn": model.ffn,
         "num_experts": moe.num_experts if routed else None,
         "top_k": moe.top_k if routed else None,
         "expert_d_ff": moe.expert_d_ff if routed else None,
         "heads": moe.heads if routed else None,
-        "head_proj": moe.uses_head_proj(model.ffn) if routed else None,
-        "merge_proj": moe.uses_merge_proj(model.ffn) if routed else None,
+        "head_proj": arch.head_proj if routed else None,
+        "merge_proj": arch.merge_proj if routed else None,
         "exact_num_experts": match.exact_num_experts if match else None,
         # For dense: the dense FFN that sits where the MoE layer would.
         "moe_mults_per_token": moe_mults,
@@ -67,23 +68,23 @@ def _row(
 
 
 def budget_table(preset_name_or_dict: str | Mapping[str, Any], *, seq_len: int | None = None) -> list[dict[str, Any]]:
-    """One row per Table 1 variant (dense, smoe, fine_grained, mhmoe_h2, mhmoe_h3), each without
-    and with BitNet. Mismatches are MoE-layer numbers relative to the preset's SMoE baseline."""
+    """One row per Table 1 variant by label (dense, smoe, fine_grained, mhmoe-h2, mhmoe-h3), each
+    without and with BitNet. Mismatches are MoE-layer numbers relative to the preset's SMoE baseline."""
     data = preset(preset_name_or_dict) if isinstance(preset_name_or_dict, str) else preset_name_or_dict
     model, baseline = preset_configs(data)
     seq_len = _default_seq_len(data, model) if seq_len is None else seq_len
-    smoe_model = dataclasses.replace(model, ffn="smoe")
+    smoe_model = dataclasses.replace(model, ffn=BASELINE_FFN)
     reference = (moe_mults_per_token(smoe_model, baseline), moe_layer_params(smoe_model, baseline))
-    variants: dict[str, tuple[ModelConfig, MoEConfig, MatchResult | None]] = {
-        "dense": (dataclasses.replace(model, ffn="dense"), baseline, None)
-    }
-    for name, match in paper_matches(data).items():
-        variants[name] = (*match.apply(model, baseline), match)
-    return [
-        _row(name, m, moe, quant, seq_len=seq_len, baseline=reference, match=match)
-        for name, (m, moe, match) in variants.items()
-        for quant in (FULL_PRECISION, BITNET)
-    ]
+    matches = paper_matches(data)
+    rows = []
+    for name, (entry, _) in variant_rows().items():
+        match = matches.get(name)  # None: a variant without a matching rule (dense) keeps its sizes
+        variant_model, variant_moe = (match.apply(model, baseline) if match
+                                      else (dataclasses.replace(model, ffn=entry.key), baseline))
+        for quant in (FULL_PRECISION, BITNET):
+            arch = Architecture(model=variant_model, moe=variant_moe, quant=quant)
+            rows.append(_row(name, arch, seq_len=seq_len, baseline=reference, match=match))
+    return rows
 
 
 def _si(value: float) -> str:
@@ -129,6 +130,3 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         f"multiplicity (h x k per token). Attention scores at seq_len={rows[0]['seq_len']} (no causal discount).",
     ]
     return "\n".join(lines + footer + [f"note: {n}" for n in notes])
-
-
-__all__ = ["budget_table", "format_table"]

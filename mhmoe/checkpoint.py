@@ -74,7 +74,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         config = RunConfig.from_dict(hparams["config"])
     except ConfigError as err:
         raise CheckpointError(f"{path}: stored config is invalid: {err}") from None
-    net = build_model(config.model, config.moe, config.quant)
+    net = build_model(config.architecture)
     state = {k[len(STATE_PREFIX):]: v for k, v in raw["state_dict"].items() if k.startswith(STATE_PREFIX)}
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -1,18 +1,21 @@
 """Architecture configs: the backbone, the MoE layer and BitNet quantization.
 
 One frozen, keyword-only dataclass per component. Each validates its own fields in
-``__post_init__``; :func:`check_architecture` checks the rules that span components
-(``moe.heads`` must divide ``model.d_model`` ...). Errors name the dotted field.
+``__post_init__``; :class:`Architecture` checks the rules that span components (``moe.heads``
+must divide ``model.d_model`` ...) once, and is what the model, the budget and the matcher take.
+Errors name the dotted field. What each ``model.ffn`` / ``moe.router`` means: :mod:`mhmoe.variants`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mhmoe.configbase import ConfigError, check, check_choice, check_positive
+from mhmoe.variants import FFN_VARIANTS, ROUTER_NAMES, VARIANTS, Variant, router_kind, variant
 
-FFN_VARIANTS = ("dense", "smoe", "fine_grained", "mhmoe")
-WEIGHT_BITS = (16.0, 8.0, 4.0, 2.0, 1.58)
+FULL_PRECISION_BITS = 16.0
+"""``quant.weight_bits`` of an unquantized model: quantization is off at this width."""
+WEIGHT_BITS = (FULL_PRECISION_BITS, 8.0, 4.0, 2.0, 1.58)
 CAPACITY_MODES = ("dropless", "capacity")
 DISPATCH_IMPLS = ("auto", "grouped_mm", "loop")
 
@@ -22,7 +25,7 @@ class ModelConfig:
     """Decoder-only backbone (docs/MODEL.md): pre-norm RMSNorm, RoPE, SwiGLU, tied embeddings."""
 
     ffn: str = "smoe"
-    """FFN variant registry key: dense, smoe, fine_grained or mhmoe."""
+    """FFN variant (mhmoe.variants): dense, smoe, fine_grained or mhmoe."""
     vocab_size: int = 32000
     """Vocabulary size; the data module overwrites it with the tokenizer's size."""
     d_model: int = 768
@@ -47,7 +50,7 @@ class ModelConfig:
     """Std of the token embedding init (tied LM head)."""
 
     def __post_init__(self) -> None:
-        check_choice("model.ffn", self.ffn, FFN_VARIANTS)
+        variant(self.ffn)  # an unknown variant lists the known ones
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "moe_every", "max_seq_len"):
             check_positive(f"model.{name}", getattr(self, name))
         check(
@@ -59,12 +62,17 @@ class ModelConfig:
         check_positive("model.norm_eps", self.norm_eps)
 
     @property
+    def variant(self) -> Variant:
+        """The :mod:`mhmoe.variants` entry of ``ffn``."""
+        return VARIANTS[self.ffn]
+
+    @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
 
     def is_moe_block(self, index: int) -> bool:
         """Whether block ``index`` (0-based) carries the MoE FFN (official placement rule)."""
-        return self.ffn != "dense" and (index + 1) % self.moe_every == 0
+        return self.variant.routes and (index + 1) % self.moe_every == 0
 
     @property
     def num_moe_layers(self) -> int:
@@ -79,14 +87,16 @@ class MoEConfig:
     """Experts per MoE layer E (already segmented for fine_grained)."""
     top_k: int = 1
     """Experts chosen per (sub-)token K."""
+    router: str = "topk"
+    """Router (mhmoe.variants.ROUTERS): topk = token choice, each (sub-)token picks its top-k experts."""
     expert_d_ff: int = 2048
     """Hidden width of each SwiGLU expert."""
     heads: int = 1
     """MH-MoE heads h: each token is split into h sub-tokens of size d_model/h."""
     head_proj: bool | None = None
-    """Head layer (Linear d->d with bias) before the split; None = on for mhmoe, off otherwise."""
+    """Head layer (Linear d->d with bias) before the split; None = the variant's default (on for mhmoe)."""
     merge_proj: bool | None = None
-    """Merge layer (Linear d->d with bias) after the concat; None = on for mhmoe, off otherwise."""
+    """Merge layer (Linear d->d with bias) after the concat; None = the variant's default (on for mhmoe)."""
     shared_expert_d_ff: int = 0
     """Hidden width of a dense SwiGLU shared expert added to the routed output; 0 = none."""
     normalize_gates: bool = True
@@ -113,6 +123,7 @@ class MoEConfig:
             self.top_k <= self.num_experts,
             f"moe.top_k={self.top_k} must be <= moe.num_experts={self.num_experts}",
         )
+        router_kind(self.router)  # an unknown router lists the known ones
         check_positive("moe.shared_expert_d_ff", self.shared_expert_d_ff, allow_zero=True)
         check_choice("moe.capacity_mode", self.capacity_mode, CAPACITY_MODES)
         check_positive("moe.capacity_factor", self.capacity_factor)
@@ -125,18 +136,18 @@ class MoEConfig:
         check_choice("moe.dispatch", self.dispatch, DISPATCH_IMPLS)
 
     def uses_head_proj(self, ffn: str) -> bool:
-        return (ffn == "mhmoe") if self.head_proj is None else self.head_proj
+        return variant(ffn).projections if self.head_proj is None else self.head_proj
 
     def uses_merge_proj(self, ffn: str) -> bool:
-        return (ffn == "mhmoe") if self.merge_proj is None else self.merge_proj
+        return variant(ffn).projections if self.merge_proj is None else self.merge_proj
 
 
 @dataclass(frozen=True, kw_only=True)
 class QuantConfig:
     """BitNet quantization, applied by a post-build converter (mhmoe.model.quantization)."""
 
-    weight_bits: float = 16.0
-    """Weight bits: 16 (off), 8, 4, 2 or 1.58 (ternary absmean, BitNet b1.58)."""
+    weight_bits: float = FULL_PRECISION_BITS
+    """Weight bits: 16 (full precision: quantization off), 8, 4, 2 or 1.58 (ternary absmean, BitNet b1.58)."""
     activation_bits: int = 8
     """Activation bits for quantized linears (absmax per token)."""
     quantize_attention: bool = True
@@ -158,17 +169,27 @@ class QuantConfig:
 
     @property
     def enabled(self) -> bool:
-        return self.weight_bits < 16
+        """Whether the BitNet converter runs (any width below full precision)."""
+        return is_quantized(self.weight_bits)
+
+
+def is_quantized(weight_bits: float) -> bool:
+    """Whether a ``quant.weight_bits`` value means quantized weights (elementwise on a frame column)."""
+    return weight_bits < FULL_PRECISION_BITS
 
 
 def check_architecture(model: ModelConfig, moe: MoEConfig) -> None:
-    """Rules that span components; raises ConfigError naming the fields."""
-    if model.ffn == "dense":
+    """Rules that span components; raises ConfigError naming the fields. Runs once per
+    :class:`Architecture` (and so once per resolved RunConfig)."""
+    if not model.variant.routes:
         return
-    if model.ffn in ("smoe", "fine_grained"):
+    if not model.variant.multi_head:
+        multi = [key for key, v in VARIANTS.items() if v.multi_head]
         check(
             moe.heads == 1,
-            f"moe.heads={moe.heads} needs model.ffn='mhmoe' (model.ffn={model.ffn!r} routes whole tokens)",
+            f"moe.heads={moe.heads} needs model.ffn={multi[0]!r} (model.ffn={model.ffn!r} routes whole tokens)"
+            if len(multi) == 1 else f"moe.heads={moe.heads} needs model.ffn in {multi} "
+            f"(model.ffn={model.ffn!r} routes whole tokens)",
         )
     check(
         model.d_model % moe.heads == 0,
@@ -178,25 +199,81 @@ def check_architecture(model: ModelConfig, moe: MoEConfig) -> None:
 
 
 def variant_label(model: ModelConfig, moe: MoEConfig) -> str:
-    """Short human-readable name used in tables and MLflow tags (e.g. ``mhmoe-h3``)."""
-    if model.ffn == "dense":
-        return "dense"
-    label = model.ffn if model.ffn != "mhmoe" else f"mhmoe-h{moe.heads}"
-    head, merge = moe.uses_head_proj(model.ffn), moe.uses_merge_proj(model.ffn)
-    default = model.ffn == "mhmoe"
-    if (head, merge) != (default, default):
-        label += "+" + ("head" if head else "nohead") + ("+merge" if merge else "+nomerge")
-    if moe.shared_expert_d_ff:
-        label += "+shared"
-    return label
+    """Short human-readable name used in tables and MLflow tags (e.g. ``mhmoe-h3``): the variant's
+    label rule (:meth:`mhmoe.variants.Variant.label`)."""
+    return model.variant.label(heads=moe.heads, head_proj=moe.head_proj, merge_proj=moe.merge_proj,
+                               shared=moe.shared_expert_d_ff > 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Architecture:
+    """Backbone + MoE layer + quantization, validated together once (:func:`check_architecture`).
+
+    The model builder, the budget counts and the matcher take this object, so a resolved config is
+    checked when it is resolved, not again by every consumer.
+    """
+
+    model: ModelConfig
+    """The backbone and ``model.ffn``."""
+    moe: MoEConfig = field(default_factory=MoEConfig)
+    """The routed layer (ignored by non-routing variants)."""
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    """BitNet quantization (off at 16 bits)."""
+
+    def __post_init__(self) -> None:
+        check_architecture(self.model, self.moe)
+
+    @property
+    def variant(self) -> Variant:
+        return self.model.variant
+
+    @property
+    def routes(self) -> bool:
+        return self.model.variant.routes
+
+    @property
+    def head_proj(self) -> bool:
+        """Whether the routed layer has a head projection (False without a routed layer)."""
+        return self.routes and self.moe.uses_head_proj(self.model.ffn)
+
+    @property
+    def merge_proj(self) -> bool:
+        return self.routes and self.moe.uses_merge_proj(self.model.ffn)
+
+    @property
+    def num_projections(self) -> int:
+        """Head and merge layers (d x d each) of one MoE layer: 0, 1 or 2."""
+        return int(self.head_proj) + int(self.merge_proj)
+
+    @property
+    def label(self) -> str:
+        """``mhmoe-h3``: :func:`variant_label` (without the ``+w<bits>`` of RunConfig.variant)."""
+        return variant_label(self.model, self.moe)
+
+
+def as_architecture(
+    model: ModelConfig | Architecture, moe: MoEConfig | None = None, quant: QuantConfig | None = None
+) -> Architecture:
+    """``model`` itself when it already is an Architecture (no second validation), else the
+    validated Architecture of the configs (``moe`` / ``quant`` default to their defaults)."""
+    if isinstance(model, Architecture):
+        if moe is not None or quant is not None:
+            raise TypeError("pass either an Architecture or the configs, not both")
+        return model
+    return Architecture(model=model, moe=moe or MoEConfig(), quant=quant or QuantConfig())
 
 
 __all__ = [
+    "Architecture",
     "ConfigError",
+    "FULL_PRECISION_BITS",
     "ModelConfig",
     "MoEConfig",
     "QuantConfig",
+    "ROUTER_NAMES",
+    "as_architecture",
     "check_architecture",
+    "is_quantized",
     "variant_label",
     "FFN_VARIANTS",
     "WEIGHT_BITS",

@@ -10,7 +10,8 @@ so F = (3 d F_s k_s + (n_s - n) d^2) / (3 d k) and E = (3 d F_s E_s + (n_s - n) 
 F is rounded to a multiple of 4 (fp32 grouped_mm needs 16-byte strides); MH-MoE's E to the
 nearest multiple of ``expert_multiple`` (the paper's 41.33 -> 40 and 93 -> 96). Fine-grained
 segmentation by m keeps the structure exact: E = m E_s, F = F_s / m, k = m k_s. Whatever rounding
-leaves over is reported as ``flops_mismatch_pct`` / ``params_mismatch_pct``, never hidden.
+leaves over is reported as ``flops_mismatch_pct`` / ``params_mismatch_pct``, never hidden. Which
+rule a variant follows is its ``match`` entry in :mod:`mhmoe.variants` (whole, segment, heads).
 
 ``mode`` says which projections the experts pay for (the paper leaves Table 4 vs 5 open, 4.5):
     match    the requested ones: every variant costs the baseline (Table 1, the general rule).
@@ -30,23 +31,22 @@ from fractions import Fraction
 from typing import Any
 
 from mhmoe.budget import moe_layer_params, moe_mults_per_token
-from mhmoe.config import ModelConfig, MoEConfig, check_architecture
-from mhmoe.configbase import check, check_choice, from_dict
+from mhmoe.config import Architecture, ModelConfig, MoEConfig
+from mhmoe.configbase import ConfigError, check, check_choice, from_dict
 from mhmoe.presets import preset
+from mhmoe.variants import BASELINE as BASELINE_FFN, VARIANTS, variant, variant_rows
 
-MATCHED_FFNS = ("smoe", "fine_grained", "mhmoe")
+MATCHED_FFNS = tuple(key for key, entry in VARIANTS.items() if entry.match is not None)
 MATCH_MODES = ("match", "remove", "rematch")
 DIM_MULTIPLE = 4
 """Expert widths are multiples of this: fp32 grouped_mm needs every stride to be 16 bytes."""
 
 PAPER_ROWS: dict[str, dict[str, Any]] = {
-    "smoe": {"ffn": "smoe"},
-    "fine_grained": {"ffn": "fine_grained", "granularity": 2},
-    "mhmoe_h2": {"ffn": "mhmoe", "heads": 2},
-    "mhmoe_h3": {"ffn": "mhmoe", "heads": 3},
+    label: {"ffn": entry.key, **row} for label, (entry, row) in variant_rows().items() if entry.match is not None
 }
-"""The routed rows of v2 Table 1, as ``match_variant`` keyword arguments."""
-VARIANT_NAMES = ("dense", *PAPER_ROWS)
+"""The routed rows (v2 Table 1, then any other registered variant) by label, as ``match_variant`` keywords."""
+VARIANT_NAMES = tuple(variant_rows())
+"""Every row by variant label, in the paper's order (dense, smoe, fine_grained, mhmoe-h2, mhmoe-h3)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,11 +120,16 @@ def _check_request(
     model: ModelConfig, baseline: MoEConfig, *, ffn: str, heads: int, top_k: int | None,
     granularity: int, mode: str, expert_multiple: int,
 ) -> None:
-    check_choice("model.ffn", ffn, MATCHED_FFNS)  # dense has no MoE layer; it keeps model.d_ff
+    entry = variant(ffn)
+    if entry.match is None:  # dense has no MoE layer; it keeps model.d_ff
+        raise ConfigError(f"model.ffn={ffn!r} has no matching rule (mhmoe.variants); matched variants: "
+                          f"{list(MATCHED_FFNS)}")
     check_choice("mode", mode, MATCH_MODES)
     check(baseline.heads == 1, f"moe.heads={baseline.heads} in the baseline: it must be a whole-token SMoE")
     check(heads >= 1, f"moe.heads={heads} must be >= 1")
-    check(ffn == "mhmoe" or heads == 1, f"moe.heads={heads} needs model.ffn='mhmoe' (got {ffn!r})")
+    multi = [key for key in MATCHED_FFNS if VARIANTS[key].multi_head]
+    check(entry.multi_head or heads == 1, f"moe.heads={heads} needs model.ffn in {multi} (got {ffn!r})"
+          if len(multi) != 1 else f"moe.heads={heads} needs model.ffn={multi[0]!r} (got {ffn!r})")
     check(model.d_model % heads == 0, f"moe.heads={heads} does not divide model.d_model={model.d_model}")
     check(top_k is None or top_k >= 1, f"moe.top_k={top_k} must be >= 1")
     check(granularity >= 1, f"granularity={granularity} must be >= 1")
@@ -168,18 +173,21 @@ def match_variant(
 ) -> MatchResult:
     """Size a variant's experts to the SMoE ``baseline``'s budget (see the module docstring).
 
-    ``top_k`` defaults to k_s for smoe, m k_s for fine_grained and h k_s for mhmoe (the paper's
-    k = h at top-1). ``granularity`` (m) only applies to fine_grained. ``head_proj`` /
-    ``merge_proj`` default to on for mhmoe and off otherwise.
+    ``top_k`` defaults by the variant's matching rule: k_s (whole: smoe), m k_s (segment:
+    fine_grained) and h k_s (heads: mhmoe, the paper's k = h at top-1). ``granularity`` (m) only
+    applies to the segment rule. ``head_proj`` / ``merge_proj`` default to the variant's default.
     """
     _check_request(model, baseline, ffn=ffn, heads=heads, top_k=top_k, granularity=granularity,
                    mode=mode, expert_multiple=expert_multiple)
-    m = granularity if ffn == "fine_grained" else 1
-    k = top_k or {"smoe": 1, "fine_grained": m, "mhmoe": heads}[ffn] * baseline.top_k
-    default = ffn == "mhmoe"
+    entry = variant(ffn)
+    rule = entry.match
+    assert rule is not None  # _check_request refused a variant without a matching rule
+    m = granularity if rule == "segment" else 1
+    k = top_k or {"whole": 1, "segment": m, "heads": heads}[rule] * baseline.top_k
+    default = entry.projections
     head = default if head_proj is None else head_proj
     merge = default if merge_proj is None else merge_proj
-    n_base = int(baseline.uses_head_proj("smoe")) + int(baseline.uses_merge_proj("smoe"))
+    n_base = int(baseline.uses_head_proj(BASELINE_FFN)) + int(baseline.uses_merge_proj(BASELINE_FFN))
     n_default, n = 2 * default, int(head) + int(merge)
     # Projections the expert width pays for, and those the expert count was matched with.
     n_width, n_count = {"match": (n, n), "remove": (n_default, n_default), "rematch": (0, n_default)}[mode]
@@ -189,7 +197,7 @@ def match_variant(
     d_ff = _round_to(exact_f, DIM_MULTIPLE)
     if d_ff != exact_f:
         notes.append(f"expert_d_ff {_fmt(exact_f)} rounded to {d_ff} (multiple of {DIM_MULTIPLE})")
-    if ffn == "mhmoe":
+    if rule == "heads":
         # The expert count is solved at the width the n_count projections leave (rematch keeps it).
         d_ff_count = d_ff if n_count == n_width else _round_to(
             _exact_d_ff(model, baseline, n_base, n_count, k), DIM_MULTIPLE)
@@ -205,15 +213,14 @@ def match_variant(
     variant_moe = dataclasses.replace(
         baseline, num_experts=num_experts, top_k=k, expert_d_ff=d_ff, heads=heads, head_proj=head, merge_proj=merge
     )
-    variant_model = dataclasses.replace(model, ffn=ffn)
-    check_architecture(variant_model, variant_moe)
-    base_model = dataclasses.replace(model, ffn="smoe")
+    derived = Architecture(model=dataclasses.replace(model, ffn=ffn), moe=variant_moe)
+    base_model = dataclasses.replace(model, ffn=BASELINE_FFN)
     return MatchResult(
         ffn=ffn, num_experts=num_experts, top_k=k, expert_d_ff=d_ff, heads=heads, head_proj=head,
         merge_proj=merge, mode=mode, exact_num_experts=float(exact_e), exact_expert_d_ff=float(exact_f),
-        moe_mults_per_token=moe_mults_per_token(variant_model, variant_moe),
+        moe_mults_per_token=moe_mults_per_token(derived),
         baseline_moe_mults_per_token=moe_mults_per_token(base_model, baseline),
-        moe_params=moe_layer_params(variant_model, variant_moe),
+        moe_params=moe_layer_params(derived),
         baseline_moe_params=moe_layer_params(base_model, baseline),
         notes=tuple(notes),
     )
@@ -233,17 +240,19 @@ def paper_matches(preset_name_or_dict: str | Mapping[str, Any], **kwargs: Any) -
 
 
 def paper_variants(preset_name_or_dict: str | Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Nested override dicts for the Table 1 rows: dense, smoe, fine_grained, mhmoe_h2, mhmoe_h3.
+    """Nested override dicts for the Table 1 rows: dense, smoe, fine_grained, mhmoe-h2, mhmoe-h3.
 
-    Dense keeps ``model.d_ff``: its FFN in the MoE positions is the same dense SwiGLU, so every
-    block is dense and it matches the (top-1) SMoE in computation, not in parameters.
+    Dense (a variant without a matching rule) keeps ``model.d_ff``: its FFN in the MoE positions is
+    the same dense SwiGLU, so every block is dense and it matches the (top-1) SMoE in computation,
+    not in parameters.
     """
-    variants: dict[str, dict[str, Any]] = {"dense": {"model": {"ffn": "dense"}}}
-    variants.update({name: result.overrides() for name, result in paper_matches(preset_name_or_dict).items()})
-    return variants
+    matches = paper_matches(preset_name_or_dict)
+    return {name: matches[name].overrides() if name in matches else {"model": {"ffn": entry.key}}
+            for name, (entry, _) in variant_rows().items()}
 
 
 __all__ = [
+    "BASELINE_FFN",
     "MATCHED_FFNS",
     "MATCH_MODES",
     "MatchResult",

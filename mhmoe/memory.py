@@ -59,8 +59,8 @@ def _moe_per_token(cfg: RunConfig, a: int) -> int:
     sorted and in assignment order, the combined output and the merge projection's input."""
     model, moe = cfg.model, cfg.moe
     d, h, k = model.d_model, moe.heads, moe.top_k
-    head = a * d if moe.uses_head_proj(model.ffn) else 0
-    merge = a * d if moe.uses_merge_proj(model.ffn) else 0
+    head = a * d if cfg.architecture.head_proj else 0
+    merge = a * d if cfg.architecture.merge_proj else 0
     router = FP32 * d + 2 * FP32 * h * moe.num_experts
     experts = a * k * d + h * k * 4 * a * moe.expert_d_ff + 2 * a * k * d
     shared = _dense_ffn_per_token(d, moe.shared_expert_d_ff, a) if moe.shared_expert_d_ff else 0
@@ -133,7 +133,7 @@ class MemoryEstimate:
 
 def estimate_memory(cfg: RunConfig, precision: str, *, micro_batch_size: int | None = None) -> MemoryEstimate:
     """Memory of ``cfg`` on one rank at ``precision`` (a resolved Lightning precision string)."""
-    params = count_params(cfg.model, cfg.moe, cfg.quant)
+    params = count_params(cfg.architecture)
     micro = micro_batch_size or cfg.train.micro_batch
     tokens = micro * cfg.train.seq_len
     no_ckpt = tokens * activation_bytes_per_token(cfg, precision, checkpointing=False)
@@ -173,7 +173,7 @@ def estimate_compute(cfg: RunConfig, *, gpu_tflops: float = H100_BF16_TFLOPS, mf
     """FLOPs and device-hours of the whole run; ``tokens_per_s`` (per device) overrides peak x MFU."""
     train = cfg.train
     tokens = train.max_steps * train.batch_size * train.seq_len
-    flops = float(train_flops_per_token(cfg.model, cfg.moe, seq_len=train.seq_len)) * tokens
+    flops = float(train_flops_per_token(cfg.architecture, seq_len=train.seq_len)) * tokens
     if train.activation_checkpointing:
         flops *= 4 / 3  # the recomputed forward
     if tokens_per_s:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mhmoe.config import ModelConfig, MoEConfig, QuantConfig, check_architecture, variant_label
+from mhmoe.config import Architecture, ModelConfig, MoEConfig, QuantConfig
 from mhmoe.configbase import (
     ConfigError,
     apply_overrides,
@@ -41,7 +42,7 @@ MAX_SEED = 2**32 - 1
 LR_SCHEDULES = ("linear", "cosine", "wsd")
 HASH_WHEN_SET = (("optim", "schedule", "linear"), ("optim", "decay_fraction", 0.2), ("train", "micro_batch_size", 0),
                  ("train", "activation_checkpointing", False), ("train", "devices", 1), ("train", "num_nodes", 1),
-                 ("train", "strategy", "auto"))
+                 ("train", "strategy", "auto"), ("moe", "router", "topk"))
 """(section, key, default) of config keys newer than the first sweeps: hashed only when not default."""
 
 
@@ -187,15 +188,20 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check(0 <= self.seed <= MAX_SEED, f"seed={self.seed} must be an integer in [0, {MAX_SEED}]")
-        check_architecture(self.model, self.moe)
+        _ = self.architecture  # validates the architecture, once per resolved config
         check(
             self.train.seq_len <= self.model.max_seq_len,
             f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}",
         )
 
+    @cached_property
+    def architecture(self) -> Architecture:
+        """model + moe + quant, validated once: what the model builder, budget and memory estimate take."""
+        return Architecture(model=self.model, moe=self.moe, quant=self.quant)
+
     @property
     def variant(self) -> str:
-        return variant_label(self.model, self.moe) + ("" if not self.quant.enabled else f"+w{self.quant.weight_bits:g}")
+        return self.architecture.label + ("" if not self.quant.enabled else f"+w{self.quant.weight_bits:g}")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -213,6 +213,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     "sweep_unknown_flag": (["sweep", "submit", "{in}/good.yaml", "--bogus"], "unrecognized arguments: --bogus"),
     # --- train: config values, config files, overrides ---
     "train_lr_inf": (["train", "--preset", "debug", "optim.lr=inf"], "optim.lr=inf must be a finite number > 0"),
+    "train_router_unknown": (["train", "--preset", "debug", "moe.router=expert_choice"],
+                             "moe.router='expert_choice' is not allowed; choose one of ['topk']"),
     "train_lr_nan": (["train", "--preset", "debug", "optim.lr=.nan"], "optim.lr=nan must be a finite number"),
     "train_lr_negative": (["train", "--preset", "debug", "optim.lr=-1e-3"], "optim.lr=-0.001 must be > 0"),
     "train_lr_zero": (["train", "--preset", "debug", "optim.lr=0"], "optim.lr=0.0 must be > 0"),

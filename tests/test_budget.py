@@ -84,7 +84,7 @@ def test_every_option_counted_like_the_module_tree():
 def test_active_params_count_experts_with_multiplicity(paper):
     model, baseline = paper
     smoe = count_params(model, baseline)
-    h3_model, h3_moe = _variant("mhmoe_h3")
+    h3_model, h3_moe = _variant("mhmoe-h3")
     h3 = count_params(h3_model, h3_moe)
     # 3 sub-tokens x top-3 x 3 x 256 x 512 = 3 d F k: the expert mults per token, not 3 of 96 experts.
     active_experts = 3 * 3 * (3 * 256 * 512)
@@ -94,7 +94,7 @@ def test_active_params_count_experts_with_multiplicity(paper):
     assert h3.active - smoe.active == 6 * extra_per_layer
 
 
-@pytest.mark.parametrize(("name", "router"), [("smoe", 6_144), ("mhmoe_h2", 30_720), ("mhmoe_h3", 73_728)])
+@pytest.mark.parametrize(("name", "router"), [("smoe", 6_144), ("mhmoe-h2", 30_720), ("mhmoe-h3", 73_728)])
 def test_mults_per_moe_layer(name, router):
     model, moe = _variant(name)
     mults = count_mults(model, moe, seq_len=2048)
@@ -121,7 +121,7 @@ def test_bitnet_splits_quantized_and_full_precision(paper):
     smoe = count_params(model, baseline, QuantConfig(weight_bits=1.58))
     assert smoe.quantized == 12 * ATTN + 6 * SWIGLU + 6 * 8 * SWIGLU
     assert smoe.full_precision == V * D + 12 * 2 * D + D + 6 * D * 8  # embedding, norms, routers
-    h2_model, h2_moe = _variant("mhmoe_h2")
+    h2_model, h2_moe = _variant("mhmoe-h2")
     h2 = count_params(h2_model, h2_moe, QuantConfig(weight_bits=1.58))
     head_merge = 6 * 2 * (D * D + D)
     assert h2.full_precision == V * D + 12 * 2 * D + D + 6 * 384 * 40 + head_merge
@@ -139,7 +139,7 @@ def test_subln_adds_norm_weights(paper):
 
 
 def test_matched_layer_params_exclude_router_and_biases():
-    model, moe = _variant("mhmoe_h2")
+    model, moe = _variant("mhmoe-h2")
     assert moe_layer_params(model, moe) == 36_569_088
     no_proj = dataclasses.replace(moe, head_proj=False, merge_proj=False)
     assert moe_layer_params(model, no_proj) == 35_389_440
@@ -165,13 +165,13 @@ def test_summary_has_budget_keys(paper):
 def test_budget_table_rows(name):
     rows = budget_table(name)
     assert [(r["variant"], r["bitnet"]) for r in rows] == [
-        (v, b) for v in ("dense", "smoe", "fine_grained", "mhmoe_h2", "mhmoe_h3") for b in (False, True)
+        (v, b) for v in ("dense", "smoe", "fine_grained", "mhmoe-h2", "mhmoe-h3") for b in (False, True)
     ]
     for full, bitnet in zip(rows[::2], rows[1::2]):
         assert full["total_params"] == bitnet["total_params"] and full["quantized_params"] == 0
         assert 0 < bitnet["quantized_params"] < bitnet["total_params"]
     assert all(r["expert_d_ff"] % 4 == 0 for r in rows if r["expert_d_ff"] is not None)
-    assert "mhmoe_h3 +bitnet" in format_table(rows)
+    assert "mhmoe-h3 +bitnet" in format_table(rows)
 
 
 JSON_KEYS = {"variant", "num_experts", "top_k", "expert_d_ff", "heads", "moe_mults_per_token", "total_params",
@@ -180,7 +180,7 @@ JSON_KEYS = {"variant", "num_experts", "top_k", "expert_d_ff", "heads", "moe_mul
 
 def _check_paper_json(rows: list[dict]) -> None:
     assert len(rows) == 10 and all(JSON_KEYS <= set(row) for row in rows)
-    h3 = next(r for r in rows if r["variant"] == "mhmoe_h3" and not r["bitnet"])
+    h3 = next(r for r in rows if r["variant"] == "mhmoe-h3" and not r["bitnet"])
     assert (h3["num_experts"], h3["top_k"], h3["expert_d_ff"], h3["heads"]) == (96, 3, 512, 3)
     assert h3["params_mismatch_pct"] == pytest.approx(3.125)
     assert {r["moe_mults_per_token"] for r in rows} == {4_718_592}

@@ -63,9 +63,9 @@ def test_ui_serves_the_store(tmp_path) -> None:
 def test_smoke_command_runs_every_variant(capsys: pytest.CaptureFixture) -> None:
     assert main(["smoke", "--preset", "debug", "--tokens", "16"]) == 0
     out = capsys.readouterr().out
-    for variant in ("dense", "smoe", "fine_grained", "mhmoe_h2", "mhmoe_h3"):
+    for variant in ("dense", "smoe", "fine_grained", "mhmoe-h2", "mhmoe-h3"):
         assert f"{variant} +BitNet" in out or f"{variant:<20} loss" in out
-    assert "mhmoe_h3 +BitNet" in out
+    assert "mhmoe-h3 +BitNet" in out
 
 
 def _actions_without_help(parser):

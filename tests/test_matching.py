@@ -28,8 +28,8 @@ def paper() -> tuple[ModelConfig, MoEConfig]:
     [
         pytest.param("smoe", 8, 1, 2048, 1, 37_748_736, 0.0, id="smoe"),
         pytest.param("fine_grained", 16, 2, 1024, 1, 37_748_736, 0.0, id="fine_grained"),
-        pytest.param("mhmoe_h2", 40, 2, 768, 2, 35_389_440 + PROJ, -3.125, id="mhmoe_h2"),
-        pytest.param("mhmoe_h3", 96, 3, 512, 3, 37_748_736 + PROJ, 3.125, id="mhmoe_h3"),
+        pytest.param("mhmoe-h2", 40, 2, 768, 2, 35_389_440 + PROJ, -3.125, id="mhmoe_h2"),
+        pytest.param("mhmoe-h3", 96, 3, 512, 3, 37_748_736 + PROJ, 3.125, id="mhmoe_h3"),
     ],
 )
 def test_paper_table_reproduced(name, experts, top_k, d_ff, heads, moe_params, params_pct):
@@ -44,9 +44,9 @@ def test_paper_table_reproduced(name, experts, top_k, d_ff, heads, moe_params, p
 
 def test_exact_expert_counts_before_rounding():
     matches = paper_matches("paper-v2")
-    assert matches["mhmoe_h2"].exact_num_experts == pytest.approx(41.3333, abs=1e-3)
-    assert matches["mhmoe_h3"].exact_num_experts == 93.0  # exactly the SMoE expert params; 96 is the paper's
-    assert "41.33 rounded to 40" in matches["mhmoe_h2"].notes[0]
+    assert matches["mhmoe-h2"].exact_num_experts == pytest.approx(41.3333, abs=1e-3)
+    assert matches["mhmoe-h3"].exact_num_experts == 93.0  # exactly the SMoE expert params; 96 is the paper's
+    assert "41.33 rounded to 40" in matches["mhmoe-h2"].notes[0]
 
 
 def test_fine_grained_segmentation_is_exact(paper):
@@ -173,7 +173,7 @@ def test_paper_variants_are_overrides_that_build(paper):
     variants = paper_variants("paper-v2")
     assert tuple(variants) == VARIANT_NAMES
     assert variants["dense"] == {"model": {"ffn": "dense"}}  # keeps model.d_ff
-    assert variants["mhmoe_h3"]["moe"] == {
+    assert variants["mhmoe-h3"]["moe"] == {
         "num_experts": 96, "top_k": 3, "expert_d_ff": 512, "heads": 3, "head_proj": True, "merge_proj": True,
     }
     base = preset("paper-v2")
@@ -197,6 +197,6 @@ def test_shared_expert_and_other_baseline_fields_carry_over(paper):
 
 
 def test_result_serialises_with_mismatches():
-    data = json.loads(json.dumps(paper_matches("paper-v2")["mhmoe_h2"].as_dict()))
+    data = json.loads(json.dumps(paper_matches("paper-v2")["mhmoe-h2"].as_dict()))
     assert data["params_mismatch_pct"] == pytest.approx(-3.125)
     assert data["flops_mismatch_pct"] == 0.0 and data["mode"] == "match"

@@ -13,7 +13,7 @@ import torch
 
 from mhmoe.budget_table import budget_table, format_table
 from mhmoe.commands.bad_input import Parser, int_at_least, refuses_bad_input
-from mhmoe.config import QuantConfig
+from mhmoe.config import FULL_PRECISION_BITS, Architecture, QuantConfig
 from mhmoe.configbase import apply_overrides
 from mhmoe.matching import paper_variants, preset_configs
 from mhmoe.model import build_model
@@ -30,10 +30,11 @@ def main(argv: list[str]) -> int:
     print(f"\nforward/backward, preset {args.preset}, batch 2 x {args.tokens} random tokens:")
     torch.manual_seed(0)
     for name, overrides in paper_variants(args.preset).items():
-        for bits in (16.0, 1.58):
+        for bits in (FULL_PRECISION_BITS, 1.58):
             model = apply_overrides(type(model_cfg), model_cfg, overrides.get("model", {}))
             moe = apply_overrides(type(moe_cfg), moe_cfg, overrides.get("moe", {}))
-            net = build_model(model, moe, QuantConfig(weight_bits=bits))
+            quant = QuantConfig(weight_bits=bits)
+            net = build_model(Architecture(model=model, moe=moe, quant=quant))
             idx = torch.randint(0, model.vocab_size, (2, min(args.tokens, model.max_seq_len)))
             start = time.perf_counter()
             out = net(idx)
@@ -43,6 +44,6 @@ def main(argv: list[str]) -> int:
             routing = " ".join(
                 f"L{b}: imb {s.load_imbalance.item():.2f} div {s.divergence.item():.2f}" for b, s in out.routing.items()
             )
-            label = f"{name}{' +BitNet' if bits < 16 else ''}"
+            label = f"{name}{' +BitNet' if quant.enabled else ''}"
             print(f"  {label:<20} loss {loss.item():.3f}  {ms:7.1f} ms  {routing}")
     return 0

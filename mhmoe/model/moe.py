@@ -4,6 +4,10 @@ MH-MoE: head Linear(D, D) -> split each token into H sub-tokens of size D/H -> t
 every sub-token -> SwiGLU experts -> gate-weighted sum -> concat -> merge Linear(D, D). With
 H = 1 and head/merge off this is exactly a plain SMoE. The residual is added by the block.
 
+The router (``moe.router``, :mod:`mhmoe.model.routing`) decides gates, experts and which
+assignments capacity keeps; this layer only sorts the kept assignments by expert, computes the
+experts and combines their outputs.
+
 Shape legend: B batch, T sequence, D model dim, N = B*T tokens, H MH-MoE heads, d = D/H,
 S = N*H routed sub-tokens, E experts, K top-k, A routed assignments.
 """
@@ -16,19 +20,12 @@ from torch import nn
 from mhmoe.config import MoEConfig
 from mhmoe.model.experts import GroupedExperts
 from mhmoe.model.layers import SwiGLU, tag
-from mhmoe.model.routing import (
-    Router,
-    RoutingStats,
-    capacity_keep_mask,
-    expert_capacity,
-    load_balancing_loss,
-    routing_stats,
-    top_k_gates,
-)
+from mhmoe.model.registry import router_class
+from mhmoe.model.routing import RoutingStats
 
 
 class MoELayer(nn.Module):
-    """Top-k routed SwiGLU experts over H sub-tokens, with optional head/merge and shared expert."""
+    """Routed SwiGLU experts over H sub-tokens, with optional head/merge and shared expert."""
 
     def __init__(self, d_model: int, moe: MoEConfig, ffn: str) -> None:
         super().__init__()
@@ -37,7 +34,7 @@ class MoELayer(nn.Module):
         d_sub = d_model // moe.heads
         self.head = self._projection(d_model, moe.uses_head_proj(ffn), gain=2**-0.5, zero_bias=False)
         self.merge = self._projection(d_model, moe.uses_merge_proj(ffn), gain=1.0, zero_bias=True)
-        self.router = Router(d_sub, moe.num_experts)
+        self.router = router_class(moe.router)(d_sub, moe)
         self.experts = GroupedExperts(moe.num_experts, d_sub, moe.expert_d_ff, moe.dispatch)
         self.shared = SwiGLU(d_model, moe.shared_expert_d_ff) if moe.shared_expert_d_ff else None
         # Training-only load counter (sub-token assignments per expert); eval never touches it.
@@ -65,22 +62,12 @@ class MoELayer(nn.Module):
             y_ND = y_ND + self.shared(x_ND)
         return y_ND.view(B, T, D), stats
 
-    def _capacity_mask(self, experts_SK: torch.Tensor) -> torch.Tensor | None:
-        cfg = self.cfg
-        if cfg.capacity_mode != "capacity" or not (self.training or cfg.drop_at_eval):
-            return None
-        capacity = expert_capacity(experts_SK.shape[0], cfg.num_experts, cfg.top_k, cfg.capacity_factor)
-        return capacity_keep_mask(experts_SK, cfg.num_experts, capacity)
-
     def _route_and_compute(self, x_Sd: torch.Tensor) -> tuple[torch.Tensor, RoutingStats]:
         cfg = self.cfg
         S, d = x_Sd.shape
-        K = cfg.top_k
-        logits_SE = self.router(x_Sd)
-        probs_SE, gates_SK, experts_SK = top_k_gates(logits_SE, K, cfg.normalize_gates)
-        lse_S = torch.logsumexp(logits_SE, dim=-1)
-        aux_loss, z_loss = load_balancing_loss(probs_SE, experts_SK), lse_S.pow(2).mean()
-        keep_SK = self._capacity_mask(experts_SK)
+        routing = self.router(x_Sd)
+        experts_SK, keep_SK = routing.experts_SK, routing.keep_SK
+        K = experts_SK.shape[1]
 
         # Assignment a = s*K + k. Sort the kept assignments by expert (stable: token order within).
         expert_A = experts_SK.reshape(-1)
@@ -99,12 +86,9 @@ class MoELayer(nn.Module):
         y_Ad = self.experts(x_Sd.index_select(0, assignment_sorted_A // K), counts_E)
         y_SKd = self._unsort(y_Ad, assignment_sorted_A, S * K)
         # Deterministic combine: each (sub-token, choice) owns one row; weight by gates, sum over K.
-        y_Sd = (y_SKd.view(S, K, d) * gates_SK.unsqueeze(-1).to(y_SKd.dtype)).sum(dim=1)
+        y_Sd = (y_SKd.view(S, K, d) * routing.gates_SK.unsqueeze(-1).to(y_SKd.dtype)).sum(dim=1)
 
-        stats = routing_stats(
-            logits_SE, probs_SE, lse_S, experts_SK, keep_SK, self.heads, cfg.activation_threshold, aux_loss, z_loss,
-            tokens_E=routed_E,
-        )
+        stats = routing.stats(self.heads, cfg.activation_threshold, tokens_E=routed_E)
         if self.training and self.count_load:
             self.train_tokens_per_expert += stats.tokens_per_expert
         return y_Sd.to(x_Sd.dtype), stats

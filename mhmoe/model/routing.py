@@ -1,4 +1,9 @@
-"""Top-k routing over (sub-)tokens: gates, capacity, load-balancing losses and telemetry.
+"""Routers over (sub-)tokens: gates, capacity, load-balancing losses and telemetry.
+
+A router is an ``nn.Module`` built as ``cls(d_in, moe_config)`` whose forward maps (S, d) sub-tokens
+to a :class:`RouterOutput`: which experts each sub-token goes to, with what gate, and which of
+those assignments are kept (capacity dropping is the router's decision). ``moe.router`` picks the
+class from :data:`mhmoe.variants.ROUTERS`; :class:`TopKRouter` (``topk``) is the official one.
 
 Shape legend: S routed (sub-)tokens, E experts, K top-k, N whole tokens, H MH-MoE heads.
 Every statistic stays a detached device tensor, so routing adds no host sync to the hot path;
@@ -13,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mhmoe.config import MoEConfig
 
 
 @dataclass
@@ -40,19 +47,69 @@ class RoutingStats:
     """Unscaled router z-loss mean(logsumexp(logits)^2)."""
 
 
-class Router(nn.Module):
-    """Linear router (no bias) whose logits and softmax run in fp32, as the official code."""
+@dataclass
+class RouterOutput:
+    """What a router decided for S sub-tokens, and what the telemetry and the losses read."""
+
+    gates_SK: torch.Tensor
+    """(S, K) weight of each chosen expert in the sub-token's output."""
+    experts_SK: torch.Tensor
+    """(S, K) chosen expert ids; column 0 is the first choice."""
+    keep_SK: torch.Tensor | None
+    """(S, K) bool, False where capacity dropped the assignment; None: every assignment is kept."""
+    logits_SE: torch.Tensor
+    """(S, E) fp32 router logits."""
+    probs_SE: torch.Tensor
+    """(S, E) router distribution over all experts."""
+    lse_S: torch.Tensor
+    """(S,) logsumexp of the logits (z-loss and entropy share it)."""
+    aux_loss: torch.Tensor
+    """Unscaled load-balancing loss (differentiable)."""
+    z_loss: torch.Tensor
+    """Unscaled router z-loss (differentiable)."""
+
+    def stats(self, heads: int, activation_threshold: float, tokens_E: torch.Tensor | None = None) -> RoutingStats:
+        """The layer's :class:`RoutingStats` of this routing decision."""
+        return routing_stats(
+            self.logits_SE, self.probs_SE, self.lse_S, self.experts_SK, self.keep_SK, heads, activation_threshold,
+            self.aux_loss, self.z_loss, tokens_E=tokens_E,
+        )
+
+
+class TopKRouter(nn.Module):
+    """Token choice (``moe.router=topk``): a bias-free linear router whose logits and softmax run
+    in fp32 as in the official code; each sub-token takes its top-k experts, and in capacity mode
+    the official first-come capacity rule drops the overflow."""
 
     quant_role = "router"
 
-    def __init__(self, d_in: int, num_experts: int) -> None:
+    def __init__(self, d_in: int, moe: MoEConfig) -> None:
         super().__init__()
-        self.gate = nn.Linear(d_in, num_experts, bias=False)
+        self.cfg = moe
+        self.gate = nn.Linear(d_in, moe.num_experts, bias=False)
         self.gate.quant_role = "router"
 
-    def forward(self, x_SD: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=x_SD.device.type, enabled=False):
-            return F.linear(x_SD.float(), self.gate.weight.float())  # (S, E) fp32 logits
+    def logits(self, x_Sd: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x_Sd.device.type, enabled=False):
+            return F.linear(x_Sd.float(), self.gate.weight.float())  # (S, E) fp32 logits
+
+    def forward(self, x_Sd: torch.Tensor) -> RouterOutput:
+        cfg = self.cfg
+        logits_SE = self.logits(x_Sd)
+        probs_SE, gates_SK, experts_SK = top_k_gates(logits_SE, cfg.top_k, cfg.normalize_gates)
+        lse_S = torch.logsumexp(logits_SE, dim=-1)
+        return RouterOutput(
+            gates_SK=gates_SK, experts_SK=experts_SK, keep_SK=self._capacity_mask(experts_SK),
+            logits_SE=logits_SE, probs_SE=probs_SE, lse_S=lse_S,
+            aux_loss=load_balancing_loss(probs_SE, experts_SK), z_loss=lse_S.pow(2).mean(),
+        )
+
+    def _capacity_mask(self, experts_SK: torch.Tensor) -> torch.Tensor | None:
+        cfg = self.cfg
+        if cfg.capacity_mode != "capacity" or not (self.training or cfg.drop_at_eval):
+            return None
+        capacity = expert_capacity(experts_SK.shape[0], cfg.num_experts, cfg.top_k, cfg.capacity_factor)
+        return capacity_keep_mask(experts_SK, cfg.num_experts, capacity)
 
 
 def top_k_gates(

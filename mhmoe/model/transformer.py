@@ -1,14 +1,15 @@
 """Decoder-only transformer with a pluggable FFN per block (docs/MODEL.md). No Lightning here.
 
-Block i carries the MoE FFN when ``model.is_moe_block(i)``; the FFN class comes from a small
-registry keyed by ``model.ffn`` so configs stay plain strings.
+Block i carries the MoE FFN when ``model.is_moe_block(i)``; the FFN module comes from the builder
+:data:`mhmoe.variants.VARIANTS` names for ``model.ffn`` (:mod:`mhmoe.model.ffn`), so configs stay
+plain strings. The model takes an :class:`~mhmoe.config.Architecture`, validated once.
 
 Shape legend: B batch, T sequence, D model dim, V vocabulary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -18,47 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mhmoe.config import ModelConfig, MoEConfig, QuantConfig, check_architecture
-from mhmoe.model.layers import CausalSelfAttention, RMSNorm, SwiGLU, TokenEmbedding, rope_tables
+from mhmoe.config import Architecture, ModelConfig, MoEConfig, QuantConfig, as_architecture
+from mhmoe.model.layers import CausalSelfAttention, RMSNorm, TokenEmbedding, rope_tables
 from mhmoe.model.moe import MoELayer
 from mhmoe.model.quantization import convert_to_bitnet
+from mhmoe.model.registry import ffn_builder, ffn_registry
 from mhmoe.model.routing import RoutingStats
 
-FFNBuilder = Callable[[ModelConfig, MoEConfig, bool], nn.Module]
-FFN_REGISTRY: dict[str, FFNBuilder] = {}
-
-
-def register_ffn(name: str) -> Callable[[FFNBuilder], FFNBuilder]:
-    def decorator(builder: FFNBuilder) -> FFNBuilder:
-        assert name not in FFN_REGISTRY, f"FFN variant {name!r} registered twice"
-        FFN_REGISTRY[name] = builder
-        return builder
-
-    return decorator
-
-
-class DenseFFN(SwiGLU):
-    """Dense SwiGLU with the MoE layer's (output, stats) interface; stats is None."""
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        return super().forward(x), None
-
-
-@register_ffn("dense")
-def _dense(model: ModelConfig, moe: MoEConfig, is_moe_block: bool) -> nn.Module:
-    return DenseFFN(model.d_model, model.d_ff)
-
-
-def _routed(model: ModelConfig, moe: MoEConfig, is_moe_block: bool) -> nn.Module:
-    if not is_moe_block:
-        return DenseFFN(model.d_model, model.d_ff)
-    return MoELayer(model.d_model, moe, model.ffn)
-
-
-# SMoE, fine-grained SMoE and MH-MoE share one layer: they differ only in config (heads,
-# segmentation, head/merge), which check_architecture constrains per variant.
-for _name in ("smoe", "fine_grained", "mhmoe"):
-    register_ffn(_name)(_routed)
+FFN_REGISTRY = ffn_registry()
+"""``model.ffn -> FFN builder`` for every variant of :mod:`mhmoe.variants`."""
 
 
 class Block(nn.Module):
@@ -68,7 +37,7 @@ class Block(nn.Module):
         self.attn_norm = RMSNorm(model.d_model, model.norm_eps)
         self.attn = CausalSelfAttention(model.d_model, model.n_heads)
         self.ffn_norm = RMSNorm(model.d_model, model.norm_eps)
-        self.ffn = FFN_REGISTRY[model.ffn](model, moe, model.is_moe_block(index))
+        self.ffn = ffn_builder(model.ffn)(model, moe, model.is_moe_block(index))
 
     def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor,
                 sin: torch.Tensor) -> tuple[torch.Tensor, RoutingStats | None]:
@@ -98,11 +67,17 @@ class ModelOutput:
 
 
 class Transformer(nn.Module):
-    """Pre-norm decoder: embed -> blocks -> RMSNorm -> tied LM head."""
+    """Pre-norm decoder: embed -> blocks -> RMSNorm -> tied LM head.
 
-    def __init__(self, model: ModelConfig, moe: MoEConfig, *, activation_checkpointing: bool = False) -> None:
+    Takes a validated :class:`~mhmoe.config.Architecture` (its quant is applied by :func:`build_model`),
+    or the model and MoE configs, which are then validated here.
+    """
+
+    def __init__(self, model: ModelConfig | Architecture, moe: MoEConfig | None = None, *,
+                 activation_checkpointing: bool = False) -> None:
         super().__init__()
-        check_architecture(model, moe)
+        arch = as_architecture(model, moe)
+        model, moe = arch.model, arch.moe
         self.model_cfg, self.moe_cfg = model, moe
         self.activation_checkpointing = activation_checkpointing
         """Recompute each block in backward (training only) instead of keeping its activations."""
@@ -160,10 +135,12 @@ def _recompute_context(block: Block) -> tuple[AbstractContextManager, AbstractCo
     return nullcontext(), _counting_paused(block)
 
 
-def build_model(model: ModelConfig, moe: MoEConfig, quant: QuantConfig | None = None, *,
-                activation_checkpointing: bool = False) -> Transformer:
-    """Build the transformer, then apply the BitNet converter when quantization is on."""
-    net = Transformer(model, moe, activation_checkpointing=activation_checkpointing)
-    if quant is not None and quant.enabled:
-        convert_to_bitnet(net, quant)
+def build_model(model: ModelConfig | Architecture, moe: MoEConfig | None = None, quant: QuantConfig | None = None,
+                *, activation_checkpointing: bool = False) -> Transformer:
+    """Build the transformer of an Architecture (or of the configs, validated here), then apply the
+    BitNet converter when quantization is on."""
+    arch = as_architecture(model, moe, quant)
+    net = Transformer(arch, activation_checkpointing=activation_checkpointing)
+    if arch.quant.enabled:
+        convert_to_bitnet(net, arch.quant)
     return net

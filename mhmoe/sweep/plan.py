@@ -13,7 +13,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from mhmoe import budget
+from mhmoe import budget, variants
 from mhmoe.config import ModelConfig
 from mhmoe.configbase import ConfigError
 from mhmoe.matching import match_variant
@@ -168,7 +168,7 @@ class _Resolver:
         extra = spec.group(spec.match.baseline).overrides if spec.match.baseline != "base" else {}
         overrides = {**spec.base.overrides, **coords, **extra}
         cfg, _ = self.budgeted({k: v for k, v in overrides.items() if k not in MATCH_KNOBS})
-        if cfg.model.ffn != "smoe" or cfg.moe.heads != 1:
+        if cfg.model.ffn != variants.BASELINE or cfg.moe.heads != 1:
             raise ConfigError(
                 f"match.baseline={spec.match.baseline!r} resolves to model.ffn={cfg.model.ffn!r}, "
                 f"moe.heads={cfg.moe.heads}; the baseline must be an SMoE with moe.heads=1"
@@ -210,7 +210,7 @@ def _pct(value: int, reference: int) -> float:
 def _point(resolve: _Resolver, group: Group, coords: dict[str, Any], short: dict[str, str]) -> TrialPoint:
     spec = resolve.spec
     raw = {**spec.base.overrides, **coords, **group.overrides}
-    dense = resolve.ffn(raw) == "dense"
+    dense = not variants.routes(resolve.ffn(raw))
     if dense:
         # A dense model has no routed layer: moe.* and match.* axes would only duplicate it.
         coords = {k: v for k, v in coords.items() if not k.startswith(("moe.", "match."))}
@@ -238,7 +238,7 @@ def _point(resolve: _Resolver, group: Group, coords: dict[str, Any], short: dict
         params_mismatch_pct=_pct(budget.moe_layer_params(cfg.model, cfg.moe),
                                  budget.moe_layer_params(baseline.model, baseline.moe)),
         notes=notes,
-        budget=budget.summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len),
+        budget=budget.summary(cfg.architecture, seq_len=cfg.train.seq_len),
     )
 
 

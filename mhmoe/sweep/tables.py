@@ -17,7 +17,7 @@ def plan_rows(points: list[TrialPoint] | tuple[TrialPoint, ...]) -> list[dict[st
     rows = []
     for i, p in enumerate(points):
         cfg = p.config
-        dense = cfg.model.ffn == "dense"
+        dense = not cfg.model.variant.routes
         rows.append({
             "#": str(i), "point": p.label, "variant": p.variant,
             "heads": "-" if dense else str(cfg.moe.heads),

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from mhmoe.variants import routes
+
 ROUTED_ONLY_PREFIXES = ("moe.",)
 
 
 def applicable_params(flat: dict[str, Any], ffn: str) -> dict[str, Any]:
     """``flat`` (dotted keys) without the keys that say nothing about a model with this ``ffn``."""
-    if ffn != "dense":
+    if routes(ffn):
         return dict(flat)
     return {k: v for k, v in flat.items() if not k.startswith(ROUTED_ONLY_PREFIXES)}
 

@@ -164,7 +164,7 @@ def train(
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=datamodule.vocab_size))
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    net = build_model(cfg.model, cfg.moe, cfg.quant, activation_checkpointing=cfg.train.activation_checkpointing)
+    net = build_model(cfg.architecture, activation_checkpointing=cfg.train.activation_checkpointing)
     if cfg.train.compile:
         # Module.compile keeps parameter names (no ``_orig_mod.``), so checkpoints stay loadable.
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home_subdir("inductor")))
@@ -174,7 +174,7 @@ def train(
     device = torch.device("cuda", local_rank) if accelerator == "gpu" else torch.device("cpu")
     dtype = torch.bfloat16 if "bf16" in precision else (torch.float16 if precision.startswith("16") else torch.float32)
     peak = cfg.train.peak_flops or measure_peak_flops(device, dtype)
-    flops_per_token = train_flops_per_token(cfg.model, cfg.moe, seq_len=cfg.train.seq_len)
+    flops_per_token = train_flops_per_token(cfg.architecture, seq_len=cfg.train.seq_len)
     lit = LitLM(net, cfg, val_names=datamodule.val_names, tokenizer_spec=datamodule.tokenizer.spec,
                 train_flops_per_token=flops_per_token, peak_flops=peak)
 
@@ -204,7 +204,7 @@ def train(
     last = checkpoint_dir / LAST
     if not ckpt_path and rank == 0:
         params = {**applicable_params(cfg.flat(), cfg.model.ffn),
-                  **summary(cfg.model, cfg.moe, cfg.quant, seq_len=cfg.train.seq_len),
+                  **summary(cfg.architecture, seq_len=cfg.train.seq_len),
                   "perf.peak_flops": peak, "train.precision_resolved": precision, "variant": cfg.variant}
         # A retry that died before its first checkpoint reuses its run: MLflow refuses to change a
         # logged param (the re-measured peak differs), so log only what is not there yet.

@@ -27,6 +27,7 @@ def test_every_shipped_spec_resolves(name: str) -> None:
 def test_shipped_spec_sizes() -> None:
     assert {name: len(expand(load_spec(name))) for name in SHIPPED} == {
         "ablation_head_merge": 30, "heads_experts_bits": 16, "paper_v2": 5, "paper_v2_cpu": 15, "smoke": 8,
+        "paper_v2_cpu_ladder": 27,
     }
 
 

@@ -24,7 +24,9 @@ def test_autocast_keeps_router_and_losses_fp32_and_runs_experts_in_bf16(ffn: str
     dtypes: dict[str, tuple[torch.dtype, torch.dtype]] = {}
     for name, module in net.named_modules():
         if name.endswith(("router", "experts")):
-            module.register_forward_hook(lambda m, i, o, name=name: dtypes.__setitem__(name, (i[0].dtype, o.dtype)))
+            # The router returns a RouterOutput: its dtype is that of the logits it computed.
+            module.register_forward_hook(lambda m, i, o, name=name: dtypes.__setitem__(
+                name, (i[0].dtype, getattr(o, "logits_SE", o).dtype)))
     idx = torch.randint(0, cfg.model.vocab_size, (2, 17))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(idx[:, :-1])

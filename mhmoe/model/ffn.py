@@ -1,0 +1,38 @@
+"""The FFN of one block, per variant: the builders :data:`mhmoe.variants.VARIANTS` names.
+
+A builder takes (ModelConfig, MoEConfig, is_moe_block) and returns a module whose forward maps
+(B, T, D) to ``(output, RoutingStats | None)``. SMoE, fine-grained SMoE and MH-MoE share
+:func:`routed_ffn`: they differ only in config (heads, segmentation, head/merge), which
+:func:`mhmoe.config.check_architecture` constrains per variant.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mhmoe.config import ModelConfig, MoEConfig
+from mhmoe.model.layers import SwiGLU
+from mhmoe.model.moe import MoELayer
+
+
+class DenseFFN(SwiGLU):
+    """Dense SwiGLU with the MoE layer's (output, stats) interface; stats is None."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return super().forward(x), None
+
+
+def dense_ffn(model: ModelConfig, moe: MoEConfig, is_moe_block: bool) -> nn.Module:
+    """Every block keeps the dense SwiGLU of width ``model.d_ff``."""
+    return DenseFFN(model.d_model, model.d_ff)
+
+
+def routed_ffn(model: ModelConfig, moe: MoEConfig, is_moe_block: bool) -> nn.Module:
+    """The MoE layer in MoE blocks, the dense SwiGLU elsewhere."""
+    if not is_moe_block:
+        return DenseFFN(model.d_model, model.d_ff)
+    return MoELayer(model.d_model, moe, model.ffn)
+
+
+__all__ = ["DenseFFN", "dense_ffn", "routed_ffn"]
