@@ -94,6 +94,17 @@ def test_switches_quantize_the_rest_and_add_subln() -> None:
     assert moe.experts.sub_norm.weight.shape == (6, 32)  # per-expert SubLN before the down proj
 
 
+def test_a_quantized_router_routes_with_quantized_logits() -> None:
+    """quant.quantize_router swaps the gate for a BitLinear, and the logits the router routes with
+    are that BitLinear's (8-bit inputs, ternary weights), not the full-precision weight's."""
+    quant = QuantConfig(weight_bits=1.58, quantize_router=True)
+    router = build_model(tiny_model("smoe"), tiny_moe(heads=1), quant).moe_layers()[1].router
+    x = torch.randn(10, router.gate.in_features)
+    expected = quantize_activation(x, 8) @ quantize_weight(router.gate.weight, 1.58).T
+    assert torch.allclose(router.logits(x), expected, atol=1e-5)
+    assert not torch.allclose(router.logits(x), x @ router.gate.weight.T, atol=1e-3)
+
+
 def test_attention_off_switch_and_full_precision_leaves_model_untouched() -> None:
     torch.manual_seed(0)
     fp = build_model(tiny_model("smoe"), tiny_moe(heads=1))

@@ -90,8 +90,11 @@ class TopKRouter(nn.Module):
         self.gate.quant_role = "router"
 
     def logits(self, x_Sd: torch.Tensor) -> torch.Tensor:
+        # Through the module, not its weight: the BitNet converter may have swapped the gate for a
+        # quantized one (quant.quantize_router). fp32 at least, whatever the activations' dtype
+        # (parameters stay fp32 under mixed precision; float64 models route in float64).
         with torch.autocast(device_type=x_Sd.device.type, enabled=False):
-            return F.linear(x_Sd.float(), self.gate.weight.float())  # (S, E) fp32 logits
+            return self.gate(x_Sd.to(torch.promote_types(self.gate.weight.dtype, torch.float32)))  # (S, E)
 
     def forward(self, x_Sd: torch.Tensor) -> RouterOutput:
         cfg = self.cfg
