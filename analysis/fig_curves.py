@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
@@ -99,7 +100,7 @@ def plot_val_curves(runs: pd.DataFrame, histories: pd.DataFrame) -> Figure:
     if not drawn:
         raise MissingData("histories hold no val/<set>/ppl values for finished runs")
     axes[0][0].set_ylabel("validation perplexity")
-    legend = {}
+    legend: dict[str, Artist] = {}
     for ax in axes[0]:  # union over panels: a set may lack some variants
         legend.update(zip(*reversed(ax.get_legend_handles_labels())))
     legend = {name: legend[name] for name in shown.values() if name in legend}  # paper order

@@ -85,8 +85,9 @@ def plot_expert_load(shares: dict[str, np.ndarray], names: dict[str, str] | None
         ax.set_xticks(range(share.shape[0]))
         ax.grid(False)
     axes[0][0].set_ylabel("expert")
+    assert image is not None  # shares is not empty (checked above), so the loop drew at least one panel
     bar = fig.colorbar(image, ax=list(axes[0]), label="load / uniform share")
-    ticks = np.linspace(-span, span, LOAD_TICKS)
+    ticks = np.linspace(-span, span, LOAD_TICKS).tolist()
     bar.set_ticks(ticks, labels=[f"{2.0 ** t:.2g}" for t in ticks])
     return fig
 

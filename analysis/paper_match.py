@@ -39,13 +39,17 @@ def match_points(points: pd.DataFrame, table: str, steps: int = FINAL_STEPS) -> 
     ``points`` is :func:`analysis.frame.points` output.
     """
     rows = paper_rows(table, steps)
-    chosen, labels, notes = [], [], []
+    chosen: list[str | None] = []
+    labels: list[str | None] = []
+    notes: list[str] = []
     for _, r in rows.iterrows():
         cand = points[(points["paper_model"] == r["model"]) & (points["head_proj"] == r["head_proj"])
                       & (points["merge_proj"] == r["merge_proj"]) & (points["shared"] == r["shared"])
                       & np.isclose(points["weight_bits"].astype(float), r["weight_bits"])]
         if cand.empty:
-            chosen.append(None), labels.append(None), notes.append("not in the sweep")
+            chosen.append(None)
+            labels.append(None)
+            notes.append("not in the sweep")
             continue
         cand = cand.sort_values(["n_runs", "label"], ascending=[False, True])
         chosen.append(cand.iloc[0]["point"])

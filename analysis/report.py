@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from analysis import fig_compute, fig_curves, fig_routing, fig_sweep, ladder, tables
 from analysis.checks import missing_notes
@@ -112,24 +113,25 @@ def write_figures(out: Outputs, runs: pd.DataFrame, agg: pd.DataFrame, val_set: 
     pts = points(runs)
     ci = interval_text(ppl["n"])  # what every error bar and band of a perplexity figure is
 
-    def need_set(draw: Callable) -> Callable:
-        def checked():
+    def need_set(draw: Callable[[str], Figure]) -> Callable[[], Figure]:
+        """``draw`` gets the validation set once it is known to exist (else the figure is skipped)."""
+        def checked() -> Figure:
             if not val_set:
                 raise MissingData("no val/<set>/ppl metric")
-            return draw()
+            return draw(val_set)
         return checked
 
     _figure(out, "val_curves", f"Validation perplexity vs training tokens at every validation step: mean over "
             f"seeds, band: {ci} (n can drop at steps some seeds did not log)",
-            need_set(lambda: fig_curves.plot_val_curves(runs, histories)))
+            need_set(lambda _: fig_curves.plot_val_curves(runs, histories)))
     panels, not_drawn = fig_sweep.axis_panels(ppl) if val_set else ([], [])
     if panels:
         out.skipped += [f"figure `axis_sweeps` leaves out {reason}" for reason in not_drawn]
     drawn_axes = ", ".join(fig_sweep.AXES[a] for a, _ in panels)
     _figure(out, "axis_sweeps", f"Final perplexity ({val_set}) along the axes that vary on their own ({drawn_axes}); "
-            f"error bars: {ci}", need_set(lambda: fig_sweep.plot_axis_sweeps(ppl, val_set)))
+            f"error bars: {ci}", need_set(lambda s: fig_sweep.plot_axis_sweeps(ppl, s)))
     _figure(out, "heads_experts", f"Final perplexity ({val_set}) at each heads x experts point that was run "
-            f"(mean over seeds, {seed_count(ppl['n'])})", need_set(lambda: fig_sweep.plot_heads_experts(ppl, val_set)))
+            f"(mean over seeds, {seed_count(ppl['n'])})", need_set(lambda s: fig_sweep.plot_heads_experts(ppl, s)))
     load_n = pts.set_index("label").reindex(list(shown))["n_runs"] if len(pts) else []
     _figure(out, "expert_load", "Expert load relative to the uniform share, last logged step (mean over "
             f"{seed_count(load_n)}); colour scale fitted to the data, symmetric in log around 1",
@@ -141,11 +143,11 @@ def write_figures(out: Outputs, runs: pd.DataFrame, agg: pd.DataFrame, val_set: 
     gaps = fig_compute.bitnet_gaps(runs, val_set) if val_set else pd.DataFrame()
     _figure(out, "bitnet_gap", lambda: f"BitNet vs full precision: Δ ln ppl ({val_set}) paired by seed; error bars: "
             f"{interval_text(gaps['n_a'], paired=True)}",
-            need_set(lambda: fig_compute.plot_bitnet_gap(gaps, val_set)))
+            need_set(lambda s: fig_compute.plot_bitnet_gap(gaps, s)))
     base = paper_name(pts.set_index("point").loc[baseline_point(pts)]) if len(pts) else "the baseline"
     _figure(out, "ppl_vs_flops", f"Final perplexity ({val_set}) vs training FLOPs per token relative to "
             f"{base}, in percent; error bars: {ci}",
-            need_set(lambda: fig_compute.plot_ppl_vs_flops(fig_compute.flops_frame(runs, agg, val_set), val_set)))
+            need_set(lambda s: fig_compute.plot_ppl_vs_flops(fig_compute.flops_frame(runs, agg, s), s)))
 
 
 def write_ladder(out: Outputs, runs: pd.DataFrame, val_set: str | None) -> list[str]:

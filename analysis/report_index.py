@@ -94,7 +94,7 @@ def summary_blocks(ordering: pd.DataFrame) -> list[Block]:
     paired = bool(len(checked)) and bool((checked["paired"] == True).all())  # noqa: E712
     agree = int((resolved["agrees"] == True).sum())  # noqa: E712
     val_set = checked["val_set"].iloc[0] if len(checked) else ""
-    blocks = [Para(
+    blocks: list[Block] = [Para(
         f"{len(checked)} of {len(ordering)} comparisons of the paper's orderings are checkable here, with "
         f"{interval_text(ns, paired=paired)}. Δ = ln ppl(worse) − ln ppl(better) in nats on the `{val_set}` set: "
         "positive means our runs order the pair as the paper does. A comparison is resolved only with "
@@ -115,11 +115,13 @@ def _provenance(info: IndexInfo, runs: pd.DataFrame) -> list[Block]:
     done = int((runs["status"] == "FINISHED").sum())
     parent = (f"`{info.parent_run_id}` (this folder is logged there under `report/`)" if info.parent_run_id
               else "none found (tag mhmoe.role=sweep); nothing logged to MLflow")
+    runs_command: list[Block] = ([Para("The runs were produced by:"), Code(info.runs_command)] if info.runs_command
+                                 else [])
     return [
         Heading(f"Report: sweep `{info.sweep}`", 1),
         Para(f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by:"),
         Code(info.command or "(called from Python)"),
-        *([Para("The runs were produced by:"), Code(info.runs_command)] if info.runs_command else []),
+        *runs_command,
         Bullets([f"sweep spec: [{info.spec}]({info.spec})", f"git commit: `{git_commit(describe=True)}`",
                  f"tracking URI: `{info.tracking_uri}`", f"sweep parent run: {parent}",
                  f"runs: {len(runs)} ({done} finished)",

@@ -14,11 +14,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+from matplotlib.typing import RcKeyType
 
 from analysis.frame import model_name
 from mhmoe.config import is_quantized
@@ -41,7 +43,7 @@ _MULTI_HEAD_BY_HEADS = ["green", "blue", "vermillion", "purple", "yellow"]  # h 
 SEQUENTIAL_CMAP = "cividis"  # perceptually uniform, readable with colour-vision deficiency
 DIVERGING_CMAP = "PuOr_r"  # colour-blind-safe diverging map (ColorBrewer)
 
-RC = {
+RC: dict[RcKeyType, Any] = {
     "font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "xtick.labelsize": 6, "ytick.labelsize": 6,
     "legend.fontsize": 6, "legend.frameon": False, "lines.linewidth": 1.1, "lines.markersize": 3.5,
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25,

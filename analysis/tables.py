@@ -185,8 +185,9 @@ def latex_width_pt(header: list[str], rows: list[list[str]]) -> float:
 
 def _latex_columns(columns: list[str]) -> pd.MultiIndex | list[str]:
     """"shakespeare (ours)" / "C4 (paper)" headers as a two-row header: ours | paper over the sets."""
-    split = [re.match(r"^(?P<set>.+) \((?P<src>ours|paper)\)$", c) for c in columns]
-    if not all(split):
+    matches = (re.match(r"^(?P<set>.+) \((?P<src>ours|paper)\)$", c) for c in columns)
+    split = [m for m in matches if m is not None]
+    if len(split) < len(columns):
         return [latex_escape(c) for c in columns]
     return pd.MultiIndex.from_tuples([(m["src"], latex_escape(m["set"])) for m in split])
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from mhmoe.configbase import ConfigError
 from mhmoe.model import Transformer, build_model
 from mhmoe.run_config import RunConfig
+
+if TYPE_CHECKING:  # load_checkpoint imports the tokenizer module only when it runs
+    from mhmoe.data.tokenizer import TextTokenizer
 
 STATE_PREFIX = "net."
 DIGEST_KEY = "mhmoe_state_digest"
@@ -28,8 +32,7 @@ class CheckpointError(ValueError):
 class LoadedCheckpoint:
     net: Transformer
     config: RunConfig
-    tokenizer: object
-    """Has encode/decode/vocab_size/eos_id (mhmoe.data.tokenizer)."""
+    tokenizer: TextTokenizer
     path: Path
     global_step: int
 

@@ -9,9 +9,13 @@ Errors name the dotted field. What each ``model.ffn`` / ``moe.router`` means: :m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, overload
 
 from mhmoe.configbase import ConfigError, check, check_choice, check_positive
 from mhmoe.variants import FFN_VARIANTS, ROUTER_NAMES, VARIANTS, Variant, router_kind, variant
+
+if TYPE_CHECKING:  # only named in is_quantized's signature; the model side never needs pandas
+    import pandas as pd
 
 FULL_PRECISION_BITS = 16.0
 """``quant.weight_bits`` of an unquantized model: quantization is off at this width."""
@@ -173,7 +177,11 @@ class QuantConfig:
         return is_quantized(self.weight_bits)
 
 
-def is_quantized(weight_bits: float) -> bool:
+@overload
+def is_quantized(weight_bits: float) -> bool: ...
+@overload
+def is_quantized(weight_bits: pd.Series) -> pd.Series: ...
+def is_quantized(weight_bits: float | pd.Series) -> bool | pd.Series:
     """Whether a ``quant.weight_bits`` value means quantized weights (elementwise on a frame column)."""
     return weight_bits < FULL_PRECISION_BITS
 

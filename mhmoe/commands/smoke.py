@@ -14,7 +14,7 @@ import torch
 from mhmoe.budget_table import budget_table, format_table
 from mhmoe.commands.bad_input import Parser, int_at_least, refuses_bad_input
 from mhmoe.config import FULL_PRECISION_BITS, Architecture, QuantConfig
-from mhmoe.configbase import apply_overrides
+from mhmoe.configbase import apply_overrides, to_dict
 from mhmoe.matching import paper_variants, preset_configs
 from mhmoe.model import build_model
 
@@ -31,8 +31,8 @@ def main(argv: list[str]) -> int:
     torch.manual_seed(0)
     for name, overrides in paper_variants(args.preset).items():
         for bits in (FULL_PRECISION_BITS, 1.58):
-            model = apply_overrides(type(model_cfg), model_cfg, overrides.get("model", {}))
-            moe = apply_overrides(type(moe_cfg), moe_cfg, overrides.get("moe", {}))
+            model = apply_overrides(type(model_cfg), to_dict(model_cfg), overrides.get("model", {}))
+            moe = apply_overrides(type(moe_cfg), to_dict(moe_cfg), overrides.get("moe", {}))
             quant = QuantConfig(weight_bits=bits)
             net = build_model(Architecture(model=model, moe=moe, quant=quant))
             idx = torch.randint(0, model.vocab_size, (2, min(args.tokens, model.max_seq_len)))

@@ -78,8 +78,8 @@ def main(argv: list[str]) -> int:
         _check_resume(args.resume, args.tracking_uri)
     if args.dry_run:  # a file `--config` accepts: the resolved config, the budget as comments
         print(cfg.to_yaml().rstrip())
-        for key, value in summary(cfg.architecture, seq_len=cfg.train.seq_len).items():
-            print(f"# {key}: {value:,}")
+        for key, count in summary(cfg.architecture, seq_len=cfg.train.seq_len).items():
+            print(f"# {key}: {count:,}")
         compute = estimate_compute(cfg, gpu_tflops=args.gpu_tflops, mfu=args.mfu, tokens_per_s=args.tokens_per_s)
         print("\n".join(f"# {line}" for line in preflight_lines(cfg, planned_precision(cfg), compute)))
         return 0

@@ -157,7 +157,7 @@ class MHMoEDataModule(LightningDataModule):
         if len(train) < self.seq_len + 1:
             raise DataError(f"training corpus {self._source().spec!r} has {len(train)} tokens, fewer than one "
                             f"window of {self.seq_len + 1} (seq_len + 1)")
-        streams = {}
+        streams: dict[str, np.ndarray] = {}
         for name, source in val_sources(self.data).items():
             stream = token_stream(source, tokenizer)
             if len(stream) < self.seq_len + 1:

@@ -51,7 +51,7 @@ class ByteTokenizer:
 
     vocab_size = 257
     eos_id = 256
-    path = None
+    path: Path | None = None  # TextTokenizer's type: no file behind byte tokens
     spec = "byte"
     fingerprint = "byte/v1"
 

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.throughput import Throughput
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 from mhmoe.checkpoint import DIGEST_KEY, state_digest
 from mhmoe.model import Transformer
@@ -60,7 +62,8 @@ class LitLM(pl.LightningModule):
         self.last_val_metrics: dict[str, float] = {}
         self.last_perf_metrics: dict[str, float] = {}
         """perf/* of the latest logged interval (empty before the first one)."""
-        self._val_sums: dict[int, list[float]] = {}
+        self._val_sums: dict[int, list[torch.Tensor | float]] = {}
+        """Per validation set: [summed token NLL (a device tensor once a batch is added), token count]."""
         self._val_load = LoadAccumulator()
         self._step_means = StepMeans(config.train.accumulate_grad_batches)
 
@@ -162,7 +165,7 @@ class LitLM(pl.LightningModule):
         self.last_perf_metrics = {"perf/tokens_per_s": tokens_per_s, "perf/mfu": rates["device/mfu"]}
         return dict(self.last_perf_metrics)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         mixed = str(self.trainer.precision).endswith("-mixed")
         optimizer, scheduler = build_optimizer(self.net, self.config.optim, self.config.train.max_steps,
                                                fused=not mixed)
@@ -232,7 +235,9 @@ class LitLM(pl.LightningModule):
         load, divergence = self._val_load.matrices()
         if load.size == 0:
             return
-        run_id = getattr(self.logger, "run_id", None)
+        if not isinstance(self.logger, MLFlowLogger):  # artifacts go to the run's MLflow record
+            return
+        run_id = self.logger.run_id
         if run_id is None:
             return
         with tempfile.TemporaryDirectory() as tmp:

@@ -44,8 +44,9 @@ def build_optimizer(net: nn.Module, optim: OptimConfig, max_steps: int, *, fused
     that unscales gradients itself (the fused kernel), even in bf16 where nothing is scaled."""
     # The fused kernel (CPU and CUDA) is ~4x faster than the per-tensor loop on CPU at these sizes;
     # unfused, torch picks its multi-tensor (foreach) path on CUDA.
+    beta1, beta2 = optim.betas  # OptimConfig checks there are two
     optimizer = torch.optim.AdamW(
-        param_groups(net, optim.weight_decay), lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, fused=fused
+        param_groups(net, optim.weight_decay), lr=optim.lr, betas=(beta1, beta2), eps=optim.eps, fused=fused
     )
 
     def multiplier(step: int) -> float:
