@@ -10,8 +10,8 @@ import ast
 import dataclasses
 import difflib
 import inspect
-import textwrap
 import math
+import textwrap
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -210,13 +210,6 @@ def key_docs(cls: type) -> list[tuple[str, Any, str]]:
     """(dotted key, declared type, docstring) for every key of a config class, in declaration order."""
     docs = {owner: field_docs(owner) for _, _, owner, _ in leaf_fields(cls)}
     return [(key, annotation, docs[owner].get(name, "")) for key, annotation, owner, name in leaf_fields(cls)]
-
-
-def parse_value(text: str) -> Any:
-    """CLI ``key=value`` text to a Python value using YAML scalars (``true``, ``3``, ``1.58``)."""
-    from mhmoe.yaml_strict import parse_yaml
-
-    return parse_yaml(text, f"value {text!r}") if text != "" else ""
 
 
 def apply_overrides(cls: type[T], base: Mapping[str, Any], overrides: Mapping[str, Any]) -> T:
