@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from mhmoe.sweep import load_spec, plan
 from mhmoe.sweep import tracking as sweep_tracking
+from mhmoe.sweep.checkpoints import point_checkpoint_dir
 from mhmoe.sweep.queue import SweepQueue
 from mhmoe.sweep.status import format_status, sweep_status
 from mhmoe.tracking import names
@@ -180,7 +181,7 @@ def test_killed_worker_trial_resumes_from_its_checkpoint(warm_data, tmp_path: Pa
     queue = SweepQueue(stores["storage"], "kill")
     early_hash, early_run = _died_before_checkpoint(queue, stores["tracking"])
     killed_hash = queue.trials()[1].user_attrs["config_hash"]  # the next trial a worker claims
-    last_ckpt = queue.checkpoint_dir(Path(stores["checkpoints"]), killed_hash) / "last.ckpt"
+    last_ckpt = point_checkpoint_dir(queue, Path(stores["checkpoints"]), killed_hash) / "last.ckpt"
 
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     worker = subprocess.Popen([sys.executable, "-m", "mhmoe.cli", "sweep", "work", str(spec_path), *stored,
