@@ -231,6 +231,19 @@ def _deepcopy(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _deepcopy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
 
 
+def dotted_from_nested(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{moe: {heads: 2}}`` and ``{moe.heads: 2}`` both become ``{"moe.heads": 2}`` (the inverse of
+    :func:`nested_from_dotted`)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(dotted_from_nested(value, full + "."))
+        else:
+            out[full] = value
+    return out
+
+
 def nested_from_dotted(flat: Mapping[str, Any]) -> dict[str, Any]:
     """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``."""
     out: dict[str, Any] = {}
