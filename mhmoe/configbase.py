@@ -212,13 +212,6 @@ def key_docs(cls: type) -> list[tuple[str, Any, str]]:
     return [(key, annotation, docs[owner].get(name, "")) for key, annotation, owner, name in leaf_fields(cls)]
 
 
-def parse_value(text: str) -> Any:
-    """CLI ``key=value`` text to a Python value using YAML scalars (``true``, ``3``, ``1.58``)."""
-    from mhmoe.yaml_strict import parse_yaml
-
-    return parse_yaml(text, f"value {text!r}") if text != "" else ""
-
-
 def apply_overrides(cls: type[T], base: Mapping[str, Any], overrides: Mapping[str, Any]) -> T:
     """Merge dotted overrides over a nested dict and build ``cls``; unknown keys fail listing valid ones."""
     allowed = set(valid_keys(cls))
@@ -236,6 +229,19 @@ def apply_overrides(cls: type[T], base: Mapping[str, Any], overrides: Mapping[st
 
 def _deepcopy(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _deepcopy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def dotted_from_nested(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{moe: {heads: 2}}`` and ``{moe.heads: 2}`` both become ``{"moe.heads": 2}`` (the inverse of
+    :func:`nested_from_dotted`)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(dotted_from_nested(value, full + "."))
+        else:
+            out[full] = value
+    return out
 
 
 def nested_from_dotted(flat: Mapping[str, Any]) -> dict[str, Any]:

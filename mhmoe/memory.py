@@ -21,11 +21,14 @@ when checkpointing); device-hours assume a stated peak and MFU, or a measured to
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from mhmoe.budget import count_params, train_flops_per_token
 from mhmoe.configbase import ConfigError
 from mhmoe.run_config import RunConfig
+from mhmoe.training.hardware import resolve_accelerator, resolve_precision
+from mhmoe.training.ranks import launched_as_rank
 
 FP32 = 4
 HEADROOM = 0.9
@@ -235,12 +238,7 @@ def check_cuda_memory(cfg: RunConfig) -> None:
     rank's device (``torch.cuda.mem_get_info``); on CPU, nothing. A multi-device run is checked in
     its rank processes, not by the caller, which would otherwise hold a CUDA context on device 0
     for the whole run."""
-    import os
-
-    import torch
-
-    from mhmoe.training.ranks import launched_as_rank
-    from mhmoe.training.runner import resolve_accelerator, resolve_precision
+    import torch  # only here: the preflight itself runs without torch
 
     accelerator = resolve_accelerator(cfg)
     if accelerator != "gpu" or not torch.cuda.is_available():

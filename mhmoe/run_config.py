@@ -31,6 +31,7 @@ from mhmoe.configbase import (
 )
 from mhmoe.data.config import DataConfig
 from mhmoe.presets import preset
+from mhmoe.yaml_strict import parse_value, read_yaml_file
 
 MAX_STEPS = 10_000_000
 """Upper bound on train.max_steps: 100x the paper's 100k-step schedule. Anything larger is a typo
@@ -237,8 +238,6 @@ def run_config_keys() -> list[str]:
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file as nested overrides (dotted top-level keys allowed)."""
-    from mhmoe.yaml_strict import read_yaml_file
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
@@ -304,8 +303,6 @@ def _reject_unknown_nested(nested: dict[str, Any], prefix: str = "") -> None:
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["moe.heads=3", "quant.weight_bits=1.58"]`` -> dict with YAML-typed values."""
-    from mhmoe.configbase import parse_value
-
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:

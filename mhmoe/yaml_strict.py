@@ -52,6 +52,11 @@ def parse_yaml(text: str, what: str) -> Any:
         raise ConfigError(f"{what}: not valid YAML at {_where(err)}{problem}") from None
 
 
+def parse_value(text: str) -> Any:
+    """CLI ``key=value`` text to a Python value using YAML scalars (``true``, ``3``, ``1.58``)."""
+    return parse_yaml(text, f"value {text!r}") if text != "" else ""
+
+
 def read_yaml_file(path: Path, what: str) -> Any:
     """A UTF-8 YAML file; every failure is one ConfigError line that starts with ``what`` and the path."""
     label = f"{what} {str(path)!r}"
@@ -66,4 +71,4 @@ def read_yaml_file(path: Path, what: str) -> Any:
     return parse_yaml(text, label)
 
 
-__all__ = ["StrictLoader", "parse_yaml", "read_yaml_file"]
+__all__ = ["StrictLoader", "parse_value", "parse_yaml", "read_yaml_file"]

@@ -7,7 +7,8 @@ import json
 import sys
 
 from mhmoe.budget_table import budget_table, format_table
-from mhmoe.commands.bad_input import Parser, int_at_least, refuses_bad_input
+from mhmoe.commands.bad_input import Parser, refuses_bad_input
+from mhmoe.flag_types import int_at_least
 from mhmoe.presets import PRESETS
 
 

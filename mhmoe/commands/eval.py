@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mhmoe.commands.bad_input import Parser, int_at_least, positive_float, refuses_bad_input
+from mhmoe.commands.bad_input import Parser, refuses_bad_input
+from mhmoe.flag_types import int_at_least, positive_float
 
 
 def build_parser() -> argparse.ArgumentParser:

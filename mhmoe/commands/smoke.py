@@ -12,9 +12,10 @@ import time
 import torch
 
 from mhmoe.budget_table import budget_table, format_table
-from mhmoe.commands.bad_input import Parser, int_at_least, refuses_bad_input
+from mhmoe.commands.bad_input import Parser, refuses_bad_input
 from mhmoe.config import FULL_PRECISION_BITS, Architecture, QuantConfig
 from mhmoe.configbase import apply_overrides, to_dict
+from mhmoe.flag_types import int_at_least
 from mhmoe.matching import paper_variants, preset_configs
 from mhmoe.model import build_model
 

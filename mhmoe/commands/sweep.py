@@ -18,8 +18,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from mhmoe.commands.bad_input import Parser, int_at_least, refuses_bad_input
+from mhmoe.commands.bad_input import Parser, refuses_bad_input
 from mhmoe.configbase import ConfigError
+from mhmoe.flag_types import int_at_least
 from mhmoe.sweep.options import add_worker_arguments, worker_options
 
 

@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from mhmoe.commands.bad_input import Parser, int_at_least, refuses_bad_input
+from mhmoe.commands.bad_input import Parser, refuses_bad_input
 from mhmoe.commands.throughput import add_throughput_flags
 from mhmoe.configbase import ConfigError
+from mhmoe.flag_types import int_at_least
 from mhmoe.presets import PRESETS
 
 

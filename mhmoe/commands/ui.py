@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 
-from mhmoe.commands.bad_input import Parser, int_between, refuses_bad_input
+from mhmoe.commands.bad_input import Parser, refuses_bad_input
+from mhmoe.flag_types import int_between
 from mhmoe.home import artifact_root_for, default_tracking_uri
 from mhmoe.store_urls import check_tracking_uri
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mhmoe.commands.bad_input import int_at_least, positive_float
+from mhmoe.flag_types import int_at_least, positive_float
 
 
 def _flag(help_text: str, *, flag: str | None = None, parse: Any = str, cli: bool = True) -> dict[str, Any]:

@@ -9,7 +9,8 @@ MLflow run id, so the point resumes from its checkpoint. Failed attempts are ret
 ``max_attempt``. An attempt belongs to the worker that claimed it only while its trial is
 RUNNING: once reaped, every write of the old worker (tell, fail, checkpoint) is refused.
 Optuna's GridSampler is not used: with 2+ workers it re-runs points, and it counts FAILED points
-as done.
+as done. The study also carries each point's checkpoint folder (:mod:`mhmoe.sweep.checkpoints`) and
+the sweep's MLflow parent run (:mod:`mhmoe.sweep.parent_run`); those modules own them.
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ import math
 import os
 import socket
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -39,11 +38,7 @@ POINT_ATTRS = ("point", "group", "config_hash", "variant", "seed", "metric", "co
 SETTINGS_ATTR = "mhmoe.sweep"
 """Study user attr holding the sweep settings (metric, retries, tracking ...), so workers on other
 nodes need only the storage URL and the study name."""
-PARENT_RUN_ATTR = "mhmoe.mlflow_parent_run_id"
 STALE_REASON = "stale: no heartbeat within the grace period (worker died?)"
-UID_ATTR = "mhmoe.sweep_uid"
-"""Random id of the study, set once: checkpoint folders of a deleted and re-created study of the
-same name must not be resumed."""
 PARAM_KEYS = ("moe.heads", "moe.num_experts", "moe.top_k", "moe.expert_d_ff", "quant.weight_bits")
 """Numeric config values set as Optuna params when a trial starts (dashboard axes). Not the seed:
 it is a user attr, so parameter importance ranks only what the sweep compares."""
@@ -124,25 +119,6 @@ class SweepQueue:
 
     def set_settings(self, settings: dict[str, Any]) -> None:
         self.study.set_user_attr(SETTINGS_ATTR, settings)
-
-    def uid(self) -> str:
-        """The study's random id (created on first use, under the queue lock)."""
-        uid = self.study.user_attrs.get(UID_ATTR)
-        if uid is None:
-            with self.lock():
-                uid = self.study.user_attrs.get(UID_ATTR) or uuid.uuid4().hex[:8]
-                self.study.set_user_attr(UID_ATTR, uid)
-        return uid
-
-    def checkpoint_dir(self, root: Path, config_hash: str) -> Path:
-        """Fixed per grid point of this study, so every attempt resumes the same checkpoint."""
-        return root / f"{self.study_name}-{self.uid()}" / config_hash
-
-    def parent_run_id(self) -> str | None:
-        return self.study.user_attrs.get(PARENT_RUN_ATTR)
-
-    def set_parent_run_id(self, run_id: str) -> None:
-        self.study.set_user_attr(PARENT_RUN_ATTR, run_id)
 
     def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=states)

@@ -30,16 +30,15 @@ from __future__ import annotations
 
 import math
 import re
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mhmoe.configbase import ConfigError, _coerce, unknown_key
+from mhmoe.configbase import ConfigError, _coerce, dotted_from_nested, leaf_fields, unknown_key
 from mhmoe.matching import MATCH_MODES
 from mhmoe.presets import PRESETS
-from mhmoe.run_config import MAX_STEPS, RunConfig, run_config_keys
+from mhmoe.run_config import MAX_STEPS, RunConfig
 from mhmoe.shipped_specs import shipped_specs_dir
 
 SPEC_KEYS = (
@@ -289,28 +288,9 @@ def _parse_optional_str(name: str, value: Any, errors: list[str]) -> str | None:
     return value
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{moe: {heads: 2}}`` and ``{moe.heads: 2}`` both become ``{"moe.heads": 2}``."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        full = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, full + "."))
-        else:
-            out[full] = value
-    return out
-
-
 def _key_types() -> dict[str, Any]:
     """Declared type of every dotted RunConfig key (and matching knob); grids also take :data:`BUDGET_AXES`."""
-    types: dict[str, Any] = dict(MATCH_KNOBS)
-    for key in run_config_keys():
-        cls: Any = RunConfig
-        *parents, leaf = key.split(".")
-        for part in parents:
-            cls = typing.get_type_hints(cls)[part]
-        types[key] = typing.get_type_hints(cls)[leaf]
-    return types
+    return {**MATCH_KNOBS, **{key: annotation for key, annotation, *_ in leaf_fields(RunConfig)}}
 
 
 BUDGET_LIMITS = {"budget.steps": (MAX_STEPS, "100x the paper's 100k-step schedule"),
@@ -357,7 +337,7 @@ def _parse_overrides(where: str, value: Any, errors: list[str], *, knobs: bool) 
         errors.append(f"{where} must be a mapping of dotted config keys to values (e.g. moe.heads: 2)")
         return {}
     types = _key_types() if knobs else {k: v for k, v in _key_types().items() if k not in MATCH_KNOBS}
-    return {key: _check_value(where, key, v, types, errors) for key, v in _flatten(value).items()}
+    return {key: _check_value(where, key, v, types, errors) for key, v in dotted_from_nested(value).items()}
 
 
 def _parse_base(value: Any, path: Path | None, errors: list[str]) -> BaseSpec:
@@ -471,7 +451,7 @@ def _parse_grid(value: Any, errors: list[str]) -> tuple[Axis, ...]:
         return ()
     types = {**_key_types(), **dict.fromkeys(BUDGET_AXES, int)}
     axes = []
-    for key, values in _flatten(value).items():
+    for key, values in dotted_from_nested(value).items():
         if not isinstance(values, list):
             errors.append(f"grid axis {key!r} must be a list of values, got {values!r}")
             continue

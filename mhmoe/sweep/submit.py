@@ -8,6 +8,7 @@ from typing import Any
 import optuna
 
 from mhmoe import home
+from mhmoe.sweep.checkpoints import study_uid
 from mhmoe.sweep.plan import TrialPoint
 from mhmoe.sweep.queue import SubmitResult, SweepQueue
 from mhmoe.sweep.spec import SweepSpec
@@ -47,7 +48,7 @@ def submit_sweep(spec: SweepSpec, points: list[TrialPoint], *, storage: str, tra
     """
     uri = resolve_tracking_uri(tracking_uri, spec)
     queue = SweepQueue(storage, spec.name, create=True, direction=spec.direction)
-    queue.uid()
+    study_uid(queue)  # before the first worker: every node derives the same checkpoint folders
     with queue.lock():
         # Every point carries the plan's one metric (resolved in planning).
         metric = points[0].metric if points else queue.settings().get("metric") or spec.metric

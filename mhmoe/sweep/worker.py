@@ -25,12 +25,12 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from mhmoe.sweep import summary, tracking
+from mhmoe.sweep import tracking
+from mhmoe.sweep.checkpoints import checkpoint_root, point_checkpoint_dir
 from mhmoe.sweep.devices import DeviceFit
 from mhmoe.sweep.options import WorkerOptions, parse
+from mhmoe.sweep.parent_run import ensure_parent_run, finish_parent_run, parent_run_id, update_parent_summary
 from mhmoe.sweep.queue import STALE_REASON, Heartbeat, SweepQueue, worker_id
-from mhmoe.sweep.status import format_status, sweep_status
-from mhmoe.tracking import names
 from mhmoe.tracking.names import TAG_RESTART
 from mhmoe.training.checkpoint_files import ResumePick, pick_resume_checkpoint, set_aside
 from mhmoe.training.failures import REASON_MAX_CHARS, Diverged, Fence, LostClaim, failure_reason
@@ -53,14 +53,6 @@ def rank_zero_hooks(storage: str, study: str, trial_id: int, worker: str) -> tup
     trial = queue.storage.get_trial(trial_id)
     fence = queue.fence(trial)
     return fence, [TrialProgress(queue, trial, fence, lambda message: _log(message, worker))]
-
-
-def _checkpoint_root(options: WorkerOptions) -> Path:
-    if options.checkpoint_root is not None:
-        return options.checkpoint_root
-    from mhmoe.home import home_subdir
-
-    return home_subdir("sweeps")
 
 
 def _tracking_uri(options: WorkerOptions, settings: dict[str, Any]) -> str:
@@ -125,7 +117,7 @@ def _trial_run(queue: SweepQueue, trial: FrozenTrial, tracking_uri: str, setting
     if run_id:
         tracking.delete(tracking_uri, run_id)
     run_id = tracking.create_trial_run(tracking_uri, settings.get("experiment", queue.study_name),
-                                       queue.parent_run_id(), attrs["point"], tags)
+                                       parent_run_id(queue), attrs["point"], tags)
     # Stored before training starts: a re-queued attempt must find it even if this worker dies.
     queue.set_attrs(trial, {"mlflow_run_id": run_id, **({"restart_reason": restart} if restart else {})})
     return run_id, tags, pick, restart
@@ -148,7 +140,7 @@ def _train(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions, settin
         result = train(
             RunConfig.from_dict(attrs["config"]), tracking_uri=tracking_uri,
             experiment_name=settings.get("experiment", queue.study_name), run_name=attrs["point"], tags=tags,
-            parent_run_id=queue.parent_run_id(), run_id=run_id, checkpoint_dir=checkpoint_dir, resume=True,
+            parent_run_id=parent_run_id(queue), run_id=run_id, checkpoint_dir=checkpoint_dir, resume=True,
             progress=False, fence=fence, resume_pick=pick, callbacks=[TrialProgress(queue, trial, fence, _log)],
             rank_zero_hooks=RankZeroHooks("mhmoe.sweep.worker:rank_zero_hooks", {
                 "storage": queue.url, "study": queue.study_name, "trial_id": trial._trial_id, "worker": worker_id()}),
@@ -202,7 +194,8 @@ def run_trial(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions) -> 
     _log(f"trial {trial.number} {label} (attempt {trial.user_attrs.get('attempt', 1)}) started")
     run_id = None
     try:
-        checkpoint_dir = queue.checkpoint_dir(_checkpoint_root(options), trial.user_attrs["config_hash"])
+        checkpoint_dir = point_checkpoint_dir(queue, checkpoint_root(options.checkpoint_root),
+                                              trial.user_attrs["config_hash"])
         run_id, tags, pick, restart = _trial_run(queue, trial, tracking_uri, settings, checkpoint_dir)
         if restart or pick.problems:
             why = restart or f"resuming {pick.path.name}: " + "; ".join(pick.problems)
@@ -242,62 +235,10 @@ def close_reaped(queue: SweepQueue, options: WorkerOptions) -> None:
              + ("re-queued" if requeued else "no attempts left"))
 
 
-def _sweep_metric(queue: SweepQueue, settings: dict[str, Any]) -> str | None:
-    """The metric the plan resolved (stored at submit); studies submitted before that have it per trial."""
-    return settings.get("metric") or next(
-        (t.user_attrs["metric"] for t in queue.trials() if t.user_attrs.get("metric")), None)
-
-
-def ensure_parent_run(queue: SweepQueue, options: WorkerOptions) -> None:
-    """Open the sweep's MLflow parent run once (first worker), or mark it running again."""
-    settings = queue.settings()
-    uri = _tracking_uri(options, settings)
-    with queue.lock():
-        run_id = queue.parent_run_id()
-        if run_id is None:
-            metric = _sweep_metric(queue, settings)
-            params = {"sweep.spec": settings.get("spec_path") or "", "sweep.retries": settings.get("retries"),
-                      **({names.PARAM_SWEEP_METRIC: metric} if metric else {})}
-            queue.set_parent_run_id(tracking.create_parent_run(
-                uri, settings.get("experiment", queue.study_name), queue.study_name, params,
-                description=summary.description(settings.get("description") or "", metric or "<metric>")))
-        elif queue.pending()[0]:
-            tracking.reopen(uri, run_id)  # new points were submitted after it finished
-
-
-def update_parent_summary(queue: SweepQueue, options: WorkerOptions) -> None:
-    """Per-variant means, best point and point counts on the parent run (after every trial end)."""
-    run_id = queue.parent_run_id()
-    if run_id is None:
-        return
-    settings = queue.settings()
-    points = queue.point_states()
-    metric = _sweep_metric(queue, settings)
-    if not metric:
-        return
-    result = summary.parent_summary(points, metric, settings.get("direction") or "minimize")
-    ended = sum(t.state.is_finished() for p in points for t in p.attempts)
-    try:
-        tracking.log_summary(_tracking_uri(options, settings), run_id, result.metrics, result.tags, ended)
-    except Exception as err:  # noqa: BLE001 - a summary must not stop the sweep; the next trial end retries
-        _log(f"parent run summary not logged: {err!r}")
-    _log(format_status(queue.study_name, sweep_status(queue), show_rows=False))  # the overall line
-
-
-def _finish_parent(queue: SweepQueue, options: WorkerOptions) -> None:
-    """Close the sweep's parent run once nothing waits or runs."""
-    run_id = queue.parent_run_id()
-    if run_id is None or queue.pending() != (0, 0):
-        return
-    states = [p.state for p in queue.point_states()]
-    tracking.terminate(_tracking_uri(options, queue.settings()), run_id,
-                       "FINISHED" if all(s == "done" for s in states) else "FAILED")
-
-
 def run_worker(options: WorkerOptions) -> int:
     """Claim and train trials until none is left (or ``max_trials``); returns an exit code."""
     queue = open_queue(options)
-    ensure_parent_run(queue, options)
+    ensure_parent_run(queue, _tracking_uri(options, queue.settings()))
     done = 0
     failed = 0
     fits = DeviceFit(options.devices, _log)
@@ -312,8 +253,8 @@ def run_worker(options: WorkerOptions) -> int:
             continue
         failed += run_trial(queue, trial, options) == "failed"
         done += 1
-        update_parent_summary(queue, options)
-    _finish_parent(queue, options)
+        update_parent_summary(queue, _tracking_uri(options, queue.settings()), _log)
+    finish_parent_run(queue, _tracking_uri(options, queue.settings()))
     _log(f"exiting after {done} trial(s)" + (f", {failed} failed for good" if failed else ""))
     return 1 if failed else 0
 

@@ -2,8 +2,8 @@
 
 Lightning's DDP launcher starts ranks 1..N-1 by re-running the current command with ``LOCAL_RANK``
 set. The command that called ``train()`` may be a sweep worker, which must not run twice, so a
-multi-device ``train()`` runs ``python -m mhmoe.training.ranks REQUEST`` instead: this process is
-rank 0 and the command Lightning re-runs. Rank 0 opens the MLflow run and exports its id and
+multi-device ``train()`` runs ``python -m mhmoe.training.rank_process REQUEST`` instead: that process
+is rank 0 and the command Lightning re-runs. Rank 0 opens the MLflow run and exports its id and
 checkpoint folder in the environment before ``trainer.fit``, so the other ranks (started from that
 environment) use the same ones; only rank 0 talks to MLflow and writes checkpoints. The caller gets
 the rank-0 ``TrainResult`` back through a JSON file.
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mhmoe.training.failures import Fence
+from mhmoe.training.result import TrainResult
 
 IN_RANKS_ENV = "MHMOE_IN_RANK_PROCESSES"
 RUN_ID_ENV = "MHMOE_RANK0_RUN_ID"
@@ -89,14 +90,12 @@ def inherited_run(run_id: str | None, checkpoint_dir: Path | None) -> tuple[str 
 
 
 def train_in_rank_processes(cfg, *, fence: Fence | None = None, rank_zero_hooks: RankZeroHooks | None = None,
-                            **kwargs: Any):  # noqa: ANN001, ANN201 - RunConfig -> TrainResult
+                            **kwargs: Any) -> TrainResult:  # noqa: ANN001 - RunConfig
     """Run ``train(cfg, **kwargs)`` as rank 0 of a data-parallel job in a child process.
 
     ``fence`` stays here: once it is lost the ranks are stopped and :class:`LostClaim` is raised.
     ``rank_zero_hooks`` gives rank 0 its own fence and callbacks.
     """
-    from mhmoe.training.runner import TrainResult
-
     with tempfile.TemporaryDirectory(prefix="mhmoe-ranks-") as tmp:
         request, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
         payload = {k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}
@@ -105,7 +104,7 @@ def train_in_rank_processes(cfg, *, fence: Fence | None = None, rank_zero_hooks:
                                        "result": str(result)}))
         # Same process group: a job-wide kill (SLURM, killpg) reaches every rank. On SIGTERM, rank 0's
         # Lightning signal handler kills the ranks it started.
-        proc = subprocess.Popen([sys.executable, "-m", "mhmoe.training.ranks", str(request)],
+        proc = subprocess.Popen([sys.executable, "-m", "mhmoe.training.rank_process", str(request)],
                                 env={**os.environ, IN_RANKS_ENV: "1"})
         try:
             code = _wait_unless_fenced(proc, fence)
@@ -114,9 +113,7 @@ def train_in_rank_processes(cfg, *, fence: Fence | None = None, rank_zero_hooks:
             raise
         if code != 0 or not result.is_file():
             raise RuntimeError(f"data-parallel training ({cfg.train.world_size} ranks) exited with code {code}")
-        data = json.loads(result.read_text())
-    return TrainResult(run_id=data["run_id"], checkpoint_path=Path(data["checkpoint_path"]), metrics=data["metrics"],
-                       start_step=data["start_step"], final_step=data["final_step"])
+        return TrainResult.from_json(result.read_text())
 
 
 def _wait_unless_fenced(proc: subprocess.Popen, fence: Fence | None) -> int:
@@ -146,44 +143,3 @@ def _stop(proc: subprocess.Popen) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             rank.kill()
     proc.wait()
-
-
-def _share_cores(cfg) -> None:  # noqa: ANN001 - RunConfig
-    """CPU ranks without ``train.num_threads`` split this machine's cores (else each takes all)."""
-    import torch
-
-    from mhmoe.training.runner import resolve_accelerator
-
-    if cfg.train.num_threads or resolve_accelerator(cfg) != "cpu":
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores // cfg.train.devices))
-
-
-def main(argv: list[str]) -> int:
-    from mhmoe.run_config import RunConfig
-    from mhmoe.training.runner import train
-
-    request = json.loads(Path(argv[0]).read_text())
-    kwargs = dict(request["kwargs"])
-    if kwargs.get("checkpoint_dir"):
-        kwargs["checkpoint_dir"] = Path(kwargs["checkpoint_dir"])
-    cfg = RunConfig.from_dict(request["config"])
-    _share_cores(cfg)
-    if request.get("hooks") and global_rank() == 0:
-        kwargs["fence"], kwargs["callbacks"] = RankZeroHooks(**request["hooks"]).build()
-    result = train(cfg, **kwargs)
-    if global_rank() == 0:
-        Path(request["result"]).write_text(json.dumps({
-            "run_id": result.run_id, "checkpoint_path": str(result.checkpoint_path), "metrics": result.metrics,
-            "start_step": result.start_step, "final_step": result.final_step}))
-    return 0
-
-
-if __name__ == "__main__":
-    # As the sweep worker: every store is written synchronously by now; skip the interpreter
-    # teardown of torch / MLflow / the process group (seconds per rank on a busy CPU).
-    code = main(sys.argv[1:])
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

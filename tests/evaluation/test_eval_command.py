@@ -15,7 +15,7 @@ from mhmoe.commands.eval import main
 from mhmoe.evaluation.local_tasks import TEMPLATE_DIR
 from mhmoe.evaluation.results import RESULTS_ARTIFACT
 from mhmoe.evaluation.runner import evaluate_checkpoint
-from mhmoe.training.runner import TrainResult
+from mhmoe.training.result import TrainResult
 from tests.evaluation.trained import train_debug_checkpoint
 
 LOCAL_TASKS = ["mhmoe_gen", "mhmoe_heldout_ppl", "mhmoe_mc"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mhmoe.run_config import resolve_run_config
-from mhmoe.training.runner import TrainResult, train
+from mhmoe.training.result import TrainResult
+from mhmoe.training.runner import train
 
 
 def train_debug_checkpoint(checkpoint_dir: Path) -> TrainResult:

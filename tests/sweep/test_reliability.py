@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from mhmoe.run_config import RunConfig
 from mhmoe.sweep import expand, load_spec, tracking as sweep_tracking
+from mhmoe.sweep.checkpoints import point_checkpoint_dir
 from mhmoe.sweep.queue import STALE_REASON, SweepQueue
 from mhmoe.sweep.status import format_status, sweep_status
 from mhmoe.sweep.submit import submit_sweep
@@ -72,7 +73,7 @@ def test_unusable_checkpoints_restart_the_point_from_zero_with_the_reason(warm_d
     queue = _submit(path, stores)
     # Attempt 1 trains to step 10 (checkpoints at 5 and 10), then its worker dies.
     trial = queue.claim()
-    folder = queue.checkpoint_dir(Path(stores["checkpoints"]), trial.user_attrs["config_hash"])
+    folder = point_checkpoint_dir(queue, Path(stores["checkpoints"]), trial.user_attrs["config_hash"])
     first_run = sweep_tracking.create_trial_run(stores["tracking"], "badckpt", None, "smoe",
                                                 sweep_tracking.trial_tags("badckpt", trial.number, trial.user_attrs))
     queue.set_attrs(trial, {"mlflow_run_id": first_run})
@@ -126,7 +127,7 @@ def test_a_worker_that_lost_its_claim_stops_and_writes_nothing(warm_data, tmp_pa
                       overrides={"train.checkpoint_every": 4, "train.val_every": 120})
     queue = _submit(path, stores)
     point_hash = queue.trials()[0].user_attrs["config_hash"]
-    last = queue.checkpoint_dir(Path(stores["checkpoints"]), point_hash) / LAST
+    last = point_checkpoint_dir(queue, Path(stores["checkpoints"]), point_hash) / LAST
     log = tmp_path / "worker-a.log"
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as out:

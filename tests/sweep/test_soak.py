@@ -27,6 +27,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from mhmoe.sweep.checkpoints import point_checkpoint_dir
 from mhmoe.sweep.queue import SweepQueue
 from mhmoe.sweep.spec import spec_path
 from mhmoe.tracking import names
@@ -79,7 +80,7 @@ def test_smoke_grid_survives_ten_sigkills(warm_data, tmp_path: Path, stores: dic
             continue
         victim = rng.choice(candidates)
         trial = owners[str(victim.pid)]
-        folder = queue.checkpoint_dir(Path(stores["checkpoints"]), trial.user_attrs["config_hash"])
+        folder = point_checkpoint_dir(queue, Path(stores["checkpoints"]), trial.user_attrs["config_hash"])
         had_checkpoint = any((folder / name).is_file() for name in (LAST, PREVIOUS))
         victim.send_signal(signal.SIGKILL)
         victim.wait()

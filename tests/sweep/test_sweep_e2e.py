@@ -20,6 +20,7 @@ import pytest
 from optuna.trial import TrialState
 
 from mhmoe.sweep import load_spec, plan, tracking as sweep_tracking
+from mhmoe.sweep.checkpoints import point_checkpoint_dir
 from mhmoe.sweep.queue import SweepQueue
 from mhmoe.sweep.status import format_status, sweep_status
 from mhmoe.tracking import names
@@ -81,8 +82,8 @@ def assert_researcher_views(storage: str, tracking: str, run_output: str) -> Non
         assert ("moe.num_experts" in trial.params) == (trial.user_attrs["variant"] != "dense")
         # Live progress: one line per validation of each trial, with the metric named.
         assert f"trial {trial.number} {trial.user_attrs['point']}: step 150/300 {metric}=" in run_output
-        final = f"trial {trial.number} {trial.user_attrs['point']}: step 300/300 {metric}={trial.value:.4g}"
-        assert final in run_output
+        line = f"trial {trial.number} {trial.user_attrs['point']}: step 300/300 {metric}={trial.value:.4g}"
+        assert line in run_output
 
     client = mlflow.MlflowClient(tracking)
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
@@ -95,9 +96,9 @@ def assert_researcher_views(storage: str, tracking: str, run_output: str) -> Non
         assert params["variant"] == run.data.tags[names.TAG_VARIANT]
         is_dense = params["model.ffn"] == "dense"
         assert any(k.startswith("moe.") for k in params) != is_dense  # dense: no moe.* params
-        assert run.data.tags[names.TAG_DISPLAY_NAME] == {
-            "dense": "Dense", "smoe": "SMoE", "fine_grained": "Fine-grained SMoE", "mhmoe": "MH-MoE (head=2)",
-        }[params["model.ffn"]]
+        names_by_ffn = {"dense": "Dense", "smoe": "SMoE", "fine_grained": "Fine-grained SMoE",
+                        "mhmoe": "MH-MoE (head=2)"}
+        assert run.data.tags[names.TAG_DISPLAY_NAME] == names_by_ffn[params["model.ffn"]]
     summary = parent.data.metrics
     assert set(by_variant) == {"dense", "smoe", "fine_grained", "mhmoe-h2"}
     for variant, values in by_variant.items():
@@ -181,7 +182,7 @@ def test_killed_worker_trial_resumes_from_its_checkpoint(warm_data, tmp_path: Pa
     queue = SweepQueue(stores["storage"], "kill")
     early_hash, early_run = _died_before_checkpoint(queue, stores["tracking"])
     killed_hash = queue.trials()[1].user_attrs["config_hash"]  # the next trial a worker claims
-    last_ckpt = queue.checkpoint_dir(Path(stores["checkpoints"]), killed_hash) / "last.ckpt"
+    last_ckpt = point_checkpoint_dir(queue, Path(stores["checkpoints"]), killed_hash) / "last.ckpt"
 
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     worker = subprocess.Popen([sys.executable, "-m", "mhmoe.cli", "sweep", "work", str(spec_path), *stored,

@@ -173,7 +173,7 @@ def test_compiled_training_matches_names_and_learns(tracking: str, tmp_path: Pat
 def test_system_metrics_land_in_the_run(tracking: str) -> None:
     import time
 
-    from mhmoe.training.runner import start_system_metrics
+    from mhmoe.training.mlflow_run import start_system_metrics
 
     client = mlflow.MlflowClient(tracking)
     run_id = client.create_run(client.create_experiment("system")).info.run_id
