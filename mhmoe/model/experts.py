@@ -45,6 +45,33 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+class _SiluGate(torch.autograd.Function):
+    """``silu(gate) * up`` whose backward writes the two gradients over its saved (A, F) tensors
+    instead of allocating three new ones: the experts' hidden activations are the layer's largest
+    tensors, and on CPU each fresh allocation of that size costs page faults (benchmarks/RESULTS.md).
+    A second backward through the same graph fails loudly (the saved tensors' versions changed)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        silu = F.silu(gate)
+        ctx.save_for_backward(gate, up, silu)
+        return silu * up
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor):  # type: ignore[override]
+        gate, up, silu = ctx.saved_tensors
+        grad_up = silu.mul_(grad)
+        grad_gate = torch.ops.aten.silu_backward.grad_input(up.mul_(grad), gate, grad_input=gate)
+        return grad_gate, grad_up
+
+
+def silu_gate(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """``F.silu(gate) * up`` (the SwiGLU hidden activation); in place in backward when it may be."""
+    if torch.is_grad_enabled() and (gate.requires_grad or up.requires_grad) and gate.shape == up.shape:
+        return _SiluGate.apply(gate, up)
+    return F.silu(gate) * up
+
+
 @torch.compiler.disable
 def grouped_mm(x_AD: torch.Tensor, w_EDF: torch.Tensor, offs_E: torch.Tensor) -> torch.Tensor:
     """``F.grouped_mm`` kept out of torch.compile graphs: its fake-tensor rule (torch 2.13) only
@@ -137,7 +164,7 @@ class GroupedExperts(nn.Module):
             offs_E = torch.cumsum(counts_E, 0, dtype=torch.int32)
             gate_AF = grouped_mm(x_AD, w1, offs_E)
             up_AF = grouped_mm(x_AD, w3, offs_E)
-            h_AF = self._rows_mid(F.silu(gate_AF) * up_AF, counts_E)
+            h_AF = self._rows_mid(silu_gate(gate_AF, up_AF), counts_E)
             return grouped_mm(h_AF, w2, offs_E)
         return self._loop(x_AD, counts_E, w1, w3, w2)
 
@@ -147,7 +174,7 @@ class GroupedExperts(nn.Module):
         """Padded path: the same C rows for every expert, three batched matmuls over (E, C, .)."""
         E, A = self.num_experts, x_AD.shape[0]
         x_ECD = x_AD.view(E, A // E, self.d_in)
-        h_ECF = F.silu(torch.bmm(x_ECD, w1)) * torch.bmm(x_ECD, w3)
+        h_ECF = silu_gate(torch.bmm(x_ECD, w1), torch.bmm(x_ECD, w3))
         h_ECF = self._rows_mid(h_ECF.view(A, self.d_ff), counts_E).view(E, A // E, self.d_ff)
         return torch.bmm(h_ECF, w2).view(A, self.d_in)
 
@@ -158,7 +185,7 @@ class GroupedExperts(nn.Module):
         outputs = []
         h_parts = []
         for e, x_rows in enumerate(torch.split(x_AD, counts_E.tolist())):
-            h_parts.append(F.silu(x_rows @ w1[e]) * (x_rows @ w3[e]))
+            h_parts.append(silu_gate(x_rows @ w1[e], x_rows @ w3[e]))
         h_AF = self._rows_mid(torch.cat(h_parts) if h_parts else x_AD.new_zeros(0, self.d_ff), counts_E)
         for e, h_rows in enumerate(torch.split(h_AF, counts_E.tolist())):
             outputs.append(h_rows @ w2[e])
