@@ -17,14 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mhmoe.model.layers import silu_gate
+
 
 GROUPED_MM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 """What ``F.grouped_mm`` accepts (torch 2.13); other dtypes (float64 in gradient checks) use the loop."""
 
-BMM_MAX_PADDING = 1.5
-"""``auto`` on CPU pads to the largest expert count and runs ``bmm`` while E x max count is at most
-this many times the rows; beyond it the padding costs more than grouped_mm's per-group loop
-(benchmarks/moe_layer.py, section "Kernel choice" of benchmarks/RESULTS.md)."""
+BMM_MAX_PADDING = 1.25
+"""``auto`` on a multi-threaded CPU pads every expert to the largest count and runs ``bmm`` while
+E x that count is at most this many times the rows. Balanced, one batched matmul is 0.65-1.0x
+the time of grouped_mm (a loop of small matmuls on CPU, each its own parallel region) at 2
+threads; past ~1.25x padding the wasted rows cost more. On one thread the two are equal when
+balanced, so there it pads only when nothing is wasted (benchmarks/RESULTS.md, "Kernel choice")."""
 
 
 def grouped_mm_supported(d_in: int, d_ff: int, dtype: torch.dtype = torch.float32) -> bool:
@@ -43,33 +47,6 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(device):
         return torch.get_autocast_dtype(device)
     return x.dtype
-
-
-class _SiluGate(torch.autograd.Function):
-    """``silu(gate) * up`` whose backward writes the two gradients over its saved (A, F) tensors
-    instead of allocating three new ones: the experts' hidden activations are the layer's largest
-    tensors, and on CPU each fresh allocation of that size costs page faults (benchmarks/RESULTS.md).
-    A second backward through the same graph fails loudly (the saved tensors' versions changed)."""
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        silu = F.silu(gate)
-        ctx.save_for_backward(gate, up, silu)
-        return silu * up
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor):  # type: ignore[override]
-        gate, up, silu = ctx.saved_tensors
-        grad_up = silu.mul_(grad)
-        grad_gate = torch.ops.aten.silu_backward.grad_input(up.mul_(grad), gate, grad_input=gate)
-        return grad_gate, grad_up
-
-
-def silu_gate(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """``F.silu(gate) * up`` (the SwiGLU hidden activation); in place in backward when it may be."""
-    if torch.is_grad_enabled() and (gate.requires_grad or up.requires_grad) and gate.shape == up.shape:
-        return _SiluGate.apply(gate, up)
-    return F.silu(gate) * up
 
 
 @torch.compiler.disable
@@ -118,7 +95,8 @@ class GroupedExperts(nn.Module):
             return "loop", None
         if self.dispatch == "auto" and counts_E.device.type == "cpu":
             most, rows = int(counts_E.max()), int(counts_E.sum())
-            if self.num_experts * most <= BMM_MAX_PADDING * rows:
+            limit = BMM_MAX_PADDING if torch.get_num_threads() > 1 else 1.0
+            if rows and self.num_experts * most <= limit * rows:
                 return "bmm", most
         return "grouped_mm", None
 
