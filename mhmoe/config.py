@@ -104,7 +104,8 @@ class MoEConfig:
     activation_threshold: float = 0.5
     """An expert counts as activated when its load is >= this fraction of the uniform share."""
     dispatch: str = "auto"
-    """Expert kernel: auto (bmm on CPU when near balanced, else grouped_mm where dtype and dims allow, else loop), bmm (padded batched matmul), grouped_mm, loop (per expert)."""
+    """Expert kernel: auto (bmm on CPU when near balanced, else grouped_mm, else loop), bmm (padded
+    batched matmul), grouped_mm or loop (per expert); docs/MODEL.md, "Expert compute"."""
 
     def __post_init__(self) -> None:
         for name in ("num_experts", "top_k", "expert_d_ff", "heads"):
