@@ -19,7 +19,6 @@ from torch import nn
 
 from mhmoe.model.layers import silu_gate
 
-
 GROUPED_MM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 """What ``F.grouped_mm`` accepts (torch 2.13); other dtypes (float64 in gradient checks) use the loop."""
 
@@ -28,7 +27,7 @@ BMM_MAX_PADDING = 1.25
 E x that count is at most this many times the rows. Balanced, one batched matmul is 0.65-1.0x
 the time of grouped_mm (a loop of small matmuls on CPU, each its own parallel region) at 2
 threads; past ~1.25x padding the wasted rows cost more. On one thread the two are equal when
-balanced, so there it pads only when nothing is wasted (benchmarks/RESULTS.md, "Kernel choice")."""
+balanced, so there it pads only when nothing is wasted ("Kernel choice" in benchmarks/RESULTS.md)."""
 
 
 def grouped_mm_supported(d_in: int, d_ff: int, dtype: torch.dtype = torch.float32) -> bool:

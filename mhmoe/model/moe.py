@@ -25,7 +25,13 @@ from mhmoe.model.routing import (
     routing_stats,
     top_k_gates,
 )
-from mhmoe.model.slots import from_slots, gates_in_slots, slot_layout, sort_by_expert, to_slots
+from mhmoe.model.slots import (
+    from_slots,
+    gates_in_slots,
+    slot_layout,
+    sort_by_expert,
+    to_slots,
+)
 
 
 class MoELayer(nn.Module):
@@ -75,7 +81,7 @@ class MoELayer(nn.Module):
 
     def _route_and_compute(self, x_Sd: torch.Tensor) -> tuple[torch.Tensor, RoutingStats]:
         cfg = self.cfg
-        S, d = x_Sd.shape
+        S = x_Sd.shape[0]
         K = cfg.top_k
         logits_SE = self.router(x_Sd)
         probs_SE, gates_SK, experts_SK = top_k_gates(logits_SE, K, cfg.normalize_gates)
