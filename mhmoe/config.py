@@ -21,7 +21,7 @@ FULL_PRECISION_BITS = 16.0
 """``quant.weight_bits`` of an unquantized model: quantization is off at this width."""
 WEIGHT_BITS = (FULL_PRECISION_BITS, 8.0, 4.0, 2.0, 1.58)
 CAPACITY_MODES = ("dropless", "capacity")
-DISPATCH_IMPLS = ("auto", "grouped_mm", "loop")
+DISPATCH_IMPLS = ("auto", "bmm", "grouped_mm", "loop")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,7 +118,8 @@ class MoEConfig:
     activation_threshold: float = 0.5
     """An expert counts as activated when its load is >= this fraction of the uniform share."""
     dispatch: str = "auto"
-    """Expert compute: grouped_mm, loop (per expert), or auto (grouped_mm where it works)."""
+    """Expert kernel: auto (bmm on CPU when near balanced, else grouped_mm, else loop), bmm (padded
+    batched matmul), grouped_mm or loop (per expert); docs/MODEL.md, "Expert compute"."""
 
     def __post_init__(self) -> None:
         for name in ("num_experts", "top_k", "expert_d_ff", "heads"):

@@ -58,6 +58,11 @@ CASES = {
     "capacity_h3_top2": dict(heads=3, top_k=2, capacity_mode="capacity"),
     "capacity_h2_top2_factor_half": dict(heads=2, top_k=2, capacity_mode="capacity", capacity_factor=0.5),
     "loop_dispatch_capacity": dict(heads=3, top_k=3, capacity_mode="capacity", dispatch="loop"),
+    "bmm_dispatch_h3_top3": dict(heads=3, top_k=3, dispatch="bmm"),
+    "bmm_dispatch_capacity": dict(heads=3, top_k=2, capacity_mode="capacity", dispatch="bmm"),
+    "bmm_dispatch_shared_unnormalized": dict(heads=2, top_k=2, shared_expert_d_ff=24, normalize_gates=False,
+                                             dispatch="bmm"),
+    "grouped_mm_dispatch_capacity": dict(heads=2, top_k=2, capacity_mode="capacity", dispatch="grouped_mm"),
     "unnormalized_gates": dict(heads=2, top_k=2, normalize_gates=False),
 }
 
@@ -113,6 +118,46 @@ def test_grouped_mm_and_loop_dispatch_agree() -> None:
     torch.testing.assert_close(a(x)[0], b(x)[0], atol=1e-5, rtol=1e-5)
 
 
+def test_every_kernel_agrees_forward_and_backward() -> None:
+    torch.manual_seed(0)
+    layers = {d: MoELayer(48, tiny_moe(dispatch=d, heads=3, top_k=3), "mhmoe") for d in ("loop", "grouped_mm", "bmm")}
+    for layer in layers.values():
+        layer.load_state_dict(layers["loop"].state_dict())
+    x = torch.randn(2, 9, 48)
+    outputs = {}
+    for name, layer in layers.items():
+        x_in = x.clone().requires_grad_(True)
+        y, _ = layer(x_in)
+        y.square().sum().backward()
+        outputs[name] = (y, x_in.grad, {n: p.grad for n, p in layer.named_parameters()})
+    for name in ("grouped_mm", "bmm"):
+        y, gx, grads = outputs[name]
+        torch.testing.assert_close(y, outputs["loop"][0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(gx, outputs["loop"][1], atol=1e-5, rtol=1e-5)
+        for n, g in grads.items():
+            torch.testing.assert_close(g, outputs["loop"][2][n], atol=1e-5, rtol=1e-5, msg=f"{name}: grad of {n}")
+
+
+def test_auto_kernel_choice_from_counts() -> None:
+    experts = MoELayer(48, tiny_moe(num_experts=4), "mhmoe").experts
+    balanced, skewed = torch.tensor([10, 10, 11, 9]), torch.tensor([30, 2, 5, 3])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the multi-threaded rule, whatever the test run's setting
+    try:
+        assert experts.choose_kernel(balanced, torch.float32) == ("bmm", 11)
+        assert experts.choose_kernel(skewed, torch.float32) == ("grouped_mm", None)
+        torch.set_num_threads(1)  # one thread: pads only when nothing is wasted
+        assert experts.choose_kernel(balanced, torch.float32) == ("grouped_mm", None)
+        assert experts.choose_kernel(torch.tensor([7, 7, 7, 7]), torch.float32) == ("bmm", 7)
+    finally:
+        torch.set_num_threads(threads)
+    assert experts.choose_kernel(balanced, torch.float64) == ("loop", None)  # grouped_mm dtypes only
+    # Off the CPU the counts are never read on the host: grouped_mm, no sync (meta has no values).
+    assert experts.choose_kernel(balanced.to("meta"), torch.bfloat16) == ("grouped_mm", None)
+    forced = MoELayer(48, tiny_moe(num_experts=4, dispatch="bmm"), "mhmoe").experts
+    assert forced.choose_kernel(skewed, torch.float64) == ("bmm", 30)
+
+
 def test_auto_dispatch_falls_back_to_the_loop_in_float64() -> None:
     torch.manual_seed(0)
     auto = MoELayer(48, tiny_moe(dispatch="auto"), "mhmoe").double()
@@ -123,6 +168,47 @@ def test_auto_dispatch_falls_back_to_the_loop_in_float64() -> None:
     forced = MoELayer(48, tiny_moe(dispatch="grouped_mm"), "mhmoe").double()
     with pytest.raises(ValueError, match="moe.dispatch='grouped_mm' takes .* not torch.float64"):
         forced(x)
+
+
+def test_slot_moves_are_adjoint_gathers_with_padding_and_dropping() -> None:
+    """to_slots / from_slots (padded layout, one dropped assignment) against index arithmetic, and
+    their custom backward against torch's numerical gradient."""
+    from mhmoe.model.slots import from_slots, slot_layout, sort_by_expert, to_slots
+
+    experts_SK = torch.tensor([[0, 2], [2, 1], [0, 2], [1, 0]])
+    keep_SK = torch.tensor([[True, True], [True, False], [True, True], [True, True]])
+    routed_E = torch.bincount(experts_SK.reshape(-1), minlength=3)
+    sorted_A, sorted_experts, counts_E = sort_by_expert(experts_SK, keep_SK, routed_E)
+    assert counts_E.tolist() == [3, 1, 3]  # (1, k=1) to expert 1 was dropped
+    layout = slot_layout(sorted_A, sorted_experts, counts_E, (4, 2), rows_per_expert=3)
+    assert layout.padded and layout.dropped and layout.counts_E.tolist() == [3, 3, 3]
+    # 3 rows per expert, token order within; expert 1 holds only sub-token 3, then 2 padding rows (S = 4)
+    assert layout.token_R1.view(-1).tolist() == [0, 2, 3, 3, 4, 4, 0, 1, 2]
+    x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    rows = to_slots(x, layout)
+    assert torch.equal(rows[4:6], torch.zeros(2, 5, dtype=torch.float64))  # padding rows read zeros
+    y = torch.randn(9, 5, dtype=torch.float64, requires_grad=True)
+    back = from_slots(y, layout)
+    expected = torch.stack([y[0] + y[6], y[7], y[1] + y[8], y[3] + y[2]])  # sub-token 1 keeps only k=0
+    torch.testing.assert_close(back, expected, atol=0, rtol=0)
+    assert torch.autograd.gradcheck(lambda t: to_slots(t, layout), (x,))
+    assert torch.autograd.gradcheck(lambda t: from_slots(t, layout), (y,))
+
+
+def test_silu_gate_matches_autograd_and_refuses_a_second_backward() -> None:
+    from mhmoe.model.layers import silu_gate
+
+    gate, up = torch.randn(7, 5, requires_grad=True), torch.randn(7, 5, requires_grad=True)
+    grad = torch.randn(7, 5)
+    (silu_gate(gate * 1, up * 1) * grad).sum().backward()
+    fused = gate.grad.clone(), up.grad.clone()
+    gate.grad = up.grad = None
+    (F.silu(gate) * up * grad).sum().backward()
+    torch.testing.assert_close(fused, (gate.grad, up.grad))
+    out = silu_gate(gate * 1, up * 1).sum()
+    out.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.backward()
 
 
 def test_aux_loss_is_one_for_uniform_routing() -> None:

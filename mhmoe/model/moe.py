@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from mhmoe.config import MoEConfig
-from mhmoe.model.experts import GroupedExperts
+from mhmoe.model.experts import GroupedExperts, compute_dtype
 from mhmoe.model.layers import SwiGLU, tag
 from mhmoe.model.registry import router_class
 from mhmoe.model.routing import RoutingStats
+from mhmoe.model.slots import from_slots, gates_in_slots, slot_layout, sort_by_expert, to_slots
 
 
 class MoELayer(nn.Module):
@@ -64,41 +65,22 @@ class MoELayer(nn.Module):
 
     def _route_and_compute(self, x_Sd: torch.Tensor) -> tuple[torch.Tensor, RoutingStats]:
         cfg = self.cfg
-        S, d = x_Sd.shape
+        S = x_Sd.shape[0]
         routing = self.router(x_Sd)
         experts_SK, keep_SK = routing.experts_SK, routing.keep_SK
         K = experts_SK.shape[1]
 
-        # Assignment a = s*K + k. Sort the kept assignments by expert (stable: token order within).
-        expert_A = experts_SK.reshape(-1)
-        routed_E = torch.bincount(expert_A, minlength=cfg.num_experts)  # before dropping: telemetry
-        if keep_SK is None:  # dropless: every assignment is kept, the sort order is the assignment list
-            assignment_sorted_A = torch.argsort(expert_A, stable=True)
-            counts_E = routed_E
-        else:
-            assignment_A = torch.arange(S * K, device=x_Sd.device)[keep_SK.reshape(-1)]
-            expert_A = expert_A[assignment_A]
-            assignment_sorted_A = assignment_A[torch.argsort(expert_A, stable=True)]
-            counts_E = torch.bincount(expert_A, minlength=cfg.num_experts)
-
-        # index_select (backward: index_add) is several times faster than advanced indexing
-        # (backward: accumulating index_put) on CPU.
-        y_Ad = self.experts(x_Sd.index_select(0, assignment_sorted_A // K), counts_E)
-        y_SKd = self._unsort(y_Ad, assignment_sorted_A, S * K)
-        # Deterministic combine: each (sub-token, choice) owns one row; weight by gates, sum over K.
-        y_Sd = (y_SKd.view(S, K, d) * routing.gates_SK.unsqueeze(-1).to(y_SKd.dtype)).sum(dim=1)
+        # Assignment a = s*K + k. Sort the kept assignments by expert (stable: token order within),
+        # lay them out in the experts' buffer, compute, and gather each sub-token's k rows back.
+        routed_E = torch.bincount(experts_SK.reshape(-1), minlength=cfg.num_experts)  # before dropping: telemetry
+        sorted_A, sorted_experts_A, counts_E = sort_by_expert(experts_SK, keep_SK, routed_E)
+        kernel, rows_per_expert = self.experts.choose_kernel(counts_E, compute_dtype(x_Sd))
+        layout = slot_layout(sorted_A, sorted_experts_A, counts_E, (S, K), rows_per_expert)
+        y_Rd = self.experts(to_slots(x_Sd, layout), layout.counts_E, kernel)
+        # Gate-weight each buffer row, then sum each sub-token's k rows (dropped ones add zero).
+        y_Sd = from_slots(y_Rd * gates_in_slots(routing.gates_SK, layout).to(y_Rd.dtype), layout)
 
         stats = routing.stats(self.heads, cfg.activation_threshold, tokens_E=routed_E)
         if self.training and self.count_load:
             self.train_tokens_per_expert += stats.tokens_per_expert
         return y_Sd.to(x_Sd.dtype), stats
-
-    @staticmethod
-    def _unsort(y_Ad: torch.Tensor, assignment_sorted_A: torch.Tensor, num_assignments: int) -> torch.Tensor:
-        """Rows back to assignment order; dropped assignments read an appended zero row."""
-        A = y_Ad.shape[0]
-        source_SK = torch.full((num_assignments,), A, dtype=torch.long, device=y_Ad.device)
-        source_SK[assignment_sorted_A] = torch.arange(A, device=y_Ad.device)
-        if A < num_assignments:
-            y_Ad = torch.nn.functional.pad(y_Ad, (0, 0, 0, 1))
-        return y_Ad.index_select(0, source_SK)
