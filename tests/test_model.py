@@ -88,20 +88,6 @@ def test_causality_no_gradient_from_future_positions() -> None:
     assert (grad_per_pos[t + 1 :] == 0).all()
 
 
-def test_eval_does_not_mutate_training_counters() -> None:
-    net = build_model(tiny_model("mhmoe"), tiny_moe())
-    idx = torch.randint(0, 61, (2, 8))
-    net.train()
-    net(idx)
-    counters = {i: layer.train_tokens_per_expert.clone() for i, layer in net.moe_layers().items()}
-    assert all(c.sum() > 0 for c in counters.values())
-    net.eval()
-    with torch.no_grad():
-        net(idx)
-    for i, layer in net.moe_layers().items():
-        assert torch.equal(layer.train_tokens_per_expert, counters[i])
-
-
 def test_tied_embeddings_share_storage() -> None:
     net = build_model(tiny_model("smoe"), tiny_moe(heads=1))
     assert net.lm_head is None

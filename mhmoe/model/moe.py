@@ -38,10 +38,6 @@ class MoELayer(nn.Module):
         self.router = router_class(moe.router)(d_sub, moe)
         self.experts = GroupedExperts(moe.num_experts, d_sub, moe.expert_d_ff, moe.dispatch)
         self.shared = SwiGLU(d_model, moe.shared_expert_d_ff) if moe.shared_expert_d_ff else None
-        # Training-only load counter (sub-token assignments per expert); eval never touches it.
-        self.register_buffer("train_tokens_per_expert", torch.zeros(moe.num_experts), persistent=False)
-        self.count_load = True
-        """Off while activation checkpointing recomputes this layer (the tokens were counted once)."""
 
     @staticmethod
     def _projection(d_model: int, enabled: bool, gain: float, zero_bias: bool) -> nn.Module:
@@ -81,6 +77,4 @@ class MoELayer(nn.Module):
         y_Sd = from_slots(y_Rd * gates_in_slots(routing.gates_SK, layout).to(y_Rd.dtype), layout)
 
         stats = routing.stats(self.heads, cfg.activation_threshold, tokens_E=routed_E)
-        if self.training and self.count_load:
-            self.train_tokens_per_expert += stats.tokens_per_expert
         return y_Sd.to(x_Sd.dtype), stats

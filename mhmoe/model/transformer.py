@@ -9,10 +9,7 @@ Shape legend: B batch, T sequence, D model dim, V vocabulary.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -98,8 +95,7 @@ class Transformer(nn.Module):
         checkpointing = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             if checkpointing:
-                x_BTD, stats = checkpoint(block, x_BTD, self.rope_cos, self.rope_sin, use_reentrant=False,
-                                          context_fn=partial(_recompute_context, block))
+                x_BTD, stats = checkpoint(block, x_BTD, self.rope_cos, self.rope_sin, use_reentrant=False)
             else:
                 x_BTD, stats = block(x_BTD, self.rope_cos, self.rope_sin)
             if stats is not None:
@@ -114,25 +110,6 @@ class Transformer(nn.Module):
 
     def moe_layers(self) -> dict[int, MoELayer]:
         return {b.index: b.ffn for b in self.blocks if isinstance(b.ffn, MoELayer)}
-
-
-@contextmanager
-def _counting_paused(block: Block) -> Iterator[None]:
-    """Recomputing a block in backward must not count its routed tokens a second time."""
-    ffn = block.ffn
-    if not isinstance(ffn, MoELayer):
-        yield
-        return
-    ffn.count_load = False
-    try:
-        yield
-    finally:
-        ffn.count_load = True
-
-
-def _recompute_context(block: Block) -> tuple[AbstractContextManager, AbstractContextManager]:
-    """torch.utils.checkpoint ``context_fn``: (forward context, recomputation context)."""
-    return nullcontext(), _counting_paused(block)
 
 
 def build_model(model: ModelConfig | Architecture, moe: MoEConfig | None = None, quant: QuantConfig | None = None,
