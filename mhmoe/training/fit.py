@@ -85,9 +85,14 @@ def parallel_trainer_kwargs(cfg: RunConfig) -> dict:
     serves micro-batches, so Lightning's batch counts (validation interval) are in micro-batches.
     """
     train = cfg.train
-    strategy = train.strategy
+    strategy: Any = train.strategy
     if strategy == "auto" and train.world_size > 1:
         strategy = "ddp"
+    if strategy == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        # Gradients live in DDP's all-reduce buckets instead of being copied into them every step.
+        strategy = DDPStrategy(gradient_as_bucket_view=True)
     return {"devices": train.devices, "num_nodes": train.num_nodes, "strategy": strategy,
             "accumulate_grad_batches": train.accumulate_grad_batches, "use_distributed_sampler": False,
             "val_check_interval": train.val_every * train.accumulate_grad_batches}
