@@ -15,7 +15,7 @@ import textwrap
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, Literal, TypeVar, cast, get_args, get_origin
 
 T = TypeVar("T")
 
@@ -109,7 +109,7 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(f"{name}={value!r} must be a string")
-    if dataclasses.is_dataclass(annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         if isinstance(value, annotation):
             return value
         if isinstance(value, Mapping):
@@ -138,7 +138,7 @@ def unknown_key(key: str, allowed: Iterable[str], *, what: str = "config key") -
 def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "") -> T:
     """Build a (nested) config dataclass from plain data, naming unknown keys."""
     hints = _field_types(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    names = [f.name for f in dataclasses.fields(cast(Any, cls)) if f.init]  # T: a config dataclass
     kwargs = {}
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else key
@@ -182,7 +182,7 @@ def leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, type, str]]
         if not f.init:
             continue
         annotation = hints[f.name]
-        if dataclasses.is_dataclass(annotation):
+        if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
             out.extend(leaf_fields(annotation, f"{prefix}{f.name}."))
         else:
             out.append((f"{prefix}{f.name}", annotation, cls, f.name))

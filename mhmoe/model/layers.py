@@ -7,14 +7,18 @@ to quantize (``attention``, ``attention_out``, ``ffn``, ``ffn_down``); layers ne
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-def tag(module: nn.Module, role: str) -> nn.Module:
+
+def tag(module: ModuleT, role: str) -> ModuleT:
     """Mark a module with the role the quantization converter keys on."""
-    module.quant_role = role
+    module.quant_role = role  # type: ignore[assignment]  # Module.__setattr__ is typed for tensors/modules
     return module
 
 
@@ -77,13 +81,13 @@ class _SiluGate(torch.autograd.Function):
     A second backward through the same graph fails loudly (the saved tensors' versions changed)."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:  # ctx: FunctionCtx
         silu = F.silu(gate)
         ctx.save_for_backward(gate, up, silu)
         return silu * up
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         gate, up, silu = ctx.saved_tensors
         grad_up = silu.mul_(grad)
         grad_gate = torch.ops.aten.silu_backward.grad_input(up.mul_(grad), gate, grad_input=gate)

@@ -13,6 +13,8 @@ Gradients pass straight through (STE: ``x + (q(x) - x).detach()``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,7 +48,7 @@ def quantize_weight(w: torch.Tensor, bits: float, dims: tuple[int, ...] | None =
         gamma = w.abs().mean(dim=dims, keepdim=keep) if keep else w.abs().mean()
         scale = 1.0 / gamma.clamp_min(_EPS)
     else:  # absmax scaling
-        peak = w.abs().amax(dim=dims, keepdim=True) if keep else w.abs().max()
+        peak = w.abs().amax(dim=dims, keepdim=True) if dims is not None else w.abs().max()
         scale = high / peak.clamp_min(_EPS)
     q = (w * scale).round().clamp(low, high) / scale
     return _ste(w, q)
@@ -67,6 +69,7 @@ class BitLinear(nn.Linear):
 
     weight_bits: float = 1.58
     activation_bits: int = 8
+    sub_norm: nn.Module  # set by the converter (SubLN or identity)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = quantize_activation(self.sub_norm(x), self.activation_bits)
@@ -78,10 +81,12 @@ class BitGroupedExperts(GroupedExperts):
 
     weight_bits: float = 1.58
     activation_bits: int = 8
+    sub_norm: nn.Module  # set by the converter (per-expert SubLN or identity)
 
     def _weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # One scale per expert and matrix, as each expert Linear is quantized in the official code.
-        return tuple(quantize_weight(w, self.weight_bits, (1, 2)) for w in (self.w1, self.w3, self.w2))
+        w1, w3, w2 = (quantize_weight(w, self.weight_bits, (1, 2)) for w in (self.w1, self.w3, self.w2))
+        return w1, w3, w2
 
     def _rows_in(self, x_AD: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
         return quantize_activation(x_AD, self.activation_bits)
@@ -150,8 +155,9 @@ def _convert_module(module: nn.Module, quant: QuantConfig) -> None:
         module.sub_norm = RMSNorm(module.in_features).to(module.weight) if (quant.subln and down) else nn.Identity()
     else:
         return
-    module.weight_bits = quant.weight_bits
-    module.activation_bits = quant.activation_bits
+    converted: Any = module  # one of the Bit* classes now
+    converted.weight_bits = quant.weight_bits
+    converted.activation_bits = quant.activation_bits
 
 
 def convert_to_bitnet(model: nn.Module, quant: QuantConfig) -> nn.Module:

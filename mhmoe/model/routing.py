@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from mhmoe.config import MoEConfig
+from mhmoe.model.layers import tag
 
 
 @dataclass
@@ -85,8 +86,7 @@ class TopKRouter(nn.Module):
     def __init__(self, d_in: int, moe: MoEConfig) -> None:
         super().__init__()
         self.cfg = moe
-        self.gate = nn.Linear(d_in, moe.num_experts, bias=False)
-        self.gate.quant_role = "router"
+        self.gate = tag(nn.Linear(d_in, moe.num_experts, bias=False), "router")
 
     def logits(self, x_Sd: torch.Tensor) -> torch.Tensor:
         # Through the module, not its weight: the BitNet converter may have swapped the gate for a

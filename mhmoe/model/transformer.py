@@ -10,6 +10,7 @@ Shape legend: B batch, T sequence, D model dim, V vocabulary.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mhmoe.config import Architecture, ModelConfig, MoEConfig, QuantConfig, as_architecture
-from mhmoe.model.layers import CausalSelfAttention, RMSNorm, TokenEmbedding, rope_tables
+from mhmoe.model.layers import CausalSelfAttention, RMSNorm, TokenEmbedding, rope_tables, tag
 from mhmoe.model.moe import MoELayer
 from mhmoe.model.quantization import convert_to_bitnet
 from mhmoe.model.registry import ffn_builder, ffn_registry
@@ -82,9 +83,8 @@ class Transformer(nn.Module):
         nn.init.normal_(self.tok_emb.weight, std=model.init_std)
         self.blocks = nn.ModuleList(Block(model, moe, i) for i in range(model.n_layers))
         self.norm = RMSNorm(model.d_model, model.norm_eps)
-        self.lm_head = None if model.tie_embeddings else nn.Linear(model.d_model, model.vocab_size, bias=False)
-        if self.lm_head is not None:
-            self.lm_head.quant_role = "embedding"
+        self.lm_head = None if model.tie_embeddings else tag(nn.Linear(model.d_model, model.vocab_size, bias=False),
+                                                             "embedding")
         cos, sin = rope_tables(model.head_dim, model.max_seq_len, model.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -93,7 +93,7 @@ class Transformer(nn.Module):
         x_BTD = self.tok_emb(idx_BT)
         routing: dict[int, RoutingStats] = {}
         checkpointing = self.activation_checkpointing and self.training and torch.is_grad_enabled()
-        for block in self.blocks:
+        for block in self.block_list():
             if checkpointing:
                 x_BTD, stats = checkpoint(block, x_BTD, self.rope_cos, self.rope_sin, use_reentrant=False)
             else:
@@ -108,8 +108,12 @@ class Transformer(nn.Module):
             aux = aux + self.moe_cfg.aux_loss_coef * stats.aux_loss + self.moe_cfg.z_loss_coef * stats.z_loss
         return ModelOutput(logits=logits_BTV, aux_loss=aux, routing=routing)
 
+    def block_list(self) -> list[Block]:
+        """The blocks, typed (``nn.ModuleList`` items are plain modules to a type checker)."""
+        return cast(list[Block], list(self.blocks))
+
     def moe_layers(self) -> dict[int, MoELayer]:
-        return {b.index: b.ffn for b in self.blocks if isinstance(b.ffn, MoELayer)}
+        return {b.index: b.ffn for b in self.block_list() if isinstance(b.ffn, MoELayer)}
 
 
 def build_model(model: ModelConfig | Architecture, moe: MoEConfig | None = None, quant: QuantConfig | None = None,

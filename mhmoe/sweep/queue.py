@@ -22,7 +22,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -78,7 +78,8 @@ class SweepQueue:
     """An Optuna study used as a crash-safe work queue of grid points."""
 
     def __init__(self, url: str, study_name: str, *, heartbeat_interval: int | None = None,
-                 grace_period: int | None = None, create: bool = False, direction: str = "minimize"):
+                 grace_period: int | None = None, create: bool = False,
+                 direction: Literal["minimize", "maximize"] = "minimize"):
         self.url = url
         self.study_name = study_name
         self.storage = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
@@ -148,9 +149,9 @@ class SweepQueue:
         latest = self.storage.get_trial(previous._trial_id).user_attrs
         attrs = {k: latest[k] for k in POINT_ATTRS if k in latest}
         attrs.update(attempt=attempt, max_attempt=max_attempt, previous_trial=previous.number)
-        previous = reason or latest.get("failure_reason") or latest.get("error")
-        if previous:
-            attrs["previous_error"] = previous[-500:]
+        previous_error = reason or latest.get("failure_reason") or latest.get("error")
+        if previous_error:
+            attrs["previous_error"] = previous_error[-500:]
         self.study.enqueue_trial({}, user_attrs=attrs)
 
     def _requeue_unlocked(self, trial: FrozenTrial, *, count_attempt: bool = True, reason: str | None = None) -> bool:

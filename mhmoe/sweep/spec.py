@@ -33,7 +33,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mhmoe.configbase import ConfigError, _coerce, dotted_from_nested, leaf_fields, unknown_key
 from mhmoe.matching import MATCH_MODES
@@ -145,7 +145,7 @@ class SweepSpec:
     """data.val_sets for every trial; None keeps the base config's."""
     metric: str | None = None
     """Metric reported to Optuna; None = ``val/<first validation set>/ppl``."""
-    direction: str = "minimize"
+    direction: Literal["minimize", "maximize"] = "minimize"
     """Optuna study direction for ``metric``."""
     retries: int = 2
     """Re-attempts of a grid point after a failed or stale attempt (attempts = retries + 1)."""
@@ -380,7 +380,10 @@ def _parse_budget(value: Any, base: BaseSpec, errors: list[str]) -> tuple[int | 
     return steps, tokens
 
 
-def _parse_validation(value: Any, errors: list[str]) -> tuple[tuple[str, ...] | None, str | None, str]:
+Direction = Literal["minimize", "maximize"]
+
+
+def _parse_validation(value: Any, errors: list[str]) -> tuple[tuple[str, ...] | None, str | None, Direction]:
     data = _section("validation", value, ("sets", "metric", "direction"), errors)
     sets = data.get("sets")
     if sets is not None:
@@ -396,6 +399,7 @@ def _parse_validation(value: Any, errors: list[str]) -> tuple[tuple[str, ...] | 
     direction = data.get("direction", "minimize")
     if direction not in ("minimize", "maximize"):
         errors.append(f"validation.direction={direction!r} is not allowed; choose one of ['minimize', 'maximize']")
+        direction = "minimize"  # reported above; the spec is refused
     return (tuple(sets) if sets else None), metric, direction
 
 

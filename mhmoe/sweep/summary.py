@@ -49,11 +49,11 @@ def parent_summary(points: list[PointState], metric: str, direction: str = "mini
     best: tuple[float, str] | None = None
     for point in points:
         counts[point.state] += 1
-        done = [t for t in point.attempts if t.state == TrialState.COMPLETE and t.value is not None]
+        done = [(t, t.value) for t in point.attempts if t.state == TrialState.COMPLETE and t.value is not None]
         if not done:
             continue
-        value = float(done[-1].value)
-        values.setdefault(replicate_group(done[-1]), []).append(value)
+        last, value = done[-1]
+        values.setdefault(replicate_group(last), []).append(value)
         better = best is None or (value < best[0] if direction == "minimize" else value > best[0])
         if better:
             best = (value, point.label)

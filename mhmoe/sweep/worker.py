@@ -198,7 +198,7 @@ def run_trial(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions) -> 
                                               trial.user_attrs["config_hash"])
         run_id, tags, pick, restart = _trial_run(queue, trial, tracking_uri, settings, checkpoint_dir)
         if restart or pick.problems:
-            why = restart or f"resuming {pick.path.name}: " + "; ".join(pick.problems)
+            why = restart or f"resuming {pick.path.name if pick.path else '-'}: " + "; ".join(pick.problems)
             _log(f"trial {trial.number} {label}: {why}")
         result, train_s, eval_attrs = _train(queue, trial, options, settings, run_id, tags, checkpoint_dir, pick)
     except WorkerStop:

@@ -98,7 +98,7 @@ def resume_checkpoint(checkpoint_dir: Path | None, resume: bool, pick: ResumePic
     pick = pick or pick_resume_checkpoint(Path(checkpoint_dir))
     if pick.path is None and pick.problems:
         raise CheckpointError(f"no usable checkpoint in {checkpoint_dir}: " + "; ".join(pick.problems))
-    if pick.problems:
+    if pick.problems and pick.path is not None:
         print(f"warning: resuming from {pick.path.name}: " + "; ".join(pick.problems), file=sys.stderr)
     return str(pick.path) if pick.path else None
 
