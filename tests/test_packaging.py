@@ -75,7 +75,9 @@ def test_a_wheel_install_plans_the_shipped_smoke_spec_outside_the_repository(tmp
     # its .pth files (the editable mhmoe finder among them) are not processed, so mhmoe is the wheel's.
     deps = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
     (site / "project-dependencies.pth").write_text("".join(f"{p}\n" for p in deps))
-    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)])
+    # --ignore-installed: through that .pth pip sees the editable mhmoe and would skip the wheel.
+    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index",
+          "--ignore-installed", str(wheel)])
 
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
