@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
 
@@ -46,6 +46,9 @@ HASH_WHEN_SET = (("optim", "schedule", "linear"), ("optim", "decay_fraction", 0.
                  ("train", "strategy", "auto"), ("moe", "router", "topk"))
 """(section, key, default) of config keys newer than the first sweeps: hashed only when not default."""
 
+
+Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
+"""What ``train.precision`` resolves to (it also takes ``auto``: fp32 on CPU, bf16-mixed on GPU)."""
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
@@ -134,7 +137,7 @@ class TrainConfig:
         check(self.max_steps <= MAX_STEPS, f"train.max_steps={self.max_steps} must be <= {MAX_STEPS:,} "
               "(100x the paper's 100k-step schedule)")
         check_positive("train.checkpoint_every", self.checkpoint_every, allow_zero=True)
-        check_choice("train.precision", self.precision, ("auto", "32-true", "bf16-mixed", "16-mixed"))
+        check_choice("train.precision", self.precision, ("auto", *get_args(Precision)))
         check_choice("train.accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda"))
         check_positive("train.num_threads", self.num_threads, allow_zero=True)
         check_positive("train.peak_flops", self.peak_flops, allow_zero=True)

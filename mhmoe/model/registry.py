@@ -3,18 +3,10 @@ entries name by path, so that module stays free of torch (analysis/ reads it for
 
 from __future__ import annotations
 
-import importlib
-from functools import cache
 from typing import Any
 
+from mhmoe.import_path import resolve
 from mhmoe.variants import ROUTERS, VARIANTS, router_kind, variant
-
-
-@cache
-def resolve(path: str) -> Any:
-    """``package.module:attribute`` -> the attribute (imported once)."""
-    module, _, attribute = path.partition(":")
-    return getattr(importlib.import_module(module), attribute)
 
 
 def ffn_builder(ffn: str) -> Any:
@@ -37,4 +29,4 @@ def router_registry() -> dict[str, Any]:
     return {key: resolve(entry.module) for key, entry in ROUTERS.items()}
 
 
-__all__ = ["ffn_builder", "ffn_registry", "resolve", "router_class", "router_registry"]
+__all__ = ["ffn_builder", "ffn_registry", "router_class", "router_registry"]

@@ -22,12 +22,13 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from mhmoe.sweep.spec import Direction
 from mhmoe.sweep.storage import open_storage, queue_lock
 from mhmoe.tracking.applicable import applicable_params
 from mhmoe.training.failures import Fence
@@ -79,7 +80,7 @@ class SweepQueue:
 
     def __init__(self, url: str, study_name: str, *, heartbeat_interval: int | None = None,
                  grace_period: int | None = None, create: bool = False,
-                 direction: Literal["minimize", "maximize"] = "minimize"):
+                 direction: Direction = "minimize"):
         self.url = url
         self.study_name = study_name
         self.storage = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)

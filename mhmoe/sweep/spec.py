@@ -33,7 +33,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from mhmoe.configbase import ConfigError, _coerce, dotted_from_nested, leaf_fields, unknown_key
 from mhmoe.matching import MATCH_MODES
@@ -72,6 +72,9 @@ class SpecError(ConfigError):
         self.lines = list(lines)
         super().__init__("\n".join(self.lines))
 
+
+Direction = Literal["minimize", "maximize"]
+"""Optuna study directions a spec's ``validation.direction`` may name."""
 
 @dataclass(frozen=True, kw_only=True)
 class BaseSpec:
@@ -145,7 +148,7 @@ class SweepSpec:
     """data.val_sets for every trial; None keeps the base config's."""
     metric: str | None = None
     """Metric reported to Optuna; None = ``val/<first validation set>/ppl``."""
-    direction: Literal["minimize", "maximize"] = "minimize"
+    direction: Direction = "minimize"
     """Optuna study direction for ``metric``."""
     retries: int = 2
     """Re-attempts of a grid point after a failed or stale attempt (attempts = retries + 1)."""
@@ -380,9 +383,6 @@ def _parse_budget(value: Any, base: BaseSpec, errors: list[str]) -> tuple[int | 
     return steps, tokens
 
 
-Direction = Literal["minimize", "maximize"]
-
-
 def _parse_validation(value: Any, errors: list[str]) -> tuple[tuple[str, ...] | None, str | None, Direction]:
     data = _section("validation", value, ("sets", "metric", "direction"), errors)
     sets = data.get("sets")
@@ -397,8 +397,8 @@ def _parse_validation(value: Any, errors: list[str]) -> tuple[tuple[str, ...] | 
         errors.append(f"validation.metric={metric!r} must be a metric name such as val/shakespeare/ppl")
         metric = None
     direction = data.get("direction", "minimize")
-    if direction not in ("minimize", "maximize"):
-        errors.append(f"validation.direction={direction!r} is not allowed; choose one of ['minimize', 'maximize']")
+    if direction not in get_args(Direction):
+        errors.append(f"validation.direction={direction!r} is not allowed; choose one of {list(get_args(Direction))}")
         direction = "minimize"  # reported above; the spec is refused
     return (tuple(sets) if sets else None), metric, direction
 

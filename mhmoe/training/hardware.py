@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import cast
 
-from mhmoe.run_config import RunConfig
-
-Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
-"""The precisions ``train.precision`` resolves to (its check allows these and ``auto``)."""
+from mhmoe.run_config import Precision, RunConfig
 
 
 def resolve_precision(config: RunConfig, accelerator: str) -> Precision:

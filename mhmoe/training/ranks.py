@@ -21,7 +21,6 @@ rank: ``train()`` runs in place (pass an explicit checkpoint folder, shared by t
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import signal
@@ -32,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mhmoe.import_path import resolve
 from mhmoe.training.failures import Fence
 from mhmoe.training.result import TrainResult
 
@@ -55,8 +55,7 @@ class RankZeroHooks:
     payload: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> tuple[Fence | None, list]:
-        module, name = self.factory.split(":")
-        fence, callbacks = getattr(importlib.import_module(module), name)(**self.payload)
+        fence, callbacks = resolve(self.factory)(**self.payload)
         return fence, list(callbacks)
 
 
