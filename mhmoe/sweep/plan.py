@@ -262,8 +262,10 @@ def plan(spec: SweepSpec) -> Plan:
     warnings: list[str] = []
     notes: dict[str, list[str]] = {}  # matching note -> groups it applies to
     points: dict[str, TrialPoint] = {}
+    by_group: list[list[TrialPoint]] = []
     resolve = _Resolver(spec)
     for group in spec.groups:
+        by_group.append([])
         pinned = [k for k in keys if k in group.overrides]
         if pinned and len(spec.grid) > 0:
             warnings.append(f"group {group.name!r} pins {pinned}: those axis values do not apply to it")
@@ -281,6 +283,7 @@ def plan(spec: SweepSpec) -> Plan:
                     warnings.append(f"{point.label} resolves to the same config as {first.label}; it runs once")
                 continue
             points[point.config_hash] = point
+            by_group[-1].append(point)
             for note in point.notes:
                 groups = notes.setdefault(note, [])
                 if group.name not in groups:
@@ -290,7 +293,18 @@ def plan(spec: SweepSpec) -> Plan:
     warnings += [f"{', '.join(groups)}: {note}" for note, groups in notes.items()]
     if not points:
         raise SpecError(["the grid is empty: no group x axis combination produced a trial"])
-    return Plan(points=tuple(points.values()), metric=str(resolve.metric), warnings=tuple(warnings))
+    return Plan(points=_comparison_major(by_group), metric=str(resolve.metric), warnings=tuple(warnings))
+
+
+def _comparison_major(by_group: list[list[TrialPoint]]) -> tuple[TrialPoint, ...]:
+    """The groups' points taken in turn (each group's first point, then each one's second, ...).
+
+    The queue claims trials in this order, so a sweep stopped part way holds whole paired
+    comparisons (every group at the same grid coordinates) instead of every point of the first
+    groups and none of the last.
+    """
+    rows = itertools.zip_longest(*by_group)
+    return tuple(point for row in rows for point in row if point is not None)
 
 
 def data_problems(points: list[TrialPoint] | tuple[TrialPoint, ...]) -> list[str]:

@@ -165,3 +165,13 @@ def test_the_metric_is_resolved_once_for_the_whole_plan(tmp_path: Path) -> None:
     the_plan = plan(load_spec(path))
     assert the_plan.metric == "val/shakespeare/ppl"  # names.default_metric: the first set's perplexity
     assert {p.metric for p in the_plan.points} == {the_plan.metric}
+
+
+def test_plan_takes_the_groups_in_turn(tmp_path: Path) -> None:
+    # The queue claims in plan order: a sweep stopped part way must hold whole comparisons.
+    spec = load_spec(debug_spec(tmp_path / "o.yaml", groups={"dense": {"model.ffn": "dense"},
+                                                             "smoe": {"model.ffn": "smoe"}},
+                                grid={"seed": [0, 1, 2]}))
+    labels = [p.label for p in plan(spec).points]
+    assert labels == ["dense/seed=0", "smoe/seed=0", "dense/seed=1", "smoe/seed=1",
+                      "dense/seed=2", "smoe/seed=2"]
