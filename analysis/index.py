@@ -56,6 +56,33 @@ class Markdown:
 Block = Heading | Para | Bullets | Code | Image | Markdown
 
 
+def blocks_from_markdown(text: str) -> list[Block]:
+    """Hand-written Markdown (headings, paragraphs, ``-`` lists) as blocks, so both renderers show it.
+
+    Chunks are separated by blank lines; a list item's continuation lines are indented. Nothing
+    else of Markdown is read: inline links and backticks pass through as in our own notes.
+    """
+    blocks: list[Block] = []
+    for chunk in re.split(r"\n\s*\n", text.strip()):
+        lines = [line.rstrip() for line in chunk.splitlines() if line.strip()]
+        if not lines:
+            continue
+        heading = re.match(r"(#{1,6})\s+(.*)", lines[0])
+        if heading and len(lines) == 1:
+            blocks.append(Heading(heading.group(2), len(heading.group(1))))
+        elif lines[0].lstrip().startswith("- "):
+            items: list[str] = []
+            for line in lines:
+                if line.lstrip().startswith("- "):
+                    items.append(line.lstrip()[2:].strip())
+                elif items:
+                    items[-1] += " " + line.strip()
+            blocks.append(Bullets(items))
+        else:
+            blocks.append(Para(" ".join(line.strip() for line in lines)))
+    return blocks
+
+
 def _md_link(path: str) -> str:
     return f"[{path}]({path})"
 

@@ -9,7 +9,18 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import tables
-from analysis.index import Block, Bullets, Code, Heading, Image, Markdown, Para, render_html, render_markdown
+from analysis.index import (
+    Block,
+    Bullets,
+    Code,
+    Heading,
+    Image,
+    Markdown,
+    Para,
+    blocks_from_markdown,
+    render_html,
+    render_markdown,
+)
 from analysis.stats import BOOTSTRAP_FROM, POWER, RESOLVE_MIN_N, interval_text
 from mhmoe.tracking.provenance import git_commit
 
@@ -27,6 +38,42 @@ class IndexInfo:
     """The command that produced the sweep's runs (tag mhmoe.command of the parent run)."""
     ladder: list[str] = field(default_factory=list)
     """Plain-word lines of the token-budget ladder (:func:`analysis.ladder.summary_lines`); empty for one budget."""
+
+
+FINDINGS = "findings.md"
+"""A researcher's reading of the results, kept in the report folder: regenerating the report keeps
+it (it is not in the manifest) and shows it near the top of the index, marked as written by hand."""
+
+
+def findings_blocks(out_dir: Path) -> list[Block]:
+    """The report folder's hand-written findings as index blocks, or nothing when there are none."""
+    path = out_dir / FINDINGS
+    if not path.is_file():
+        return []
+    blocks = blocks_from_markdown(path.read_text())
+    # Headings in the file sit under this one.
+    blocks = [Heading(b.text, max(b.level, 3)) if isinstance(b, Heading) else b for b in blocks]
+    return [Heading("Findings"),
+            Para(f"Written by hand from the results below ([{FINDINGS}]({FINDINGS}), kept when the report is "
+                 "regenerated); everything after this section is generated from the runs."), *blocks]
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def wall_time(runs: pd.DataFrame) -> str | None:
+    """First trial start to last trial end, next to the trial time summed over runs (workers run
+    trials side by side, so the two differ by about the number of workers)."""
+    if "start_time" not in runs or "end_time" not in runs:
+        return None
+    spans = (runs["end_time"] - runs["start_time"]).dropna()
+    if spans.empty:
+        return None
+    span = (runs["end_time"].max() - runs["start_time"].min()).total_seconds()
+    return (f"wall time: {_duration(span)} from the first trial's start to the last one's end "
+            f"({_duration(spans.dt.total_seconds().sum())} of trial time summed over {len(spans)} runs)")
 
 
 def _delta(r: pd.Series) -> str:
@@ -125,6 +172,7 @@ def _provenance(info: IndexInfo, runs: pd.DataFrame) -> list[Block]:
         Bullets([f"sweep spec: [{info.spec}]({info.spec})", f"git commit: `{git_commit(describe=True)}`",
                  f"tracking URI: `{info.tracking_uri}`", f"sweep parent run: {parent}",
                  f"runs: {len(runs)} ({done} finished)",
+                 *filter(None, [wall_time(runs)]),
                  f"validation set for the ordering check: `{info.val_set}`" if info.val_set else
                  "validation set for the ordering check: none"]),
     ]
@@ -136,7 +184,7 @@ def _links(paths: list[Path]) -> str:
 
 def build_blocks(out, runs: pd.DataFrame, ordering: pd.DataFrame, info: IndexInfo) -> list[Block]:
     """Every block of the index, in order (``out`` is :class:`analysis.report.Outputs`)."""
-    blocks = _provenance(info, runs)
+    blocks = _provenance(info, runs) + findings_blocks(out.out_dir)
     blocks += [Heading("What is missing"), Bullets(info.notes + out.skipped)]
     if info.ladder:
         blocks += [Heading("Token-budget ladder"),

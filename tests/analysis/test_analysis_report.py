@@ -203,3 +203,37 @@ def test_the_report_reads_the_metric_the_sweep_stored_on_its_parent_run(synth_ru
     metric = sweep_metric(synth_runs, parent, uri)
     notes: list[str] = []
     assert metric == "val/pydoc/loss" and choose_val_set(synth_runs, None, metric, notes) == "pydoc" and not notes
+
+
+def test_hand_written_findings_show_in_the_index_and_survive_a_rerun(store, tmp_path):
+    out = tmp_path / "findings"
+    out.mkdir()
+    findings = ("# What the runs say\n\nSMoE beats dense at every rung:\nthe interval excludes zero.\n\n"
+                "- MH-MoE h=3 is within noise\n  of SMoE (see [the CSV](oneseed__ordering.csv)).\n"
+                "- `pydoc` disagrees.\n")
+    (out / "findings.md").write_text(findings)
+    argv = ["report", str(store["specs"] / "oneseed-spec.yaml"), "--out", str(out), "--tracking-uri", store["uri"]]
+    assert cli.main(argv) == 0 and cli.main(argv) == 0
+    assert (out / "findings.md").read_text() == findings  # not ours to overwrite or clean away
+    index = (out / "index.md").read_text()
+    head = index[:index.index("## What is missing")]  # near the top: before everything generated
+    assert "## Findings" in head and "### What the runs say" in head and "- wall time: " in head
+    assert "SMoE beats dense at every rung: the interval excludes zero." in head
+    assert "- MH-MoE h=3 is within noise of SMoE (see [the CSV](oneseed__ordering.csv))." in head
+    page = (out / "index.html").read_text()
+    assert '<li>MH-MoE h=3 is within noise of SMoE (see <a href="oneseed__ordering.csv">the CSV</a>).</li>' in page
+    assert "<li><code>pydoc</code> disagrees.</li>" in page
+
+
+def test_the_index_states_the_sweeps_wall_time(synth_runs):
+    from analysis.report_index import wall_time
+
+    runs = synth_runs.copy()
+    begin = pd.Timestamp("2026-01-01 10:00")
+    runs["start_time"] = [begin + pd.Timedelta(minutes=10 * i) for i in range(len(runs))]
+    runs["end_time"] = runs["start_time"] + pd.Timedelta(minutes=30)
+    span = 10 * (len(runs) - 1) + 30
+    assert wall_time(runs) == (f"wall time: {span // 60} h {span % 60:02d} min from the first trial's start to the "
+                               f"last one's end ({30 * len(runs) // 60} h {30 * len(runs) % 60:02d} min of trial time "
+                               f"summed over {len(runs)} runs)")
+    assert wall_time(runs.assign(end_time=pd.NaT)) is None
