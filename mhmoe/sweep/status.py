@@ -85,25 +85,65 @@ def _reason(trial: FrozenTrial, stale: bool) -> str:
     return str(trial.user_attrs.get("restart_reason", ""))
 
 
-def eta_seconds(trials: list[FrozenTrial], waiting: int, running: int, now: datetime | None = None) -> float | None:
-    """(Time left of the running trials + waiting trials x mean trial time) / workers busy now.
+def _attempt_steps(trial: FrozenTrial) -> int | None:
+    """Steps a finished attempt trained (a resumed attempt starts past step 0)."""
+    attrs = trial.user_attrs
+    if "final_step" not in attrs:
+        return None
+    return int(attrs["final_step"]) - int(attrs.get("start_step", 0))
+
+
+def _seconds_per_step(trials: list[FrozenTrial]) -> dict[str | None, float]:
+    """Seconds per training step of the finished attempts, per group (``None``: all groups).
+
+    Per step, not per trial: a token-budget ladder's rungs differ in steps by 10x, and per group
+    because variants differ in step cost (an MH-MoE step costs more than a dense one).
+    """
+    totals: dict[str | None, list[float]] = {}
+    for t in trials:
+        steps = _attempt_steps(t)
+        if t.state != TrialState.COMPLETE or not t.datetime_start or not t.datetime_complete or not steps:
+            continue
+        seconds = (t.datetime_complete - t.datetime_start).total_seconds()
+        for key in (None, t.user_attrs.get("group")):
+            total = totals.setdefault(key, [0.0, 0.0])
+            total[0] += seconds
+            total[1] += steps
+    return {key: seconds / steps for key, (seconds, steps) in totals.items()}
+
+
+def eta_seconds(
+    trials: list[FrozenTrial], waiting: list[FrozenTrial], running: int, now: datetime | None = None
+) -> float | None:
+    """(Time left of the running trials + time of the waiting ones) / workers busy now.
 
     A running trial's time left is from its own rate (elapsed / steps reached at its latest
-    validation); the mean trial time is of finished trials, else of the running ones so far
-    (elapsed + time left), so an ETA shows as soon as one trial has validated.
+    validation). A waiting trial takes its steps x the seconds per step of its group's finished
+    trials (of all finished trials when its group has none); before any trial finished, the
+    running trials' rates so far stand in, so an ETA shows as soon as one trial has validated.
+    Trials without a step count (foreign studies) take the mean finished trial time.
     """
     now = now or datetime.now()
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials
                  if t.state == TrialState.COMPLETE and t.datetime_start and t.datetime_complete]
     live = [(t, trial_eta_s(t, now)) for t in trials if t.state == TrialState.RUNNING]
     known = [(t, eta) for t, eta in live if eta is not None]
+    rates = _seconds_per_step(trials)
     if not durations:
         durations = [(_seconds(t, now) or 0.0) + eta for t, eta in known]
+        steps = sum(_total_steps(t) or 0 for t, _ in known)
+        if known and steps:
+            rates = {None: sum(durations) / steps}
     if not durations:
         return None if waiting or running else 0.0
     mean = statistics.fmean(durations)
+
+    def expected(trial: FrozenTrial) -> float:
+        steps, rate = _total_steps(trial), rates.get(trial.user_attrs.get("group"), rates.get(None))
+        return steps * rate if steps and rate else mean
+
     left = sum(eta for _, eta in known) + 0.5 * mean * max(0, running - len(known))
-    return (left + mean * waiting) / max(1, running)
+    return (left + sum(expected(t) for t in waiting)) / max(1, running)
 
 
 def sweep_status(queue: SweepQueue) -> SweepStatus:
@@ -114,12 +154,13 @@ def sweep_status(queue: SweepQueue) -> SweepStatus:
     counts = {state: 0 for state in POINT_STATES}
     for point in queue.point_states():
         counts[point.state] += 1
-    waiting = sum(t.state == TrialState.WAITING for t in trials)
     running = sum(t.state == TrialState.RUNNING for t in trials)
     live = [t for t in trials if t._trial_id not in stale]
+    # Stale trials go back to the queue at the next claim: count them as waiting.
+    waiting = [t for t in trials if t.state == TrialState.WAITING or t._trial_id in stale]
     metric = queue.study.metric_names[0] if queue.study.metric_names else queue.settings().get("metric")
     return SweepStatus(counts=counts, rows=[_row(t, now, t._trial_id in stale) for t in trials], stale=len(stale),
-                       eta_s=eta_seconds(live, waiting + len(stale), running - len(stale), now), metric=metric)
+                       eta_s=eta_seconds(live, waiting, running - len(stale), now), metric=metric)
 
 
 def _duration(seconds: float) -> str:

@@ -9,15 +9,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from mhmoe.commands.sweep import main as sweep_main
 from mhmoe.sweep import expand, load_spec
 from mhmoe.sweep.queue import SweepQueue
+from mhmoe.sweep.status import eta_seconds
 from mhmoe.sweep.submit import submit_sweep
 from tests.pg_server import fresh_database
 from tests.sweep.conftest import REPO, debug_spec
@@ -181,3 +183,28 @@ def test_status_counts_and_eta(tmp_path: Path, stores: dict[str, str], capsys: p
     assert "4 points: 1 done, 1 running, 2 waiting, 0 failed; ETA" in out
     assert "COMPLETE" in out and "0->20" in out
     assert sweep_main(["status", "--study", "nope", "--storage", stores["storage"]]) == 1
+
+
+def _trial(number: int, state: TrialState, group: str, steps: int, seconds: float | None = None) -> FrozenTrial:
+    start = datetime(2026, 1, 1) if seconds is not None else None
+    attrs = {"group": group, "config": {"train": {"max_steps": steps}}}
+    if state == TrialState.COMPLETE:
+        attrs |= {"start_step": 0, "final_step": steps}
+    return FrozenTrial(number=number, trial_id=number, state=state, value=1.0 if state == TrialState.COMPLETE else None,
+                       values=None, datetime_start=start,
+                       datetime_complete=start + timedelta(seconds=seconds) if start and seconds is not None
+                       and state == TrialState.COMPLETE else None,
+                       params={}, distributions={}, user_attrs=attrs, system_attrs={}, intermediate_values={})
+
+
+def test_eta_scales_waiting_trials_by_their_steps_and_their_groups_step_cost() -> None:
+    # A ladder's first rung is done (100 steps: dense 10 s, MH-MoE 20 s); its 10x rung waits.
+    done = [_trial(0, TrialState.COMPLETE, "dense", 100, 10.0), _trial(1, TrialState.COMPLETE, "mhmoe", 100, 20.0)]
+    waiting = [_trial(2, TrialState.WAITING, "dense", 1000), _trial(3, TrialState.WAITING, "mhmoe", 1000),
+               _trial(4, TrialState.WAITING, "smoe", 1000)]  # no smoe trial finished: the all-group rate
+    running = [_trial(5, TrialState.RUNNING, "dense", 100, 0.0), _trial(6, TrialState.RUNNING, "mhmoe", 100, 0.0)]
+    for trial in running:
+        trial.intermediate_values = {50: 40.0}  # half way after 10 s: 10 s left each
+    eta = eta_seconds(done + running + waiting, waiting, running=2, now=datetime(2026, 1, 1, 0, 0, 10))
+    assert eta == pytest.approx((10 + 10 + 1000 * 0.1 + 1000 * 0.2 + 1000 * 0.15) / 2)
+    assert eta_seconds(done, [], running=0) == 0.0
