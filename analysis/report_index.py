@@ -135,12 +135,15 @@ def summary_blocks(ordering: pd.DataFrame) -> list[Block]:
     if ordering.empty or "agrees" not in ordering:
         return [Para("No comparison could be made.")]
     checked = ordering[ordering["delta"].notna()]
+    if checked.empty:
+        return [Para(f"None of the {len(ordering)} comparisons of the paper's orderings is checkable here: no pair of "
+                     "them has finished runs with values in this sweep.")]
     resolved = checked[checked["resolved"] == True]  # noqa: E712 (object column with None)
     noise = checked[checked["resolved"] != True]  # noqa: E712
-    ns = pd.concat([checked["n_worse"], checked["n_better"]]) if len(checked) else []
-    paired = bool(len(checked)) and bool((checked["paired"] == True).all())  # noqa: E712
+    ns = pd.concat([checked["n_worse"], checked["n_better"]])
+    paired = bool((checked["paired"] == True).all())  # noqa: E712
     agree = int((resolved["agrees"] == True).sum())  # noqa: E712
-    val_set = checked["val_set"].iloc[0] if len(checked) else ""
+    val_set = checked["val_set"].iloc[0]
     blocks: list[Block] = [Para(
         f"{len(checked)} of {len(ordering)} comparisons of the paper's orderings are checkable here, with "
         f"{interval_text(ns, paired=paired)}. Δ = ln ppl(worse) − ln ppl(better) in nats on the `{val_set}` set: "

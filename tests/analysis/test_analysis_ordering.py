@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from analysis.frame import annotate
+from analysis.index import Para
 from analysis.ordering import check_ordering, paper_comparisons
+from analysis.report_index import summary_blocks
 from analysis.stats import seeds_needed
 from tests.analysis.frames import PAPER_ORDER, runs_frame
 
@@ -101,3 +103,10 @@ def test_unpaired_seeds_use_welch_t():
     row = _row(check_ordering(annotate(pd.concat([a, b], ignore_index=True))), "SMoE", "MH-MoE (head=3)")
     assert row["verdict"] == "agrees" and not row["paired"] and row["method"] == "t"
     assert row["n_worse"] == 3 and row["n_better"] == 3
+
+
+def test_a_sweep_with_one_variant_says_no_comparison_is_checkable():
+    result = check_ordering(runs_frame({"dense": PAPER_ORDER["dense"]}))
+    assert len(result) and result["delta"].isna().all()
+    [para] = summary_blocks(result)
+    assert isinstance(para, Para) and para.text.startswith(f"None of the {len(result)} comparisons")

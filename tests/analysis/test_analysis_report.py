@@ -175,6 +175,7 @@ def test_sweep_with_only_a_failed_run_still_reports(store, tmp_path):
     index = (out / "index.md").read_text()
     assert f"run `{store['allfailed']['failed'][0]}` (smoe, seed 3) is FAILED" in index
     assert "perplexity tables skipped" in index and "figure `val_curves` skipped" in index
+    assert "comparisons of the paper's orderings is checkable here: no pair" in index and "``" not in index
     assert not list(out.glob("*.png"))
 
 
