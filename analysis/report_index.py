@@ -22,6 +22,7 @@ from analysis.index import (
     render_markdown,
 )
 from analysis.stats import BOOTSTRAP_FROM, POWER, RESOLVE_MIN_N, interval_text
+from mhmoe.tracking import names
 from mhmoe.tracking.provenance import git_commit
 
 
@@ -74,6 +75,19 @@ def wall_time(runs: pd.DataFrame) -> str | None:
     span = (runs["end_time"].max() - runs["start_time"].min()).total_seconds()
     return (f"wall time: {_duration(span)} from the first trial's start to the last one's end "
             f"({_duration(spans.dt.total_seconds().sum())} of trial time summed over {len(spans)} runs)")
+
+
+def run_commits(runs: pd.DataFrame) -> str | None:
+    """The commits the runs trained at (their ``mhmoe.git_commit`` tag), with run counts when several."""
+    column = f"tags/{names.TAG_GIT_COMMIT}"
+    if column not in runs:
+        return None
+    counts = runs[column].dropna().value_counts()
+    if counts.empty:
+        return None
+    if len(counts) == 1:
+        return f"git commit of the runs: `{counts.index[0]}`"
+    return "git commits of the runs: " + ", ".join(f"`{sha}` ({n} runs)" for sha, n in counts.items())
 
 
 def _delta(r: pd.Series) -> str:
@@ -172,7 +186,9 @@ def _provenance(info: IndexInfo, runs: pd.DataFrame) -> list[Block]:
         Para(f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by:"),
         Code(info.command or "(called from Python)"),
         *runs_command,
-        Bullets([f"sweep spec: [{info.spec}]({info.spec})", f"git commit: `{git_commit(describe=True)}`",
+        Bullets([f"sweep spec: [{info.spec}]({info.spec})",
+                 f"git commit: `{git_commit(describe=True)}` (this report's code)",
+                 *filter(None, [run_commits(runs)]),
                  f"tracking URI: `{info.tracking_uri}`", f"sweep parent run: {parent}",
                  f"runs: {len(runs)} ({done} finished)",
                  *filter(None, [wall_time(runs)]),

@@ -27,6 +27,10 @@ N_LAYERS = 2  # MoE layers
 NOISE = 0.002  # seed noise in ln ppl, far below the gaps between points
 
 
+SYNTH_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+"""The commit every synthetic trial run claims it trained at."""
+
+
 @dataclass(frozen=True)
 class Point:
     variant: str
@@ -146,7 +150,8 @@ def build_sweep(client: MlflowClient, experiment_id: str, sweep: str, pts: list[
 
 def _trial(client, experiment_id, sweep, p: Point, seed: int, tmp: Path, parent: list[str], steps,
            status: str = "FINISHED") -> str:
-    tags = {"mhmoe.sweep": sweep, "mhmoe.role": "trial", "mhmoe.variant": p.variant, "mhmoe.seed": str(seed)}
+    tags = {"mhmoe.sweep": sweep, "mhmoe.role": "trial", "mhmoe.variant": p.variant, "mhmoe.seed": str(seed),
+            "mhmoe.git_commit": SYNTH_COMMIT}
     if p.tag_point:
         tags["mhmoe.point"] = p.point_id
     if parent:
