@@ -118,7 +118,7 @@ def summary_lines(deltas: pd.DataFrame, fits: pd.DataFrame) -> list[str]:
     for name, group in sorted(deltas.groupby("name", sort=False), key=lambda item: item[1]["order"].iloc[0]):
         rungs_text = "; ".join(
             f"{_tokens(r['tokens'])}: {r['delta']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
-            + ("" if r["resolved"] else " within noise") for _, r in group.sort_values("tokens").iterrows())
+            + (" resolved" if r["resolved"] else " within noise") for _, r in group.sort_values("tokens").iterrows())
         line = f"{name} vs SMoE ({interval_text(group['n_a'], paired=True)}): {rungs_text}."
         if name in getattr(fits, "index", []):
             f = fits.loc[name]

@@ -49,6 +49,7 @@ def test_deltas_per_rung_are_paired_and_the_trend_recovers_the_truth() -> None:
     (line,) = ladder.summary_lines(deltas, ladder.trend(deltas))
     assert "MH-MoE (head=3) vs SMoE" in line and "an extrapolation beyond the budgets run" in line
     assert "n = 3 seeds" in line and "Student-t" in line
+    assert line.count("] resolved") == 3  # each rung says resolved (or within noise)
     assert ladder.plot_ladder(deltas, ladder.trend(deltas), "main").axes[0].get_xscale() == "log"
 
 
