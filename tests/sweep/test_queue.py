@@ -186,14 +186,14 @@ def test_status_counts_and_eta(tmp_path: Path, stores: dict[str, str], capsys: p
 
 
 def _trial(number: int, state: TrialState, group: str, steps: int, seconds: float | None = None) -> FrozenTrial:
+    """A real Optuna trial record; ``seconds``: started at 2026-01-01 (and finished that long after, if COMPLETE)."""
     start = datetime(2026, 1, 1) if seconds is not None else None
+    done = state == TrialState.COMPLETE
     attrs = {"group": group, "config": {"train": {"max_steps": steps}}}
-    if state == TrialState.COMPLETE:
+    if done:
         attrs |= {"start_step": 0, "final_step": steps}
-    return FrozenTrial(number=number, trial_id=number, state=state, value=1.0 if state == TrialState.COMPLETE else None,
-                       values=None, datetime_start=start,
-                       datetime_complete=start + timedelta(seconds=seconds) if start and seconds is not None
-                       and state == TrialState.COMPLETE else None,
+    return FrozenTrial(number=number, trial_id=number, state=state, value=1.0 if done else None, values=None,
+                       datetime_start=start, datetime_complete=start + timedelta(seconds=seconds) if done else None,
                        params={}, distributions={}, user_attrs=attrs, system_attrs={}, intermediate_values={})
 
 
