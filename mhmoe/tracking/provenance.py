@@ -27,14 +27,17 @@ REPO = Path(__file__).resolve().parents[2]
 def git_commit(*, describe: bool = False) -> str:
     """HEAD of the checkout this code runs from, ``unknown`` outside one.
 
-    ``describe`` (for reports) flags uncommitted changes to tracked files and says why it is
-    unknown; run tags get the bare SHA (:func:`mhmoe.tracking.standard.source_tags`).
+    ``describe`` (for reports) flags uncommitted changes to tracked files outside ``reports/``
+    (a report rewrites its own folder before it writes the index, and that output is not the
+    code) and says why it is unknown; run tags get the bare SHA
+    (:func:`mhmoe.tracking.standard.source_tags`).
     """
     git = ["git", "--no-optional-locks", "-C", str(REPO)]  # read-only: no index refresh
     try:
         sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                              timeout=20).stdout.strip()
-        dirty = describe and subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+        dirty = describe and subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                             ":(exclude)reports"],
                                             capture_output=True, text=True, check=True, timeout=20).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha, dirty = "", False
