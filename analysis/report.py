@@ -32,6 +32,7 @@ from analysis.report_index import IndexInfo, write_index
 from analysis.stats import aggregate, interval_text, paired_differences, seed_count
 from analysis.style import paper_name, paper_names, safe_name, save
 from mhmoe.tracking import names
+from mhmoe.tracking.provenance import REPORTS_DIR
 
 MANIFEST = ".report-manifest"
 REPORT_ARTIFACT_DIR = "report"
@@ -246,7 +247,7 @@ def write_report(
     notes = missing_notes(runs)
     parent = find_parent_run(sweep, tracking_uri)
     chosen_set = choose_val_set(runs, val_set, sweep_metric(runs, parent, tracking_uri), notes)
-    out_dir = Path(out_dir) if out_dir is not None else Path("reports") / safe_name(sweep)
+    out_dir = Path(out_dir) if out_dir is not None else Path(REPORTS_DIR) / safe_name(sweep)
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_previous(out_dir)
     out = Outputs(out_dir, safe_name(sweep) + "__")

@@ -22,6 +22,7 @@ def command_line(argv: list[str] | None = None) -> str:
 
 UNKNOWN_COMMIT = "unknown"
 REPO = Path(__file__).resolve().parents[2]
+REPORTS_DIR = "reports"  # where `mhmoe report` writes by default; its output is not the report's code
 
 
 def git_commit(*, describe: bool = False) -> str:
@@ -37,7 +38,7 @@ def git_commit(*, describe: bool = False) -> str:
         sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                              timeout=20).stdout.strip()
         dirty = describe and subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                             ":(exclude)reports"],
+                                             f":(exclude){REPORTS_DIR}"],
                                             capture_output=True, text=True, check=True, timeout=20).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha, dirty = "", False
