@@ -7,6 +7,7 @@ and nothing else in the folder is touched.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from analysis.ordering import check_ordering
 from analysis.report_index import IndexInfo, write_index
 from analysis.stats import aggregate, interval_text, paired_differences, seed_count
 from analysis.style import paper_name, paper_names, safe_name, save
+from analysis.verdict import report_verdict
 from mhmoe.tracking import names
 from mhmoe.tracking.provenance import REPORTS_DIR
 
@@ -192,6 +194,28 @@ def differences(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def verdict_rules(parent: str | None, tracking_uri: str) -> dict | None:
+    """The comparison pairs, seed schedule, margin and tuning the sweep ran with (its parent run's tag)."""
+    text = run_tag(parent, names.TAG_VERDICT_RULES, tracking_uri) if parent else None
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+
+
+def tuning_trials(tune_runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per tuning run: its label (replicate, trial, seed), status, tuned values and held-out score."""
+    if tune_runs.empty:
+        return pd.DataFrame()
+    labels = tune_runs[f"tags/{names.TAG_POINT}"].astype(str)
+    scores = [c for c in tune_runs.columns if c.startswith(METRIC + "val/holdout/")]
+    tuned = [PARAM + k for k in keys if PARAM + k in tune_runs.columns]
+    frame = pd.DataFrame({"run": labels, "status": tune_runs["status"], "seed": tune_runs["seed"]})
+    for c in [*scores, *tuned]:
+        frame[c.split("/", 1)[1]] = tune_runs[c]
+    return frame.sort_values("run").reset_index(drop=True)
+
+
 def sweep_metric(runs: pd.DataFrame, parent: str | None, tracking_uri: str) -> str | None:
     """The metric the sweep optimised: stored on its parent run at plan time.
 
@@ -246,7 +270,8 @@ def write_report(
         raise MissingData(f"no runs tagged {names.TAG_SWEEP}={sweep!r}, {names.TAG_ROLE}=trial in {tracking_uri}")
     notes = missing_notes(runs)
     parent = find_parent_run(sweep, tracking_uri)
-    chosen_set = choose_val_set(runs, val_set, sweep_metric(runs, parent, tracking_uri), notes)
+    metric = sweep_metric(runs, parent, tracking_uri)
+    chosen_set = choose_val_set(runs, val_set, metric, notes)
     out_dir = Path(out_dir) if out_dir is not None else Path(REPORTS_DIR) / safe_name(sweep)
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_previous(out_dir)
@@ -265,6 +290,13 @@ def write_report(
     out.write_csv("runs", runs[["run_id", "run_name", "status", "label", "point", "seed", "variant", "family",
                                 *[c for c in runs.columns if c.startswith((PARAM, METRIC))]]])
     out.write_csv("differences", differences(runs))
+    rules = verdict_rules(parent, tracking_uri) or {}
+    verdict, verdict_note = (report_verdict(every_run, metric, rules) if metric
+                             else (pd.DataFrame(), "The sweep logged no validation metric."))
+    out.write_csv("verdict", verdict)
+    tuning = tuning_trials(load_runs(sweep, tracking_uri, role=names.ROLE_TUNE), rules.get("tuned_keys") or [])
+    if not tuning.empty:
+        out.write_csv("tuning", tuning)
     ordering = check_ordering(runs, chosen_set) if chosen_set and len(finished(runs)) else pd.DataFrame()
     out.write_csv("ordering", ordering)
     write_tables(out, runs, agg)
@@ -277,7 +309,7 @@ def write_report(
     runs_command = run_tag(parent, names.TAG_COMMAND, tracking_uri) if parent else None
     info = IndexInfo(sweep=sweep, command=command, tracking_uri=tracking_uri, spec=spec_copy.name,
                      parent_run_id=parent, val_set=chosen_set, notes=notes, runs_command=runs_command,
-                     ladder=ladder_lines)
+                     ladder=ladder_lines, metric=metric, verdict=verdict, verdict_note=verdict_note, tuning=tuning)
     out.files += write_index(out, every_run, ordering, info)
     (out_dir / MANIFEST).write_text("\n".join(sorted({p.name for p in out.files})) + "\n")
     if log_artifacts and parent:

@@ -22,6 +22,7 @@ from analysis.index import (
     render_markdown,
 )
 from analysis.stats import BOOTSTRAP_FROM, POWER, RESOLVE_MIN_N, interval_text
+from analysis.verdict import display_frame, headline, markdown, unit
 from mhmoe.tracking import names
 from mhmoe.tracking.provenance import git_commit
 
@@ -39,6 +40,30 @@ class IndexInfo:
     """The command that produced the sweep's runs (tag mhmoe.command of the parent run)."""
     ladder: list[str] = field(default_factory=list)
     """Plain-word lines of the token-budget ladder (:func:`analysis.ladder.summary_lines`); empty for one budget."""
+    metric: str | None = None
+    """The sweep's metric (what the verdict compares)."""
+    verdict: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """:func:`analysis.verdict.report_verdict`'s table."""
+    verdict_note: str = ""
+    tuning: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """:func:`analysis.report.tuning_trials`: one row per tuning run (empty without tuning)."""
+
+
+def verdict_blocks(out, info: IndexInfo) -> list[Block]:
+    """Who wins, first: the headline, the verdict table, how it was decided, and the tuning runs."""
+    blocks: list[Block] = [Heading("Verdict")]
+    if info.verdict.empty or not info.metric:
+        return [*blocks, Para("No comparison could be made: " + (info.verdict_note or "no finished runs") + "")]
+    shown = display_frame(info.verdict, info.metric)
+    blocks += [Para(f"**{headline(info.verdict)}**"), Markdown(markdown(info.verdict, info.metric), shown),
+               Para(f"{info.verdict_note} Δ = {'ln ' if unit(info.metric) else ''}{info.metric}(variant) − "
+                    f"{'ln ' if unit(info.metric) else ''}{info.metric}(baseline): negative is lower; "
+                    f"[{out.path('verdict', 'csv').name}]({out.path('verdict', 'csv').name})")]
+    if not info.tuning.empty:
+        blocks += [Para(f"{len(info.tuning)} tuning runs, scored on documents held out of their own training "
+                        "corpus (never on a reported validation set): "
+                        f"[{out.path('tuning', 'csv').name}]({out.path('tuning', 'csv').name})")]
+    return blocks
 
 
 FINDINGS = "findings.md"
@@ -203,7 +228,8 @@ def _links(paths: list[Path]) -> str:
 
 def build_blocks(out, runs: pd.DataFrame, ordering: pd.DataFrame, info: IndexInfo) -> list[Block]:
     """Every block of the index, in order (``out`` is :class:`analysis.report.Outputs`)."""
-    blocks = _provenance(info, runs) + findings_blocks(out.out_dir)
+    title, *provenance = _provenance(info, runs)
+    blocks = [title, *verdict_blocks(out, info), *provenance, *findings_blocks(out.out_dir)]
     blocks += [Heading("What is missing"), Bullets(info.notes + out.skipped)]
     if info.ladder:
         blocks += [Heading("Token-budget ladder"),

@@ -3,7 +3,8 @@
     mhmoe sweep plan SPEC                       resolved grid + budget table; creates nothing
     mhmoe sweep submit SPEC [--storage URL]     enqueue the points missing from the study
     mhmoe sweep work SPEC|--study NAME [--devices 0,1 | --cpu-workers N] [--max-trials N]
-    mhmoe sweep run SPEC [--workers N]          submit + local workers + report
+    mhmoe sweep run SPEC [--workers N]          submit + local workers + verdict + report
+    mhmoe sweep extend SPEC [--workers N]       the same for an existing sweep (e.g. seeds.max raised)
     mhmoe sweep status SPEC|--study NAME        done / running / waiting / failed + ETA
 
 SPEC is a YAML path or the name of a spec in experiments/ (``smoke``). Storage: --storage, else
@@ -82,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker_flags(p)
     p.add_argument("--no-report", dest="report", action="store_false", help="do not run `mhmoe report` at the end")
 
+    p = sub.add_parser("extend", help="add what an existing sweep's spec now asks for (more seeds, new "
+                                      "comparisons) + N local workers + report")
+    p.add_argument("spec", help=SPEC_HELP)
+    _add_storage(p)
+    p.add_argument("--workers", type=int_at_least(1), help="CPU workers (default 1; ignored with --devices)")
+    _add_worker_flags(p)
+    p.add_argument("--no-report", dest="report", action="store_false", help="do not run `mhmoe report` at the end")
+
     p = sub.add_parser("status", help="done / running / waiting / failed per point, trial rows, ETA")
     p.add_argument("spec", nargs="?", help=SPEC_HELP + " (or give --study)")
     p.add_argument("--study", help="study name (instead of SPEC)")
@@ -128,6 +137,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"sweep {spec.name}: {len(the_plan.points)} trials ({groups} group(s) x {cells} grid point(s)); "
           f"match={spec.match.policy}; metric={the_plan.metric}")
     print(format_table(plan_rows(the_plan.points), PLAN_COLUMNS))
+    from mhmoe.sweep.scheduler import describe_plan
+
+    print("\n".join(describe_plan(spec, the_plan.points)))
     for warning in (*the_plan.warnings, *data_problems):
         print(f"warning: {warning}")
     from mhmoe.memory import sweep_preflight_lines
@@ -224,11 +236,29 @@ def cmd_work(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    slots = _slots(args, args.workers)  # bad device flags fail before the study is created
+    spec, the_plan, _ = _load(args.spec)
+    return _run(args, spec, the_plan, slots)
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    """``run`` for a sweep that exists: the spec's (new) comparisons, seed schedule or margin decide what is added."""
+    from mhmoe.sweep.storage import check_storage, storage_url
+
+    slots = _slots(args, args.workers)
+    spec, the_plan, _ = _load(args.spec)
+    url = storage_url(args.storage, spec.storage)
+    check_storage(url)
+    if not _require_study(url, spec.name):
+        return 1
+    return _run(args, spec, the_plan, slots)
+
+
+def _run(args: argparse.Namespace, spec, the_plan, slots) -> int:
+    """Submit (and schedule), run local workers until nothing is left, then the verdict and the report."""
     from mhmoe.sweep.launch import run_workers
     from mhmoe.sweep.status import format_status, sweep_status
 
-    slots = _slots(args, args.workers)  # bad device flags fail before the study is created
-    spec, the_plan, _ = _load(args.spec)
     url, queue = _submit(args, spec, list(the_plan.points))
     pending = queue.pending()
     queue.close()
@@ -237,9 +267,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         code = run_workers(_worker_options(args, url, spec.name), slots, log_dir=args.log_dir)
     status = sweep_status(queue)
     print(format_status(spec.name, status, show_rows=False))
+    _print_verdict(queue)
     if args.report:
         _report(spec, args.tracking_uri or queue.settings().get("tracking_uri"))
     return code or (0 if status.counts["failed"] == 0 and status.finished else 1)
+
+
+def _print_verdict(queue) -> None:
+    from mhmoe.sweep.verdicts import format_verdict, sweep_verdict
+
+    found = sweep_verdict(queue)
+    if found is not None:
+        print("\n" + format_verdict(found), flush=True)
 
 
 def _report(spec, tracking_uri: str | None) -> None:
@@ -259,11 +298,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     url, name = _study_target(args)
     if not _require_study(url, name):
         return 1
-    print(format_status(name, sweep_status(SweepQueue.with_heartbeats(url, name)), show_rows=not args.summary))
+    queue = SweepQueue.with_heartbeats(url, name)
+    print(format_status(name, sweep_status(queue), show_rows=not args.summary))
+    _print_verdict(queue)
     return 0
 
 
-ACTIONS = {"plan": cmd_plan, "submit": cmd_submit, "work": cmd_work, "run": cmd_run, "status": cmd_status}
+ACTIONS = {"plan": cmd_plan, "submit": cmd_submit, "work": cmd_work, "run": cmd_run, "extend": cmd_extend,
+           "status": cmd_status}
 
 
 @refuses_bad_input("error")

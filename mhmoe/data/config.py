@@ -6,6 +6,7 @@ Config holds strings; :mod:`mhmoe.data.sources` turns them into readers. A *sour
   the held-out plays, :mod:`mhmoe.data.shakespeare`); bare ``shakespeare`` means the training plays in
   ``corpus`` and the held-out plays in ``val_sets``;
 - ``pydoc``: the Python language-reference topics from the standard library (out-of-domain);
+- ``holdout`` (validation only): the documents ``data.holdout_fraction`` takes out of the training corpus;
 - ``hf:NAME[:CONFIG]:SPLIT``: a Hugging Face dataset (needs the hub), e.g.
   ``hf:wikitext:wikitext-103-raw-v1:validation`` or ``hf:allenai/c4:en:validation[:2000]``;
 - anything else is a path: a ``.txt`` file, a ``.jsonl`` file (one ``{"text": ...}`` record a line, the
@@ -27,8 +28,10 @@ class DataError(ValueError):
 SHAKESPEARE_TRAIN = "shakespeare:train"
 SHAKESPEARE_VAL = "shakespeare:val"
 PYDOC = "pydoc"
-BUILTIN_SOURCES = (SHAKESPEARE_TRAIN, SHAKESPEARE_VAL, PYDOC)
-BUILTIN_VAL_SETS = {"shakespeare": SHAKESPEARE_VAL, "pydoc": PYDOC}
+HOLDOUT = "holdout"
+"""The training corpus's held-out documents (``data.holdout_fraction``): a validation set, never a corpus."""
+BUILTIN_SOURCES = (SHAKESPEARE_TRAIN, SHAKESPEARE_VAL, PYDOC, HOLDOUT)
+BUILTIN_VAL_SETS = {"shakespeare": SHAKESPEARE_VAL, "pydoc": PYDOC, "holdout": HOLDOUT}
 """Validation sets named by a bare name in ``data.val_sets``."""
 TOKENIZER_KINDS = ("bpe", "byte")
 MIN_BPE_VOCAB = 257
@@ -67,7 +70,8 @@ class DataConfig:
     """Training source specs, concatenated in order (see the module docstring); default: the training plays."""
     val_sets: tuple[str, ...] = ("shakespeare", "pydoc")
     """Validation sets in report order: a built-in name (shakespeare = held-out plays, pydoc = Python
-    reference topics) or NAME=SOURCE (e.g. wiki=hf:wikitext:wikitext-2-raw-v1:validation); empty = none."""
+    reference topics, holdout = see holdout_fraction) or NAME=SOURCE (e.g.
+    wiki=hf:wikitext:wikitext-2-raw-v1:validation); empty = none."""
     tokenizer: str = "bpe"
     """bpe (byte-level BPE trained on the corpus, cached by content hash), byte (256 bytes + EOS),
     or a path to a tokenizer.json."""
@@ -78,6 +82,9 @@ class DataConfig:
     val_max_windows argument overrides it."""
     text_field: str = "text"
     """Field (JSON Lines, Hugging Face) or column (Parquet) that holds the document text."""
+    holdout_fraction: float = 0.0
+    """Fraction of the training corpus's documents held out as the validation set named holdout
+    (0 = none): tuning trials validate on unseen text without touching the reported validation sets."""
 
     def __post_init__(self) -> None:
         # A bare string is a one-source list; tuples keep the frozen config hashable.
@@ -90,7 +97,14 @@ class DataConfig:
         check(len(self.corpus) > 0, "data.corpus must name at least one training source (default: shakespeare)")
         for i, spec in enumerate(self.corpus):
             _check_source_spec(f"data.corpus[{i}]", spec)
+            check(spec != HOLDOUT, f"data.corpus[{i}]={spec!r} is the validation set cut from the corpus itself; "
+                                   "it cannot be a training source")
+        check(0 <= self.holdout_fraction < 0.5,
+              f"data.holdout_fraction={self.holdout_fraction!r} must be in [0, 0.5) (0 = no holdout set)")
         specs = self.val_specs()  # validates names and specs
+        for i, (entry, spec) in enumerate(zip(self.val_sets, specs.values(), strict=True)):
+            check(spec != HOLDOUT or self.holdout_fraction > 0,
+                  f"data.val_sets[{i}]={entry!r} needs data.holdout_fraction > 0 (it is 0: nothing is held out)")
         self._check_no_leak(specs)
         check(
             self.tokenizer in TOKENIZER_KINDS or self.tokenizer.endswith(".json"),

@@ -4,7 +4,8 @@ Formats: plain text (one document per file, read strictly as UTF-8), JSON Lines 
 record's ``text`` field: the RedPajama format), Parquet (one document per row of a ``text`` column),
 folders (every ``.txt``/``.jsonl``/``.parquet`` below, sorted by relative path), Hugging Face datasets
 (``hf:NAME[:CONFIG]:SPLIT``) and the built-ins of :mod:`mhmoe.data.shakespeare`. Bad input raises
-:class:`DataError` saying which file, line, row or byte offset is wrong.
+:class:`DataError` saying which file, line, row or byte offset is wrong. ``data.holdout_fraction`` splits
+the training corpus into the documents trained on and the ``holdout`` validation set (:func:`holds_out`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 from mhmoe.data import shakespeare
 from mhmoe.data.config import (
+    BUILTIN_SOURCES,
     HF_SPEC,
+    HOLDOUT,
     PYDOC,
     SHAKESPEARE_TRAIN,
     SHAKESPEARE_VAL,
@@ -219,6 +223,8 @@ def open_source(spec: str, *, text_field: str = "text") -> Source:
         return _file_source(spec, train if spec == SHAKESPEARE_TRAIN else val, "text")
     if spec == PYDOC:
         return _pydoc_source()
+    if spec == HOLDOUT:
+        raise DataError(f"{HOLDOUT!r} is cut from a training corpus: use holdout_source(DataConfig)")
     if spec.startswith("hf:"):
         return _hf_source(spec, text_field)
     return _file_source(spec, Path(spec).expanduser(), text_field)
@@ -238,7 +244,7 @@ def concat_sources(sources: list[Source]) -> Source:
 
 
 def _is_local(spec: str) -> bool:
-    return spec not in (SHAKESPEARE_TRAIN, SHAKESPEARE_VAL, PYDOC) and not spec.startswith("hf:")
+    return spec not in BUILTIN_SOURCES and not spec.startswith("hf:")
 
 
 def check_local_paths(data: DataConfig) -> None:
@@ -259,14 +265,68 @@ def check_local_paths(data: DataConfig) -> None:
                         "'bpe' or 'byte'")
 
 
-def train_source(data: DataConfig) -> Source:
-    """The training corpus (every ``data.corpus`` source, in order)."""
+def holds_out(index: int, fraction: Fraction) -> bool:
+    """Whether document ``index`` (0-based, over the whole training corpus) belongs to the holdout set."""
+    # Evenly strided, not sampled: a pure function of the position needs no seed, spreads the holdout
+    # over every source of the corpus (not just its tail) and takes exactly floor(n * fraction) of n
+    # documents. Exact rationals, so 0.29 of 100 documents is 29, not the 28 float rounding gives.
+    return (index + 1) * fraction // 1 > index * fraction // 1
+
+
+def _split(corpus: Source, fraction: float, *, held: bool) -> Source:
+    """The corpus documents :func:`holds_out` takes (``held``) or leaves for training; the fingerprint
+    covers the fraction and the side, so token and tokenizer caches key on both."""
+    rate = Fraction(repr(fraction))
+
+    def read() -> Iterator[str]:
+        count = total = 0
+        for total, text in enumerate(corpus.documents(), start=1):
+            if holds_out(total - 1, rate) == held:
+                count += 1
+                yield text
+        if held and count == 0:
+            raise DataError(f"data.holdout_fraction={fraction} holds out none of the {total} documents of the "
+                            f"training corpus {corpus.spec!r} (it takes floor(documents x fraction)); raise it "
+                            "or use a corpus with more documents")
+
+    side = HOLDOUT if held else "train"
+    return Source(spec=f"{corpus.spec} ({side} side of data.holdout_fraction={fraction})",
+                  fingerprint=_digest([HOLDOUT, side, repr(fraction), corpus.fingerprint]), read=read)
+
+
+def _corpus(data: DataConfig) -> Source:
     return concat_sources([open_source(spec, text_field=data.text_field) for spec in data.train_specs()])
+
+
+def train_source(data: DataConfig) -> Source:
+    """The training corpus (every ``data.corpus`` source, in order) less the holdout documents; with
+    ``data.holdout_fraction`` = 0 exactly the corpus, so caches built before the holdout stay valid."""
+    corpus = _corpus(data)
+    return corpus if data.holdout_fraction == 0 else _split(corpus, data.holdout_fraction, held=False)
+
+
+def holdout_source(data: DataConfig) -> Source:
+    """The ``holdout`` validation set: the training-corpus documents :func:`train_source` leaves out."""
+    if data.holdout_fraction == 0:
+        raise DataError("data.holdout_fraction is 0: no documents are held out")
+    return _split(_corpus(data), data.holdout_fraction, held=True)
+
+
+def _val_source(data: DataConfig, spec: str) -> Source:
+    return holdout_source(data) if spec == HOLDOUT else open_source(spec, text_field=data.text_field)
+
+
+def val_source(data: DataConfig, name: str) -> Source:
+    """One named validation set; a name ``data.val_sets`` does not define is a DataError."""
+    specs = data.val_specs()
+    if name not in specs:
+        raise DataError(f"no validation set {name!r}; data.val_sets defines {list(specs)}")
+    return _val_source(data, specs[name])
 
 
 def val_sources(data: DataConfig) -> dict[str, Source]:
     """Validation sources by name, in ``data.val_names`` order."""
-    return {name: open_source(spec, text_field=data.text_field) for name, spec in data.val_specs().items()}
+    return {name: _val_source(data, spec) for name, spec in data.val_specs().items()}
 
 
 def val_texts(data: DataConfig) -> dict[str, str]:

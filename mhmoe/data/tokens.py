@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from mhmoe.atomic import atomic_write
-from mhmoe.data.config import DataConfig, DataError
-from mhmoe.data.sources import Source, open_source
+from mhmoe.data.config import DataConfig
+from mhmoe.data.sources import Source, val_source
 from mhmoe.data.tokenizer import TextTokenizer, build_tokenizer
 from mhmoe.home import home_path
 
@@ -81,8 +81,6 @@ def token_stream(source: Source, tokenizer: TextTokenizer) -> np.memmap:
 
 def val_stream(data: DataConfig, name: str, tokenizer: TextTokenizer | None = None) -> np.memmap:
     """Token stream of one named validation set (built with the run's tokenizer unless one is given)."""
-    specs = data.val_specs()
-    if name not in specs:
-        raise DataError(f"no validation set {name!r}; data.val_sets defines {list(specs)}")
+    source = val_source(data, name)
     tokenizer = tokenizer if tokenizer is not None else build_tokenizer(data)
-    return token_stream(open_source(specs[name], text_field=data.text_field), tokenizer)
+    return token_stream(source, tokenizer)

@@ -1,16 +1,18 @@
 """The sweep's MLflow parent run: opened by the first worker, summarised after every trial, closed at the end.
 
 Its id is a study user attr, so every worker (on any node) finds the same parent. It records the
-metric the plan resolved (``PARAM_SWEEP_METRIC``, read by the report), per-variant means, the best
-point and point counts; it ends FINISHED when every point is done, FAILED otherwise.
+metric the plan resolved (``PARAM_SWEEP_METRIC``, read by the report), the verdict table (its
+description, a ``mhmoe.winner`` tag, a metric per comparison), per-variant means, the best point
+and point counts; it ends FINISHED when every point is done, FAILED otherwise.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
-from mhmoe.sweep import summary, tracking
+from mhmoe.sweep import summary, tracking, verdicts
 from mhmoe.sweep.queue import SweepQueue
 from mhmoe.sweep.status import format_status, sweep_status
 from mhmoe.tracking import names
@@ -58,7 +60,16 @@ def update_parent_summary(queue: SweepQueue, tracking_uri: str, log: Callable[[s
     result = summary.parent_summary(points, metric, settings.get("direction") or "minimize")
     ended = sum(t.state.is_finished() for p in points for t in p.attempts)
     try:
-        tracking.log_summary(tracking_uri, run_id, result.metrics, result.tags, ended)
+        metrics, tags = dict(result.metrics), dict(result.tags)
+        found = verdicts.sweep_verdict(queue)
+        if found is not None:
+            # The answer first: the description opens with the verdict table, the winner is a tag.
+            metrics.update(verdicts.parent_metrics(found))
+            tags[names.TAG_WINNER] = found.winner or verdicts.NO_WINNER
+            tags[names.TAG_VERDICT_RULES] = json.dumps(found.rules)
+            tags[names.TAG_DESCRIPTION] = (verdicts.format_verdict_markdown(found) + "\n\n"
+                                           + summary.description(settings.get("description") or "", metric))
+        tracking.log_summary(tracking_uri, run_id, metrics, tags, ended)
     except Exception as err:  # noqa: BLE001 - a summary must not stop the sweep; the next trial end retries
         log(f"parent run summary not logged: {err!r}")
     log(format_status(queue.study_name, sweep_status(queue), show_rows=False))  # the overall line

@@ -35,7 +35,7 @@ from mhmoe.training.failures import Fence
 
 # Trial user attrs carried from one attempt of a point to the next.
 POINT_ATTRS = ("point", "group", "config_hash", "variant", "seed", "metric", "coords", "overrides", "config",
-               "max_attempt", "mlflow_run_id")
+               "max_attempt", "mlflow_run_id", "kind", "tune_study", "tune_trial", "tuned")
 SETTINGS_ATTR = "mhmoe.sweep"
 """Study user attr holding the sweep settings (metric, retries, tracking ...), so workers on other
 nodes need only the storage URL and the study name."""
@@ -129,20 +129,26 @@ class SweepQueue:
     def submit(self, points: list, *, retries: int, retry_failed: bool = False) -> SubmitResult:
         """Enqueue the points not in the study yet (and, with ``retry_failed``, exhausted ones)."""
         with self.lock():
-            by_hash = {p.config_hash: p for p in self.point_states()}
-            added, requeued = [], []
-            for point in points:
-                known = by_hash.get(point.config_hash)
-                if known is None:
-                    attrs = {**point.user_attrs(), "attempt": 1, "max_attempt": 1 + retries}
-                    self.study.enqueue_trial({}, user_attrs=attrs)
-                    added.append(point.label)
-                elif retry_failed and known.state == "failed":
-                    last = known.attempts[-1]
-                    attempt = int(last.user_attrs.get("attempt", 1)) + 1
-                    self._enqueue_attempt(last, attempt=attempt, max_attempt=attempt + retries)
-                    requeued.append(point.label)
-            return SubmitResult(added=tuple(added), existing=len(by_hash), requeued=tuple(requeued))
+            return self.submit_unlocked(points, retries=retries, retry_failed=retry_failed)
+
+    def submit_unlocked(self, points: list, *, retries: int, retry_failed: bool = False) -> SubmitResult:
+        """:meth:`submit` for a caller that already holds :meth:`lock` (the scheduler's pass)."""
+        by_hash = {p.config_hash: p for p in self.point_states()}
+        added, requeued = [], []
+        for point in points:
+            known = by_hash.get(point.config_hash)
+            if known is None:
+                attrs = {**point.user_attrs(), "attempt": 1, "max_attempt": 1 + retries}
+                self.study.enqueue_trial({}, user_attrs=attrs)
+                by_hash[point.config_hash] = PointState(config_hash=point.config_hash, label=point.label,
+                                                        state="waiting")
+                added.append(point.label)
+            elif retry_failed and known.state == "failed":
+                last = known.attempts[-1]
+                attempt = int(last.user_attrs.get("attempt", 1)) + 1
+                self._enqueue_attempt(last, attempt=attempt, max_attempt=attempt + retries)
+                requeued.append(point.label)
+        return SubmitResult(added=tuple(added), existing=len(by_hash) - len(added), requeued=tuple(requeued))
 
     def _enqueue_attempt(self, previous: FrozenTrial, *, attempt: int, max_attempt: int,
                          reason: str | None = None) -> None:

@@ -40,10 +40,18 @@ from mhmoe.matching import MATCH_MODES
 from mhmoe.presets import PRESETS
 from mhmoe.run_config import MAX_STEPS, RunConfig
 from mhmoe.shipped_specs import shipped_specs_dir
+from mhmoe.sweep.verdict_spec import (
+    VerdictSpec,
+    check_against_groups,
+    parse_compare,
+    parse_margin,
+    parse_seeds,
+    parse_tune,
+)
 
 SPEC_KEYS = (
     "name", "description", "base", "match", "budget", "validation", "retries", "eval", "groups", "grid",
-    "experiment", "storage", "tracking_uri", "heartbeat",
+    "experiment", "storage", "tracking_uri", "heartbeat", "compare", "seeds", "margin", "tune",
 )
 MATCH_POLICIES = ("flops", "none")
 MATCH_KNOBS: dict[str, Any] = {"match.mode": str, "match.granularity": int, "match.top_k": int,
@@ -170,6 +178,8 @@ class SweepSpec:
     """Seconds between a running trial's heartbeats."""
     grace_period: int = 180
     """Seconds without a heartbeat after which a running trial is failed and re-queued."""
+    verdict: VerdictSpec = field(default_factory=VerdictSpec)
+    """Comparisons, seed schedule, equivalence margin and optional tuning (:mod:`mhmoe.sweep.verdict_spec`)."""
 
     @property
     def experiment_name(self) -> str:
@@ -238,6 +248,12 @@ def parse_spec(data: Mapping[str, Any], *, path: Path | None = None) -> SweepSpe
     experiment = _parse_optional_str("experiment", data.get("experiment"), errors)
     storage = _parse_optional_str("storage", data.get("storage"), errors)
     tracking_uri = _parse_optional_str("tracking_uri", data.get("tracking_uri"), errors)
+    verdict = VerdictSpec(compare=parse_compare(data.get("compare"), errors),
+                          seeds=parse_seeds(data.get("seeds"), errors),
+                          margin=parse_margin(data.get("margin"), errors),
+                          tune=parse_tune(data.get("tune"), errors, _key_types(), val_sets))
+    check_against_groups(verdict, [g.name for g in groups], [axis.key for axis in grid], errors)
+    grid = _with_seed_schedule(grid, verdict, errors)
     ladder = [axis.key for axis in grid if axis.key in BUDGET_AXES]
     if len(ladder) > 1 or (ladder and (steps is not None or tokens is not None)):
         errors.append(f"grid axes {ladder} and the budget section all set the training length; keep one")
@@ -251,8 +267,22 @@ def parse_spec(data: Mapping[str, Any], *, path: Path | None = None) -> SweepSpe
         steps=steps, tokens=tokens, val_sets=val_sets, metric=metric, direction=direction, retries=retries,
         eval_tasks=eval_tasks, eval_limit=eval_limit, eval_allow_code=eval_allow_code, groups=groups, grid=grid,
         experiment=experiment,
-        storage=storage, tracking_uri=tracking_uri, heartbeat_interval=interval, grace_period=grace,
+        storage=storage, tracking_uri=tracking_uri, heartbeat_interval=interval, grace_period=grace, verdict=verdict,
     )
+
+
+def _with_seed_schedule(grid: tuple[Axis, ...], verdict: VerdictSpec, errors: list[str]) -> tuple[Axis, ...]:
+    """A seed schedule starts as the grid axis ``seed: [0, ..., start - 1]``; later seeds are added
+    by the scheduler. Tuning seeds must stay out of the comparison's seeds either way."""
+    if verdict.seeds is not None and not any(axis.key == "seed" for axis in grid):
+        grid = (*grid, Axis(key="seed", values=tuple(range(verdict.seeds.start))))
+    seed_axis = next((axis for axis in grid if axis.key == "seed"), None)
+    if verdict.tune is not None and verdict.seeds is None and seed_axis is not None:
+        clash = sorted(set(verdict.tune.seeds) & set(seed_axis.values))
+        if clash:
+            errors.append(f"tune.seeds {clash} are also comparison seeds {list(seed_axis.values)}; tuning must "
+                          "not share a seed with what it tunes for")
+    return grid
 
 
 def _section(name: str, value: Any, allowed: tuple[str, ...], errors: list[str]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any
 
@@ -11,6 +12,7 @@ from mhmoe import home
 from mhmoe.sweep.checkpoints import study_uid
 from mhmoe.sweep.plan import TrialPoint
 from mhmoe.sweep.queue import SubmitResult, SweepQueue
+from mhmoe.sweep.scheduler import VERDICT_SETTING, schedule, verdict_settings
 from mhmoe.sweep.spec import SweepSpec
 
 
@@ -54,12 +56,17 @@ def submit_sweep(spec: SweepSpec, points: list[TrialPoint], *, storage: str, tra
         metric = points[0].metric if points else queue.settings().get("metric") or spec.metric
         settings = sweep_settings(spec, metric=metric, tracking_uri=uri, heartbeat_interval=heartbeat_interval,
                                   grace_period=grace_period)
-        queue.set_settings({**settings, "variants": sorted({p.variant for p in points})})
+        queue.set_settings({**settings, "variants": sorted({p.variant for p in points}),
+                            VERDICT_SETTING: verdict_settings(spec, points)})
         if points:  # optuna-dashboard names the objective after it, not "Objective 0"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 queue.study.set_metric_names([points[0].metric])
-    result = queue.submit(points, retries=spec.retries, retry_failed=retry_failed)
+    # With tuning, the comparison points wait for their replicate's tuned values (the scheduler adds them).
+    result = queue.submit([] if spec.verdict.tune else points, retries=spec.retries, retry_failed=retry_failed)
+    scheduled = schedule(queue)
+    if scheduled:
+        result = dataclasses.replace(result, added=(*result.added, *scheduled))
     return queue, result
 
 

@@ -50,7 +50,7 @@ def parent_summary(points: list[PointState], metric: str, direction: str = "mini
     for point in points:
         counts[point.state] += 1
         done = [(t, t.value) for t in point.attempts if t.state == TrialState.COMPLETE and t.value is not None]
-        if not done:
+        if not done or point.attempts[0].user_attrs.get("kind") == names.ROLE_TUNE:  # scored on another set
             continue
         last, value = done[-1]
         values.setdefault(replicate_group(last), []).append(value)

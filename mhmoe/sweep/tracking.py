@@ -55,8 +55,10 @@ def create_parent_run(tracking_uri: str, experiment: str, sweep: str, params: di
 
 
 def trial_tags(sweep: str, trial_number: int, attrs: dict[str, Any]) -> dict[str, str]:
+    # Tuning trials are their own role: the report's comparisons load ``trial`` runs only.
+    role = names.ROLE_TUNE if attrs.get("kind") == names.ROLE_TUNE else names.ROLE_TRIAL
     return {
-        names.TAG_ROLE: names.ROLE_TRIAL,
+        names.TAG_ROLE: role,
         names.TAG_SWEEP: sweep,
         names.TAG_TRIAL: str(trial_number),
         names.TAG_CONFIG_HASH: str(attrs["config_hash"]),

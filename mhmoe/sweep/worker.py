@@ -31,6 +31,7 @@ from mhmoe.sweep.devices import DeviceFit
 from mhmoe.sweep.options import WorkerOptions, parse
 from mhmoe.sweep.parent_run import ensure_parent_run, finish_parent_run, parent_run_id, update_parent_summary
 from mhmoe.sweep.queue import STALE_REASON, Heartbeat, SweepQueue, worker_id
+from mhmoe.sweep.scheduler import schedule
 from mhmoe.tracking.names import TAG_RESTART
 from mhmoe.training.checkpoint_files import ResumePick, pick_resume_checkpoint, set_aside
 from mhmoe.training.failures import REASON_MAX_CHARS, Diverged, Fence, LostClaim, failure_reason
@@ -235,6 +236,18 @@ def close_reaped(queue: SweepQueue, options: WorkerOptions) -> None:
              + ("re-queued" if requeued else "no attempts left"))
 
 
+def _schedule(queue: SweepQueue) -> list[str]:
+    """Queue what the results so far call for (tuning trials, more seeds); logged, never fatal."""
+    try:
+        added = schedule(queue)
+    except Exception as err:  # noqa: BLE001 - the next trial end (any worker) schedules again
+        _log(f"scheduling failed, retried after the next trial: {err!r}")
+        return []
+    if added:
+        _log(f"queued {len(added)} point(s): {', '.join(added[:6])}" + (" ..." if len(added) > 6 else ""))
+    return added
+
+
 def run_worker(options: WorkerOptions) -> int:
     """Claim and train trials until none is left (or ``max_trials``); returns an exit code."""
     queue = open_queue(options)
@@ -246,6 +259,8 @@ def run_worker(options: WorkerOptions) -> int:
         close_reaped(queue, options)
         trial = queue.claim(accepts=fits, reap=False)
         if trial is None:
+            if _schedule(queue):  # e.g. the last trial's worker died before it scheduled what follows
+                continue
             waiting, running = fits.waiting(queue), queue.pending()[1]
             if waiting == 0 and (running == 0 or not options.linger):
                 break
@@ -253,6 +268,7 @@ def run_worker(options: WorkerOptions) -> int:
             continue
         failed += run_trial(queue, trial, options) == "failed"
         done += 1
+        _schedule(queue)
         update_parent_summary(queue, _tracking_uri(options, queue.settings()), _log)
     finish_parent_run(queue, _tracking_uri(options, queue.settings()))
     _log(f"exiting after {done} trial(s)" + (f", {failed} failed for good" if failed else ""))

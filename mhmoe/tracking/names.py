@@ -48,6 +48,10 @@ TAG_RESTART = "mhmoe.restart_reason"
 
 TAG_BEST_POINT = "mhmoe.best_point"
 """On a sweep's parent run: the point with the best value of the sweep's metric so far."""
+TAG_WINNER = "mhmoe.winner"
+"""On a sweep's parent run: the variant every comparison it is in resolves in its favour, else ``none yet``."""
+TAG_VERDICT_RULES = "mhmoe.verdict_rules"
+"""On a sweep's parent run: JSON of the comparison pairs, seed schedule, margin and tuning (read by the report)."""
 TAG_DISPLAY_NAME = "mhmoe.display_name"
 """The paper's name for a run's model (``MH-MoE (head=2)``): :func:`mhmoe.tracking.display.display_name`."""
 TAG_DESCRIPTION = "mlflow.note.content"
@@ -56,6 +60,8 @@ TAG_DESCRIPTION = "mlflow.note.content"
 ROLE_TRAIN = "train"
 ROLE_TRIAL = "trial"
 ROLE_SWEEP = "sweep"
+ROLE_TUNE = "tune"
+"""A sweep's tuning trial (scored on held-out training documents; not part of the comparison)."""
 
 ROUTING_STATS = ("load_imbalance", "entropy", "activation_ratio", "dropped_frac", "divergence")
 

@@ -27,7 +27,7 @@ def test_every_shipped_spec_resolves(name: str) -> None:
 def test_shipped_spec_sizes() -> None:
     assert {name: len(expand(load_spec(name))) for name in SHIPPED} == {
         "ablation_head_merge": 30, "heads_experts_bits": 16, "paper_v2": 5, "paper_v2_cpu": 15, "smoke": 8,
-        "paper_v2_cpu_ladder": 27,
+        "paper_v2_cpu_ladder": 27, "paper_v2_cpu_verdict": 9,
     }
 
 
@@ -111,6 +111,20 @@ INVALID = {
                                  "choose one of ['val/shakespeare/loss', 'val/shakespeare/ppl']"),
     "derived_key_under_flops": ({"groups": {"x": {"model.ffn": "mhmoe", "moe.num_experts": 4}}},
                                 "moe.num_experts is derived by match.policy=flops"),
+    "compare_unknown_group": ({"compare": [["smoe", "fine"]]}, "compare[0]: 'fine' is not a group; groups: "),
+    "seeds_max_below_start": ({"grid": {}, "seeds": {"start": 4, "max": 3}},
+                              "seeds.max=3 must be an integer from seeds.start=4 to 50"),
+    "seeds_and_seed_axis": ({"seeds": {"start": 2, "max": 4}}, "seeds and the grid axis 'seed' both set the seeds"),
+    "tune_key_not_a_config_key": ({"tune": {"keys": {"optim.learning_rate": [1e-4, 1e-2, "log"]}}},
+                                  "tune.keys.optim.learning_rate: unknown config key"),
+    "tune_range_low_not_below_high": ({"tune": {"keys": {"optim.lr": [1e-2, 1e-4]}}},
+                                      "tune.keys.optim.lr: low 0.01 must be < high 0.0001"),
+    "tune_on_a_reported_set": ({"tune": {"keys": {"optim.lr": [1e-4, 1e-2]}, "set": "shakespeare"}},
+                               "tune.set='shakespeare' is a reported validation set ['shakespeare']"),
+    "tune_seed_is_a_comparison_seed": ({"tune": {"keys": {"optim.lr": [1e-4, 1e-2]}, "seeds": [0]}},
+                                       "tune.seeds [0] are also comparison seeds"),
+    "tune_a_model_key": ({"tune": {"keys": {"moe.heads": [1, 4]}}}, "moe.heads defines what is compared"),
+    "bad_margin": ({"margin": -0.1}, "margin=-0.1 must be a number > 0"),
 }
 
 
