@@ -267,5 +267,5 @@ def simulate(schedule: SeedSchedule, effect: float, *, runs: int = 20_000, seed:
     )
 
 
-__all__ = ["ALPHA", "FINAL", "FUTILITY", "METHOD", "SHAPE", "VERDICTS", "DesignError", "SeedSchedule", "SimulationResult",
-           "Verdict", "boundary", "decide", "sequential_verdict", "simulate"]
+__all__ = ["ALPHA", "FINAL", "FUTILITY", "METHOD", "SHAPE", "VERDICTS", "DesignError", "SeedSchedule",
+           "SimulationResult", "Verdict", "boundary", "decide", "sequential_verdict", "simulate"]
