@@ -10,8 +10,8 @@ it twice, or from two workers, adds nothing twice):
 1. **Tuning** (per replicate): an Optuna study ``<sweep>.tune.<replicate>`` with a TPE sampler
    (seeded) proposes values, or takes the grid's points in order; each proposal becomes one queue
    point per tuning seed, trained for ``budget`` x the steps on the training corpus minus the
-   held-out documents and scored on them (``val/holdout/...``), never on a reported set. When its points finish, the mean is told
-   to the tuning study; optuna-dashboard shows those studies like any other.
+   held-out documents and scored on them (``val/holdout/...``), never on a reported set. When its
+   points finish, the mean is told to the tuning study; optuna-dashboard shows those studies.
 2. **Comparison seeds**: once a replicate's tuning ends (or at once without tuning) its first
    seeds are queued with the best values found (they are in its config, so MLflow logs them).
 3. **More seeds**: after every look at a pair whose points all finished, the sequential rule
