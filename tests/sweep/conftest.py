@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def debug_spec(path: Path, *, name: str | None = None, groups: dict | None = None, grid: dict | None = None,
                steps: int = 20, overrides: dict | None = None, **extra: Any) -> Path:
-    """Write a tiny spec (debug preset, ~seconds per trial) and return its path."""
+    """Write a tiny spec (debug preset, ~seconds per trial) and return its path; ``grid={}`` writes no grid."""
     data: dict[str, Any] = {
         "base": {"preset": "debug", "overrides": {"train.val_every": 10, "data.val_max_windows": 4,
                                                   "train.log_every": 5, **(overrides or {})}},
@@ -29,9 +29,11 @@ def debug_spec(path: Path, *, name: str | None = None, groups: dict | None = Non
         "retries": 1,
         "heartbeat": {"interval": 1, "grace": 4},
         "groups": groups or {"smoe": {"model.ffn": "smoe"}, "mhmoe-h2": {"model.ffn": "mhmoe", "moe.heads": 2}},
-        "grid": grid or {"seed": [0]},
+        "grid": {"seed": [0]} if grid is None else grid,
         **extra,
     }
+    if not data["grid"]:  # grid={}: no axis (a ``seeds:`` schedule then sets the seeds)
+        del data["grid"]
     if name:
         data["name"] = name
     path.write_text(yaml.safe_dump(data, sort_keys=False))

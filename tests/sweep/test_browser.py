@@ -2,8 +2,9 @@
 
 Runs the smoke sweep, starts ``mhmoe ui`` on its store, renders the sweep's parent run page and
 one trial's run page in headless Chromium (``--dump-dom`` after the single-page app has rendered)
-and checks the answers are on the page: the parent's per-variant summary metrics, the trial's
-val ppl and its variant. Install the browser with ``MHMOE_SETUP_BROWSER=1 bin/setup --test``.
+and checks the answers are on the page: the parent's verdict (description, winner tag, one metric
+per comparison) and per-variant summary metrics, the trial's val ppl and its variant. Install the
+browser with ``MHMOE_SETUP_BROWSER=1 bin/setup --test``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ def test_mlflow_ui_shows_the_sweep_summary_and_trial_results(warm_data, tmp_path
         assert summary, f"the parent run has no per-variant summary metrics: {sorted(parent.data.metrics)}"
         for key in summary[:3]:
             assert key in parent_page, key
+        # who won, where the user looks first: the description opens with the verdict table
+        verdicts = sorted(key for key in parent.data.metrics if key.startswith("verdict/"))
+        assert verdicts and verdicts[0] in parent_page
+        assert "comparison(s) resolved" in parent_page and "Δ vs baseline" in parent_page
+        assert names.TAG_WINNER in parent_page and parent.data.tags[names.TAG_WINNER] in parent_page
         child_page = _rendered(f"{base}/{child.info.run_id}")
         assert "val/shakespeare/ppl" in child_page and "mhmoe-h2" in child_page
         assert f"{child.data.metrics['val/shakespeare/ppl']:.4g}"[:4] in child_page

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
 from analysis.sequential import SeedSchedule, sequential_verdict
@@ -55,14 +54,6 @@ def drive(queue: SweepQueue, objective: Callable[[dict], float], *, limit: int =
         told += 1
         schedule(queue)
     raise AssertionError("the scheduler kept adding points")
-
-
-def without_grid(path: Path) -> Path:
-    """The spec with no grid axis (``debug_spec`` always writes one): its seeds come from ``seeds:``."""
-    data = yaml.safe_load(path.read_text())
-    data.pop("grid")
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def group_of(attrs: dict) -> str:
@@ -120,9 +111,9 @@ def test_grid_tuning_runs_each_value_once(tmp_path, stores):
 def test_seeds_are_added_only_where_a_comparison_is_undecided_and_stop(tmp_path, stores):
     # mhmoe-h2 is 0.05 nats better than smoe with a paired spread of 0.01 (resolves in a few seeds);
     # dense and smoe differ by nothing (never resolves; stops by futility or at max).
-    path = debug_spec(tmp_path / "s.yaml", name="seeds", groups=GROUPS,
+    path = debug_spec(tmp_path / "s.yaml", name="seeds", groups=GROUPS, grid={},
                       compare=[["smoe", "mhmoe-h2"], ["dense", "smoe"]], seeds={"start": 3, "max": 8})
-    queue = submit(without_grid(path), stores)
+    queue = submit(path, stores)
     assert len(queue.trials()) == 9
     noise = np.random.default_rng(0).normal(0, 1, size=(3, 50))
     shift = {"dense": 0.0, "smoe": 0.0, "mhmoe-h2": -0.05}
