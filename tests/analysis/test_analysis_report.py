@@ -24,7 +24,7 @@ FIGURES = {  # stem -> width in inches (two-column paper sizes)
     "routing_stats": DOUBLE, "bitnet_gap": SINGLE, "ppl_vs_flops": SINGLE,
 }
 TABLES = ("summary", "table1", "table3", "table4", "table5")  # no shared-expert runs: no Table 2
-CSVS = ("aggregates", "runs", "differences", "ordering")
+CSVS = ("aggregates", "runs", "differences", "ordering", "verdict")
 
 
 def expected_files(prefix: str = "synth__") -> set[str]:
@@ -239,3 +239,34 @@ def test_the_index_states_the_sweeps_wall_time(synth_runs):
                                f"last one's end ({30 * len(runs) // 60} h {30 * len(runs) % 60:02d} min of trial time "
                                f"summed over {len(runs)} runs)")
     assert wall_time(runs.assign(end_time=pd.NaT)) is None
+
+
+def test_the_index_opens_with_the_verdict(synth_report):
+    index = (synth_report.out_dir / "index.md").read_text()
+    title, rest = index.split("\n", 1)
+    assert title.startswith("# Report") and rest.lstrip().startswith("## Verdict")
+    verdict = rest[: rest.index("Generated ")]  # before the provenance, before anything else
+    assert "comparison(s) resolved" in verdict and "| variant | baseline | seeds |" in verdict
+    assert "Paired on shared seeds; fixed seeds read once" in verdict  # no rules tag: one look at its seeds
+    table = pd.read_csv(synth_report.out_dir / "synth__verdict.csv")
+    assert len(table) >= 1 and set(table["verdict"]) <= {"better", "worse", "unresolved", "pending", "continue"}
+
+
+def test_report_verdict_follows_the_sweeps_rules_and_shows_tuned_values():
+    from analysis.verdict import report_verdict
+    from tests.analysis.frames import runs_frame
+
+    runs = runs_frame({"smoe": 18.0, "mh3": 17.0}, seeds=(0, 1, 2, 3), noise=0.004, **{"optim.lr": 2e-3})
+    point = {key: runs.loc[runs["run_id"] == f"{key}-0", "point"].iloc[0] for key in ("smoe", "mh3")}
+    rules = {"pairs": [[point["smoe"], point["mh3"]]], "seeds": {"start": 3, "max": 6}, "margin": None,
+             "tuning": "optim.lr tuned per variant: 4 tpe trials", "tuned_keys": ["optim.lr"]}
+    table, note = report_verdict(runs, "val/main/ppl", rules)
+    row = table.iloc[0]
+    assert row["verdict"] == "better" and row["seeds"] == 4 and row["optim.lr"] == 2e-3
+    assert row["delta"] == pytest.approx(np.log(17 / 18), abs=0.01)
+    assert "seeds 3 to 6" in note and "Tuning: optim.lr tuned per variant" in note
+    three, _ = report_verdict(runs[runs["seed"] < 3], "val/main/ppl", rules)
+    # at 3 of 3..6 seeds the sequential interval is far wider than the one-look t interval
+    wide = three.iloc[0]["delta_high"] - three.iloc[0]["delta_low"]
+    plain, _ = report_verdict(runs[runs["seed"] < 3], "val/main/ppl", {**rules, "seeds": None})
+    assert wide > 2 * (plain.iloc[0]["delta_high"] - plain.iloc[0]["delta_low"])

@@ -95,6 +95,23 @@ def test_plan_prints_one_row_per_trial(tmp_path: Path, capsys: pytest.CaptureFix
     assert sum(line.split()[0].isdigit() for line in out.splitlines()[1:] if line.strip()) == 8
 
 
+
+def test_plan_says_what_the_verdict_sections_add(capsys: pytest.CaptureFixture) -> None:
+    assert sweep_main(["plan", "paper_v2_cpu_verdict"]) == 0
+    out = capsys.readouterr().out
+    assert "comparisons (baseline -> variant, paired on seeds): smoe -> mhmoe-h3, dense -> smoe" in out
+    assert "up to 8 (sequential rule" in out and "equivalence margin +-0.01" in out
+    assert "15 tuning trials first" in out
+    # 9 now; each compared replicate (3) may get 5 more seeds; 15 tuning trials
+    assert "trials: 9 listed above now, at most 39 in all" in out
+
+
+def test_the_seed_schedule_starts_as_a_seed_axis(tmp_path: Path) -> None:
+    spec = load_spec(debug_spec(tmp_path / "s.yaml", grid={}, seeds={"start": 3, "max": 5}))
+    assert [(a.key, a.values) for a in spec.grid] == [("seed", (0, 1, 2))]
+    assert sorted(p.config.seed for p in expand(spec)) == [0, 0, 1, 1, 2, 2]
+
+
 INVALID = {
     "unknown_spec_key": ({"gird": {"seed": [0]}}, "unknown spec key 'gird'"),
     "unknown_config_key": ({"groups": {"x": {"moe.head": 2}}}, "unknown key 'moe.head'; did you mean 'moe.heads'"),
