@@ -45,7 +45,7 @@ def verdict_text(verdict: str, *, delta: float, low: float, high: float, bound: 
     if verdict == "unresolved":
         return f"unresolved: |Δ| < {bound:.3f}{units} ({level}, {n} seeds)"
     if verdict == "continue":
-        return f"undecided at {n} seeds: |Δ| < {bound:.3f}{units} so far; more seeds queued"
+        return f"undecided at {n} seeds: |Δ| < {bound:.3f}{units} so far, another seed to come"
     have = f"{n} paired seed{'s' if n != 1 else ''}"
     return f"pending ({have}; the rule reads from {start})" if start else f"no interval ({have})"
 

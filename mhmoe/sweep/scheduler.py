@@ -342,8 +342,9 @@ def chosen_values(queue: SweepQueue, verdict: dict[str, Any]) -> dict[str, dict[
             continue
         trials = _asked(study.get_trials(deepcopy=False))
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        if len(trials) >= tune.effective_trials and not any(t.state == TrialState.RUNNING for t in trials) and complete:
-            out[rep] = dict(min(complete, key=lambda t: (t.value, t.number)).params)
+        if len(trials) >= tune.effective_trials and not any(t.state == TrialState.RUNNING for t in trials):
+            # every trial failed: the comparison trains at the spec's values ({}), as the scheduler does
+            out[rep] = dict(min(complete, key=lambda t: (t.value, t.number)).params) if complete else {}
     return out
 
 

@@ -48,7 +48,8 @@ def tuning_line(queue: SweepQueue, verdict: dict[str, Any]) -> str:
     if tune is None:
         return ""
     chosen = chosen_values(queue, verdict)
-    picks = "; ".join(f"{rep}: " + ", ".join(f"{k}={v:.3g}" for k, v in values.items())
+    picks = "; ".join(f"{rep}: " + (", ".join(f"{k}={v:.3g}" for k, v in values.items())
+                                    or "the spec's values (every tuning trial failed)")
                       for rep, values in chosen.items())
     waiting = [rep for rep in verdict["templates"] if rep not in chosen]
     return (f"{tune.describe()}; chosen {picks or 'nothing yet'}"
@@ -91,10 +92,16 @@ def format_verdict(v: SweepVerdict) -> str:
     return "\n".join(lines + ([f"tuning: {v.tuning}"] if v.tuning else []))
 
 
+MAX_DESCRIPTION_TABLE = 5000
+"""Characters of the verdict table in the MLflow description (a tag: MLflow caps it at 8000)."""
+
+
 def format_verdict_markdown(v: SweepVerdict) -> str:
-    """For the MLflow description and the report: the same content as Markdown."""
-    return "\n\n".join([f"**{v.headline}**", markdown(v.table, v.metric), v.note]
-                       + ([f"Tuning: {v.tuning}."] if v.tuning else []))
+    """For the MLflow description: the same content as Markdown (a long table is cut, the report has it all)."""
+    table = markdown(v.table, v.metric)
+    if len(table) > MAX_DESCRIPTION_TABLE:
+        table = table[: table.rfind("\n", 0, MAX_DESCRIPTION_TABLE)] + "\n\n(table cut here; the report has every row)"
+    return "\n\n".join([f"**{v.headline}**", table, v.note] + ([f"Tuning: {v.tuning}."] if v.tuning else []))
 
 
 def parent_metrics(v: SweepVerdict) -> dict[str, float]:
