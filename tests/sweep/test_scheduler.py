@@ -178,3 +178,32 @@ def test_a_sweep_without_a_schedule_reads_its_fixed_seeds_once(tmp_path, stores,
     assert len(queue.trials()) == 6  # nothing added
     found = sweep_verdict(queue)
     assert found is not None and found.winner == "mhmoe-h2" and "fixed seeds read once" in found.note
+
+
+def test_extend_adds_seeds_to_a_finished_fixed_seed_sweep_and_reuses_its_points(tmp_path, stores, capsys):
+    from mhmoe.commands.sweep import main as sweep_main
+
+    groups = {k: GROUPS[k] for k in ("smoe", "mhmoe-h2")}
+    fixed = debug_spec(tmp_path / "fixed.yaml", name="ext", groups=groups, grid={"seed": [0, 1, 2]})
+    extended = debug_spec(tmp_path / "extended.yaml", name="ext", groups=groups, grid={},
+                          seeds={"start": 3, "max": 6})
+    assert sweep_main(["extend", str(extended), "--storage", stores["storage"]]) == 1  # nothing to extend yet
+    assert "no study 'ext'" in capsys.readouterr().err
+    noise = np.random.default_rng(3).normal(0, 1, size=50)
+
+    def objective(attrs: dict) -> float:  # h2 better by 0.03 nats at a paired spread of about 0.03
+        h2 = attrs["group"] == "mhmoe-h2"
+        return 100 * math.exp((-0.03 if h2 else 0.0) + 0.02 * noise[attrs["seed"] + (0 if h2 else 10)])
+
+    queue = submit(fixed, stores)
+    drive(queue, objective)
+    first = {t.user_attrs["config_hash"] for t in queue.trials()}
+    assert len(first) == 6
+    queue = submit(extended, stores)  # what `sweep extend` does before it starts workers
+    drive(queue, objective)
+    seeds = {rep: sorted(p) for rep, p in comparison_points(queue.point_states()).items()}
+    assert seeds["smoe"] == seeds["mhmoe-h2"] and len(seeds["smoe"]) > 3  # undecided at 3: more seeds
+    hashes = [t.user_attrs["config_hash"] for t in queue.trials()]
+    assert len(hashes) == len(set(hashes)) and first <= set(hashes)  # seeds 0-2 reused, none trained twice
+    found = sweep_verdict(queue)
+    assert found is not None and found.table.iloc[0]["verdict"] in ("better", "unresolved")
