@@ -30,6 +30,8 @@ class SweepStatus:
     """Seconds until the queue drains at the current worker count; None before any trial validated."""
     metric: str | None = None
     """The sweep's metric (the header of the value column)."""
+    may_grow: bool = False
+    """The sweep tunes or adds seeds as results come in: the ETA covers only the points queued now."""
 
     @property
     def finished(self) -> bool:
@@ -158,9 +160,12 @@ def sweep_status(queue: SweepQueue) -> SweepStatus:
     live = [t for t in trials if t._trial_id not in stale]
     # Stale trials go back to the queue at the next claim: count them as waiting.
     waiting = [t for t in trials if t.state == TrialState.WAITING or t._trial_id in stale]
-    metric = queue.study.metric_names[0] if queue.study.metric_names else queue.settings().get("metric")
+    settings = queue.settings()
+    metric = queue.study.metric_names[0] if queue.study.metric_names else settings.get("metric")
+    rules = settings.get("verdict") or {}
     return SweepStatus(counts=counts, rows=[_row(t, now, t._trial_id in stale) for t in trials], stale=len(stale),
-                       eta_s=eta_seconds(live, waiting, running - len(stale), now), metric=metric)
+                       eta_s=eta_seconds(live, waiting, running - len(stale), now), metric=metric,
+                       may_grow=bool(rules.get("seeds") or rules.get("tune")))
 
 
 def _duration(seconds: float) -> str:
@@ -174,6 +179,8 @@ def format_status(name: str, status: SweepStatus, *, show_rows: bool = True) -> 
                                                      if s == "running" and status.stale else "")
                        for s in POINT_STATES)
     eta = "done" if status.finished else ("unknown" if status.eta_s is None else _duration(status.eta_s))
+    if status.may_grow and not status.finished:
+        eta += " for the points queued now (tuning or seeds may add more)"
     lines = [f"sweep {name}: {sum(status.counts.values())} points: {counts}; ETA {eta}"]
     if show_rows and status.rows:
         header = status.metric or "value"
