@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mhmoe.evaluation.task_manager import EvalError, code_running_yamls, select_tasks
+from mhmoe.evaluation.task_code import code_running_yamls
+from mhmoe.evaluation.task_manager import EvalError, select_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 

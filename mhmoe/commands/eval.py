@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mhmoe.commands.bad_input import Parser, refuses_bad_input
+from mhmoe.commands.bad_input import Parser, refuse, refuses_bad_input
 from mhmoe.flag_types import int_at_least, positive_float
 
 
@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--include-path", action="append", default=[], metavar="DIR",
                         help="also index task YAMLs in DIR so --tasks can name them (repeatable)")
     parser.add_argument("--allow-task-code", action="store_true",
-                        help="let your task YAMLs use lm-eval's !function (runs Python from their folder)")
+                        help="let your task YAMLs use lm-eval's !function, however spelled (runs Python from "
+                             "their folder)")
     return parser
 
 
@@ -53,12 +54,15 @@ def main(argv: list[str]) -> int:
     from mhmoe.store_urls import check_tracking_uri
 
     check_tracking_uri(args.tracking_uri, what="--tracking-uri")
+    from mhmoe.evaluation.runner import evaluate_checkpoint, split_tasks
+    from mhmoe.evaluation.task_manager import EvalError, check_no_task_code, user_task_paths
 
+    try:  # task folders that may run code are refused as bad input, before the checkpoint is read
+        check_no_task_code(user_task_paths(split_tasks(args.tasks), args.include_path), args.allow_task_code)
+    except EvalError as err:
+        return refuse("mhmoe eval", err)
     # A bad file is refused (CheckpointError, exit 2) before evaluation sets up its caches in the home.
     read_checkpoint(args.checkpoint)
-    from mhmoe.evaluation.runner import evaluate_checkpoint
-    from mhmoe.evaluation.task_manager import EvalError
-
     try:
         results = evaluate_checkpoint(args.checkpoint, args.tasks, limit=limit, batch_size=args.batch_size,
                                       device=args.device, run_id=args.run_id, tracking_uri=args.tracking_uri,

@@ -7,14 +7,27 @@ The shipped tasks are rendered into ``<home>/eval/tasks`` (concrete YAMLs with a
 paths) and that folder is passed as ``--include_path`` unless one is given. Without ``--device``
 on a machine with no GPU it runs on the CPU (lm-eval's own default is ``cuda:0``); an explicit
 ``--device cuda`` there is a one-line error.
+
+Task YAMLs the user points lm-eval to (``--include_path``, ``--tasks`` folders and ``*.yaml`` files,
+the same keys of a ``--config`` file) that may run code (lm-eval's ``!function``, however spelled;
+see :mod:`mhmoe.evaluation.task_code`) are refused, exit 2, unless ``--allow-task-code`` is given;
+that flag is mhmoe's and is taken out before lm-eval sees the arguments. The arguments are read
+with lm-eval's own parser, so abbreviations and short flags are checked as lm-eval reads them.
 """
 
 from __future__ import annotations
 
+import argparse
+import glob
 import sys
+from pathlib import Path
+from typing import Any
+
+from mhmoe.commands.bad_input import EXIT_BAD_INPUT
 
 INCLUDE_FLAG = "--include_path"
 DEVICE_FLAG = "--device"
+CONSENT_FLAG = "--allow-task-code"
 
 
 def _given(argv: list[str], flag: str) -> bool:
@@ -32,13 +45,65 @@ def lm_eval_argv(argv: list[str], tasks_dir: str, *, has_gpu: bool) -> list[str]
     return ["lm-eval", *argv, *extra]
 
 
+def _config(path: str | None) -> dict[str, Any]:
+    """A ``--config`` file's settings; {} when it cannot be read (lm-eval then refuses it itself)."""
+    if not path:
+        return {}
+    from lm_eval.config.evaluate_config import EvaluatorConfig
+
+    try:
+        return EvaluatorConfig.load_yaml_config(path)
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def task_paths(args: argparse.Namespace) -> list[Path]:
+    """The task YAML folders and files lm-eval reads for these parsed arguments: the include path,
+    and ``--tasks`` items that are folders or ``*.yaml`` globs (command line over ``--config``)."""
+    config = _config(getattr(args, "config", None))
+    include = getattr(args, "include_path", None) or config.get("include_path")
+    tasks = getattr(args, "tasks", None) or config.get("tasks")
+    paths = [Path(p) for p in (include if isinstance(include, list) else [include]) if isinstance(p, str)]
+    for value in tasks if isinstance(tasks, list) else [tasks]:
+        for item in (t.strip() for t in value.split(",")) if isinstance(value, str) else ():
+            if Path(item).is_dir():
+                paths.append(Path(item))
+            elif item.endswith(".yaml"):
+                paths += [Path(p) for p in sorted(glob.glob(item))]
+    return paths
+
+
+def task_code_refusal(argv: list[str]) -> str | None:
+    """One line naming a task YAML ``argv`` points to that may run code, read by lm-eval's own parser; else None."""
+    from lm_eval._cli import HarnessCLI
+
+    from mhmoe.evaluation.task_code import task_code_problem
+
+    saved = sys.argv
+    sys.argv = ["lm-eval", *argv]  # HarnessCLI parses sys.argv (and may insert "run" into it)
+    try:
+        args = HarnessCLI().parse_args()
+    finally:
+        sys.argv = saved
+    return task_code_problem(task_paths(args), f"pass {CONSENT_FLAG}")
+
+
 def main(argv: list[str]) -> int:
+    allow_code = CONSENT_FLAG in argv
+    argv = [a for a in argv if a != CONSENT_FLAG]
     import torch
     from lm_eval.__main__ import cli_evaluate
 
     import mhmoe.evaluation.lm_adapter  # noqa: F401 - registers the "mhmoe" model with lm-eval
     from mhmoe.evaluation.local_tasks import HELDOUT_TASK, render_local_tasks
 
+    try:  # before anything is written to the home
+        refusal = None if allow_code else task_code_refusal(argv)
+    except SystemExit as stop:  # --help, or arguments lm-eval's parser refuses: it has said why
+        return int(stop.code or 0) if not isinstance(stop.code, str) else EXIT_BAD_INPUT
+    if refusal:
+        print(f"mhmoe lm-eval: {refusal}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     wanted = {HELDOUT_TASK} if any(HELDOUT_TASK in a for a in argv) else set()
     tasks_dir = render_local_tasks(build_data_for=wanted)
     saved = sys.argv

@@ -100,13 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(spec_arg: str, *, data_must_exist: bool = True):
-    """The spec and its plan; with ``data_must_exist`` a missing corpus/validation path is a SpecError."""
-    from mhmoe.sweep.plan import data_problems, plan
+    """The spec and its plan; with ``data_must_exist`` a missing corpus/validation path, or an eval task
+    YAML that may run code without ``eval.allow_code``, is a SpecError."""
+    from mhmoe.sweep.plan import data_problems, eval_task_problems, plan
     from mhmoe.sweep.spec import SpecError, load_spec
 
     spec = load_spec(spec_arg)
     the_plan = plan(spec)
-    problems = data_problems(the_plan.points)
+    problems = data_problems(the_plan.points) + eval_task_problems(spec)
     if problems and data_must_exist:
         raise SpecError(problems)
     return spec, the_plan, problems

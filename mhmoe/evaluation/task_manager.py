@@ -10,9 +10,11 @@ Loading a task loads its dataset, so this is where an unreachable hub shows up; 
 one :class:`EvalError` line naming the dataset.
 
 lm-eval's ``!function`` YAML tag imports and runs Python from beside the YAML. A task YAML the user
-points to (a file, a directory, an include path, and what those include) may use it only with
-``allow_code`` (``--allow-task-code``, a spec's ``eval.allow_code``): a sweep spec passed around
-must not run code in every worker just by naming a folder. Shipped and built-in tasks are trusted.
+points to (a file, a directory, an include path, and what those include) may use it, however
+spelled, only with ``allow_code`` (``--allow-task-code``, a spec's ``eval.allow_code``): a sweep
+spec passed around must not run code in every worker just by naming a folder. The YAML parser
+decides what is a ``!function`` (:mod:`mhmoe.evaluation.task_code`), not a text search. Shipped
+and built-in tasks are trusted.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 from mhmoe.evaluation.hub import first_line, hub_is_offline
 from mhmoe.evaluation.local_tasks import local_task_names, render_local_tasks
+from mhmoe.evaluation.task_code import task_code_problem
 
 
 class EvalError(RuntimeError):
@@ -115,45 +118,39 @@ def tasks_in_dir(directory: Path) -> list[str]:
     return list(names)
 
 
-FUNCTION_TAG = re.compile(r"!function\b")
-INCLUDE_LINE = re.compile(r"^\s*include:\s*[\"']?([^\"'#\s]+)", re.MULTILINE)
+TASK_CODE_CONSENT = "pass --allow-task-code (spec: eval.allow_code: true)"
 
 
-def code_running_yamls(paths: Sequence[Path]) -> list[Path]:
-    """User task YAMLs (files, folders searched recursively, and the files they include) that use ``!function``."""
-    todo = [p for path in paths for p in (sorted(path.rglob("*.y*ml")) if path.is_dir() else [path])]
-    seen: set[Path] = set()
-    found = []
-    while todo:
-        path = todo.pop().resolve()
-        if path in seen or not path.is_file():
-            continue
-        seen.add(path)
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if FUNCTION_TAG.search(text):
-            found.append(path)
-        todo += [path.parent / match for match in INCLUDE_LINE.findall(text)]
-    return sorted(found)
+def include_dirs(include_paths: Sequence[str | Path]) -> list[Path]:
+    """``--include-path`` folders, resolved; one that is not a folder is an EvalError."""
+    extra = [Path(p).expanduser().resolve() for p in include_paths]
+    for path in extra:
+        if not path.is_dir():
+            raise EvalError(f"include path {path} is not a directory")
+    return extra
+
+
+def user_task_paths(specs: Sequence[str], include_paths: Sequence[str | Path] = ()) -> list[Path]:
+    """The user's task folders and files that ``specs`` and ``include_paths`` name (names are not paths)."""
+    parsed = parse_specs(specs)
+    return [*include_dirs(include_paths), *parsed.dirs, *map(Path, parsed.files)]
 
 
 def check_no_task_code(paths: Sequence[Path], allow_code: bool) -> None:
+    """Refuse task YAMLs that may run code (see :mod:`mhmoe.evaluation.task_code`) unless ``allow_code``."""
     if allow_code:
         return
-    offending = code_running_yamls(paths)
-    if offending:
-        raise EvalError(f"task YAML {offending[0]} uses !function (runs Python from its folder); pass "
-                        "--allow-task-code (spec: eval.allow_code: true) if you trust it")
+    problem = task_code_problem(paths, TASK_CODE_CONSENT)
+    if problem:
+        raise EvalError(problem)
 
 
 def select_tasks(specs: Sequence[str], include_paths: Sequence[str | Path] = (), *,
                  allow_code: bool = False) -> tuple[Any, list[Any]]:
     """(TaskManager, loaded Task/Group objects) for ``simple_evaluate(tasks=..., task_manager=...)``."""
+    check_no_task_code(user_task_paths(specs, include_paths), allow_code)
     parsed = parse_specs(specs)
-    extra = [Path(p).expanduser().resolve() for p in include_paths]
-    for path in extra:
-        if not path.is_dir():
-            raise EvalError(f"include path {path} is not a directory")
-    check_no_task_code([*extra, *parsed.dirs, *map(Path, parsed.files)], allow_code)
+    extra = include_dirs(include_paths)
     names = list(parsed.names)
     for directory in parsed.dirs:
         names += [n for n in tasks_in_dir(directory) if n not in names]

@@ -325,9 +325,32 @@ def data_problems(points: list[TrialPoint] | tuple[TrialPoint, ...]) -> list[str
     return _group_errors([(labels[0], message) for message, labels in problems.items()])
 
 
+SPEC_CODE_CONSENT = "set eval.allow_code: true in the spec"
+
+
+def eval_task_problems(spec: SweepSpec) -> list[str]:
+    """One line if ``eval.tasks`` names a task YAML that may run code (or a task file that is missing).
+
+    Without ``eval.allow_code`` every worker would run that code after training; ``sweep
+    submit``/``run`` refuse it, like :func:`data_problems`, before anything is created.
+    """
+    if not spec.eval_tasks:
+        return []
+    from mhmoe.evaluation.runner import split_tasks
+    from mhmoe.evaluation.task_code import task_code_problem
+    from mhmoe.evaluation.task_manager import EvalError, user_task_paths
+
+    try:
+        paths = user_task_paths(split_tasks(spec.eval_tasks))
+    except EvalError as err:
+        return [f"eval.tasks: {err}"]
+    problem = None if spec.eval_allow_code else task_code_problem(paths, SPEC_CODE_CONSENT)
+    return [f"eval.tasks: {problem}"] if problem else []
+
+
 def expand(spec: SweepSpec) -> list[TrialPoint]:
     """The spec's trial points (validated, deduplicated); raises :class:`SpecError`."""
     return list(plan(spec).points)
 
 
-__all__ = ["Plan", "TrialPoint", "data_problems", "expand", "plan"]
+__all__ = ["Plan", "TrialPoint", "data_problems", "eval_task_problems", "expand", "plan"]
