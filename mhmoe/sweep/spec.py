@@ -257,6 +257,14 @@ def parse_spec(data: Mapping[str, Any], *, path: Path | None = None) -> SweepSpe
     ladder = [axis.key for axis in grid if axis.key in BUDGET_AXES]
     if len(ladder) > 1 or (ladder and (steps is not None or tokens is not None)):
         errors.append(f"grid axes {ladder} and the budget section all set the training length; keep one")
+    # The budget (or a budget axis) sets train.max_steps on every point: a max_steps axis or group
+    # value would be overwritten, its points merged into one and mislabelled.
+    if steps is not None or tokens is not None or ladder:
+        where = [f"grid axis {a.key!r}" for a in grid if a.key == "train.max_steps"]
+        where += [f"groups.{g.name}" for g in groups if "train.max_steps" in g.overrides]
+        if where:
+            errors.append(f"{', '.join(where)} and the budget both set train.max_steps; keep one (the budget, "
+                          "or a budget.steps / budget.tokens grid axis for several lengths)")
     if match.policy == "flops" and match.baseline != "base" and match.baseline not in {g.name for g in groups}:
         errors.append(f"match.baseline={match.baseline!r} names no group; choose 'base' or one of "
                       f"{[g.name for g in groups]}")

@@ -142,6 +142,8 @@ INVALID = {
                                        "tune.seeds [0] are also comparison seeds"),
     "tune_a_model_key": ({"tune": {"keys": {"moe.heads": [1, 4]}}}, "moe.heads defines what is compared"),
     "bad_margin": ({"margin": -0.1}, "margin=-0.1 must be a number > 0"),
+    "max_steps_axis_under_a_budget": ({"grid": {"train.max_steps": [10, 20]}},
+                                      "grid axis 'train.max_steps' and the budget both set train.max_steps"),
 }
 
 
