@@ -29,6 +29,7 @@ value as given.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,13 @@ BASELINE_SIZING = ("moe.num_experts", "moe.expert_d_ff", "moe.top_k")
 """Under ``policy: flops`` these describe the SMoE baseline; the solver derives them for variants."""
 DEFAULT_GROUP = "grid"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+MAX_NAME = 100
+"""Characters in a sweep or group name: they end up in MLflow run names, tags and metric keys, and in
+folder names; a 500-character name used to kill the worker at its first MLflow call."""
+MAX_POINTS_ENV = "MHMOE_SWEEP_MAX_POINTS"
+DEFAULT_MAX_POINTS = 5000
+"""Grid points a spec may expand to unless ``MHMOE_SWEEP_MAX_POINTS`` raises it: a 20,002-point grid
+took minutes to plan and is far past any sweep this harness runs (usually a typo in an axis)."""
 EXPERIMENTS_DIR = shipped_specs_dir()
 MAX_TOKENS = 10**13
 """Upper bound on budget.tokens (10T): far past any ablation this harness runs; more is a typo."""
@@ -254,6 +262,7 @@ def parse_spec(data: Mapping[str, Any], *, path: Path | None = None) -> SweepSpe
                           tune=parse_tune(data.get("tune"), errors, _key_types(), val_sets))
     check_against_groups(verdict, [g.name for g in groups], [axis.key for axis in grid], errors)
     grid = _with_seed_schedule(grid, verdict, errors)
+    _check_size(groups, grid, errors)
     ladder = [axis.key for axis in grid if axis.key in BUDGET_AXES]
     if len(ladder) > 1 or (ladder and (steps is not None or tokens is not None)):
         errors.append(f"grid axes {ladder} and the budget section all set the training length; keep one")
@@ -307,10 +316,26 @@ def _section(name: str, value: Any, allowed: tuple[str, ...], errors: list[str])
 
 def _parse_name(value: Any, path: Path | None, errors: list[str]) -> str:
     name = value if value is not None else (path.stem if path else None)
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        errors.append(f"name={name!r} must be a non-empty string of letters, digits, '_', '-' or '.'")
+    if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > MAX_NAME:
+        shown = name if not isinstance(name, str) or len(name) <= 40 else f"{name[:40]}... ({len(name)} characters)"
+        errors.append(f"name={shown!r} must be 1 to {MAX_NAME} letters, digits, '_', '-' or '.'")
         return "invalid"
     return name
+
+
+def max_points() -> int:
+    value = os.environ.get(MAX_POINTS_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_POINTS
+
+
+def _check_size(groups: tuple[Group, ...], grid: tuple[Axis, ...], errors: list[str]) -> None:
+    """Refuse a grid past :func:`max_points` before it is planned (planning it is what takes minutes)."""
+    size = len(groups)
+    for axis in grid:
+        size *= len(axis.values)
+    if size > max_points():
+        errors.append(f"the grid has {size:,} points (groups x axis values), over the cap of {max_points():,}; "
+                      f"shorten an axis, or set {MAX_POINTS_ENV} to raise the cap")
 
 
 def _parse_int(name: str, value: Any, errors: list[str], *, minimum: int) -> int:
@@ -465,8 +490,8 @@ def _parse_groups(value: Any, match: MatchSpec, errors: list[str]) -> tuple[Grou
         return (Group(name=DEFAULT_GROUP),)
     groups = []
     for name, overrides in value.items():
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            errors.append(f"group name {name!r} must be letters, digits, '_', '-' or '.'")
+        if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > MAX_NAME:
+            errors.append(f"group name {str(name)[:40]!r} must be 1 to {MAX_NAME} letters, digits, '_', '-' or '.'")
             continue
         parsed = _parse_overrides(f"groups.{name}", overrides or {}, errors, knobs=True)
         if match.policy == "flops" and name != match.baseline:

@@ -142,6 +142,10 @@ INVALID = {
                                        "tune.seeds [0] are also comparison seeds"),
     "tune_a_model_key": ({"tune": {"keys": {"moe.heads": [1, 4]}}}, "moe.heads defines what is compared"),
     "bad_margin": ({"margin": -0.1}, "margin=-0.1 must be a number > 0"),
+    "name_too_long": ({"name": "s" * 500}, "must be 1 to 100 letters, digits"),
+    "grid_past_the_cap": ({"grid": {"seed": list(range(101)), "optim.lr": [1e-3 * (i + 1) for i in range(100)]}},
+                          "the grid has 20,200 points (groups x axis values), over the cap of 5,000; "
+                          "shorten an axis, or set MHMOE_SWEEP_MAX_POINTS"),
     "max_steps_axis_under_a_budget": ({"grid": {"train.max_steps": [10, 20]}},
                                       "grid axis 'train.max_steps' and the budget both set train.max_steps"),
 }
