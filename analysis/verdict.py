@@ -20,6 +20,7 @@ import pandas as pd
 from analysis.frame import METRIC, PARAM, baseline_point, finished, points
 from analysis.sequential import ALPHA, METHOD, SeedSchedule, sequential_verdict
 from analysis.stats import seed_stats
+from mhmoe.tracking import names
 
 COLUMNS = ["variant", "baseline", "seeds", "mean", "ci_low", "ci_high", "delta", "delta_low", "delta_high",
            "verdict", "bound", "text"]
@@ -27,7 +28,8 @@ COLUMNS = ["variant", "baseline", "seeds", "mean", "ci_low", "ci_high", "delta",
 
 def is_log_metric(metric: str) -> bool:
     """Perplexities are compared as log ratios (nats), everything else as plain differences."""
-    return metric.endswith("/ppl") or metric == "ppl"
+    parsed = names.parse_val_metric(metric)
+    return parsed is not None and parsed[1] == "ppl"
 
 
 def unit(metric: str) -> str:

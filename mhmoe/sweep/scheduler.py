@@ -245,8 +245,8 @@ def _sampler(tune: TuneSpec, name: str, asked: int = 0) -> optuna.samplers.BaseS
     # asked so far: a fresh sampler with the first seed would propose the first random point again.
     seed = (zlib.crc32(name.encode()) + asked) % 2**32
     if tune.sampler == "grid":
-        # The grid's points are enqueued in the study (:func:`_enqueue_grid`), so every ask takes the
-        # next one. Optuna's GridSampler is not used: it stops the study (an error outside
+        # The grid's points are enqueued in the study (:func:`open_tune_study`), so every ask takes
+        # the next one. Optuna's GridSampler is not used: it stops the study (an error outside
         # Study.optimize) once the grid is exhausted, and re-runs points under concurrent workers.
         return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():
@@ -322,9 +322,16 @@ def _tune_step(queue: SweepQueue, rep: str, template: dict[str, Any], tune: Tune
         new.extend(_tune_points(template, asked.params, asked.number, tune, study.study_name))
         trials = _asked(study.get_trials(deepcopy=False))
         running += 1
-    if len(trials) < tune.effective_trials or running:
+    return _chosen(trials, tune)
+
+
+def _chosen(trials: list, tune: TuneSpec) -> dict[str, Any] | None:
+    """The best told trial's values once every trial is asked and told (``{}`` when all failed: the
+    comparison then trains at the spec's values); None while tuning goes on."""
+    asked = _asked(trials)
+    if len(asked) < tune.effective_trials or any(t.state == TrialState.RUNNING for t in asked):
         return None
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    complete = [t for t in asked if t.state == TrialState.COMPLETE]
     return dict(min(complete, key=lambda t: (t.value, t.number)).params) if complete else {}
 
 
@@ -340,11 +347,9 @@ def chosen_values(queue: SweepQueue, verdict: dict[str, Any]) -> dict[str, dict[
             study = optuna.load_study(study_name=name, storage=queue.storage)
         except KeyError:
             continue
-        trials = _asked(study.get_trials(deepcopy=False))
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        if len(trials) >= tune.effective_trials and not any(t.state == TrialState.RUNNING for t in trials):
-            # every trial failed: the comparison trains at the spec's values ({}), as the scheduler does
-            out[rep] = dict(min(complete, key=lambda t: (t.value, t.number)).params) if complete else {}
+        chosen = _chosen(study.get_trials(deepcopy=False), tune)
+        if chosen is not None:
+            out[rep] = chosen
     return out
 
 

@@ -13,14 +13,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.verdict import headline, markdown, method_note, unit, verdict_table, winner
+from analysis.verdict import display_frame, headline, markdown, method_note, unit, verdict_table, winner
 from mhmoe.sweep.queue import SweepQueue
 from mhmoe.sweep.scheduler import VERDICT_SETTING, chosen_values, pairs, results_frame, seed_schedule, tune_spec
 from mhmoe.sweep.summary import metric_safe
 from mhmoe.sweep.tables import format_table
 
 NO_WINNER = "none yet"
-TEXT_COLUMNS = ("variant", "baseline", "seeds", "mean [95% CI]", "delta [95% seq.]", "verdict")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,21 +73,13 @@ def sweep_verdict(queue: SweepQueue) -> SweepVerdict | None:
                         tuning=tuning, rules=rules)
 
 
-def _fmt(value: float, low: float, high: float, fmt: str) -> str:
-    if not np.isfinite(value):
-        return "-"
-    return format(value, fmt) + (f" [{format(low, fmt)}, {format(high, fmt)}]" if np.isfinite(low) else "")
-
-
 def format_verdict(v: SweepVerdict) -> str:
-    """For the terminal: the headline, a fixed-width table, the rule and the tuning line."""
-    rows = [{"variant": str(r["variant"]), "baseline": str(r["baseline"]), "seeds": str(r["seeds"]),
-             "mean [95% CI]": _fmt(r["mean"], r["ci_low"], r["ci_high"], ".4g"),
-             "delta [95% seq.]": _fmt(r["delta"], r["delta_low"], r["delta_high"], "+.4f"), "verdict": r["text"]}
-            for _, r in v.table.iterrows()]
+    """For the terminal: the headline, a fixed-width table (the report's cells), the rule and the tuning line."""
+    shown = display_frame(v.table, v.metric).reset_index()
+    rows = [{c: str(r[c]) for c in shown.columns} for _, r in shown.iterrows()]
     scale = ", in ln ppl: nats" if unit(v.metric) else ""
     lines = [f"verdict on {v.metric} (delta = variant - baseline{scale}): {v.headline}",
-             format_table(rows, TEXT_COLUMNS), v.note]
+             format_table(rows, list(shown.columns)), v.note]
     return "\n".join(lines + ([f"tuning: {v.tuning}"] if v.tuning else []))
 
 
