@@ -22,7 +22,7 @@ from analysis.index import (
     render_markdown,
 )
 from analysis.stats import BOOTSTRAP_FROM, POWER, RESOLVE_MIN_N, interval_text
-from analysis.verdict import display_frame, headline, markdown, unit
+from analysis.verdict import display_frame, headline, unit
 from mhmoe.tracking import names
 from mhmoe.tracking.provenance import git_commit
 
@@ -53,16 +53,15 @@ def verdict_blocks(out, info: IndexInfo) -> list[Block]:
     """Who wins, first: the headline, the verdict table, how it was decided, and the tuning runs."""
     blocks: list[Block] = [Heading("Verdict")]
     if info.verdict.empty or not info.metric:
-        return [*blocks, Para("No comparison could be made: " + (info.verdict_note or "no finished runs") + "")]
+        return [*blocks, Para("No comparison could be made: " + (info.verdict_note or "no finished runs"))]
     shown = display_frame(info.verdict, info.metric)
-    blocks += [Para(f"**{headline(info.verdict)}**"), Markdown(markdown(info.verdict, info.metric), shown),
-               Para(f"{info.verdict_note} Δ = {'ln ' if unit(info.metric) else ''}{info.metric}(variant) − "
-                    f"{'ln ' if unit(info.metric) else ''}{info.metric}(baseline): negative is lower; "
-                    f"[{out.path('verdict', 'csv').name}]({out.path('verdict', 'csv').name})")]
+    log = "ln " if unit(info.metric) else ""
+    blocks += [Para(f"**{headline(info.verdict)}**"), Markdown(tables.markdown_table(shown), shown),
+               Para(f"{info.verdict_note} Δ = {log}{info.metric}(variant) − {log}{info.metric}(baseline): "
+                    f"negative is lower; {_links([out.path('verdict', 'csv')])}")]
     if not info.tuning.empty:
         blocks += [Para(f"{len(info.tuning)} tuning runs, scored on documents held out of their own training "
-                        "corpus (never on a reported validation set): "
-                        f"[{out.path('tuning', 'csv').name}]({out.path('tuning', 'csv').name})")]
+                        f"corpus (never on a reported validation set): {_links([out.path('tuning', 'csv')])}")]
     return blocks
 
 

@@ -324,8 +324,14 @@ def _parse_name(value: Any, path: Path | None, errors: list[str]) -> str:
 
 
 def max_points() -> int:
-    value = os.environ.get(MAX_POINTS_ENV, "")
-    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_POINTS
+    """The grid cap: ``MHMOE_SWEEP_MAX_POINTS`` when set (a whole number >= 1), else the default."""
+    value = os.environ.get(MAX_POINTS_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_POINTS
+    if not value.isdigit() or int(value) < 1:
+        raise SpecError([f"{MAX_POINTS_ENV}={value!r} must be a whole number >= 1 (the grid cap; "
+                         f"default {DEFAULT_MAX_POINTS:,})"])
+    return int(value)
 
 
 def _check_size(groups: tuple[Group, ...], grid: tuple[Axis, ...], errors: list[str]) -> None:

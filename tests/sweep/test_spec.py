@@ -212,3 +212,14 @@ def test_plan_takes_the_groups_in_turn(tmp_path: Path) -> None:
     labels = [p.label for p in plan(spec).points]
     assert labels == ["dense/seed=0", "smoe/seed=0", "dense/seed=1", "smoe/seed=1",
                       "dense/seed=2", "smoe/seed=2"]
+
+
+def test_the_grid_cap_is_raised_by_its_variable_and_a_bad_value_is_refused(tmp_path: Path, monkeypatch,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    path = debug_spec(tmp_path / "big.yaml", grid={"seed": list(range(3000))})  # 2 groups x 3000 seeds
+    assert sweep_main(["plan", str(path)]) == 2 and "over the cap of 5,000" in capsys.readouterr().err
+    monkeypatch.setenv("MHMOE_SWEEP_MAX_POINTS", "many")
+    assert sweep_main(["plan", str(path)]) == 2
+    assert "MHMOE_SWEEP_MAX_POINTS='many' must be a whole number >= 1" in capsys.readouterr().err
+    monkeypatch.setenv("MHMOE_SWEEP_MAX_POINTS", "6000")
+    assert len(load_spec(path).grid[0].values) == 3000  # parsed, not refused
