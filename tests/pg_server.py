@@ -82,11 +82,20 @@ class PgServer:
         subprocess.run(_command(user, ["initdb", "-D", str(server.data_dir), "-A", "trust", "-U", "postgres",
                                        "-E", "UTF8", "--no-sync"]),
                        check=True, capture_output=True, timeout=120)
-        options = f"-c listen_addresses=127.0.0.1 -p {server.port} -k {root / 'sock'} -c fsync=off"
-        subprocess.run(_command(user, ["pg_ctl", "-D", str(server.data_dir), "-w", "-t", "60",
-                                       "-l", str(root / "server.log"), "-o", options, "start"]),
-                       check=True, capture_output=True, timeout=120)
+        server.resume()
         return server
+
+    def resume(self) -> None:
+        """Start the server (again, after :meth:`pause`) on the same port and data."""
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root / 'sock'} -c fsync=off"
+        subprocess.run(_command(self.user, ["pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60",
+                                            "-l", str(self.root / "server.log"), "-o", options, "start"]),
+                       check=True, capture_output=True, timeout=120)
+
+    def pause(self) -> None:
+        """Shut the server down the way an operator's restart does (clients are disconnected), keeping its data."""
+        subprocess.run(_command(self.user, ["pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]),
+                       check=True, capture_output=True, timeout=60)
 
     def stop(self) -> None:
         subprocess.run(_command(self.user, ["pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"]),

@@ -28,10 +28,11 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from mhmoe.sweep.outage import MAX_DELAY_S
 from mhmoe.sweep.spec import Direction
 from mhmoe.sweep.storage import open_storage, queue_lock
 from mhmoe.tracking.applicable import applicable_params
-from mhmoe.training.failures import Fence
+from mhmoe.training.failures import Fence, LostClaim
 
 # Trial user attrs carried from one attempt of a point to the next.
 POINT_ATTRS = ("point", "group", "config_hash", "variant", "seed", "metric", "coords", "overrides", "config",
@@ -40,6 +41,7 @@ SETTINGS_ATTR = "mhmoe.sweep"
 """Study user attr holding the sweep settings (metric, retries, tracking ...), so workers on other
 nodes need only the storage URL and the study name."""
 STALE_REASON = "stale: no heartbeat within the grace period (worker died?)"
+DUPLICATE_REASON = "duplicate attempt of a point already running or done; discarded"
 PARAM_KEYS = ("moe.heads", "moe.num_experts", "moe.top_k", "moe.expert_d_ff", "quant.weight_bits")
 """Numeric config values set as Optuna params when a trial starts (dashboard axes). Not the seed:
 it is a user attr, so parameter importance ranks only what the sweep compares."""
@@ -179,6 +181,13 @@ class SweepQueue:
         """RUNNING trials whose heartbeat is older than the grace period (their worker died)."""
         if self.storage.heartbeat_interval is None:
             return set()
+        # Nobody could beat during a storage outage: judge heartbeats only once live workers have had a
+        # grace period to beat again (plus the longest backoff sleep in which one may not have noticed the
+        # database is back), or a restart of the database would reap every running trial.
+        grace = self.storage.grace_period or 2 * self.storage.heartbeat_interval
+        reachable_for_s = getattr(self.storage, "reachable_for_s", None)
+        if reachable_for_s is not None and reachable_for_s() < grace + MAX_DELAY_S:
+            return set()
         return set(self.storage._get_stale_trial_ids(self.study._study_id))
 
     def reap(self) -> list[tuple[FrozenTrial, bool]]:
@@ -211,8 +220,14 @@ class SweepQueue:
         if reap:
             self.reap()
         with self.lock():
-            waiting = self.trials((TrialState.WAITING,))
+            trials = self.trials()
+            taken = {t.user_attrs.get("config_hash") for t in trials
+                     if t.state in (TrialState.RUNNING, TrialState.COMPLETE)}
+            waiting = [t for t in trials if t.state == TrialState.WAITING]
             for trial in sorted(waiting, key=lambda t: (t.user_attrs.get("attempt", 1) == 1, t.number)):
+                if trial.user_attrs.get("config_hash") in taken:
+                    self._discard_duplicate(trial)
+                    continue
                 if accepts is not None and not accepts(trial):
                     continue
                 if not self.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
@@ -224,6 +239,16 @@ class SweepQueue:
                 self._set_params(trial)
                 return self.storage.get_trial(trial._trial_id)
         return None
+
+    def _discard_duplicate(self, trial: FrozenTrial) -> None:
+        """Fail a WAITING attempt of a point that is already running or done (caller holds the lock).
+
+        Only a commit lost mid-enqueue during a storage outage creates one (:mod:`mhmoe.sweep.outage`);
+        training it would run the point twice.
+        """
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            self.storage.set_trial_user_attr(trial._trial_id, "failure_reason", DUPLICATE_REASON)
+            self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
     def _set_params(self, trial: FrozenTrial) -> None:
         """Numeric config values as Optuna params, so the dashboard can slice the study."""
@@ -257,8 +282,13 @@ class SweepQueue:
                                          CategoricalDistribution(choices))
 
     def set_attrs(self, trial: FrozenTrial, attrs: dict[str, Any]) -> None:
-        for key, value in attrs.items():
-            self.storage.set_trial_user_attr(trial._trial_id, key, value)
+        """Raises :class:`LostClaim` when the attempt already ended (reaped as stale and re-queued)."""
+        try:
+            for key, value in attrs.items():
+                self.storage.set_trial_user_attr(trial._trial_id, key, value)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise LostClaim(f"lost claim: trial {trial.number} was re-queued to another worker; "
+                            "stopped without writing") from None
 
     def is_running(self, trial: FrozenTrial) -> bool:
         return self.storage.get_trial(trial._trial_id).state == TrialState.RUNNING

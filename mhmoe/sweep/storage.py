@@ -62,7 +62,10 @@ def open_storage(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
 ):
-    """An ``optuna.storages.RDBStorage`` with heartbeats when ``heartbeat_interval`` is given."""
+    """An ``optuna.storages.RDBStorage`` with heartbeats when ``heartbeat_interval`` is given.
+
+    On a server database every call rides out an outage (:mod:`mhmoe.sweep.outage`).
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -72,14 +75,19 @@ def open_storage(
         # Writers wait for each other instead of failing with "database is locked".
         engine_kwargs: dict = {"connect_args": {"timeout": 120}}
     else:
+        # pre_ping: a pooled connection that died with a server restart is replaced, not used.
         engine_kwargs = {"pool_pre_ping": True}
+
     def create():
+        from mhmoe.sweep.outage import OutageWatch, RetryingRDBStorage
+
+        kwargs = {"engine_kwargs": engine_kwargs, "heartbeat_interval": heartbeat_interval,
+                  "grace_period": grace_period}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-            )
+            if path is not None:
+                return optuna.storages.RDBStorage(url, **kwargs)
+            return RetryingRDBStorage(url, outage=OutageWatch(url), **kwargs)
 
     return _creating_once(url, create)
 
@@ -96,8 +104,12 @@ def _creating_once(url: str, create: Callable[[], Any]) -> Any:
 
         with FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S):
             return create()
+    from mhmoe.sweep.outage import StorageUnavailable
+
     try:
         return create()
+    except StorageUnavailable:
+        raise  # the whole retry window is spent already
     except Exception:  # noqa: BLE001 - the retry re-raises anything that was not the race
         time.sleep(1.0)
         return create()
@@ -119,15 +131,47 @@ def queue_lock(storage, url: str, study_name: str) -> Iterator[None]:
         with FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S):
             yield
     elif url.startswith("postgresql"):
-        from sqlalchemy import text
-
-        # Transaction-scoped: released on commit/rollback, even if this process dies mid-claim.
-        with storage.engine.connect() as conn, conn.begin():
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _advisory_key(study_name)})
+        with _advisory_lock(storage, _advisory_key(study_name)):
             yield
     else:
         # Other RDBs (MySQL): Optuna's SELECT ... FOR UPDATE makes the WAITING -> RUNNING swap atomic.
         yield
+
+
+@contextlib.contextmanager
+def _advisory_lock(storage, key: int) -> Iterator[None]:
+    """A transaction-scoped advisory lock: released on commit/rollback, even if this process dies mid-claim.
+
+    Taking it rides out an outage like any storage call. If the server restarts while it is held, the
+    lock went with the old server; the body's own calls retry, and Optuna's row lock on the
+    WAITING -> RUNNING swap still keeps a claim single, so the release just drops the dead connection.
+    """
+    from sqlalchemy import text
+
+    from mhmoe.sweep.outage import connection_error
+
+    def acquire():
+        conn = storage.engine.connect()
+        try:
+            conn.begin()
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    watch = getattr(storage, "outage", None)
+    conn = watch.call(acquire) if watch is not None else acquire()
+    try:
+        yield
+    finally:
+        try:
+            conn.commit()
+        except Exception as err:  # noqa: BLE001 - re-raised unless the server went away
+            if connection_error(err) is None:
+                raise
+        finally:
+            conn.close()
 
 
 __all__ = ["STORAGE_ENV", "StorageError", "check_storage", "open_storage", "queue_lock", "redact", "sqlite_path",

@@ -29,6 +29,7 @@ from mhmoe.sweep import tracking
 from mhmoe.sweep.checkpoints import checkpoint_root, point_checkpoint_dir
 from mhmoe.sweep.devices import DeviceFit
 from mhmoe.sweep.options import WorkerOptions, parse
+from mhmoe.sweep.outage import StorageUnavailable
 from mhmoe.sweep.parent_run import ensure_parent_run, finish_parent_run, parent_run_id, update_parent_summary
 from mhmoe.sweep.queue import STALE_REASON, Heartbeat, SweepQueue, worker_id
 from mhmoe.sweep.scheduler import schedule
@@ -120,7 +121,11 @@ def _trial_run(queue: SweepQueue, trial: FrozenTrial, tracking_uri: str, setting
     run_id = tracking.create_trial_run(tracking_uri, settings.get("experiment", queue.study_name),
                                        parent_run_id(queue), attrs["point"], tags)
     # Stored before training starts: a re-queued attempt must find it even if this worker dies.
-    queue.set_attrs(trial, {"mlflow_run_id": run_id, **({"restart_reason": restart} if restart else {})})
+    try:
+        queue.set_attrs(trial, {"mlflow_run_id": run_id, **({"restart_reason": restart} if restart else {})})
+    except LostClaim:
+        tracking.delete(tracking_uri, run_id)  # reaped before it started: the new attempt makes its own run
+        raise
     return run_id, tags, pick, restart
 
 
@@ -162,6 +167,27 @@ def _fail(queue: SweepQueue, trial: FrozenTrial, tracking_uri: str, run_id: str 
     outcome = queue.fail(trial, reason, error=error, retry=retry, count_attempt=count_attempt, attrs=attrs)
     if outcome != "lost" and run_id:
         tracking.mark_failed(tracking_uri, run_id, reason)
+    return outcome
+
+
+def _fail_outage(queue: SweepQueue, trial: FrozenTrial, tracking_uri: str, run_id: str | None,
+                 err: StorageUnavailable) -> str:
+    """The sweep database stayed down past the retry window mid-trial: re-queue the point without using
+    up a retry (the outage is not the point's fault), the reason in Optuna, MLflow and the log.
+
+    If the database is still down when that write has retried a whole window too, the MLflow run gets
+    the reason and the worker stops; the trial is then reaped as stale once the database is back.
+    """
+    reason = failure_reason(err)
+    label = trial.user_attrs["point"]
+    _log(f"trial {trial.number} {label}: {reason}")
+    try:
+        outcome = _fail(queue, trial, tracking_uri, run_id, reason, count_attempt=False)
+    except StorageUnavailable:
+        if run_id:
+            tracking.mark_failed(tracking_uri, run_id, reason)
+        raise
+    _log(f"trial {trial.number} {label} re-queued after the storage outage")
     return outcome
 
 
@@ -209,6 +235,8 @@ def run_trial(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions) -> 
     except LostClaim as err:
         _log(f"trial {trial.number} {label}: {err}")
         return "lost"
+    except StorageUnavailable as err:
+        return _fail_outage(queue, trial, tracking_uri, run_id, err)
     except Exception as err:
         reason = failure_reason(err)
         # A divergence is deterministic: retrying would diverge at the same step again.
@@ -313,6 +341,9 @@ def serve(options: WorkerOptions) -> int:
     except WorkerStop as stop:
         _log(f"stopped by {stop}")
         return 143
+    except StorageUnavailable as err:
+        _log(f"stopped: {err}")
+        return 1
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

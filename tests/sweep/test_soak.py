@@ -9,6 +9,8 @@ kill must have resumed past step 0 whenever its point had a checkpoint at the mo
 The spec is the shipped smoke spec with three changes a long unattended run would make: enough
 retries that 10 kills cannot exhaust a point (a kill counts as an attempt), a 2 s / 8 s heartbeat
 so a killed worker's trial comes back within seconds, and a checkpoint every 50 steps.
+The PostgreSQL variant interleaves 5 kills with 3 restarts of the sweep database (down 3-15 s, past the
+grace period half the time): an outage must cost no attempt, no worker and no traceback.
 Run: ``.venv/bin/python -m pytest -m slow tests/sweep/test_soak.py -s`` (prints the figures).
 """
 
@@ -32,6 +34,7 @@ from mhmoe.sweep.queue import SweepQueue
 from mhmoe.sweep.spec import spec_path
 from mhmoe.tracking import names
 from mhmoe.training.checkpoint_files import LAST, PREVIOUS
+from tests.pg_server import PgServer, fresh_database, missing_binaries
 from tests.sweep.conftest import REPO, sweep_cli
 
 KILLS = 10
@@ -48,7 +51,27 @@ def _soak_spec(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_smoke_grid_survives_ten_sigkills(warm_data, tmp_path: Path, stores: dict[str, str]) -> None:
+    _soak(tmp_path, stores, kills=KILLS)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_smoke_grid_on_postgres_survives_kills_and_database_restarts(warm_data, tmp_path: Path,
+                                                                     stores: dict[str, str]) -> None:
+    """Kills and restarts of the sweep database interleaved: an outage costs no attempt and no worker."""
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(f"PostgreSQL server binaries not on PATH: {missing}")
+    with PgServer.start() as server:
+        stores = {**stores, "storage": fresh_database(server, "soak")}
+        _soak(tmp_path, stores, kills=KILLS // 2, server=server, restarts=3)
+
+
+def _soak(tmp_path: Path, stores: dict[str, str], *, kills: int, server: PgServer | None = None,
+          restarts: int = 0) -> None:
+    """Run the soak grid under ``kills`` SIGKILLs and ``restarts`` database restarts at seeded moments."""
     spec = _soak_spec(tmp_path)
     sweep_cli("submit", str(spec), "--storage", stores["storage"], "--tracking-uri", stores["tracking"])
     queue = SweepQueue(stores["storage"], "soak")
@@ -69,10 +92,21 @@ def test_smoke_grid_survives_ten_sigkills(warm_data, tmp_path: Path, stores: dic
     for _ in range(2):
         workers.append(start(started))
         started += 1
-    kills: list[dict] = []
+    killed: list[dict] = []
+    outages: list[float] = []
     begin = time.monotonic()
-    while len(kills) < KILLS and queue.pending() != (0, 0):
+    while (len(killed) < kills or len(outages) < restarts) and queue.pending() != (0, 0):
         time.sleep(rng.uniform(1.0, 6.0))
+        if len(outages) < restarts and (len(killed) >= kills or rng.random() < 0.4):
+            down_s = rng.uniform(3.0, 15.0)  # past the 8 s grace period half the time
+            assert server is not None
+            server.pause()
+            time.sleep(down_s)
+            server.resume()
+            outages.append(round(down_s, 1))
+            continue
+        if len(killed) >= kills:
+            continue
         # Kill mid-trial: only a worker that holds a RUNNING trial (not one still importing).
         owners = {t.user_attrs.get("worker", "").rsplit(":", 1)[-1]: t for t in queue.trials((TrialState.RUNNING,))}
         candidates = [w for w in workers if w.poll() is None and str(w.pid) in owners]
@@ -84,7 +118,7 @@ def test_smoke_grid_survives_ten_sigkills(warm_data, tmp_path: Path, stores: dic
         had_checkpoint = any((folder / name).is_file() for name in (LAST, PREVIOUS))
         victim.send_signal(signal.SIGKILL)
         victim.wait()
-        kills.append({"at_s": round(time.monotonic() - begin, 1), "trials": {trial.number: had_checkpoint}})
+        killed.append({"at_s": round(time.monotonic() - begin, 1), "trials": {trial.number: had_checkpoint}})
         workers.remove(victim)
         workers.append(start(started))
         started += 1
@@ -103,7 +137,7 @@ def test_smoke_grid_survives_ten_sigkills(warm_data, tmp_path: Path, stores: dic
     # Every attempt that followed a killed one: resumed past step 0 if a checkpoint existed then.
     by_number = {t.number: t for t in trials}
     resumed, restarted, violations = 0, 0, []
-    for kill in kills:
+    for kill in killed:
         for number, had_checkpoint in kill["trials"].items():
             follow = [t for t in trials if t.user_attrs.get("previous_trial") == number]
             if not follow or "start_step" not in follow[0].user_attrs:
@@ -120,11 +154,15 @@ def test_smoke_grid_survives_ten_sigkills(warm_data, tmp_path: Path, stores: dic
                                                   f"tags.`{names.TAG_ROLE}` = '{names.ROLE_TRIAL}'")
     finished = [r for r in children if r.info.status == "FINISHED"]
     running_runs = [r for r in children if r.info.status == "RUNNING"]
-    print(f"\nsoak: {len(kills)} kills in {time.monotonic() - begin:.0f} s, {len(trials)} attempts for 8 points; "
+    tracebacks = [p.name for p in sorted(logs.iterdir()) if "Traceback" in p.read_text()]
+    print(f"\nsoak: {len(killed)} kills and {len(outages)} database restarts (down {outages} s) in "
+          f"{time.monotonic() - begin:.0f} s, {len(trials)} attempts for 8 points; "
           f"lost {len(lost)}, duplicated {len(duplicated)}, resumed past step 0 {resumed}, restarted at 0 {restarted} "
           f"(checkpoint existed but restarted: {len(violations)}); MLflow: {len(finished)} FINISHED, "
           f"{len(running_runs)} RUNNING")
-    assert len(kills) == KILLS, f"the sweep finished after {len(kills)} kills"
+    assert len(killed) == kills and len(outages) == restarts, f"the sweep finished after {killed} / {outages}"
+    assert len(trials) <= 8 + kills  # at most one new attempt per kill; an outage costs none
+    assert not tracebacks
     assert not lost and not duplicated
     assert not violations
     assert sorted(r.data.tags[names.TAG_CONFIG_HASH] for r in finished) == sorted(by_point)
