@@ -114,10 +114,28 @@ def _seconds_per_step(trials: list[FrozenTrial]) -> dict[str | None, float]:
     return {key: seconds / steps for key, (seconds, steps) in totals.items()}
 
 
+WORKER_GAP_S = 60.0
+"""A worker that ended a trial this recently is between trials (claiming the next), not gone."""
+
+
+def active_workers(trials: list[FrozenTrial], now: datetime) -> int:
+    """Workers serving the queue now: those holding a trial, and those that ended one within
+    :data:`WORKER_GAP_S`. Counting running trials alone halves the throughput of two workers whenever
+    one of them is between trials, which is exactly when a worker prints the ETA."""
+    holding = {t.user_attrs.get("worker") or f"trial {t.number}" for t in trials if t.state == TrialState.RUNNING}
+    between = {t.user_attrs["worker"] for t in trials
+               if t.state in (TrialState.COMPLETE, TrialState.FAIL) and t.user_attrs.get("worker")
+               and t.datetime_complete and (now - t.datetime_complete).total_seconds() <= WORKER_GAP_S}
+    return len(holding | between)
+
+
 def eta_seconds(
-    trials: list[FrozenTrial], waiting: list[FrozenTrial], running: int, now: datetime | None = None
+    trials: list[FrozenTrial], waiting: list[FrozenTrial], running: int, now: datetime | None = None,
+    workers: int | None = None,
 ) -> float | None:
-    """(Time left of the running trials + time of the waiting ones) / workers busy now.
+    """(Time left of the running trials + time of the waiting ones) / workers serving the queue
+    (``workers``, default :func:`active_workers`; at least ``running``), and never less than the
+    longest running trial's time left.
 
     A running trial's time left is from its own rate (elapsed / steps reached at its latest
     validation). A waiting trial takes its steps x the seconds per step of its group's finished
@@ -145,7 +163,8 @@ def eta_seconds(
         return steps * rate if steps and rate else mean
 
     left = sum(eta for _, eta in known) + 0.5 * mean * max(0, running - len(known))
-    return (left + sum(expected(t) for t in waiting)) / max(1, running)
+    serving = max(1, running, active_workers(trials, now) if workers is None else workers)
+    return max((left + sum(expected(t) for t in waiting)) / serving, max((eta for _, eta in known), default=0.0))
 
 
 def sweep_status(queue: SweepQueue) -> SweepStatus:
@@ -189,4 +208,4 @@ def format_status(name: str, status: SweepStatus, *, show_rows: bool = True) -> 
     return "\n".join(lines)
 
 
-__all__ = ["SweepStatus", "eta_seconds", "format_status", "sweep_status"]
+__all__ = ["SweepStatus", "active_workers", "eta_seconds", "format_status", "sweep_status"]

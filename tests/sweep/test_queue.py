@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mhmoe.commands.sweep import main as sweep_main
 from mhmoe.sweep import expand, load_spec
 from mhmoe.sweep.queue import SweepQueue
-from mhmoe.sweep.status import eta_seconds
+from mhmoe.sweep.status import active_workers, eta_seconds
 from mhmoe.sweep.submit import submit_sweep
 from tests.pg_server import fresh_database
 from tests.sweep.conftest import REPO, debug_spec
@@ -208,3 +208,41 @@ def test_eta_scales_waiting_trials_by_their_steps_and_their_groups_step_cost() -
     eta = eta_seconds(done + running + waiting, waiting, running=2, now=datetime(2026, 1, 1, 0, 0, 10))
     assert eta == pytest.approx((10 + 10 + 1000 * 0.1 + 1000 * 0.2 + 1000 * 0.15) / 2)
     assert eta_seconds(done, [], running=0) == 0.0
+
+
+def _scheduled(number: int, worker: str, start_s: float, seconds: float, now_s: float) -> FrozenTrial:
+    """Trial ``number`` of a simulated schedule as the study holds it at ``now_s`` (10 steps per trial)."""
+    t0 = datetime(2026, 1, 1)
+    if start_s >= now_s:
+        return _trial(number, TrialState.WAITING, "g", 10)
+    state = TrialState.COMPLETE if start_s + seconds <= now_s else TrialState.RUNNING
+    trial = _trial(number, state, "g", 10, seconds)
+    trial.datetime_start = t0 + timedelta(seconds=start_s)
+    trial.datetime_complete = t0 + timedelta(seconds=start_s + seconds) if state == TrialState.COMPLETE else None
+    trial.user_attrs["worker"] = worker
+    if state == TrialState.RUNNING:
+        step = int(10 * (now_s - start_s) / seconds)
+        trial.intermediate_values = {step: 1.0} if step else {}
+    return trial
+
+
+def test_eta_counts_a_worker_between_trials_and_matches_a_simulated_schedule() -> None:
+    # Two workers, eight 10 s trials; worker B starts 5 s after A. Every trial end is a moment a worker
+    # prints the ETA; the true time left is known from the schedule.
+    starts = {0: ("A", 0), 1: ("B", 5), 2: ("A", 10), 3: ("B", 15), 4: ("A", 20), 5: ("B", 25), 6: ("A", 30),
+              7: ("B", 35)}
+    end = max(start + 10 for _, start in starts.values())
+    errors = []
+    for now_s in (10.0, 15.0, 20.0, 25.0, 30.0):
+        trials = [_scheduled(n, worker, start, 10.0, now_s) for n, (worker, start) in starts.items()]
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        assert running == 1  # the other worker just ended its trial: "trials running" says one worker
+        eta = eta_seconds(trials, waiting, running, now=datetime(2026, 1, 1) + timedelta(seconds=now_s))
+        errors.append(eta / (end - now_s))
+        assert active_workers(trials, datetime(2026, 1, 1) + timedelta(seconds=now_s)) == 2
+    assert all(0.8 <= ratio <= 1.2 for ratio in errors), errors
+    # Dividing by the trials running at print time (the old rule) is about 2x too long here.
+    trials = [_scheduled(n, worker, start, 10.0, 10.0) for n, (worker, start) in starts.items()]
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert eta_seconds(trials, waiting, 1, now=datetime(2026, 1, 1, 0, 0, 10), workers=1) / (end - 10) > 1.6
