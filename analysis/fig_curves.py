@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
 from analysis.frame import MissingData, col, finished, points, val_sets
-from analysis.stats import mean_ci_columns
+from analysis.stats import clip_to_range, mean_ci_columns
 from analysis.style import DOUBLE, SINGLE, figure, line_styles, paper_names, plain_log_ticks, styled
 from mhmoe.tracking import names
 
@@ -61,7 +61,8 @@ def point_curve(frame: pd.DataFrame) -> pd.DataFrame:
     wide = frame.pivot_table(index="run_id", columns="step", values="ppl")
     x = frame.groupby("step")["x"].mean().reindex(wide.columns)
     stats = mean_ci_columns(wide.to_numpy())
-    return stats.assign(step=wide.columns.to_numpy(), x=x.to_numpy())
+    low, high = clip_to_range(stats["ci_low"], stats["ci_high"], "ppl")
+    return stats.assign(step=wide.columns.to_numpy(), x=x.to_numpy(), ci_low=low, ci_high=high)
 
 
 @styled

@@ -243,7 +243,7 @@ def build_blocks(out, runs: pd.DataFrame, ordering: pd.DataFrame, info: IndexInf
     blocks.append(Para(" ".join(filter(None, [_not_run(ordering), _links([out.path("ordering", "csv")])]))))
     blocks.append(Heading("Tables"))
     blocks.append(Para("Cells: mean ± half-width of the 95% CI over seeds (each caption names the interval and n; "
-                       "bounds in the aggregates CSV); bold: lowest perplexity in the column; paper columns are "
+                       f"bounds in the aggregates CSV); bold: {tables.BOLD_RULE}; paper columns are "
                        "the published numbers; `run`: our point's label in the CSVs."))
     for table, paths in out.tables:
         blocks += [Heading(table.title, 3), Para(table.caption),

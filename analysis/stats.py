@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.frame import METRIC, finished
+from mhmoe.tracking import names
 
 CONFIDENCE = 0.95
 POWER = 0.80
@@ -140,6 +141,14 @@ def mean_ci_columns(matrix: np.ndarray) -> pd.DataFrame:
     return out
 
 
+def clip_to_range(low, high, metric: str):
+    """Interval bounds clipped to the values ``metric`` can take (a load imbalance is >= 1, an activation
+    ratio <= 1). Coverage is unchanged, since the true mean lies in that range too. A t interval over
+    2-3 seeds otherwise reaches far past it."""
+    lo, hi = names.metric_range(metric)
+    return np.clip(low, lo, hi), np.clip(high, lo, hi)
+
+
 def is_resolved(n: int, ci_low: float, ci_high: float) -> bool:
     """A difference is resolved only with 3+ seeds and an interval that excludes zero."""
     return bool(n >= RESOLVE_MIN_N and np.isfinite(ci_low) and (ci_low > 0 or ci_high < 0))
@@ -188,7 +197,8 @@ def aggregate(runs: pd.DataFrame, metrics: list[str] | None = None, *, only_fini
             values = group[column] if column in group.columns else pd.Series(dtype="float64")
             have = values.notna()
             s = seed_stats(values.to_numpy(dtype="float64"))
-            rows.append({**keys, "metric": metric, **asdict(s),
+            low, high = clip_to_range(s.ci_low, s.ci_high, metric)
+            rows.append({**keys, "metric": metric, **asdict(s), "ci_low": float(low), "ci_high": float(high),
                          "seeds": _join(group.loc[have, "seed"]), "run_ids": " ".join(group.loc[have, "run_id"])})
     columns = [*GROUP_COLUMNS, "metric", "n", "mean", "std", "ci_low", "ci_high", "note", "method", "seeds",
                "run_ids"]

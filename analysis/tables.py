@@ -23,6 +23,8 @@ from analysis.style import paper_names
 from mhmoe.tracking import names
 
 MISSING = "—"
+BOLD_RULE = "lowest perplexity in the column, where its interval lies below every other row's"
+"""What bold means (:func:`best_row`), for every caption."""
 DIGITS = 2
 RUN = "run"
 COLUMN_WIDTH_PT = 240.0  # one column of a two-column paper (ACL 219, IEEE 252, article 229 pt)
@@ -36,7 +38,7 @@ class Table:
     cells: pd.DataFrame
     """Display strings, index = row names."""
     best: pd.DataFrame
-    """Same shape as ``cells``: True where the value is the column's lowest perplexity."""
+    """Same shape as ``cells``: True where the value is the column's resolved lowest perplexity (:func:`best_row`)."""
     numbers: pd.DataFrame
     """Long: row, column, source (ours/paper), point, label, n, mean, ci_low, ci_high."""
     notes: list[str] = field(default_factory=list)
@@ -52,7 +54,7 @@ def caption_text(what: str, numbers: pd.DataFrame, *, paper: bool) -> str:
         text = f"{what}. Ours: mean ± half-width of the {interval_text(ns)}"
     else:
         text = f"{what}. Ours: mean of {seed_count(ns)} (no interval)"
-    text += "; bold: lowest perplexity in the column"
+    text += f"; bold: {BOLD_RULE}"
     return text + ("; paper columns are the published numbers." if paper else ".")
 
 
@@ -78,11 +80,34 @@ def _assemble(key: str, title: str, rows: list[dict], columns: list[str], notes:
     order = list(dict.fromkeys(numbers["row"]))
     cells = numbers.pivot(index="row", columns="column", values="cell").reindex(index=order, columns=columns)
     cells.index.name, cells.columns.name = index_name, None
-    means = numbers.pivot(index="row", columns="column", values="mean").reindex(index=order, columns=columns)
-    best = means.apply(lambda c: c == c.min() if c.notna().any() else c.notna(), axis=0).astype(bool)
-    if RUN in cells.columns:
-        best[RUN] = False
+    best = pd.DataFrame(False, index=order, columns=columns)
+    best.index.name = index_name
+    for column, group in numbers.groupby("column", sort=False):
+        if column != RUN and column in best.columns:
+            row = best_row(group)
+            if row is not None:
+                best.loc[row, column] = True
     return Table(key, title, cells.fillna(MISSING), best, numbers.drop(columns="cell"), notes)
+
+
+def best_row(column: pd.DataFrame) -> str | None:
+    """The row of the lowest mean in one column, when that is resolved; None otherwise.
+
+    Published numbers (no interval) are ranked as printed. Our cells only when the lowest one's
+    95% interval lies wholly below every other cell's interval: with overlapping intervals the
+    order is within noise, and bolding it would claim a winner the seeds do not show.
+    """
+    cells = column[column["mean"].notna()]
+    if cells.empty:
+        return None
+    lowest = cells.loc[cells["mean"].idxmin()]
+    others = cells.drop(index=lowest.name)
+    has_ci = "ci_high" in cells.columns and cells["ci_high"].notna().any()
+    if not has_ci or others.empty:
+        return str(lowest["row"])
+    if not np.isfinite(lowest.get("ci_high", np.nan)) or not np.isfinite(others["ci_low"]).all():
+        return None  # a cell without an interval (1 seed) cannot be told apart
+    return str(lowest["row"]) if lowest["ci_high"] < others["ci_low"].min() else None
 
 
 def paper_table(agg: pd.DataFrame, points: pd.DataFrame, table: str, sets: list[str],

@@ -19,7 +19,7 @@ import pandas as pd
 
 from analysis.frame import METRIC, PARAM, baseline_point, finished, points
 from analysis.sequential import ALPHA, METHOD, SeedSchedule, sequential_verdict
-from analysis.stats import seed_stats
+from analysis.stats import clip_to_range, seed_stats
 from mhmoe.tracking import names
 
 COLUMNS = ["variant", "baseline", "seeds", "mean", "ci_low", "ci_high", "delta", "delta_low", "delta_high",
@@ -84,8 +84,9 @@ def verdict_table(frame: pd.DataFrame, pairs: list[tuple[str, str]], *, metric: 
             verdict, delta, low, high, bound = "pending", float(diffs.mean()) if n else math.nan, *(math.nan,) * 3
         text = verdict_text(verdict, delta=delta, low=low, high=high, bound=bound, margin=margin, units=units, n=n,
                             start=rule.start if rule is not None else None)
-        rows.append({"variant": variant, "baseline": baseline, "seeds": n, "mean": own.mean, "ci_low": own.ci_low,
-                     "ci_high": own.ci_high, "delta": delta, "delta_low": low, "delta_high": high,
+        own_low, own_high = clip_to_range(own.ci_low, own.ci_high, metric)
+        rows.append({"variant": variant, "baseline": baseline, "seeds": n, "mean": own.mean, "ci_low": float(own_low),
+                     "ci_high": float(own_high), "delta": delta, "delta_low": low, "delta_high": high,
                      "verdict": verdict, "bound": bound, "text": text})
     return pd.DataFrame(rows, columns=COLUMNS)
 

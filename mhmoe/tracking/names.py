@@ -26,6 +26,8 @@ Artifacts
 
 from __future__ import annotations
 
+import math
+
 TAG_ROLE = "mhmoe.role"
 TAG_SWEEP = "mhmoe.sweep"
 TAG_VARIANT = "mhmoe.variant"
@@ -64,6 +66,11 @@ ROLE_TUNE = "tune"
 """A sweep's tuning trial (scored on held-out training documents; not part of the comparison)."""
 
 ROUTING_STATS = ("load_imbalance", "entropy", "activation_ratio", "dropped_frac", "divergence")
+METRIC_RANGES = {
+    "ppl": (1.0, math.inf), "loss": (0.0, math.inf), "load_imbalance": (1.0, math.inf), "entropy": (0.0, math.inf),
+    "activation_ratio": (0.0, 1.0), "dropped_frac": (0.0, 1.0), "divergence": (1.0, math.inf),
+}
+"""The values a metric can take, by its last name component (``val/x/ppl`` -> ``ppl``)."""
 
 CONFIG_ARTIFACT = "config.yaml"
 CHECKPOINT_ARTIFACT_DIR = "checkpoint"
@@ -96,6 +103,11 @@ def parse_val_metric(metric: str | None) -> tuple[str, str] | None:
     if len(parts) == 3 and parts[0] == "val" and parts[1] and parts[2] in VAL_STATS:
         return parts[1], parts[2]
     return None
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """``(low, high)`` a metric's values lie in (:data:`METRIC_RANGES`); unbounded when not listed."""
+    return METRIC_RANGES.get(metric.rsplit("/", 1)[-1], (-math.inf, math.inf))
 
 
 def routing_metric(block: int | str, stat: str) -> str:

@@ -270,3 +270,27 @@ def test_report_verdict_follows_the_sweeps_rules_and_shows_tuned_values():
     wide = three.iloc[0]["delta_high"] - three.iloc[0]["delta_low"]
     plain, _ = report_verdict(runs[runs["seed"] < 3], "val/main/ppl", {**rules, "seeds": None})
     assert wide > 2 * (plain.iloc[0]["delta_high"] - plain.iloc[0]["delta_low"])
+
+
+def _column(cells: list[tuple[float, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"row": f"r{i}", "mean": m, "ci_low": lo, "ci_high": hi} for i, (m, lo, hi) in
+                         enumerate(cells)])
+
+
+def test_bold_marks_the_lowest_cell_only_when_its_interval_is_clear_of_the_rest() -> None:
+    from analysis.stats import t_half_width
+    from analysis.tables import best_row
+
+    assert best_row(_column([(10.0, 9.0, 11.0), (10.5, 9.5, 11.5)])) is None  # overlapping: within noise
+    assert best_row(_column([(10.0, 9.0, 11.0), (12.5, 11.5, 13.5)])) == "r0"
+    assert best_row(_column([(10.0, np.nan, np.nan), (12.5, 11.5, 13.5)])) is None  # one seed: no interval
+    published = pd.DataFrame({"row": ["a", "b"], "mean": [7.0, 6.5], "ci_low": np.nan, "ci_high": np.nan})
+    assert best_row(published) == "b"  # the paper's numbers are ranked as printed
+    # Seeded simulation under a true zero: 4 variants with equal means, 3 seeds each. Bold must almost never
+    # appear (it did in every column before: the lowest mean was always bolded).
+    rng = np.random.default_rng(0)
+    x = rng.normal(10.0, 1.0, (1000, 4, 3))  # trials x variants x seeds
+    mean, half = x.mean(axis=2), t_half_width(x.std(axis=2, ddof=1), 3)
+    bolded = [best_row(_column(list(zip(m, m - h, m + h, strict=True)))) is not None for m, h in zip(mean, half,
+                                                                                                     strict=True)]
+    assert np.mean(bolded) <= 0.05

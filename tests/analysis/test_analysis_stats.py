@@ -9,8 +9,10 @@ from scipy import stats
 
 from analysis.frame import coerce_param, strip_seed, val_sets
 from analysis.stats import (
+    GROUP_COLUMNS,
     NO_CI,
     aggregate,
+    clip_to_range,
     difference,
     interval_text as seed_text,
     is_resolved,
@@ -175,3 +177,29 @@ def test_val_sets_follow_the_configs_report_order():
     assert val_sets(runs) == ["zeta", "alpha"]
     runs["params/data.val_sets"] = "['alpha', 'zeta=hf:x:y:validation']"
     assert val_sets(runs) == ["alpha", "zeta"]
+
+
+def test_intervals_stay_inside_the_metrics_range_and_keep_their_coverage() -> None:
+    # Two seeds of a load imbalance near its floor of 1: the t interval (df = 1) reaches far below 1.
+    runs = pd.DataFrame({"point": ["p", "p"], "label": ["p", "p"], "seed": [0, 1], "run_id": ["a", "b"],
+                         "status": ["FINISHED"] * 2, "metrics/routing/mean/load_imbalance": [1.02, 1.30],
+                         "metrics/routing/mean/activation_ratio": [0.97, 0.70]})
+    for column in GROUP_COLUMNS:
+        if column not in runs:
+            runs[column] = "x"
+    agg = aggregate(runs).set_index("metric")
+    raw = seed_stats([1.02, 1.30])
+    assert raw.ci_low < 0  # what the report drew before: an imbalance of -0.6
+    assert agg.loc["routing/mean/load_imbalance", "ci_low"] == 1.0
+    assert agg.loc["routing/mean/load_imbalance", "ci_high"] == pytest.approx(raw.ci_high)
+    assert agg.loc["routing/mean/activation_ratio", "ci_high"] == 1.0
+    # Coverage of the clipped interval, seeded simulation: true mean 1.05 of skewed values >= 1, n = 2 and 3.
+    rng = np.random.default_rng(0)
+    for n in (2, 3):
+        raw_stats = [seed_stats(row) for row in 1.0 + rng.gamma(shape=0.5, scale=0.1, size=(4000, n))]
+        low, high = clip_to_range(np.array([s.ci_low for s in raw_stats]), np.array([s.ci_high for s in raw_stats]),
+                                  "routing/mean/load_imbalance")
+        assert low.min() >= 1.0 and (low > 1.0).any()
+        covered = (low <= 1.05) & (1.05 <= high)
+        unclipped = np.array([s.ci_low <= 1.05 <= s.ci_high for s in raw_stats])
+        assert (covered == unclipped).all() and covered.mean() > 0.8  # clipping never loses the true mean
