@@ -7,7 +7,11 @@ imported lazily so ``mhmoe budget`` does not pay for Lightning or MLflow imports
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
+
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 COMMANDS = {
     "budget": ("mhmoe.commands.budget", "FLOP/parameter budget table for a preset"),
@@ -54,7 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mhmoe: unknown command {name!r}; choose one of {sorted(COMMANDS)}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        code = int(module.main(rest) or 0)
+        sys.stdout.flush()  # inside the try: a pipe closed early fails here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # `mhmoe config | head`: the reader is gone, which is not an error of ours. Point stdout at
+        # /dev/null so the exit flush does not raise again, and exit as a process killed by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

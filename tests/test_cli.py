@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +116,13 @@ def test_dry_run_output_is_a_config_file(tmp_path, capsys: pytest.CaptureFixture
     assert main(["train", "--preset", "cpu-small", "--config", str(tmp_path / "run.yaml"), "--dry-run"]) == 0
     assert capsys.readouterr().out == first  # every value came from the file, none from the other preset
     assert "# budget.total_params:" in first
+
+
+def test_a_reader_that_closes_the_pipe_early_gets_no_traceback() -> None:
+    """``mhmoe config | head``: the reader is gone before the listing is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "mhmoe.cli", "config"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+    proc.stdout.close()  # before the child's first write: that write fails with EPIPE
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141, err
+    assert b"Traceback" not in err and b"BrokenPipe" not in err and err == b"", err
