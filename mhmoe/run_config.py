@@ -114,7 +114,8 @@ class TrainConfig:
     compile: bool = False
     """torch.compile the model."""
     peak_flops: float = 0.0
-    """Device peak FLOP/s for MFU; 0 = measure an fp32/bf16 matmul at start-up."""
+    """Device peak FLOP/s, the MFU denominator; 0 = a GPU's datasheet peak, else 50 GFLOP/s per CPU thread
+    (fixed, so MFU compares across runs; a matmul measured at start-up is logged beside it)."""
     micro_batch_size: int = 0
     """Sequences per forward/backward on one device; batch_size is accumulated over
     batch_size / (micro_batch_size x devices x num_nodes) micro-batches. 0 = no accumulation."""

@@ -27,6 +27,10 @@ class TrainingSetup:
     accelerator: str
     precision: Precision
     peak_flops: float
+    """The MFU denominator (:mod:`mhmoe.training.peak`)."""
+    peak_source: str = "config"
+    measured_flops: float = 0.0
+    """A matmul timed at start-up: recorded beside the peak, not divided by (it varies run to run)."""
 
 
 def build_training(cfg: RunConfig) -> TrainingSetup:
@@ -37,7 +41,7 @@ def build_training(cfg: RunConfig) -> TrainingSetup:
 
     from mhmoe.data.datamodule import MHMoEDataModule
     from mhmoe.training.lit_module import LitLM
-    from mhmoe.training.peak import measure_peak_flops
+    from mhmoe.training.peak import measure_peak_flops, peak_flops
 
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
@@ -62,9 +66,10 @@ def build_training(cfg: RunConfig) -> TrainingSetup:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device("cuda", local_rank) if accelerator == "gpu" else torch.device("cpu")
     dtype = torch.bfloat16 if "bf16" in precision else (torch.float16 if precision.startswith("16") else torch.float32)
-    peak = cfg.train.peak_flops or measure_peak_flops(device, dtype)
+    peak = peak_flops(device, dtype, cfg.train.peak_flops)
     flops_per_token = train_flops_per_token(cfg.architecture, seq_len=cfg.train.seq_len)
     lit = LitLM(net, cfg, val_names=datamodule.val_names, tokenizer_spec=datamodule.tokenizer.spec,
-                train_flops_per_token=flops_per_token, peak_flops=peak)
+                train_flops_per_token=flops_per_token, peak_flops=peak.flops)
     return TrainingSetup(cfg=cfg, datamodule=datamodule, lit=lit, accelerator=accelerator, precision=precision,
-                         peak_flops=peak)
+                         peak_flops=peak.flops, peak_source=peak.source,
+                         measured_flops=measure_peak_flops(device, dtype))

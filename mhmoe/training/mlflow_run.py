@@ -66,7 +66,9 @@ def open_run(setup: TrainingSetup, *, tracking_uri: str, experiment_name: str, r
 def _log_inputs(logger: Any, run_id: str, setup: TrainingSetup) -> None:
     cfg, datamodule = setup.cfg, setup.datamodule
     params = {**applicable_params(cfg.flat(), cfg.model.ffn), **summary(cfg.architecture, seq_len=cfg.train.seq_len),
-              "perf.peak_flops": setup.peak_flops, "train.precision_resolved": setup.precision, "variant": cfg.variant}
+              "perf.peak_flops": setup.peak_flops, "perf.peak_source": setup.peak_source,
+              "perf.measured_matmul_flops": round(setup.measured_flops), "train.precision_resolved": setup.precision,
+              "variant": cfg.variant}
     # A retry that died before its first checkpoint reuses its run: MLflow refuses to change a
     # logged param (the re-measured peak differs), so log only what is not there yet.
     logged = logger.experiment.get_run(run_id).data.params

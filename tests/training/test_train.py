@@ -11,7 +11,9 @@ import mlflow
 import pytest
 import torch
 
+from mhmoe.budget import train_flops_per_token
 from mhmoe.run_config import resolve_run_config
+from mhmoe.training.peak import CPU_PEAK_FLOPS_PER_THREAD
 from mhmoe.training.runner import train
 
 
@@ -97,6 +99,13 @@ def test_first_logged_throughput_is_a_steady_state_rate(tracking: str, tmp_path:
     assert 0.5 < dict(rates)[32] / steady < 2, rates
     ratios = {step: mfu[step] / value for step, value in rates}  # flops per token / peak: one constant
     assert max(ratios.values()) == pytest.approx(min(ratios.values()), rel=1e-9)
+    # The denominator is the fixed nominal CPU peak of the one thread, not the matmul timed at start-up.
+    params = client.get_run(result.run_id).data.params
+    assert params["perf.peak_source"] == "cpu-nominal"
+    assert float(params["perf.peak_flops"]) == CPU_PEAK_FLOPS_PER_THREAD
+    assert float(params["perf.measured_matmul_flops"]) > 0
+    assert ratios[8] == pytest.approx(train_flops_per_token(cfg.architecture, seq_len=cfg.train.seq_len)
+                                      / CPU_PEAK_FLOPS_PER_THREAD, rel=1e-9)
     assert not client.list_artifacts(result.run_id, "checkpoint")  # train.log_checkpoint=false
 
 
