@@ -24,7 +24,7 @@ from mhmoe.tracking.names import divergence_artifact, load_artifact, load_heatma
 from mhmoe.training.accumulate import StepMeans
 from mhmoe.training.failures import Diverged
 from mhmoe.training.optim import build_optimizer
-from mhmoe.training.telemetry import LoadAccumulator, routing_metrics
+from mhmoe.training.telemetry import LoadAccumulator, grad_norm, peak_memory_gib, routing_metrics
 
 
 class LitLM(pl.LightningModule):
@@ -120,6 +120,11 @@ class LitLM(pl.LightningModule):
         # Logged in on_train_batch_end, with perf/* timed after this step's backward and update.
         self._pending_metrics = metrics
 
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        # After every micro-batch's backward (and the AMP unscale), before clipping and the update.
+        if "train/loss" in self._pending_metrics:
+            self._pending_metrics["train/grad_norm"] = grad_norm(self.net.parameters())
+
     def on_train_start(self) -> None:
         self.start_step = self.global_step
         self._interval_step = None
@@ -162,7 +167,8 @@ class LitLM(pl.LightningModule):
         self._record_time(step)
         rates = self._throughput.compute()
         tokens_per_s = rates.get("items_per_sec", rates["device/items_per_sec"])  # all devices (world size 1: one)
-        self.last_perf_metrics = {"perf/tokens_per_s": tokens_per_s, "perf/mfu": rates["device/mfu"]}
+        self.last_perf_metrics = {"perf/tokens_per_s": tokens_per_s, "perf/mfu": rates["device/mfu"],
+                                  "perf/peak_memory_gib": peak_memory_gib(self.device)}
         return dict(self.last_perf_metrics)
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:

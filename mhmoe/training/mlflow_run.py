@@ -10,6 +10,7 @@ from typing import Any
 
 from mhmoe.budget import summary
 from mhmoe.home import artifact_root_for
+from mhmoe.memory import estimate_memory
 from mhmoe.tracking.applicable import applicable_params
 from mhmoe.tracking.datasets import dataset_inputs
 from mhmoe.tracking.display import display_name
@@ -68,6 +69,7 @@ def _log_inputs(logger: Any, run_id: str, setup: TrainingSetup) -> None:
     params = {**applicable_params(cfg.flat(), cfg.model.ffn), **summary(cfg.architecture, seq_len=cfg.train.seq_len),
               "perf.peak_flops": setup.peak_flops, "perf.peak_source": setup.peak_source,
               "perf.measured_matmul_flops": round(setup.measured_flops), "train.precision_resolved": setup.precision,
+              "memory.estimate_gib": round(estimate_memory(cfg, setup.precision).total / 2**30, 4),
               "variant": cfg.variant}
     # A retry that died before its first checkpoint reuses its run: MLflow refuses to change a
     # logged param (the re-measured peak differs), so log only what is not there yet.

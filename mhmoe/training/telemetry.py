@@ -28,6 +28,22 @@ def routing_metrics(routing: dict[int, RoutingStats]) -> dict[str, float]:
     return out
 
 
+def grad_norm(parameters) -> float:
+    """Total L2 norm of the gradients (before clipping), one host sync."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    """Peak memory so far: tensors allocated on a GPU, else the process's peak resident set (which also
+    holds the interpreter and libraries, ~1 GiB; compare it with the estimate on GPUs)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
 class LoadAccumulator:
     """Sums tokens-per-expert and divergence histograms over a validation pass, per MoE block."""
 

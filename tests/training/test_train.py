@@ -64,6 +64,11 @@ def test_debug_model_learns_and_everything_lands_in_mlflow(tracking: str, tmp_pa
     assert "heads: 2" in config_text
     assert run.data.tags["mhmoe.checkpoint"] == str(result.checkpoint_path) and result.checkpoint_path.is_file()
     assert 0 < run.data.metrics["perf/mfu"] < 1.5
+    grad_norms = history(client, result.run_id, "train/grad_norm")
+    assert [s for s, _ in grad_norms] == [s for s, _ in history(client, result.run_id, "train/loss")]
+    assert all(0 < v < 1e3 for _, v in grad_norms)
+    assert 0.1 < run.data.metrics["perf/peak_memory_gib"] < 24  # the process's peak RSS on CPU
+    assert float(run.data.params["memory.estimate_gib"]) > 0
     assert run.data.metrics["perf/tokens_per_s"] > 0
     # MLflow's own conventions: source tags, experiment description, the final model as an artifact.
     assert run.data.tags["mlflow.source.git.commit"] == run.data.tags["mhmoe.git_commit"] != "unknown"
