@@ -2,8 +2,9 @@
 
 Its id is a study user attr, so every worker (on any node) finds the same parent. It records the
 metric the plan resolved (``PARAM_SWEEP_METRIC``, read by the report), the verdict table (its
-description, a ``mhmoe.winner`` tag, a metric per comparison), per-variant means, the best point
-and point counts; it ends FINISHED when every point is done, FAILED otherwise.
+description, a ``mhmoe.winner`` tag, a metric per comparison), per-variant means (a table in the
+description and an artifact), the best point and point counts; it ends FINISHED when every point is
+done, FAILED otherwise.
 """
 
 from __future__ import annotations
@@ -61,15 +62,18 @@ def update_parent_summary(queue: SweepQueue, tracking_uri: str, log: Callable[[s
     ended = sum(t.state.is_finished() for p in points for t in p.attempts)
     try:
         metrics, tags = dict(result.metrics), dict(result.tags)
+        text = summary.description(settings.get("description") or "", metric, result.markdown(metric))
         found = verdicts.sweep_verdict(queue)
         if found is not None:
             # The answer first: the description opens with the verdict table, the winner is a tag.
             metrics.update(verdicts.parent_metrics(found))
             tags[names.TAG_WINNER] = found.winner or verdicts.NO_WINNER
             tags[names.TAG_VERDICT_RULES] = json.dumps(found.rules)
-            tags[names.TAG_DESCRIPTION] = (verdicts.format_verdict_markdown(found) + "\n\n"
-                                           + summary.description(settings.get("description") or "", metric))
+            text = verdicts.format_verdict_markdown(found) + "\n\n" + text
+        tags[names.TAG_DESCRIPTION] = text
         tracking.log_summary(tracking_uri, run_id, metrics, tags, ended)
+        if result.variants:
+            tracking.log_table(tracking_uri, run_id, result.variants, summary.VARIANTS_TABLE)
     except Exception as err:  # noqa: BLE001 - a summary must not stop the sweep; the next trial end retries
         log(f"parent run summary not logged: {err!r}")
     log(format_status(queue.study_name, sweep_status(queue), show_rows=False))  # the overall line

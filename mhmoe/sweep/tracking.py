@@ -122,6 +122,14 @@ def log_summary(tracking_uri: str, run_id: str, metrics: dict[str, float], tags:
                                    tags=[RunTag(k, v) for k, v in tags.items()])
 
 
+def log_table(tracking_uri: str, run_id: str, rows: list[dict], artifact_file: str) -> None:
+    """A JSON table artifact in ``log_table``'s layout (``columns``, ``data``), replaced on every call
+    (``log_table`` itself appends the rows to an existing file)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    client(tracking_uri).log_dict(run_id, {"columns": columns, "data": [[row.get(c) for c in columns] for row in rows]},
+                                  artifact_file)
+
+
 def run_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
     return dict(client(tracking_uri).get_run(run_id).data.metrics)
 

@@ -133,14 +133,6 @@ def eval_metric(task: str, metric: str) -> str:
     return f"eval/{task}/{metric}"
 
 
-def summary_mean(variant: str, metric: str) -> str:
-    return f"mean/{variant}/{metric}"
-
-
-def summary_seeds(variant: str) -> str:
-    return f"seeds/{variant}"
-
-
 def summary_best(metric: str) -> str:
     return f"best/{metric}"
 

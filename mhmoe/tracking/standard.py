@@ -12,7 +12,7 @@ from mhmoe.tracking.names import TAG_DESCRIPTION
 
 EXPERIMENT_DESCRIPTION = (
     "mhmoe training runs. A plain run has tag `mhmoe.role=train`; a sweep has one parent run "
-    "(`mhmoe.role=sweep`) holding per-variant means over seeds (`mean/<variant>/<metric>`), the best "
+    "(`mhmoe.role=sweep`) holding per-variant means over seeds (a table in its description), the best "
     "point and point counts, with one child run per grid point (`mhmoe.role=trial`). Each run logs "
     "`train/*`, `val/<set>/{loss,ppl}`, `perf/*` and `routing/*` metrics, its resolved config as params "
     "and `config.yaml`, expert-load matrices under `routing/`, and its final checkpoint under `checkpoint/` "

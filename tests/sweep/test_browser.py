@@ -67,10 +67,8 @@ def test_mlflow_ui_shows_the_sweep_summary_and_trial_results(warm_data, tmp_path
                 time.sleep(0.5)
         base = f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs"
         parent_page = _rendered(f"{base}/{parent.info.run_id}")
-        summary = [key for key in parent.data.metrics if key.startswith("mean/")]
-        assert summary, f"the parent run has no per-variant summary metrics: {sorted(parent.data.metrics)}"
-        for key in summary[:3]:
-            assert key in parent_page, key
+        # the per-variant means: a table in the description
+        assert "mean val/" in parent_page
         # who won, where the user looks first: the description opens with the verdict table
         verdicts = sorted(key for key in parent.data.metrics if key.startswith("verdict/"))
         assert verdicts and verdicts[0] in parent_page

@@ -33,9 +33,10 @@ def test_mean_over_seeds_per_variant_best_point_and_counts() -> None:
     ]
     result = parent_summary(points, METRIC)
     m = result.metrics
-    assert m[f"mean/smoe/{METRIC}"] == pytest.approx(42.0) and m["seeds/smoe"] == 2
-    assert m[f"mean/mhmoe-h2/E_32/{METRIC}"] == pytest.approx(38.0) and m["seeds/mhmoe-h2/E_32"] == 1
-    assert not any(k.startswith(("mean/dense", "seeds/dense")) for k in m)  # nothing done yet
+    assert result.variants == [{"variant": "smoe", "seeds": 2, "mean": pytest.approx(42.0)},
+                               {"variant": "mhmoe-h2/E=32", "seeds": 1, "mean": pytest.approx(38.0)}]  # no dense yet
+    assert "| mhmoe-h2/E=32 | 1 | 38 |" in result.markdown(METRIC)
+    assert not any(k.startswith(("mean/", "seeds/")) for k in m)  # a table, not one chart per variant
     assert m[f"best/{METRIC}"] == 38.0 and result.tags["mhmoe.best_point"] == "mhmoe-h2/E=32/seed=0"
     assert (m["points/done"], m["points/failed"], m["points/waiting"], m["points/running"]) == (3, 1, 1, 0)
     maximised = parent_summary(points, METRIC, "maximize")

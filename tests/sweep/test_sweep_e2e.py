@@ -8,6 +8,7 @@ checkpoint in the same MLflow run).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import mlflow
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
@@ -23,6 +25,7 @@ from mhmoe.sweep import load_spec, plan, tracking as sweep_tracking
 from mhmoe.sweep.checkpoints import point_checkpoint_dir
 from mhmoe.sweep.queue import SweepQueue
 from mhmoe.sweep.status import format_status, sweep_status
+from mhmoe.sweep.summary import VARIANTS_TABLE
 from mhmoe.tracking import names
 from tests.pg_server import fresh_database
 from tests.sweep.conftest import REPO, debug_spec, sweep_cli, wait_for
@@ -101,13 +104,16 @@ def assert_researcher_views(storage: str, tracking: str, run_output: str) -> Non
         assert run.data.tags[names.TAG_DISPLAY_NAME] == names_by_ffn[params["model.ffn"]]
     summary = parent.data.metrics
     assert set(by_variant) == {"dense", "smoe", "fine_grained", "mhmoe-h2"}
+    table = json.loads(Path(client.download_artifacts(parent.info.run_id, VARIANTS_TABLE)).read_text())
+    means = pd.DataFrame(table["data"], columns=table["columns"]).set_index("variant")
     for variant, values in by_variant.items():
-        assert summary[f"mean/{variant}/{metric}"] == pytest.approx(sum(values) / len(values))
-        assert summary[f"seeds/{variant}"] == 2
+        assert means.loc[variant, "mean"] == pytest.approx(sum(values) / len(values))
+        assert means.loc[variant, "seeds"] == 2
+        assert f"| {variant} | 2 |" in parent.data.tags["mlflow.note.content"]
     assert summary[f"best/{metric}"] == pytest.approx(min(min(v) for v in by_variant.values()))
     assert (summary["points/done"], summary["points/failed"], summary["points/running"]) == (8, 0, 0)
     assert parent.data.tags[names.TAG_BEST_POINT] in {r.data.tags[names.TAG_POINT] for r in children}
-    assert f"mean/<variant>/{metric}" in parent.data.tags["mlflow.note.content"]
+    assert not any(key.startswith("mean/") for key in summary)
 
 
 def test_smoke_with_two_workers_on_sqlite(warm_data, stores: dict[str, str]) -> None:
