@@ -379,3 +379,16 @@ def test_console_script_refuses_the_same(case: str, sandbox: Path) -> None:
     command = [str(script)] if script.is_file() else [sys.executable, "-m", "mhmoe.cli"]
     out = subprocess.run([*command, *argv], capture_output=True, text=True, timeout=120, env=env)
     check_refused(out.returncode, out.stderr, expected, before, listing(sandbox))
+
+
+CLUSTER_VARS = ("SLURM_NTASKS", "TORCHELASTIC_RUN_ID", "LSB_JOBID", "MASTER_ADDR", "NODE_RANK")
+
+
+def test_multi_node_training_outside_a_cluster_launcher_is_refused(sandbox: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Lightning would wait for the other node for ever."""
+    for var in CLUSTER_VARS:
+        monkeypatch.delenv(var, raising=False)
+    before = listing(sandbox)
+    code = main(["train", "--preset", "debug", "train.num_nodes=2"])
+    check_refused(code, capsys.readouterr().err, "train.num_nodes=2 needs a cluster launcher", before, listing(sandbox))

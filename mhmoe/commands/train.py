@@ -67,6 +67,7 @@ def main(argv: list[str]) -> int:
     from mhmoe.memory import check_cuda_memory, estimate_compute, planned_precision, preflight_lines
     from mhmoe.run_config import parse_overrides, resolve_run_config
     from mhmoe.store_urls import check_tracking_uri
+    from mhmoe.training.hardware import check_cluster_launch
 
     overrides = parse_overrides(args.overrides)
     if args.max_steps is not None:
@@ -85,6 +86,7 @@ def main(argv: list[str]) -> int:
         print("\n".join(f"# {line}" for line in preflight_lines(cfg, planned_precision(cfg), compute)))
         return 0
     check_cuda_memory(cfg)  # on a GPU: refuse before anything is created if the estimate does not fit
+    check_cluster_launch(cfg)
     if not args.verbose:
         from mhmoe.training.quiet import quiet_library_logs
 
