@@ -104,6 +104,7 @@ def make_inputs(d: Path) -> None:
     (d / "config_latin1.yaml").write_bytes("train:\n  max_steps: 5 # \xe9\n".encode("latin-1"))
     for name, change in SPEC_FILES.items():
         (d / f"{name}.yaml").write_text(change(d))
+    (d / "not_tokenizer.json").write_text("a plain text file named like a tokenizer\n")
 
 
 SPEC_FILES = {
@@ -131,6 +132,7 @@ SPEC_FILES = {
     "policy_unknown": lambda d: spec_with(match={"policy": "params"}),
     "direction_unknown": lambda d: spec_with(validation__direction="down"),
     "config_missing": lambda d: spec_with(base__config="no_such_config.yaml"),
+    "tokenizer_text": lambda d: spec_with(base__overrides__data__tokenizer=str(d / "not_tokenizer.json")),
 }
 
 SWEEP_STORAGE = ["--storage", "sqlite:///{in}/new_optuna.db", "--tracking-uri", "sqlite:///{in}/new_mlflow.db"]
@@ -276,6 +278,11 @@ CASES: dict[str, tuple[list[str], str]] = {
     "report_tracking_corrupt": (["report", "{in}/good.yaml", "--tracking-uri", "sqlite:///{in}/corrupt.db"],
                                 "corrupt.db is not a SQLite database"),
     "cli_unknown_command": (["trian"], "unknown command 'trian'"),
+    # --- what no worker could run, refused at submit (and by train) ---
+    "spec_tokenizer_not_loadable": (["sweep", "submit", "{in}/tokenizer_text.yaml", *SWEEP_STORAGE],
+                                    "not_tokenizer.json': cannot load tokenizer"),
+    "data_tokenizer_not_loadable": (["train", "--preset", "debug", "data.tokenizer={in}/not_tokenizer.json"],
+                                    "not_tokenizer.json': cannot load tokenizer"),
 }
 
 
