@@ -2,6 +2,8 @@
 
 Opening a store is what creates it, so a malformed URL or a file that is not a database must be
 refused first: :func:`check_db_url` reads at most 16 bytes and opens nothing.
+:func:`check_tracking_reachable` asks a tracking server or database whether it answers (creating
+nothing), so a sweep is not submitted to a store that every worker would fail to reach.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 TRACKING_SCHEMES = ("http", "https", "file", "databricks")
 """Non-database MLflow tracking URI schemes (a plain path is a local file store too)."""
 TRACKING_DB_BACKENDS = ("sqlite", "postgresql", "mysql", "mssql")
+REACH_TIMEOUT_S = 5.0
+"""How long :func:`check_tracking_reachable` waits for a tracking server or database to answer."""
+CONNECT_TIMEOUT_ARG = {"postgresql": "connect_timeout", "mysql": "connect_timeout", "mssql": "timeout"}
+"""The DBAPI driver's connect-timeout argument (seconds) per backend."""
 
 
 class StoreError(ValueError):
@@ -82,4 +88,64 @@ def check_tracking_uri(uri: str | None, *, what: str = "tracking URI") -> None:
     check_db_url(uri, what=what, backends=TRACKING_DB_BACKENDS, allow_empty_file=True)
 
 
-__all__ = ["StoreError", "check_db_url", "check_tracking_uri", "redact", "sqlite_file"]
+def check_tracking_reachable(uri: str | None, *, what: str = "tracking URI") -> None:
+    """Refuse an MLflow server (http/https) or database store (postgresql, mysql, mssql) that does not
+    answer within :data:`REACH_TIMEOUT_S`; local stores (a path, file:, sqlite:) and databricks are not
+    checked. Call after :func:`check_tracking_uri`. Connecting creates nothing: no table, no run."""
+    if not uri or "://" not in uri:
+        return
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme in ("http", "https"):
+        problem = _http_problem(uri)
+    elif scheme in CONNECT_TIMEOUT_ARG:
+        problem = _database_problem(uri, scheme)
+    else:
+        return
+    if problem:
+        raise StoreError(f"{what} {redact(uri)!r}: {problem}")
+
+
+def _http_problem(uri: str) -> str | None:
+    """Why the MLflow server's ``/health`` endpoint gives no usable answer (None: it answers)."""
+    import urllib.error
+    import urllib.request
+
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=REACH_TIMEOUT_S):
+            return None
+    except urllib.error.HTTPError as err:
+        # It answers; 401/403: a server that wants the credentials the workers pass (MLFLOW_TRACKING_TOKEN ...).
+        if err.code in (401, 403):
+            return None
+        return f"GET {redact(health)} answered HTTP {err.code}: no MLflow server there (`mlflow server`)"
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = err.reason if isinstance(err, urllib.error.URLError) else err
+        return f"no answer from GET {redact(health)} ({reason}; timeout {REACH_TIMEOUT_S:g} s); start the MLflow " \
+               "server or name another tracking URI"
+
+
+def _database_problem(uri: str, backend: str) -> str | None:
+    """Why a SQLAlchemy connection to the database store fails (None: it connects)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = create_engine(uri, poolclass=NullPool,
+                               connect_args={CONNECT_TIMEOUT_ARG[backend]: int(REACH_TIMEOUT_S)})
+        try:
+            with engine.connect():
+                return None
+        finally:
+            engine.dispose()
+    except ModuleNotFoundError as err:
+        hint = "; name the installed driver in the URL, e.g. postgresql+psycopg://" if backend == "postgresql" else ""
+        return f"its database driver is not installed ({err}){hint}"
+    except Exception as err:  # noqa: BLE001 - any driver's connection error, reported in one line
+        text = str(err).strip()
+        first = text.splitlines()[0] if text else type(err).__name__
+        return f"cannot connect ({first}; timeout {REACH_TIMEOUT_S:g} s)"
+
+
+__all__ = ["REACH_TIMEOUT_S", "StoreError", "check_db_url", "check_tracking_reachable", "check_tracking_uri",
+           "redact", "sqlite_file"]

@@ -104,6 +104,7 @@ def make_inputs(d: Path) -> None:
     (d / "config_latin1.yaml").write_bytes("train:\n  max_steps: 5 # \xe9\n".encode("latin-1"))
     for name, change in SPEC_FILES.items():
         (d / f"{name}.yaml").write_text(change(d))
+    (d / "not_tokenizer.json").write_text("a plain text file named like a tokenizer\n")
 
 
 SPEC_FILES = {
@@ -131,6 +132,8 @@ SPEC_FILES = {
     "policy_unknown": lambda d: spec_with(match={"policy": "params"}),
     "direction_unknown": lambda d: spec_with(validation__direction="down"),
     "config_missing": lambda d: spec_with(base__config="no_such_config.yaml"),
+    "tokenizer_text": lambda d: spec_with(base__overrides__data__tokenizer=str(d / "not_tokenizer.json")),
+    "devices_two": lambda d: spec_with(base__overrides__train__devices=2, base__overrides__train__accelerator="cpu"),
 }
 
 SWEEP_STORAGE = ["--storage", "sqlite:///{in}/new_optuna.db", "--tracking-uri", "sqlite:///{in}/new_mlflow.db"]
@@ -276,6 +279,14 @@ CASES: dict[str, tuple[list[str], str]] = {
     "report_tracking_corrupt": (["report", "{in}/good.yaml", "--tracking-uri", "sqlite:///{in}/corrupt.db"],
                                 "corrupt.db is not a SQLite database"),
     "cli_unknown_command": (["trian"], "unknown command 'trian'"),
+    # --- what no worker could run, refused at submit (and by train) ---
+    "spec_tokenizer_not_loadable": (["sweep", "submit", "{in}/tokenizer_text.yaml", *SWEEP_STORAGE],
+                                    "not_tokenizer.json': cannot load tokenizer"),
+    "data_tokenizer_not_loadable": (["train", "--preset", "debug", "data.tokenizer={in}/not_tokenizer.json"],
+                                    "not_tokenizer.json': cannot load tokenizer"),
+    "sweep_run_devices": (["sweep", "run", "{in}/devices_two.yaml", *SWEEP_STORAGE],
+                          "need train.devices=2; each worker here holds 1 device(s) on one node; start workers "
+                          "with --devices 0,1 --devices-per-trial 2 (GPUs) or --devices-per-trial 2 (CPU ranks)"),
 }
 
 
@@ -379,3 +390,38 @@ def test_console_script_refuses_the_same(case: str, sandbox: Path) -> None:
     command = [str(script)] if script.is_file() else [sys.executable, "-m", "mhmoe.cli"]
     out = subprocess.run([*command, *argv], capture_output=True, text=True, timeout=120, env=env)
     check_refused(out.returncode, out.stderr, expected, before, listing(sandbox))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:{port}", "postgresql+psycopg://mhmoe:secret@127.0.0.1:{port}/mlflow"])
+def test_a_tracking_store_that_does_not_answer_is_refused(uri: str, sandbox: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Checking the form only let every worker die on a server that is not there."""
+    port = free_port()
+    before = listing(sandbox)
+    code = main(["sweep", "submit", str(sandbox / "in" / "good.yaml"), "--storage",
+                 f"sqlite:///{sandbox / 'in' / 'new_optuna.db'}", "--tracking-uri", uri.format(port=port)])
+    err = capsys.readouterr().err
+    check_refused(code, err, f"@127.0.0.1:{port}" if "@" in uri else f"'http://127.0.0.1:{port}': no answer", before,
+                  listing(sandbox))
+    assert "secret" not in err and "timeout 5 s" in err
+
+
+CLUSTER_VARS = ("SLURM_NTASKS", "TORCHELASTIC_RUN_ID", "LSB_JOBID", "MASTER_ADDR", "NODE_RANK")
+
+
+def test_multi_node_training_outside_a_cluster_launcher_is_refused(sandbox: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Lightning would wait for the other node for ever."""
+    for var in CLUSTER_VARS:
+        monkeypatch.delenv(var, raising=False)
+    before = listing(sandbox)
+    code = main(["train", "--preset", "debug", "train.num_nodes=2"])
+    check_refused(code, capsys.readouterr().err, "train.num_nodes=2 needs a cluster launcher", before, listing(sandbox))

@@ -99,18 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(spec_arg: str, *, data_must_exist: bool = True):
-    """The spec and its plan; with ``data_must_exist`` a missing corpus/validation path, or an eval task
-    YAML that may run code without ``eval.allow_code``, is a SpecError."""
-    from mhmoe.sweep.plan import data_problems, eval_task_problems, plan
-    from mhmoe.sweep.spec import SpecError, load_spec
+def _load(spec_arg: str):
+    """The spec and its plan (the checks of what they name are in :mod:`mhmoe.sweep.checks`)."""
+    from mhmoe.sweep.plan import plan
+    from mhmoe.sweep.spec import load_spec
 
     spec = load_spec(spec_arg)
-    the_plan = plan(spec)
-    problems = data_problems(the_plan.points) + eval_task_problems(spec)
-    if problems and data_must_exist:
-        raise SpecError(problems)
-    return spec, the_plan, problems
+    return spec, plan(spec)
 
 
 def _check_heartbeat(args: argparse.Namespace, interval: int, grace: int, where: str) -> None:
@@ -128,9 +123,11 @@ def _check_heartbeat(args: argparse.Namespace, interval: int, grace: int, where:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from mhmoe.sweep.checks import file_problems
     from mhmoe.sweep.tables import PLAN_COLUMNS, format_table, plan_rows
 
-    spec, the_plan, data_problems = _load(args.spec, data_must_exist=False)
+    spec, the_plan = _load(args.spec)
+    data_problems = file_problems(spec, the_plan.points)
     groups = len(spec.groups)
     cells = 1
     for axis in spec.grid:
@@ -150,16 +147,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _submit(args: argparse.Namespace, spec, points):
+def _submit(args: argparse.Namespace, spec, points, slots=None):
+    """Check, then create or reopen the study and enqueue ``points``; ``slots``: the local workers that
+    will run them (``sweep run``/``extend``), None for ``sweep submit``."""
     from mhmoe.store_urls import check_tracking_uri
+    from mhmoe.sweep.checks import submit_problems
+    from mhmoe.sweep.spec import SpecError
     from mhmoe.sweep.storage import check_storage, redact, storage_url
     from mhmoe.sweep.submit import resolve_tracking_uri, submit_sweep
 
     url = storage_url(args.storage, spec.storage)
     # Every check before submit_sweep opens (and so creates) the study.
     check_storage(url)
-    check_tracking_uri(resolve_tracking_uri(getattr(args, "tracking_uri", None), spec))
+    tracking_uri = resolve_tracking_uri(getattr(args, "tracking_uri", None), spec)
+    check_tracking_uri(tracking_uri)
     _check_heartbeat(args, spec.heartbeat_interval, spec.grace_period, "the spec's")
+    found = submit_problems(spec, points, tracking_uri=tracking_uri, slots=slots)
+    if found.problems:
+        raise SpecError(list(found.problems))
+    for warning in found.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     queue, result = submit_sweep(
         spec, points, storage=url, tracking_uri=getattr(args, "tracking_uri", None),
         heartbeat_interval=getattr(args, "heartbeat_interval", None),
@@ -172,7 +179,7 @@ def _submit(args: argparse.Namespace, spec, points):
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    spec, the_plan, _ = _load(args.spec)
+    spec, the_plan = _load(args.spec)
     _submit(args, spec, list(the_plan.points))
     return 0
 
@@ -229,16 +236,36 @@ def cmd_work(args: argparse.Namespace) -> int:
     _check_heartbeat(args, settings.get("heartbeat_interval") or 0, settings.get("grace_period") or 0,
                      "the study's")
     pending = queue.pending()
+    stranded = _stranded(queue, slots)
     queue.close()
     if pending == (0, 0):
         print(f"sweep {name}: nothing waiting or running; `mhmoe sweep status` shows the results")
         return 0
-    return run_workers(_worker_options(args, url, name), slots, log_dir=args.log_dir)
+    if stranded:
+        return stranded
+    code = run_workers(_worker_options(args, url, name), slots, log_dir=args.log_dir)
+    queue = SweepQueue(url, name)  # the workers are gone: what they left that none of them could take
+    stranded = _stranded(queue, slots)
+    queue.close()
+    return stranded or code
+
+
+def _stranded(queue, slots) -> int:  # noqa: ANN001 - SweepQueue
+    """Exit 2 with one line when points wait that none of ``slots`` can take and nothing runs (a worker
+    would exit 0 after 0 trials and the points would wait for ever); else 0."""
+    from mhmoe.commands.bad_input import EXIT_BAD_INPUT
+    from mhmoe.sweep.devices import stranded
+
+    why = stranded(queue, max(slot.devices for slot in slots))
+    if why is None:
+        return 0
+    print(f"error: sweep {queue.study_name}: {why}", file=sys.stderr, flush=True)
+    return EXIT_BAD_INPUT
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     slots = _slots(args, args.workers)  # bad device flags fail before the study is created
-    spec, the_plan, _ = _load(args.spec)
+    spec, the_plan = _load(args.spec)
     return _run(args, spec, the_plan, slots)
 
 
@@ -247,7 +274,7 @@ def cmd_extend(args: argparse.Namespace) -> int:
     from mhmoe.sweep.storage import check_storage, storage_url
 
     slots = _slots(args, args.workers)
-    spec, the_plan, _ = _load(args.spec)
+    spec, the_plan = _load(args.spec)
     url = storage_url(args.storage, spec.storage)
     check_storage(url)
     if not _require_study(url, spec.name):
@@ -260,7 +287,7 @@ def _run(args: argparse.Namespace, spec, the_plan, slots) -> int:
     from mhmoe.sweep.launch import run_workers
     from mhmoe.sweep.status import format_status, sweep_status
 
-    url, queue = _submit(args, spec, list(the_plan.points))
+    url, queue = _submit(args, spec, list(the_plan.points), slots)
     pending = queue.pending()
     queue.close()
     code = 0

@@ -64,9 +64,11 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_intermixed_args(argv)
     from mhmoe.budget import summary
     from mhmoe.data.sources import check_local_paths
+    from mhmoe.data.tokenizer import check_tokenizer_file
     from mhmoe.memory import check_cuda_memory, estimate_compute, planned_precision, preflight_lines
     from mhmoe.run_config import parse_overrides, resolve_run_config
     from mhmoe.store_urls import check_tracking_uri
+    from mhmoe.training.hardware import check_cluster_launch
 
     overrides = parse_overrides(args.overrides)
     if args.max_steps is not None:
@@ -74,6 +76,7 @@ def main(argv: list[str]) -> int:
     cfg = resolve_run_config(args.preset, args.config, overrides)
     # Everything cheap before a store or folder is created: data paths, the run to resume.
     check_local_paths(cfg.data)
+    check_tokenizer_file(cfg.data)
     check_tracking_uri(args.tracking_uri, what="--tracking-uri")
     if args.resume:
         _check_resume(args.resume, args.tracking_uri)
@@ -85,6 +88,7 @@ def main(argv: list[str]) -> int:
         print("\n".join(f"# {line}" for line in preflight_lines(cfg, planned_precision(cfg), compute)))
         return 0
     check_cuda_memory(cfg)  # on a GPU: refuse before anything is created if the estimate does not fit
+    check_cluster_launch(cfg)
     if not args.verbose:
         from mhmoe.training.quiet import quiet_library_logs
 

@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from mhmoe.data.config import DataConfig, DataError
+from mhmoe.data.config import TOKENIZER_KINDS, DataConfig, DataError
 from mhmoe.data.sources import Source, train_source
 from mhmoe.home import home_path
 
@@ -149,6 +149,17 @@ def build_tokenizer(data: DataConfig, train: Source | None = None) -> TextTokeni
     if not path.is_file():
         _publish(train_bpe(train.documents(), data.vocab_size), path)
     return BPETokenizer(path)
+
+
+def check_tokenizer_file(data: DataConfig) -> None:
+    """Load the tokenizer.json that ``data.tokenizer`` names (nothing for bpe/byte), before anything is
+    created: a file that is not a tokenizer is a DataError naming the field, not a failure after start-up."""
+    if data.tokenizer in TOKENIZER_KINDS:
+        return
+    try:
+        load_tokenizer(data.tokenizer)
+    except DataError as err:
+        raise DataError(f"data.tokenizer={data.tokenizer!r}: {str(err).strip().splitlines()[0]}") from None
 
 
 def load_tokenizer(spec_or_path: str | Path) -> TextTokenizer:

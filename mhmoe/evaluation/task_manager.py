@@ -19,6 +19,7 @@ and built-in tasks are trusted.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import re
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mhmoe.evaluation.hub import first_line, hub_is_offline
-from mhmoe.evaluation.local_tasks import local_task_names, render_local_tasks
+from mhmoe.evaluation.local_tasks import TEMPLATE_DIR, local_task_names, render_local_tasks
 from mhmoe.evaluation.task_code import task_code_problem
 
 
@@ -150,28 +151,61 @@ def select_tasks(specs: Sequence[str], include_paths: Sequence[str | Path] = (),
     """(TaskManager, loaded Task/Group objects) for ``simple_evaluate(tasks=..., task_manager=...)``."""
     check_no_task_code(user_task_paths(specs, include_paths), allow_code)
     parsed = parse_specs(specs)
-    extra = include_dirs(include_paths)
     names = list(parsed.names)
     for directory in parsed.dirs:
         names += [n for n in tasks_in_dir(directory) if n not in names]
-    # Later include paths override earlier ones: the user's folders win over the shipped tasks.
-    local = [render_local_tasks(build_data_for=set(names)), *extra, *parsed.dirs]
+    local = _local_roots(render_local_tasks(build_data_for=set(names)), parsed, include_paths)
     manager = _manager(local)
     requested = names + parsed.files
     missing = [n for n in names if n not in manager.all_tasks]
     if not missing:
         return manager, _load(manager, requested)
-    roots = builtin_task_roots(missing)
-    if roots is not None:
-        narrow = _manager([*roots, *local])
-        if all(n in narrow.all_tasks for n in missing):
-            try:
-                return narrow, _load(narrow, requested, missing)
-            except KeyError:  # a group whose members live outside the scanned folders
-                pass
+    narrow = _narrow_manager(missing, local)
+    if narrow is not None:
+        try:
+            return narrow, _load(narrow, requested, missing)
+        except KeyError:  # a group whose members live outside the scanned folders
+            pass
     full = _manager(local, defaults=True)
-    unknown = [n for n in missing if n not in full.all_tasks]
-    if unknown:
-        raise EvalError(f"unknown task(s) {unknown}: neither an mhmoe task ({', '.join(local_task_names())}) "
-                        "nor an lm-eval task, group or tag")
+    _check_known(missing, full)
     return full, _load(full, requested, missing)
+
+
+def check_task_names(specs: Sequence[str], include_paths: Sequence[str | Path] = ()) -> None:
+    """Raise EvalError unless every task name in ``specs`` is an mhmoe task, a task the user's folders
+    define or an lm-eval task, group or tag, resolved as :func:`select_tasks` does it (full built-in
+    index only when the cheaper ones miss). Loads no task and writes nothing: the shipped templates are
+    indexed where they are, not rendered into the home."""
+    parsed = parse_specs(specs)
+    if not parsed.names:  # files and folders name themselves
+        return
+    local = _local_roots(TEMPLATE_DIR, parsed, include_paths)
+    missing = [n for n in parsed.names if n not in _manager(local).all_tasks]
+    if missing and _narrow_manager(missing, local) is None:
+        _check_known(missing, _manager(local, defaults=True))
+
+
+def _local_roots(shipped: Path, parsed: TaskSpecs, include_paths: Sequence[str | Path]) -> list[Path]:
+    # Later include paths override earlier ones: the user's folders win over the shipped tasks.
+    return [shipped, *include_dirs(include_paths), *parsed.dirs]
+
+
+def _narrow_manager(missing: list[str], local: list[Path]) -> Any | None:
+    """A TaskManager over the local folders and the built-in folders that mention ``missing``, if it
+    knows every one of them (None: only the full built-in index can tell)."""
+    roots = builtin_task_roots(missing)
+    if roots is None:
+        return None
+    narrow = _manager([*roots, *local])
+    return narrow if all(n in narrow.all_tasks for n in missing) else None
+
+
+def _check_known(missing: list[str], full: Any) -> None:
+    """Raise EvalError for the names the full index does not know either, with close matches."""
+    unknown = [n for n in missing if n not in full.all_tasks]
+    if not unknown:
+        return
+    close = list(dict.fromkeys(m for n in unknown for m in difflib.get_close_matches(n, full.all_tasks, n=3)))
+    hint = f"; close matches: {', '.join(close)}" if close else ""
+    raise EvalError(f"unknown task(s) {unknown}: neither an mhmoe task ({', '.join(local_task_names())}) "
+                    f"nor an lm-eval task, group or tag{hint}")

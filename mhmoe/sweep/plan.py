@@ -308,20 +308,36 @@ def _comparison_major(by_group: list[list[TrialPoint]]) -> tuple[TrialPoint, ...
 
 
 def data_problems(points: list[TrialPoint] | tuple[TrialPoint, ...]) -> list[str]:
-    """One line per corpus/validation/tokenizer path the points name that does not exist here.
+    """One line per corpus/validation/tokenizer path the points name that does not exist here, and per
+    tokenizer file that does not load (each distinct file loaded once).
 
     Not part of :func:`plan`: a spec may be planned on a machine without the data (paper_v2 names
     a cluster path); ``sweep submit``/``run`` refuse these, ``sweep plan`` warns.
     """
     from mhmoe.data.config import DataError
     from mhmoe.data.sources import check_local_paths
+    from mhmoe.data.tokenizer import check_tokenizer_file
+
+    def tokenizer_problem(data) -> str | None:  # noqa: ANN001 - DataConfig
+        try:
+            check_tokenizer_file(data)
+        except DataError as err:
+            return str(err)
+        return None
 
     problems: dict[str, list[str]] = {}
+    tokenizers: dict[str, str | None] = {}  # data.tokenizer -> why it does not load (None: it loads)
     for point in points:
+        data = point.config.data
         try:
-            check_local_paths(point.config.data)
+            check_local_paths(data)
         except DataError as err:
             problems.setdefault(str(err), []).append(point.label)
+            continue
+        if data.tokenizer not in tokenizers:
+            tokenizers[data.tokenizer] = tokenizer_problem(data)
+        if tokenizers[data.tokenizer]:
+            problems.setdefault(str(tokenizers[data.tokenizer]), []).append(point.label)
     return _group_errors([(labels[0], message) for message, labels in problems.items()])
 
 

@@ -35,7 +35,7 @@ from mhmoe.sweep.queue import STALE_REASON, Heartbeat, SweepQueue, worker_id
 from mhmoe.sweep.scheduler import schedule
 from mhmoe.tracking.names import TAG_RESTART
 from mhmoe.training.checkpoint_files import ResumePick, pick_resume_checkpoint, set_aside
-from mhmoe.training.failures import REASON_MAX_CHARS, Diverged, Fence, LostClaim, failure_reason
+from mhmoe.training.failures import REASON_MAX_CHARS, Diverged, Fence, LostClaim, NoClusterEnvironment, failure_reason
 
 
 class WorkerStop(BaseException):
@@ -239,9 +239,9 @@ def run_trial(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions) -> 
         return _fail_outage(queue, trial, tracking_uri, run_id, err)
     except Exception as err:
         reason = failure_reason(err)
-        # A divergence is deterministic: retrying would diverge at the same step again.
+        # Deterministic failures: a retry would diverge at the same step again, or find no cluster again.
         outcome = _fail(queue, trial, tracking_uri, run_id, reason, error=traceback.format_exc(),
-                        retry=not isinstance(err, Diverged))
+                        retry=not isinstance(err, (Diverged, NoClusterEnvironment)))
         what = {"retried": "re-queued", "failed": "no retry", "lost": "no longer ours"}[outcome]
         _log(f"trial {trial.number} {label} failed ({what}): {reason}\n{traceback.format_exc()}")
         return outcome

@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from mhmoe.configbase import ConfigError
+
 REASON_MAX_CHARS = 500
 
 
@@ -21,6 +23,11 @@ class Diverged(RuntimeError):
         super().__init__(f"diverged: {metric} is {value} at step {step}")
 
 
+class NoClusterEnvironment(ConfigError):
+    """``train.num_nodes > 1`` with no cluster launcher to start the other nodes: Lightning would wait
+    for them forever. Deterministic, so a sweep does not retry it; ``mhmoe train`` refuses it as bad input."""
+
+
 class LostClaim(RuntimeError):
     """This worker no longer owns its trial (reaped as stale and re-queued): stop without writing."""
 
@@ -29,7 +36,7 @@ def failure_reason(err: BaseException) -> str:
     """``Type: first line of the message`` (the message alone for our own one-line errors)."""
     text = str(err).strip()
     first = text.splitlines()[0] if text else ""
-    if isinstance(err, (Diverged, LostClaim)):
+    if isinstance(err, (Diverged, LostClaim, NoClusterEnvironment)):
         return first[:REASON_MAX_CHARS]
     return f"{type(err).__name__}: {first}"[:REASON_MAX_CHARS] if first else type(err).__name__
 
@@ -64,4 +71,4 @@ class Fence:
             raise LostClaim(f"lost claim: {self.what} was re-queued to another worker; stopped without writing")
 
 
-__all__ = ["Diverged", "Fence", "LostClaim", "failure_reason"]
+__all__ = ["Diverged", "Fence", "LostClaim", "NoClusterEnvironment", "failure_reason"]

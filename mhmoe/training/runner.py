@@ -22,6 +22,7 @@ from mhmoe.training.build import build_training
 from mhmoe.training.checkpoint_files import ResumePick, pick_resume_checkpoint
 from mhmoe.training.failures import Fence
 from mhmoe.training.fit import fit
+from mhmoe.training.hardware import check_cluster_launch
 from mhmoe.training.mlflow_run import open_run
 from mhmoe.training.result import TrainResult
 
@@ -68,6 +69,7 @@ def train(
     :func:`~mhmoe.training.fit.fit` (the Trainer and the result).
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    check_cluster_launch(cfg)  # before any process or run: without a launcher it would hang, not fail
     tracking_uri = tracking_uri or default_tracking_uri()
     if cfg.train.world_size > 1 and not ranks.launched_as_rank():
         resume_checkpoint(checkpoint_dir, resume, resume_pick)  # an unusable one fails here, once
