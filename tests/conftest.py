@@ -17,3 +17,20 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     if not os.environ.get("MHMOE_TEST_KEEP_HOME"):
         os.environ["MHMOE_HOME"] = str(tmp_path_factory.mktemp("mhmoe_home"))
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path_factory: pytest.TempPathFactory):
+    """A real 1 MB file system (tmpfs), smaller than one debug checkpoint; skipped unless root can mount it."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path_factory.mktemp("tiny_disk")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from mhmoe.atomic import DiskFull
+
 REASON_MAX_CHARS = 500
 
 
@@ -29,7 +31,7 @@ def failure_reason(err: BaseException) -> str:
     """``Type: first line of the message`` (the message alone for our own one-line errors)."""
     text = str(err).strip()
     first = text.splitlines()[0] if text else ""
-    if isinstance(err, (Diverged, LostClaim)):
+    if isinstance(err, (Diverged, LostClaim, DiskFull)):
         return first[:REASON_MAX_CHARS]
     return f"{type(err).__name__}: {first}"[:REASON_MAX_CHARS] if first else type(err).__name__
 
@@ -64,4 +66,4 @@ class Fence:
             raise LostClaim(f"lost claim: {self.what} was re-queued to another worker; stopped without writing")
 
 
-__all__ = ["Diverged", "Fence", "LostClaim", "failure_reason"]
+__all__ = ["Diverged", "DiskFull", "Fence", "LostClaim", "failure_reason"]
