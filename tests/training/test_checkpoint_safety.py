@@ -170,3 +170,12 @@ def test_a_checkpoint_save_on_a_full_disk_says_so_and_leaves_no_partial_file(tin
         io.save_checkpoint({"w": torch.zeros(2**20), "global_step": 2}, tiny_disk / LAST)  # 4 MB on a 1 MB disk
     assert sorted(p.name for p in tiny_disk.iterdir()) == [LAST]  # no temp file, the old one kept
     assert torch.load(tiny_disk / LAST, weights_only=True)["n"] == 1
+
+
+def test_a_resume_at_the_last_step_reports_the_step_it_resumed_at(paused) -> None:
+    """A worker that died after its last checkpoint: the retry resumes at max_steps and trains nothing,
+    so the step range it reports (the worker's `steps A->B` line) is 10->10, not 0->10."""
+    tracking, run_id, folder = paused  # last.ckpt at step 10: the end of a 10-step run
+    again = train(config(**{"train.max_steps": 10}), tracking_uri=tracking, checkpoint_dir=folder, run_id=run_id,
+                  resume=True, progress=False)
+    assert (again.start_step, again.final_step) == (10, 10)
