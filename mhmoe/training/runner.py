@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from mhmoe.atomic import remove_stale_temp_files
 from mhmoe.checkpoint import CheckpointError
 from mhmoe.home import default_tracking_uri, home_subdir
 from mhmoe.run_config import RunConfig
@@ -78,6 +79,8 @@ def train(
     rank = ranks.global_rank()
     if rank > 0:
         run_id, checkpoint_dir = ranks.inherited_run(run_id, checkpoint_dir)
+    elif checkpoint_dir is not None:
+        clear_interrupted_writes(Path(checkpoint_dir))
     ckpt_path = resume_checkpoint(checkpoint_dir, resume, resume_pick)
 
     setup = build_training(cfg)
@@ -101,6 +104,15 @@ def resume_checkpoint(checkpoint_dir: Path | None, resume: bool, pick: ResumePic
     if pick.problems and pick.path is not None:
         print(f"warning: resuming from {pick.path.name}: " + "; ".join(pick.problems), file=sys.stderr)
     return str(pick.path) if pick.path else None
+
+
+def clear_interrupted_writes(checkpoint_dir: Path) -> None:
+    """Remove the temp files a killed checkpoint write left; the run starting now owns its folder
+    (a sweep attempt under its claim), so no other write can be in progress there."""
+    removed = remove_stale_temp_files(checkpoint_dir)
+    if removed:
+        print(f"removed {len(removed)} temp file(s) left in {checkpoint_dir} by an interrupted write: "
+              + ", ".join(sorted(p.name for p in removed)), file=sys.stderr)
 
 
 def find_checkpoint_dir(run_id: str, tracking_uri: str | None = None) -> Path:

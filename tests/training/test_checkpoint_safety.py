@@ -179,3 +179,19 @@ def test_a_resume_at_the_last_step_reports_the_step_it_resumed_at(paused) -> Non
     again = train(config(**{"train.max_steps": 10}), tracking_uri=tracking, checkpoint_dir=folder, run_id=run_id,
                   resume=True, progress=False)
     assert (again.start_step, again.final_step) == (10, 10)
+
+
+def test_temp_files_of_a_killed_write_are_removed_when_the_run_resumes(
+        paused, capsys: pytest.CaptureFixture[str]) -> None:
+    tracking, run_id, folder = paused
+    killed_write = folder / ".last.ckpt.k1ll3d_x.tmp"  # what atomic_write leaves when SIGKILLed mid-save
+    killed_write.write_bytes(b"half a checkpoint")
+    other = folder / "notes.tmp"  # not one of ours: kept
+    other.write_text("mine")
+    checkpoints = {p.name: p.read_bytes() for p in folder.glob("*.ckpt")}
+    train(config(**{"train.max_steps": 10}), tracking_uri=tracking, checkpoint_dir=folder, run_id=run_id,
+          resume=True, progress=False)  # resumes at step 10, the end: trains and overwrites nothing
+    assert not killed_write.exists() and other.read_text() == "mine"
+    assert f"removed 1 temp file(s) left in {folder} by an interrupted write: {killed_write.name}" \
+        in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in folder.glob("*.ckpt") if p.name in checkpoints} == checkpoints
