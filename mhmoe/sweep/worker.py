@@ -34,7 +34,7 @@ from mhmoe.sweep.queue import RETRY_NOT_BEFORE, STALE_REASON, Heartbeat, SweepQu
 from mhmoe.sweep.scheduler import schedule
 from mhmoe.tracking.names import TAG_RESTART
 from mhmoe.training.checkpoint_files import ResumePick, pick_resume_checkpoint, set_aside
-from mhmoe.training.failures import REASON_MAX_CHARS, Diverged, DiskFull, Fence, LostClaim, failure_reason
+from mhmoe.training.failures import REASON_MAX_CHARS, DiskFull, Diverged, Fence, LostClaim, failure_reason
 
 
 class WorkerStop(BaseException):
