@@ -52,8 +52,12 @@ def default_tracking_uri() -> str:
     return resolve_tracking_uri()
 
 
+ARTIFACTS_DIR = "mlartifacts"
+"""Beside a SQLite store (in the home, or wherever the store is): its runs' artifacts."""
+
+
 def default_artifact_root() -> str:
-    return (home_subdir("mlartifacts")).as_uri()
+    return (home_subdir(ARTIFACTS_DIR)).as_uri()
 
 
 def artifact_root_for(tracking_uri: str) -> str | None:
@@ -65,7 +69,7 @@ def artifact_root_for(tracking_uri: str) -> str | None:
     if not tracking_uri.startswith(prefix):
         return None
     db = Path(tracking_uri[len(prefix):])
-    root = db.parent / "mlartifacts"
+    root = db.parent / ARTIFACTS_DIR
     root.mkdir(parents=True, exist_ok=True)
     return root.resolve().as_uri()
 

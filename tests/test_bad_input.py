@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -425,3 +426,67 @@ def test_multi_node_training_outside_a_cluster_launcher_is_refused(sandbox: Path
     before = listing(sandbox)
     code = main(["train", "--preset", "debug", "train.num_nodes=2"])
     check_refused(code, capsys.readouterr().err, "train.num_nodes=2 needs a cluster launcher", before, listing(sandbox))
+
+
+SHORT_RUN = ["--preset", "debug", "train.max_steps=4", "train.val_every=4", "data.val_max_windows=2",
+             "train.peak_flops=1e12", "train.system_metrics=false", "--no-progress"]
+"""A 4-step debug run (no FLOP/s measurement, no system-metrics thread): seconds."""
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory, seeded_home) -> tuple[Path, str]:
+    """(home, run id): a run that finished at step 4, with the default store and checkpoint folder in the home."""
+    import mlflow
+
+    home = seeded_home(tmp_path_factory.mktemp("finished") / "home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MHMOE_HOME", str(home))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        assert main(["train", *SHORT_RUN]) == 0
+    (run,) = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}").search_runs(["0", "1"])
+    return home, run.info.run_id
+
+
+def _resume_refused(home: Path, run_id: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                    expected: str, *watched: Path) -> None:
+    """``mhmoe train --resume`` in ``home``: refused in one line, and nothing under ``watched`` changes."""
+    monkeypatch.setenv("MHMOE_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    capsys.readouterr()
+    before = [listing(folder) for folder in watched]
+    code = main(["train", *SHORT_RUN, "--resume", run_id])
+    check_refused(code, capsys.readouterr().err, expected, before, [listing(folder) for folder in watched])
+
+
+def test_resume_of_a_finished_run_is_refused(finished_run, capsys, monkeypatch) -> None:
+    import mlflow
+
+    home, run_id = finished_run
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    command = client.get_run(run_id).data.tags["mhmoe.command"]
+    _resume_refused(home, run_id, capsys, monkeypatch, "the run finished at step 4 (train.max_steps=4)", home)
+    assert client.get_run(run_id).data.tags["mhmoe.command"] == command
+
+
+def test_resume_of_a_run_whose_checkpoints_are_gone_is_refused(finished_run, capsys, monkeypatch,
+                                                               tmp_path: Path) -> None:
+    home, run_id = finished_run
+    folder = home / "checkpoints" / "runs" / run_id
+    folder.rename(tmp_path / "aside")
+    try:
+        _resume_refused(home, run_id, capsys, monkeypatch,
+                        f"the run's checkpoints are gone ({folder} holds no last.ckpt or previous.ckpt); "
+                        "to start fresh, run mhmoe train without --resume", home)
+    finally:
+        (tmp_path / "aside").rename(folder)
+
+
+def test_resume_in_a_copied_home_never_writes_into_the_original(finished_run, capsys, monkeypatch,
+                                                                tmp_path: Path) -> None:
+    """The copy's store still names the original's artifact folder (MLflow records it absolute): refused."""
+    home, run_id = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(home, copy)
+    (copy / "checkpoints" / "runs" / run_id / "final.ckpt").unlink()  # not finished: a resume would train
+    _resume_refused(copy, run_id, capsys, monkeypatch,
+                    f"the run's artifacts are recorded in {home / 'mlartifacts'}, not beside its store", home, copy)

@@ -53,10 +53,46 @@ def _check_resume(run_id: str, tracking_uri: str | None) -> None:
     from mhmoe.tracking.client import mlflow_client
 
     try:
-        mlflow_client(uri).get_run(run_id)
+        run = mlflow_client(uri).get_run(run_id)
     except MlflowException:
         raise ConfigError(f"--resume={run_id!r}: no such MLflow run in {uri}; give the run id that "
                           "`mhmoe train` printed") from None
+    if store is not None:
+        _check_artifacts_beside(run_id, run.info.artifact_uri, store)
+
+
+def _check_artifacts_beside(run_id: str, artifact_uri: str, store: Path) -> None:
+    """A SQLite store keeps its runs' artifacts in ``mlartifacts`` beside it, recorded as absolute
+    paths that MLflow cannot change: a copied store's runs still name the original folder, and a
+    resume would write its artifacts there."""
+    from urllib.parse import unquote, urlparse
+
+    from mhmoe.home import ARTIFACTS_DIR
+
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme not in ("", "file"):
+        return
+    folder = Path(unquote(parsed.path)).resolve()
+    beside = (store.parent / ARTIFACTS_DIR).resolve()
+    if ARTIFACTS_DIR in folder.parts and not folder.is_relative_to(beside):
+        root = Path(*folder.parts[:folder.parts.index(ARTIFACTS_DIR) + 1])
+        raise ConfigError(f"--resume={run_id!r}: the run's artifacts are recorded in {root}, not beside its store "
+                          f"{store} (a copied or moved home?); resume it where it was created, or start a new run "
+                          "without --resume")
+
+
+def _check_resumable(run_id: str, checkpoint_dir: Path, max_steps: int) -> None:
+    """Refuse a resume that would retrain a finished run, or start one whose checkpoints are gone from step 0."""
+    from mhmoe.checkpoint import CheckpointError
+    from mhmoe.training.checkpoint_files import RESUME_ORDER, finished_step
+
+    step = finished_step(checkpoint_dir)
+    if step is not None and step >= max_steps:
+        raise CheckpointError(f"--resume={run_id!r}: the run finished at step {step} (train.max_steps={max_steps}); "
+                              "nothing to resume (a larger --max-steps trains it further)")
+    if not any((checkpoint_dir / name).is_file() for name in RESUME_ORDER):
+        raise CheckpointError(f"--resume={run_id!r}: the run's checkpoints are gone ({checkpoint_dir} holds no "
+                              f"{' or '.join(RESUME_ORDER)}); to start fresh, run mhmoe train without --resume")
 
 
 @refuses_bad_input("mhmoe train")
@@ -97,8 +133,9 @@ def main(argv: list[str]) -> int:
     from mhmoe.training.runner import find_checkpoint_dir, train
 
     checkpoint_dir = args.checkpoint_dir
-    if args.resume and checkpoint_dir is None:
-        checkpoint_dir = find_checkpoint_dir(args.resume, args.tracking_uri)
+    if args.resume:
+        checkpoint_dir = checkpoint_dir or find_checkpoint_dir(args.resume, args.tracking_uri)
+        _check_resumable(args.resume, checkpoint_dir, cfg.train.max_steps)
     from mhmoe.training.failures import Diverged
 
     try:

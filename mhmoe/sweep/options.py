@@ -44,6 +44,9 @@ class WorkerOptions:
         "override the sweep's heartbeat interval (s)", parse=int_at_least(1)))
     grace_period: int | None = field(default=None, metadata=_flag(
         "override the sweep's grace period (s); at least 3 x the heartbeat interval", parse=int_at_least(1)))
+    disk_full_pause: float = field(default=300.0, metadata=_flag(
+        "seconds the retry of a trial that failed on a full disk waits before any worker claims it",
+        parse=positive_float))
     devices: int = field(default=1, metadata=_flag(
         "devices this worker holds (its CUDA_VISIBLE_DEVICES); it leaves trials needing more queued",
         parse=int_at_least(1), cli=False))

@@ -20,6 +20,7 @@ import math
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,10 @@ it is a user attr, so parameter importance ranks only what the sweep compares.""
 NOT_PARAMS = ("seed",)
 VARIANT_PARAM = "variant"
 """Categorical Optuna param over the sweep's variants (the ``variants`` setting of the last submit)."""
+RETRY_NOT_BEFORE = "retry_not_before"
+"""Attr of a failed attempt: its retry waits until this Unix time (a full disk is still full a second later)."""
+NOT_BEFORE = "not_before"
+"""Attr of a queued retry: :meth:`SweepQueue.claim` leaves it until this Unix time."""
 
 
 def worker_id() -> str:
@@ -161,6 +166,8 @@ class SweepQueue:
         previous_error = reason or latest.get("failure_reason") or latest.get("error")
         if previous_error:
             attrs["previous_error"] = previous_error[-500:]
+        if RETRY_NOT_BEFORE in latest:
+            attrs[NOT_BEFORE] = latest[RETRY_NOT_BEFORE]
         self.study.enqueue_trial({}, user_attrs=attrs)
 
     def _requeue_unlocked(self, trial: FrozenTrial, *, count_attempt: bool = True, reason: str | None = None) -> bool:
@@ -230,6 +237,8 @@ class SweepQueue:
                     continue
                 if accepts is not None and not accepts(trial):
                     continue
+                if trial.user_attrs.get(NOT_BEFORE, 0) > time.time():
+                    continue  # a retry waiting out its pause
                 if not self.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
                     continue  # taken by a worker outside our lock (e.g. a plain study.optimize)
                 if self.storage.heartbeat_interval is not None:

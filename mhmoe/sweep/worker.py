@@ -31,11 +31,19 @@ from mhmoe.sweep.devices import DeviceFit
 from mhmoe.sweep.options import WorkerOptions, parse
 from mhmoe.sweep.outage import StorageUnavailable
 from mhmoe.sweep.parent_run import ensure_parent_run, finish_parent_run, parent_run_id, update_parent_summary
-from mhmoe.sweep.queue import STALE_REASON, Heartbeat, SweepQueue, worker_id
+from mhmoe.sweep.queue import RETRY_NOT_BEFORE, STALE_REASON, Heartbeat, SweepQueue, worker_id
 from mhmoe.sweep.scheduler import schedule
 from mhmoe.tracking.names import TAG_RESTART
 from mhmoe.training.checkpoint_files import ResumePick, pick_resume_checkpoint, set_aside
-from mhmoe.training.failures import REASON_MAX_CHARS, Diverged, Fence, LostClaim, NoClusterEnvironment, failure_reason
+from mhmoe.training.failures import (
+    REASON_MAX_CHARS,
+    DiskFull,
+    Diverged,
+    Fence,
+    LostClaim,
+    NoClusterEnvironment,
+    failure_reason,
+)
 
 
 class WorkerStop(BaseException):
@@ -239,10 +247,14 @@ def run_trial(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions) -> 
         return _fail_outage(queue, trial, tracking_uri, run_id, err)
     except Exception as err:
         reason = failure_reason(err)
+        # A full disk is still full a moment later: the retry waits (any worker), meanwhile others train.
+        pause = options.disk_full_pause if isinstance(err, DiskFull) else 0.0
         # Deterministic failures: a retry would diverge at the same step again, or find no cluster again.
         outcome = _fail(queue, trial, tracking_uri, run_id, reason, error=traceback.format_exc(),
-                        retry=not isinstance(err, (Diverged, NoClusterEnvironment)))
-        what = {"retried": "re-queued", "failed": "no retry", "lost": "no longer ours"}[outcome]
+                        retry=not isinstance(err, (Diverged, NoClusterEnvironment)),
+                        attrs={RETRY_NOT_BEFORE: time.time() + pause} if pause else None)
+        what = {"retried": "re-queued" + (f", waits {pause:.0f} s" if pause else ""), "failed": "no retry",
+                "lost": "no longer ours"}[outcome]
         _log(f"trial {trial.number} {label} failed ({what}): {reason}\n{traceback.format_exc()}")
         return outcome
     timing = {"train_seconds": round(train_s, 3),

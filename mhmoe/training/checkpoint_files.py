@@ -46,6 +46,14 @@ def pick_resume_checkpoint(checkpoint_dir: Path) -> ResumePick:
     return ResumePick(path=None, problems=tuple(problems))
 
 
+def finished_step(checkpoint_dir: Path) -> int | None:
+    """The step ``final.ckpt`` was written at (None: none, or unreadable): where a finished run ended."""
+    try:
+        return int(read_checkpoint(Path(checkpoint_dir) / FINAL).get("global_step", 0))
+    except CheckpointError:
+        return None
+
+
 def set_aside(checkpoint_dir: Path) -> list[Path]:
     """Rename every resumable checkpoint to ``*.unusable`` (kept for inspection, never resumed)."""
     moved = []

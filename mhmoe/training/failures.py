@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from mhmoe.atomic import DiskFull
 from mhmoe.configbase import ConfigError
 
 REASON_MAX_CHARS = 500
@@ -36,7 +37,7 @@ def failure_reason(err: BaseException) -> str:
     """``Type: first line of the message`` (the message alone for our own one-line errors)."""
     text = str(err).strip()
     first = text.splitlines()[0] if text else ""
-    if isinstance(err, (Diverged, LostClaim, NoClusterEnvironment)):
+    if isinstance(err, (Diverged, LostClaim, NoClusterEnvironment, DiskFull)):
         return first[:REASON_MAX_CHARS]
     return f"{type(err).__name__}: {first}"[:REASON_MAX_CHARS] if first else type(err).__name__
 
@@ -71,4 +72,4 @@ class Fence:
             raise LostClaim(f"lost claim: {self.what} was re-queued to another worker; stopped without writing")
 
 
-__all__ = ["Diverged", "Fence", "LostClaim", "NoClusterEnvironment", "failure_reason"]
+__all__ = ["Diverged", "DiskFull", "Fence", "LostClaim", "NoClusterEnvironment", "failure_reason"]

@@ -177,6 +177,10 @@ class LitLM(pl.LightningModule):
                                                fused=not mixed)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A resume at max_steps skips the fit loop (and on_train_start): it still started at this step.
+        self.start_step = int(checkpoint.get("global_step", 0))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lets every loader detect weights that were modified or corrupted after saving.
         checkpoint[DIGEST_KEY] = state_digest(checkpoint["state_dict"])

@@ -3,6 +3,7 @@
 :func:`mhmoe.training.ranks.train_in_rank_processes` writes REQUEST (the config, ``train()``'s
 keyword arguments, the rank-zero hooks and where to put the result) and starts this module;
 Lightning's DDP launcher re-runs it as ranks 1..N-1. Rank 0 writes the :class:`TrainResult` as JSON.
+Each rank dies with the process that started it (:func:`~mhmoe.training.ranks.die_with_parent`).
 A module of its own so that :mod:`mhmoe.training.ranks`, which ``train()`` calls, does not
 import ``train()`` back.
 """
@@ -18,7 +19,7 @@ import torch
 
 from mhmoe.run_config import RunConfig
 from mhmoe.training.hardware import resolve_accelerator
-from mhmoe.training.ranks import RankZeroHooks, global_rank
+from mhmoe.training.ranks import RankZeroHooks, die_with_parent, global_rank
 from mhmoe.training.runner import train
 
 
@@ -31,6 +32,7 @@ def _share_cores(cfg: RunConfig) -> None:
 
 
 def main(argv: list[str]) -> int:
+    die_with_parent()  # first: a worker SIGKILLed while we start must not leave us training
     request = json.loads(Path(argv[0]).read_text())
     kwargs = dict(request["kwargs"])
     if kwargs.get("checkpoint_dir"):

@@ -8,6 +8,9 @@ checkpoint folder in the environment before ``trainer.fit``, so the other ranks 
 environment) use the same ones; only rank 0 talks to MLflow and writes checkpoints. The caller gets
 the rank-0 ``TrainResult`` back through a JSON file.
 
+Every rank dies with the process that started it (:func:`die_with_parent`): a SIGKILLed sweep
+worker leaves no rank training on until another worker reaps its trial.
+
 A caller's fence and callbacks are objects and cannot cross into the rank processes. The caller's
 process keeps its fence (its heartbeat refreshes it) and stops the ranks the moment the claim is
 lost; rank 0 rebuilds its own fence and callbacks from a :class:`RankZeroHooks` recipe (a sweep
@@ -38,6 +41,10 @@ from mhmoe.training.result import TrainResult
 IN_RANKS_ENV = "MHMOE_IN_RANK_PROCESSES"
 RUN_ID_ENV = "MHMOE_RANK0_RUN_ID"
 CHECKPOINT_DIR_ENV = "MHMOE_RANK0_CHECKPOINT_DIR"
+PARENT_PID_ENV = "MHMOE_RANK_PARENT_PID"
+"""The pid a rank process was started by (the caller for rank 0, rank 0 for the others)."""
+PR_SET_PDEATHSIG = 1
+"""prctl option (linux/prctl.h): the signal this process gets when its parent exits."""
 
 
 STOP_POLL_S = 0.5
@@ -57,6 +64,23 @@ class RankZeroHooks:
     def build(self) -> tuple[Fence | None, list]:
         fence, callbacks = resolve(self.factory)(**self.payload)
         return fence, list(callbacks)
+
+
+def die_with_parent() -> None:
+    """Linux: SIGKILL this rank the moment the process that started it exits, even by SIGKILL.
+
+    The parent's pid comes from the environment, not ``os.getppid()`` now: a parent that died
+    before ``prctl`` took effect is noticed (this process was re-parented) and we exit at once.
+    The ranks this process starts (Lightning's launcher copies the environment) die with it in turn.
+    """
+    expected = int(os.environ.get(PARENT_PID_ENV) or 0)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if expected and os.getppid() != expected:
+        os._exit(1)
+    os.environ[PARENT_PID_ENV] = str(os.getpid())
 
 
 def launched_as_rank() -> bool:
@@ -104,7 +128,7 @@ def train_in_rank_processes(cfg, *, fence: Fence | None = None, rank_zero_hooks:
         # Same process group: a job-wide kill (SLURM, killpg) reaches every rank. On SIGTERM, rank 0's
         # Lightning signal handler kills the ranks it started.
         proc = subprocess.Popen([sys.executable, "-m", "mhmoe.training.rank_process", str(request)],
-                                env={**os.environ, IN_RANKS_ENV: "1"})
+                                env={**os.environ, IN_RANKS_ENV: "1", PARENT_PID_ENV: str(os.getpid())})
         try:
             code = _wait_unless_fenced(proc, fence)
         except BaseException:

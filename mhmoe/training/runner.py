@@ -12,8 +12,9 @@ import os
 import sys
 from pathlib import Path
 
+from mhmoe.atomic import remove_stale_temp_files
 from mhmoe.checkpoint import CheckpointError
-from mhmoe.home import default_tracking_uri, home_subdir
+from mhmoe.home import default_tracking_uri, home_path, home_subdir
 from mhmoe.run_config import RunConfig
 from mhmoe.tracking.client import mlflow_client
 from mhmoe.tracking.names import TAG_CHECKPOINT
@@ -26,9 +27,12 @@ from mhmoe.training.hardware import check_cluster_launch
 from mhmoe.training.mlflow_run import open_run
 from mhmoe.training.result import TrainResult
 
+RUNS_DIR = ("checkpoints", "runs")
+"""Under the home: the checkpoint folders of ``mhmoe train`` runs, one per run id."""
+
 
 def new_run_dir() -> Path:
-    return home_subdir("checkpoints", "runs")
+    return home_subdir(*RUNS_DIR)
 
 
 def train(
@@ -80,6 +84,8 @@ def train(
     rank = ranks.global_rank()
     if rank > 0:
         run_id, checkpoint_dir = ranks.inherited_run(run_id, checkpoint_dir)
+    elif checkpoint_dir is not None:
+        clear_interrupted_writes(Path(checkpoint_dir))
     ckpt_path = resume_checkpoint(checkpoint_dir, resume, resume_pick)
 
     setup = build_training(cfg)
@@ -105,7 +111,24 @@ def resume_checkpoint(checkpoint_dir: Path | None, resume: bool, pick: ResumePic
     return str(pick.path) if pick.path else None
 
 
+def clear_interrupted_writes(checkpoint_dir: Path) -> None:
+    """Remove the temp files a killed checkpoint write left; the run starting now owns its folder
+    (a sweep attempt under its claim), so no other write can be in progress there."""
+    removed = remove_stale_temp_files(checkpoint_dir)
+    if removed:
+        print(f"removed {len(removed)} temp file(s) left in {checkpoint_dir} by an interrupted write: "
+              + ", ".join(sorted(p.name for p in removed)), file=sys.stderr)
+
+
 def find_checkpoint_dir(run_id: str, tracking_uri: str | None = None) -> Path:
-    """Checkpoint folder of an earlier run: its recorded final checkpoint's folder, else the default."""
+    """Checkpoint folder of an earlier run: its recorded final checkpoint's folder, else the default (not created).
+
+    A recorded default folder (``<home>/checkpoints/runs/<run id>``, recorded absolute) is taken
+    from the current home: a resume in a copied home continues the copy, never the original.
+    """
+    default = home_path().joinpath(*RUNS_DIR, run_id)
     recorded = mlflow_client(tracking_uri).get_run(run_id).data.tags.get(TAG_CHECKPOINT)
-    return Path(recorded).parent if recorded else new_run_dir() / run_id
+    if not recorded:
+        return default
+    folder = Path(recorded).parent
+    return default if folder.parts[-3:] == default.parts[-3:] else folder

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -187,3 +188,29 @@ def test_two_submits_of_one_spec_on_a_fresh_store_both_succeed(tmp_path: Path, s
     assert [p.returncode for p in procs] == [0, 0], outputs
     trials = SweepQueue(stores["storage"], "twice").trials()
     assert len(trials) == 4 and len({t.user_attrs["config_hash"] for t in trials}) == 4
+
+
+def test_a_full_disk_fails_the_attempt_with_its_reason_and_the_retry_waits(warm_data, tiny_disk: Path, tmp_path: Path,
+                                                                         stores: dict[str, str]) -> None:
+    """Checkpoints on a real 1 MB file system: the first save fails. The reason names the full disk in
+    Optuna, MLflow and `sweep status`, and no worker claims the retry until its pause is over."""
+    path = debug_spec(tmp_path / "full.yaml", name="full", steps=10, groups={"smoe": {"model.ffn": "smoe"}},
+                      overrides={"train.val_every": 5})
+    queue = _submit(path, stores)
+    options = replace(_options(stores, "full"), checkpoint_root=tiny_disk, max_trials=1, disk_full_pause=3.0)
+    failed_at = time.time()
+    assert run_worker(options) == 0  # one trial, failed and re-queued (not failed for good)
+
+    failed, retry = _attempts(queue, "smoe")
+    reason = failed.user_attrs["failure_reason"]
+    assert failed.state == TrialState.FAIL and reason.startswith(f"No space left on device: {tiny_disk}")
+    assert reason.endswith(" MB free)")
+    run = mlflow.MlflowClient(stores["tracking"]).get_run(failed.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags[TAG_FAILURE] == reason
+    assert reason[:40] in format_status("full", sweep_status(queue))
+    assert not [p for p in tiny_disk.rglob("*") if p.is_file()]  # the partial checkpoint is gone
+
+    assert retry.state == TrialState.WAITING and failed_at + 3 <= retry.user_attrs["not_before"] <= time.time() + 3
+    assert queue.claim() is None  # paused: a second attempt now would hit the same full disk
+    wait_for(lambda: time.time() > retry.user_attrs["not_before"], 10, "the pause to end")
+    assert queue.claim().number == retry.number

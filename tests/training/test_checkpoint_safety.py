@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -17,12 +18,13 @@ import mlflow
 import pytest
 import torch
 
+from mhmoe.atomic import NEARLY_FULL_BYTES, DiskFull, as_disk_full
 from mhmoe.checkpoint import CheckpointError, read_checkpoint
 from mhmoe.run_config import resolve_run_config
 from mhmoe.tracking.names import TAG_FAILURE
 from mhmoe.training.checkpoint_files import LAST, PREVIOUS, pick_resume_checkpoint
 from mhmoe.training.checkpoint_io import AtomicCheckpointIO
-from mhmoe.training.failures import Diverged
+from mhmoe.training.failures import Diverged, failure_reason
 from mhmoe.training.runner import train
 
 
@@ -143,3 +145,53 @@ def test_divergence_stops_at_the_first_logged_step_and_fails_the_run(tmp_path: P
     assert run.data.tags[TAG_FAILURE] == f"diverged: {err.value.metric} is {err.value.value} at step {step}"
     logged = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert max(logged) < step  # the non-finite value itself is not logged as a training curve point
+
+
+def test_a_full_disk_is_named_with_the_folder_and_its_free_space(tmp_path: Path) -> None:
+    """A real ENOSPC (/dev/full refuses every write) becomes one line naming the folder; other errors do not."""
+    with pytest.raises(OSError) as raw, open("/dev/full", "wb") as handle:
+        torch.save({"w": torch.zeros(4096)}, handle)
+        handle.flush()
+    full = as_disk_full(raw.value, tmp_path)
+    assert full is not None
+    assert re.fullmatch(rf"No space left on device: {re.escape(str(tmp_path))} \(\d+ MB free\)", str(full))
+    assert failure_reason(full) == str(full)  # the line Optuna, MLflow and `sweep status` show
+    assert as_disk_full(ValueError("bad value"), tmp_path) is None
+    # torch's errno-less short write is a full disk only when the folder really has no room left
+    assert shutil.disk_usage(tmp_path).free > NEARLY_FULL_BYTES
+    assert as_disk_full(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"),
+                        tmp_path) is None
+
+
+def test_a_checkpoint_save_on_a_full_disk_says_so_and_leaves_no_partial_file(tiny_disk: Path) -> None:
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"n": torch.tensor(1), "global_step": 1}, tiny_disk / LAST)  # a small one fits
+    with pytest.raises(DiskFull, match=rf"^No space left on device: {re.escape(str(tiny_disk))} \(0 MB free\)$"):
+        io.save_checkpoint({"w": torch.zeros(2**20), "global_step": 2}, tiny_disk / LAST)  # 4 MB on a 1 MB disk
+    assert sorted(p.name for p in tiny_disk.iterdir()) == [LAST]  # no temp file, the old one kept
+    assert torch.load(tiny_disk / LAST, weights_only=True)["n"] == 1
+
+
+def test_a_resume_at_the_last_step_reports_the_step_it_resumed_at(paused) -> None:
+    """A worker that died after its last checkpoint: the retry resumes at max_steps and trains nothing,
+    so the step range it reports (the worker's `steps A->B` line) is 10->10, not 0->10."""
+    tracking, run_id, folder = paused  # last.ckpt at step 10: the end of a 10-step run
+    again = train(config(**{"train.max_steps": 10}), tracking_uri=tracking, checkpoint_dir=folder, run_id=run_id,
+                  resume=True, progress=False)
+    assert (again.start_step, again.final_step) == (10, 10)
+
+
+def test_temp_files_of_a_killed_write_are_removed_when_the_run_resumes(
+        paused, capsys: pytest.CaptureFixture[str]) -> None:
+    tracking, run_id, folder = paused
+    killed_write = folder / ".last.ckpt.k1ll3d_x.tmp"  # what atomic_write leaves when SIGKILLed mid-save
+    killed_write.write_bytes(b"half a checkpoint")
+    other = folder / "notes.tmp"  # not one of ours: kept
+    other.write_text("mine")
+    checkpoints = {p.name: p.read_bytes() for p in folder.glob("*.ckpt")}
+    train(config(**{"train.max_steps": 10}), tracking_uri=tracking, checkpoint_dir=folder, run_id=run_id,
+          resume=True, progress=False)  # resumes at step 10, the end: trains and overwrites nothing
+    assert not killed_write.exists() and other.read_text() == "mine"
+    assert f"removed 1 temp file(s) left in {folder} by an interrupted write: {killed_write.name}" \
+        in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in folder.glob("*.ckpt") if p.name in checkpoints} == checkpoints

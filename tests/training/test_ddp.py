@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -118,3 +119,51 @@ def _ranks_of(checkpoint_dir: Path) -> list[int]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
+
+
+@pytest.mark.slow  # ~25 s: three processes import torch and Lightning in turn
+def test_ranks_die_with_the_process_that_started_them(tmp_path: Path) -> None:
+    """SIGKILL `mhmoe train` (as a sweep worker would be) while its 2 ranks train: both ranks are
+    gone within seconds, instead of training on until someone reaps the trial."""
+    overrides = {**BASE, "train.devices": 2, "train.max_steps": 100000, "train.val_every": 100000}
+    command = [sys.executable, "-m", "mhmoe.cli", "train", "--preset", "debug",
+               *[f"{k}={v}" for k, v in overrides.items()], "--no-progress",
+               "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--checkpoint-dir", str(tmp_path / "ckpt")]
+    # A session of its own: the cleanup below can kill whatever is left, ranks included.
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while len(ranks := _rank_processes(proc.pid)) < 2:  # rank 1 runs: Lightning has launched it
+            assert time.time() < deadline and proc.poll() is None, "the ranks never started"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        gone_by = time.time() + 5
+        while (alive := [r.pid for r in ranks if _alive(r)]) and time.time() < gone_by:
+            time.sleep(0.1)
+        assert alive == [], "ranks outlived the process that started them"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _rank_processes(parent: int) -> list[psutil.Process]:
+    """The rank processes below ``parent`` (rank 0 and the ranks Lightning started from it)."""
+    try:
+        below = psutil.Process(parent).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for proc in below:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            if "mhmoe.training.rank_process" in proc.cmdline():
+                found.append(proc)
+    return found
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

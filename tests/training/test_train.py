@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import subprocess
 import sys
@@ -197,3 +198,27 @@ def test_system_metrics_land_in_the_run(tracking: str) -> None:
     metrics = client.get_run(run_id).data.metrics
     assert 0 <= metrics["system/cpu_utilization_percentage"] <= 100
     assert metrics["system/system_memory_usage_megabytes"] > 0
+
+
+def test_resume_in_a_copied_home_continues_the_copys_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 seeded_home) -> None:
+    """The run's final checkpoint is recorded absolute (in the original home); a resume in a copy of
+    the home (the store shared, outside both) trains on in the copy's folder and leaves the original as it was."""
+    from mhmoe.cli import main
+
+    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    short = ["--preset", "debug", "train.val_every=2", "data.val_max_windows=2", "train.peak_flops=1e12",
+             "train.system_metrics=false", "--no-progress", "--tracking-uri", store]
+    monkeypatch.setenv("MHMOE_HOME", str(seeded_home(tmp_path / "home")))
+    (tmp_path / "store").mkdir()
+    assert main(["train", *short, "--max-steps", "2"]) == 0
+    (run,) = mlflow.MlflowClient(store).search_runs(["1"])
+    assert run.data.tags["mhmoe.checkpoint"].startswith(str(tmp_path / "home"))
+    shutil.copytree(tmp_path / "home", tmp_path / "copy")
+    original = sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in (tmp_path / "home").rglob("*"))
+
+    monkeypatch.setenv("MHMOE_HOME", str(tmp_path / "copy"))
+    assert main(["train", *short, "--max-steps", "4", "--resume", run.info.run_id]) == 0  # trains steps 3-4
+    assert sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in (tmp_path / "home").rglob("*")) == original
+    final = tmp_path / "copy" / "checkpoints" / "runs" / run.info.run_id / "final.ckpt"
+    assert torch.load(final, weights_only=True)["global_step"] == 4
