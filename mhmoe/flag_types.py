@@ -1,4 +1,4 @@
-"""argparse ``type=`` validators for numeric flags: a bad value is one line naming what is allowed.
+"""argparse ``type=`` validators for numeric and folder flags: a bad value is one line naming what is allowed.
 
 Used by the ``mhmoe`` commands and by the sweep worker options (:mod:`mhmoe.sweep.options`), so
 they live outside :mod:`mhmoe.commands`.
@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
+
+from mhmoe.folders import folder_problem
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -52,4 +55,12 @@ def positive_float(text: str) -> float:
     return value
 
 
-__all__ = ["int_at_least", "int_between", "positive_float"]
+def folder(text: str) -> Path:
+    """argparse ``type=``: a folder that exists or can be created (no component is a regular file)."""
+    problem = folder_problem(Path(text))
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+    return Path(text)
+
+
+__all__ = ["folder", "int_at_least", "int_between", "positive_float"]

@@ -10,13 +10,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mhmoe.folders import check_folder
+
 ENV_VAR = "MHMOE_HOME"
 DEFAULT_HOME = Path("~/.cache/mhmoe")
 
 
 def home_path() -> Path:
-    """The home directory, without creating it (for names of stores that reading must not create)."""
-    return Path(os.environ.get(ENV_VAR) or DEFAULT_HOME).expanduser().resolve()
+    """The home directory, without creating it (for names of stores that reading must not create).
+
+    A home under a regular file (``MHMOE_HOME=notes.txt/sub``) could never be created: refused here,
+    where every command reads it, before anything is written."""
+    home = Path(os.environ.get(ENV_VAR) or DEFAULT_HOME).expanduser().resolve()
+    return check_folder(ENV_VAR, home)
 
 
 def mhmoe_home() -> Path:

@@ -221,32 +221,43 @@ class DeviceMemoryError(ConfigError):
     ConfigError because the fix is a config change: micro_batch_size, checkpointing, devices)."""
 
 
-def check_fits_device(cfg: RunConfig, precision: str, free_bytes: float) -> None:
-    """Refuse a trial whose estimate exceeds ``free_bytes``, naming a micro_batch_size that would fit."""
+def check_fits_device(cfg: RunConfig, precision: str, free_bytes: float, *, available: str = "free") -> None:
+    """Refuse a trial whose estimate exceeds ``free_bytes`` (described by ``available``), naming a
+    micro_batch_size that would fit."""
     mem = estimate_memory(cfg, precision)
     if mem.total <= free_bytes:
         return
     fits = largest_fitting_micro_batch(cfg, precision, free_bytes)
     hint = (f"train.micro_batch_size={fits} would fit" if fits else
             "no micro_batch_size fits; try train.activation_checkpointing=true or more devices")
-    raise DeviceMemoryError(f"estimated {_gib(mem.total)} per device exceeds the {_gib(free_bytes)} free "
+    raise DeviceMemoryError(f"estimated {_gib(mem.total)} per device exceeds the {_gib(free_bytes)} {available} "
                             f"(micro_batch_size={mem.micro_batch_size}); {hint}")
 
 
-def check_cuda_memory(cfg: RunConfig) -> None:
-    """When the run will train on CUDA, :func:`check_fits_device` against the free memory of this
-    rank's device (``torch.cuda.mem_get_info``); on CPU, nothing. A multi-device run is checked in
+def machine_memory_bytes() -> int:
+    """Physical memory of this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_device_memory(cfg: RunConfig) -> None:
+    """:func:`check_fits_device` for the device the run trains on: on CUDA against the free memory of
+    this rank's device (``torch.cuda.mem_get_info``), on CPU against this machine's memory shared by
+    its ``train.devices`` ranks (checked by the caller, once). A multi-device CUDA run is checked in
     its rank processes, not by the caller, which would otherwise hold a CUDA context on device 0
-    for the whole run."""
+    for the whole run. An accelerator this machine lacks is refused by :func:`resolve_accelerator`."""
     import torch  # only here: the preflight itself runs without torch
 
     accelerator = resolve_accelerator(cfg)
-    if accelerator != "gpu" or not torch.cuda.is_available():
+    precision = resolve_precision(cfg, accelerator)
+    if accelerator == "cpu":
+        if not launched_as_rank():
+            check_fits_device(cfg, precision, machine_memory_bytes() / cfg.train.devices,
+                              available=f"this machine has for each of its {cfg.train.devices} CPU rank(s)")
         return
     if cfg.train.world_size > 1 and not launched_as_rank():
         return
     free, _total = torch.cuda.mem_get_info(int(os.environ.get("LOCAL_RANK", "0")))
-    check_fits_device(cfg, resolve_precision(cfg, accelerator), free)
+    check_fits_device(cfg, precision, free)
 
 
 def sweep_preflight_lines(name: str, labelled: list[tuple[str, RunConfig]], *, gpu_tflops: float = H100_BF16_TFLOPS,

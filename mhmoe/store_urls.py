@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mhmoe.folders import folder_problem
+
 SQLITE_HEADER = b"SQLite format 3\x00"
 TRACKING_SCHEMES = ("http", "https", "file", "databricks")
 """Non-database MLflow tracking URI schemes (a plain path is a local file store too)."""
@@ -62,6 +64,9 @@ def check_db_url(url: str, *, what: str, backends: tuple[str, ...], allow_empty_
                          "sqlite:////abs/file.db)")
     if path.is_dir():
         raise StoreError(f"{label}: {path} is a folder; name the SQLite file inside it")
+    problem = folder_problem(path.parent)
+    if problem:  # SQLite could not create the file: a component of its folder is a file
+        raise StoreError(f"{label}: {problem}")
     if not path.is_file():
         return
     with open(path, "rb") as handle:

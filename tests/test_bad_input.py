@@ -288,6 +288,34 @@ CASES: dict[str, tuple[list[str], str]] = {
     "sweep_run_devices": (["sweep", "run", "{in}/devices_two.yaml", *SWEEP_STORAGE],
                           "need train.devices=2; each worker here holds 1 device(s) on one node; start workers "
                           "with --devices 0,1 --devices-per-trial 2 (GPUs) or --devices-per-trial 2 (CPU ranks)"),
+    # --- folders under a regular file, a GPU or memory this machine lacks, lm-eval model args, names that name nothing
+    "train_checkpoint_dir_under_file": (["train", "--preset", "debug", "--checkpoint-dir", "{in}/notes.txt/ckpt"],
+                                        "argument --checkpoint-dir: '{in}/notes.txt/ckpt': {in}/notes.txt is a file"),
+    "train_tracking_under_file": (["train", "--preset", "debug", "--tracking-uri", "sqlite:///{in}/notes.txt/m.db"],
+                                  "notes.txt is a file, not a folder"),
+    "report_out_under_file": (["report", "{in}/good.yaml", "--out", "{in}/notes.txt/report"],
+                              "argument --out: '{in}/notes.txt/report': {in}/notes.txt is a file, not a folder"),
+    "sweep_log_dir_under_file": (["sweep", "run", "{in}/good.yaml", *SWEEP_STORAGE, "--log-dir", "{in}/notes.txt/logs"],
+                                 "argument --log-dir: '{in}/notes.txt/logs': {in}/notes.txt is a file"),
+    "sweep_checkpoint_root_under_file": (["sweep", "run", "{in}/good.yaml", *SWEEP_STORAGE, "--checkpoint-root",
+                                          "{in}/notes.txt/ck"], "argument --checkpoint-root: '{in}/notes.txt/ck'"),
+    "sweep_storage_under_file": (["sweep", "submit", "{in}/good.yaml", "--storage", "sqlite:///{in}/notes.txt/o.db"],
+                                 "storage 'sqlite:///{in}/notes.txt/o.db': {in}/notes.txt is a file, not a folder"),
+    "sweep_tracking_under_file": (["sweep", "submit", "{in}/good.yaml", "--storage", "sqlite:///{in}/new_optuna.db",
+                                   "--tracking-uri", "sqlite:///{in}/notes.txt/m.db"], "notes.txt is a file, not a folder"),
+    "ui_tracking_under_file": (["ui", "--tracking-uri", "sqlite:///{in}/notes.txt/m.db", "--dry-run"],
+                               "notes.txt is a file, not a folder"),
+    "train_d_model_huge": (["train", "--preset", "debug", "model.d_model=1000000000"], "per device exceeds the"),
+    "lm_eval_no_pretrained": (["lm-eval", "--model", "mhmoe", "--tasks", "mhmoe_mc"],
+                              "--model_args needs pretrained=CHECKPOINT"),
+    "lm_eval_unknown_model_arg": (["lm-eval", "--model", "mhmoe", "--model_args", "pretrained={in}/good_shape.ckpt",
+                                   "revision=main", "--tasks", "mhmoe_mc"], "--model_args revision: not an argument"),
+    "lm_eval_missing_checkpoint": (["lm-eval", "--model", "mhmoe", "--model_args", "pretrained={in}/nope.ckpt",
+                                    "--tasks", "mhmoe_mc"], "mhmoe lm-eval: checkpoint {in}/nope.ckpt does not exist"),
+    "sweep_status_no_study": (["sweep", "status", "--study", "nope"], "no study 'nope' in sqlite:///"),
+    "sweep_work_no_study": (["sweep", "work", "--study", "nope"], "no study 'nope' in sqlite:///"),
+    "sweep_extend_no_study": (["sweep", "extend", "{in}/good.yaml"], "no study 'good' in sqlite:///"),
+    "report_no_store": (["report", "{in}/good.yaml"], "no MLflow store at"),
 }
 
 
@@ -323,21 +351,22 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(case: str, sandbox: Pa
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     argv, expected = CASES[case]
     argv = [arg.replace("{in}", str(sandbox / "in")) for arg in argv]
+    expected = expected.replace("{in}", str(sandbox / "in"))
     before = listing(sandbox)
     code = main(argv)
     check_refused(code, capsys.readouterr().err, expected, before, listing(sandbox))
 
 
 def test_read_only_sweep_commands_create_no_store(sandbox: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """status/work on a fresh home say there is no study (exit 1) without creating optuna.db; plan and
-    report create nothing either."""
+    """status/work on a fresh home refuse the study that is not there (exit 2) without creating optuna.db;
+    plan and report create nothing either."""
     good = str(sandbox / "in" / "good.yaml")
     before = listing(sandbox)
-    assert main(["sweep", "status", good]) == 1
-    assert main(["sweep", "work", "--study", "good"]) == 1
+    assert main(["sweep", "status", good]) == 2
+    assert main(["sweep", "work", "--study", "good"]) == 2
     assert "no study 'good'" in capsys.readouterr().err
     assert main(["sweep", "plan", good]) == 0
-    assert main(["report", good]) == 1
+    assert main(["report", good]) == 2
     assert "no MLflow store" in capsys.readouterr().err
     assert listing(sandbox) == before
 
@@ -490,3 +519,26 @@ def test_resume_in_a_copied_home_never_writes_into_the_original(finished_run, ca
     (copy / "checkpoints" / "runs" / run_id / "final.ckpt").unlink()  # not finished: a resume would train
     _resume_refused(copy, run_id, capsys, monkeypatch,
                     f"the run's artifacts are recorded in {home / 'mlartifacts'}, not beside its store", home, copy)
+
+
+@pytest.mark.parametrize("argv", [["train", "--preset", "debug"], ["sweep", "submit", "{in}/good.yaml"],
+                                  ["sweep", "status", "--study", "x"], ["ui", "--dry-run"]])
+def test_a_home_under_a_file_is_refused(argv: list[str], sandbox: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    notes = sandbox / "in" / "notes.txt"
+    monkeypatch.setenv("MHMOE_HOME", str(notes / "home"))
+    before = listing(sandbox)
+    code = main([arg.replace("{in}", str(sandbox / "in")) for arg in argv])
+    check_refused(code, capsys.readouterr().err, f"MHMOE_HOME='{notes / 'home'}': {notes} is a file, not a folder",
+                  before, listing(sandbox))
+
+
+def test_a_gpu_this_machine_lacks_is_refused(sandbox: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    before = listing(sandbox)
+    code = main(["train", "--preset", "debug", "train.accelerator=cuda"])
+    check_refused(code, capsys.readouterr().err, "train.accelerator='cuda' but torch sees no CUDA GPU on this machine",
+                  before, listing(sandbox))

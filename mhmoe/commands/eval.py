@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from mhmoe.commands.bad_input import Parser, refuse, refuses_bad_input
 from mhmoe.flag_types import int_at_least, positive_float
@@ -70,9 +69,8 @@ def main(argv: list[str]) -> int:
                                       allow_code=args.allow_task_code)
     except CheckpointError:
         raise  # bad input: refuses_bad_input prints it, exit 2
-    except (EvalError, ValueError) as err:
-        print(f"mhmoe eval: {err}", file=sys.stderr)
-        return 1
+    except (EvalError, ValueError) as err:  # evaluation cannot run as asked: unknown task, run, device
+        return refuse("mhmoe eval", err)
     from lm_eval.utils import make_table
 
     print(make_table(results))

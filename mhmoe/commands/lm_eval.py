@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mhmoe.commands.bad_input import EXIT_BAD_INPUT
+from mhmoe.commands.bad_input import EXIT_BAD_INPUT, refuse, refuses_bad_input
 
 INCLUDE_FLAG = "--include_path"
 DEVICE_FLAG = "--device"
@@ -73,34 +73,45 @@ def task_paths(args: argparse.Namespace) -> list[Path]:
     return paths
 
 
-def task_code_refusal(argv: list[str]) -> str | None:
-    """One line naming a task YAML ``argv`` points to that may run code, read by lm-eval's own parser; else None."""
+def parse_lm_eval_args(argv: list[str]) -> argparse.Namespace:
+    """``argv`` read by lm-eval's own parser (SystemExit for --help and for arguments it refuses)."""
     from lm_eval._cli import HarnessCLI
-
-    from mhmoe.evaluation.task_code import task_code_problem
 
     saved = sys.argv
     sys.argv = ["lm-eval", *argv]  # HarnessCLI parses sys.argv (and may insert "run" into it)
     try:
-        args = HarnessCLI().parse_args()
+        return HarnessCLI().parse_args()
     finally:
         sys.argv = saved
+
+
+def task_code_refusal(args: argparse.Namespace) -> str | None:
+    """One line naming a task YAML the parsed arguments point to that may run code; else None."""
+    from mhmoe.evaluation.task_code import task_code_problem
+
     return task_code_problem(task_paths(args), f"pass {CONSENT_FLAG}")
 
 
+@refuses_bad_input("mhmoe lm-eval")
 def main(argv: list[str]) -> int:
     allow_code = CONSENT_FLAG in argv
     argv = [a for a in argv if a != CONSENT_FLAG]
     import torch
     from lm_eval.__main__ import cli_evaluate
 
-    import mhmoe.evaluation.lm_adapter  # noqa: F401 - registers the "mhmoe" model with lm-eval
+    from mhmoe.checkpoint import read_checkpoint
+    from mhmoe.evaluation.lm_adapter import check_model_args  # registers the "mhmoe" model with lm-eval
     from mhmoe.evaluation.local_tasks import HELDOUT_TASK, render_local_tasks
 
     try:  # before anything is written to the home
-        refusal = None if allow_code else task_code_refusal(argv)
+        args = parse_lm_eval_args(argv)
     except SystemExit as stop:  # --help, or arguments lm-eval's parser refuses: it has said why
         return int(stop.code or 0) if not isinstance(stop.code, str) else EXIT_BAD_INPUT
+    if getattr(args, "model", None) == "mhmoe":
+        model_args = getattr(args, "model_args", None) or {}
+        check_model_args(model_args)
+        read_checkpoint(model_args["pretrained"])  # a bad file: CheckpointError before lm-eval indexes its tasks
+    refusal = None if allow_code else task_code_refusal(args)
     if refusal:
         print(f"mhmoe lm-eval: {refusal}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -110,11 +121,10 @@ def main(argv: list[str]) -> int:
     sys.argv = lm_eval_argv(list(argv), str(tasks_dir), has_gpu=torch.cuda.is_available())
     try:
         cli_evaluate()
-    except ValueError as err:  # e.g. the adapter's device or checkpoint refusal: one line, not a traceback
-        print(f"mhmoe lm-eval: {err}", file=sys.stderr)
-        return 1
+    except ValueError as err:  # lm-eval's and the adapter's refusals (unknown task, device, checkpoint)
+        return refuse("mhmoe lm-eval", err)
     except SystemExit as stop:  # argparse / lm-eval exit codes pass through
-        return int(stop.code or 0) if not isinstance(stop.code, str) else 2
+        return int(stop.code or 0) if not isinstance(stop.code, str) else EXIT_BAD_INPUT
     finally:
         sys.argv = saved
     return 0

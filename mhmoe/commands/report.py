@@ -8,7 +8,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from mhmoe.commands.bad_input import Parser, refuses_bad_input
+from mhmoe.commands.bad_input import Parser, refuse, refuses_bad_input
+from mhmoe.configbase import ConfigError
+from mhmoe.flag_types import folder
 
 
 def parser() -> argparse.ArgumentParser:
@@ -19,7 +21,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("spec", help="sweep spec YAML, or the name of one in experiments/; its name selects the runs "
                                 "tagged mhmoe.sweep=<name>")
-    p.add_argument("--out", default=None, help="output folder (default: reports/<sweep>/)")
+    p.add_argument("--out", type=folder, default=None, help="output folder (default: reports/<sweep>/)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: the spec's tracking_uri, else $MLFLOW_TRACKING_URI, "
                         "else the SQLite store in MHMOE_HOME)")
@@ -40,9 +42,9 @@ def sweep_ref(spec_arg: str | Path):
     return SweepRef(name=spec.name, spec_path=Path(spec.path or spec_arg), tracking_uri=spec.tracking_uri)
 
 
-def report_sweep(spec_arg: str | Path, *, out: str | None = None, tracking_uri: str | None = None,
+def report_sweep(spec_arg: str | Path, *, out: str | Path | None = None, tracking_uri: str | None = None,
                  val_set: str | None = None, command: str = "", log_artifacts: bool = True) -> int:
-    """Write the report of the sweep ``spec_arg`` names; returns the exit code (1: nothing to report)."""
+    """Write the report of the sweep ``spec_arg`` names; returns the exit code (2: nothing to report)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from analysis.frame import MissingData  # lazy: keeps `mhmoe --help` fast
     from analysis.report import write_report
@@ -54,15 +56,12 @@ def report_sweep(spec_arg: str | Path, *, out: str | None = None, tracking_uri: 
     check_tracking_uri(uri)
     store = sqlite_file(uri)
     if store is not None and not store.is_file():  # opening it would create an empty store
-        print(f"mhmoe report: no MLflow store at {store}: nothing has run for sweep {ref.name!r} "
-              "(pass --tracking-uri)", file=sys.stderr)
-        return 1
+        raise ConfigError(f"no MLflow store at {store}: nothing has run for sweep {ref.name!r} (pass --tracking-uri)")
     try:
         written = write_report(ref, out, tracking_uri, val_set=val_set, command=command,
                                log_artifacts=log_artifacts, say=lambda line: print(f"mhmoe report: {line}", flush=True))
-    except MissingData as reason:
-        print(f"mhmoe report: {reason}", file=sys.stderr)
-        return 1
+    except MissingData as reason:  # no runs for this sweep, or a --val-set it does not have
+        return refuse("mhmoe report", reason)
     print(f"wrote {len(written.files)} files to {written.out_dir}/ (index: {written.out_dir / 'index.md'})")
     for note in written.skipped:
         print(f"  {note}")

@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from pathlib import Path
 
 from mhmoe.commands.bad_input import Parser, refuses_bad_input
 from mhmoe.configbase import ConfigError
-from mhmoe.flag_types import int_at_least
+from mhmoe.flag_types import folder, int_at_least
 from mhmoe.sweep.options import add_worker_arguments, worker_options
 
 
@@ -37,7 +36,7 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
                         help="devices each worker holds (GPU ids grouped in order: 0,1 and 2,3 for 2); "
                              "a worker leaves trials needing more train.devices queued")
     add_worker_arguments(parser)  # --tracking-uri, --checkpoint-root, --max-trials, --no-linger, --poll, ...
-    parser.add_argument("--log-dir", type=Path, help="write each worker's output to LOG_DIR/worker-*.log")
+    parser.add_argument("--log-dir", type=folder, help="write each worker's output to LOG_DIR/worker-*.log")
 
 
 SPEC_HELP = "sweep spec: a YAML path or the name of a shipped spec (smoke, paper_v2_cpu, paper_v2, ...)"
@@ -211,14 +210,26 @@ def _study_target(args: argparse.Namespace) -> tuple[str, str]:
     return url, name
 
 
-def _require_study(url: str, name: str) -> bool:
+def _require_study(url: str, name: str) -> None:
+    """A study that is not there is bad input (exit 2), like any other name that names nothing."""
     from mhmoe.sweep.queue import SweepQueue
     from mhmoe.sweep.storage import redact, store_exists
 
     if store_exists(url) and SweepQueue.exists(url, name):  # an absent SQLite file is not created by looking
-        return True
-    print(f"error: no study {name!r} in {redact(url)}; run `mhmoe sweep submit SPEC` first", file=sys.stderr)
-    return False
+        return
+    raise ConfigError(f"no study {name!r} in {redact(url)}; run `mhmoe sweep submit SPEC` first")
+
+
+def _say_failed_points(queue) -> bool:
+    """Whether points of the study failed for good (every attempt, in this run or an earlier one, by
+    any worker, a reaped one included); if so, a line naming them: the last line of work/run."""
+    failed = [point.label for point in queue.point_states() if point.state == "failed"]
+    if failed:
+        shown = ", ".join(failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "")
+        sys.stdout.flush()
+        print(f"sweep {queue.study_name}: {len(failed)} point(s) failed for good: {shown}; "
+              "`mhmoe sweep status` shows why", file=sys.stderr, flush=True)
+    return bool(failed)
 
 
 def cmd_work(args: argparse.Namespace) -> int:
@@ -229,25 +240,26 @@ def cmd_work(args: argparse.Namespace) -> int:
     slots = _slots(args)  # bad device flags fail before any store is opened
     url, name = _study_target(args)
     check_tracking_uri(args.tracking_uri, what="--tracking-uri")
-    if not _require_study(url, name):
-        return 1
+    _require_study(url, name)
     queue = SweepQueue(url, name)
     settings = queue.settings()
     _check_heartbeat(args, settings.get("heartbeat_interval") or 0, settings.get("grace_period") or 0,
                      "the study's")
     pending = queue.pending()
     stranded = _stranded(queue, slots)
-    queue.close()
+    queue.close()  # no connection across the workers' fork
+    if stranded and pending != (0, 0):
+        return stranded
+    code = 0
     if pending == (0, 0):
         print(f"sweep {name}: nothing waiting or running; `mhmoe sweep status` shows the results")
-        return 0
-    if stranded:
-        return stranded
-    code = run_workers(_worker_options(args, url, name), slots, log_dir=args.log_dir)
+    else:
+        code = run_workers(_worker_options(args, url, name), slots, log_dir=args.log_dir)
     queue = SweepQueue(url, name)  # the workers are gone: what they left that none of them could take
     stranded = _stranded(queue, slots)
+    failed = _say_failed_points(queue)
     queue.close()
-    return stranded or code
+    return stranded or code or int(failed)
 
 
 def _stranded(queue, slots) -> int:  # noqa: ANN001 - SweepQueue
@@ -277,8 +289,7 @@ def cmd_extend(args: argparse.Namespace) -> int:
     spec, the_plan = _load(args.spec)
     url = storage_url(args.storage, spec.storage)
     check_storage(url)
-    if not _require_study(url, spec.name):
-        return 1
+    _require_study(url, spec.name)
     return _run(args, spec, the_plan, slots)
 
 
@@ -298,7 +309,8 @@ def _run(args: argparse.Namespace, spec, the_plan, slots) -> int:
     _print_verdict(queue)
     if args.report:
         _report(spec, args.tracking_uri or queue.settings().get("tracking_uri"))
-    return code or (0 if status.counts["failed"] == 0 and status.finished else 1)
+    failed = _say_failed_points(queue)
+    return code or (1 if failed or not status.finished else 0)
 
 
 def _print_verdict(queue) -> None:
@@ -324,8 +336,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from mhmoe.sweep.status import format_status, sweep_status
 
     url, name = _study_target(args)
-    if not _require_study(url, name):
-        return 1
+    _require_study(url, name)
     queue = SweepQueue.with_heartbeats(url, name)
     print(format_status(name, sweep_status(queue), show_rows=not args.summary))
     _print_verdict(queue)

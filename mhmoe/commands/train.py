@@ -9,7 +9,7 @@ from pathlib import Path
 from mhmoe.commands.bad_input import Parser, refuses_bad_input
 from mhmoe.commands.throughput import add_throughput_flags
 from mhmoe.configbase import ConfigError
-from mhmoe.flag_types import int_at_least
+from mhmoe.flag_types import folder, int_at_least
 from mhmoe.presets import PRESETS
 
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or SQLite in MHMOE_HOME)")
     parser.add_argument("--experiment", default="mhmoe", help="MLflow experiment name")
     parser.add_argument("--run-name", help="MLflow run name (default: the variant label)")
-    parser.add_argument("--checkpoint-dir", type=Path,
+    parser.add_argument("--checkpoint-dir", type=folder,
                         help="checkpoint folder (default: MHMOE_HOME/checkpoints/runs/<run id>)")
     parser.add_argument("--resume", metavar="RUN_ID", help="continue this MLflow run from its last checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -101,7 +101,7 @@ def main(argv: list[str]) -> int:
     from mhmoe.budget import summary
     from mhmoe.data.sources import check_local_paths
     from mhmoe.data.tokenizer import check_tokenizer_file
-    from mhmoe.memory import check_cuda_memory, estimate_compute, planned_precision, preflight_lines
+    from mhmoe.memory import check_device_memory, estimate_compute, planned_precision, preflight_lines
     from mhmoe.run_config import parse_overrides, resolve_run_config
     from mhmoe.store_urls import check_tracking_uri
     from mhmoe.training.hardware import check_cluster_launch
@@ -123,7 +123,7 @@ def main(argv: list[str]) -> int:
         compute = estimate_compute(cfg, gpu_tflops=args.gpu_tflops, mfu=args.mfu, tokens_per_s=args.tokens_per_s)
         print("\n".join(f"# {line}" for line in preflight_lines(cfg, planned_precision(cfg), compute)))
         return 0
-    check_cuda_memory(cfg)  # on a GPU: refuse before anything is created if the estimate does not fit
+    check_device_memory(cfg)  # refuse before anything is created if the estimate does not fit
     check_cluster_launch(cfg)
     if not args.verbose:
         from mhmoe.training.quiet import quiet_library_logs

@@ -16,6 +16,7 @@ Shape legend: B batch, T tokens, N scored tokens, V vocabulary.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections import defaultdict
@@ -32,6 +33,7 @@ from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 from tqdm import tqdm
 
 from mhmoe.checkpoint import load_checkpoint
+from mhmoe.configbase import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +61,31 @@ def positive_int(name: str, value: int | str) -> int:
     return number
 
 
+def check_model_args(args: dict[str, Any]) -> None:
+    """``--model_args`` for the mhmoe model: a checkpoint and known keys only (lm-eval would pass
+    them on as keyword arguments, and a missing or unknown one would end in a TypeError traceback)."""
+    allowed = [name for name in inspect.signature(MHMoELM.__init__).parameters if name != "self"]
+    unknown = sorted(set(args) - set(allowed))
+    if unknown:
+        raise ConfigError(f"--model_args {', '.join(unknown)}: not an argument of the mhmoe model; "
+                          f"choose from {allowed}")
+    if not args.get("pretrained"):
+        raise ConfigError("--model_args needs pretrained=CHECKPOINT (a .ckpt written by mhmoe train)")
+
+
 @register_model("mhmoe")
 class MHMoELM(TemplateLM):
     """Scores and greedily generates text with a trained mhmoe checkpoint."""
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> MHMoELM:
+        check_model_args(lm_utils.simple_parse_args_string(arg_string))
+        return super().create_from_arg_string(arg_string, additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict[str, Any] | None = None) -> MHMoELM:
+        check_model_args(arg_dict)
+        return super().create_from_arg_obj(arg_dict, additional_config)
 
     def __init__(
         self,

@@ -160,7 +160,8 @@ def start_workers(options: WorkerOptions, slots: list[WorkerSlot], *, log_dir: P
 
 
 def wait_workers(procs: list) -> int:
-    """Wait for every worker, forwarding SIGTERM/SIGINT; the worst exit code wins."""
+    """Wait for every worker, forwarding SIGTERM/SIGINT; the worst exit code wins, a worker killed by
+    signal N counting as 128 + N (as a shell reports it; 143 for SIGTERM)."""
 
     def forward(signum: int, frame: Any) -> None:
         for proc in procs:
@@ -173,7 +174,7 @@ def wait_workers(procs: list) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return max((abs(c) for c in codes), default=0)
+    return max((128 - c if c < 0 else c for c in codes), default=0)
 
 
 def run_workers(options: WorkerOptions, slots: list[WorkerSlot], *, log_dir: Path | None = None) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mhmoe.flag_types import int_at_least, positive_float
+from mhmoe.flag_types import folder, int_at_least, positive_float
 
 
 def _flag(help_text: str, *, flag: str | None = None, parse: Any = str, cli: bool = True) -> dict[str, Any]:
@@ -32,7 +32,7 @@ class WorkerOptions:
         "MLflow URI (default: $MLFLOW_TRACKING_URI, else the one recorded at submit)"))
     checkpoint_root: Path | None = field(default=None, metadata=_flag(
         "checkpoint folder shared by all nodes; checkpoints go to <root>/<sweep>/<config hash> "
-        "(default: <mhmoe home>/sweeps)", parse=Path))
+        "(default: <mhmoe home>/sweeps)", parse=folder))
     max_trials: int | None = field(default=None, metadata=_flag(
         "trials per worker before it exits (default: until the queue is empty)", parse=int_at_least(1)))
     threads: int = field(default=0, metadata=_flag("torch CPU threads (0 = torch's default)", parse=int, cli=False))

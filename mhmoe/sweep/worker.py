@@ -262,11 +262,12 @@ def run_trial(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions) -> 
     return _tell(queue, trial, result, tracking_uri, {**timing, **eval_attrs})
 
 
-def close_reaped(queue: SweepQueue, options: WorkerOptions) -> None:
-    """Reap stale trials (their workers died) and close their MLflow runs FAILED with the reason."""
+def close_reaped(queue: SweepQueue, options: WorkerOptions) -> int:
+    """Reap stale trials (their workers died) and close their MLflow runs FAILED with the reason;
+    returns how many of them had no attempts left (their points failed for good)."""
     reaped = queue.reap()
     if not reaped:
-        return
+        return 0
     uri = _tracking_uri(options, queue.settings())
     for trial, requeued in reaped:
         run_id = trial.user_attrs.get("mlflow_run_id")
@@ -274,6 +275,7 @@ def close_reaped(queue: SweepQueue, options: WorkerOptions) -> None:
             tracking.mark_failed(uri, run_id, trial.user_attrs.get("failure_reason", STALE_REASON))
         _log(f"trial {trial.number} {trial.user_attrs.get('point')} was stale: "
              + ("re-queued" if requeued else "no attempts left"))
+    return sum(not requeued for _, requeued in reaped)
 
 
 def _schedule(queue: SweepQueue) -> list[str]:
@@ -289,14 +291,15 @@ def _schedule(queue: SweepQueue) -> list[str]:
 
 
 def run_worker(options: WorkerOptions) -> int:
-    """Claim and train trials until none is left (or ``max_trials``); returns an exit code."""
+    """Claim and train trials until none is left (or ``max_trials``); returns an exit code: 1 when a
+    point it ran, or a dead worker's point it reaped, failed for good."""
     queue = open_queue(options)
     ensure_parent_run(queue, _tracking_uri(options, queue.settings()))
     done = 0
     failed = 0
     fits = DeviceFit(options.devices, _log)
     while options.max_trials is None or done < options.max_trials:
-        close_reaped(queue, options)
+        failed += close_reaped(queue, options)  # a dead worker's point with no attempts left failed for good
         trial = queue.claim(accepts=fits, reap=False)
         if trial is None:
             if _schedule(queue):  # e.g. the last trial's worker died before it scheduled what follows

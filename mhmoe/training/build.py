@@ -10,7 +10,7 @@ import torch
 
 from mhmoe.budget import train_flops_per_token
 from mhmoe.home import home_subdir
-from mhmoe.memory import check_cuda_memory
+from mhmoe.memory import check_device_memory
 from mhmoe.model import build_model
 from mhmoe.run_config import RunConfig
 from mhmoe.training.hardware import Precision, resolve_accelerator, resolve_precision
@@ -47,7 +47,7 @@ def build_training(cfg: RunConfig) -> TrainingSetup:
         torch.set_num_threads(cfg.train.num_threads)
     accelerator = resolve_accelerator(cfg)
     precision = resolve_precision(cfg, accelerator)
-    check_cuda_memory(cfg)  # before anything is created: one line naming a micro_batch_size that fits
+    check_device_memory(cfg)  # before anything is created: one line naming a micro_batch_size that fits
 
     datamodule = MHMoEDataModule(cfg.data, seq_len=cfg.train.seq_len, batch_size=cfg.train.batch_size,
                                  seed=cfg.seed, max_steps=cfg.train.max_steps,

@@ -7,6 +7,7 @@ import os
 import warnings
 from typing import cast
 
+from mhmoe.configbase import ConfigError
 from mhmoe.run_config import Precision, RunConfig
 from mhmoe.training.failures import NoClusterEnvironment
 
@@ -19,12 +20,17 @@ def resolve_precision(config: RunConfig, accelerator: str) -> Precision:
 
 
 def resolve_accelerator(config: RunConfig) -> str:
+    """``cpu`` or ``gpu``; a GPU asked for on a machine where torch sees none is refused (ConfigError)
+    before anything is created, instead of Lightning's traceback once the run has started."""
     # torch here, not at the top: the torch-free preflight (mhmoe.memory) imports this module.
     import torch
 
     acc = config.train.accelerator
     if acc == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
+    if acc in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.accelerator={acc!r} but torch sees no CUDA GPU on this machine; "
+                          "choose train.accelerator from ['auto', 'cpu']")
     return "gpu" if acc == "cuda" else acc
 
 

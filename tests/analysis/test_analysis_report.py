@@ -183,11 +183,11 @@ def test_sweep_with_only_a_failed_run_still_reports(store, tmp_path):
 def test_cli_errors(store, tmp_path):
     spec = tmp_path / "ghost.yaml"
     spec.write_text("name: ghost\nbase: {preset: debug}\n")
-    assert cli.main(["report", str(spec), "--out", str(tmp_path / "g"), "--tracking-uri", store["uri"]]) == 1
+    assert cli.main(["report", str(spec), "--out", str(tmp_path / "g"), "--tracking-uri", store["uri"]]) == 2
     assert not (tmp_path / "g").exists()
     assert cli.main(["report", str(tmp_path / "missing.yaml")]) == 2
     synth = str(store["specs"] / "synth.yaml")
-    assert cli.main(["report", synth, "--out", str(tmp_path / "v"), "--val-set", "nope"]) == 1
+    assert cli.main(["report", synth, "--out", str(tmp_path / "v"), "--val-set", "nope"]) == 2
     assert not (tmp_path / "v").exists()
 
 

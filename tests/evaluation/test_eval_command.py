@@ -80,7 +80,7 @@ def test_standard_task_offline_fails_fast_naming_the_dataset(
     trained: TrainResult, capsys: pytest.CaptureFixture[str]
 ) -> None:
     start = time.perf_counter()
-    assert main([str(trained.checkpoint_path), "--tasks", "hellaswag", "--no-log"]) == 1
+    assert main([str(trained.checkpoint_path), "--tasks", "hellaswag", "--no-log"]) == 2
     elapsed = time.perf_counter() - start
     err = capsys.readouterr().err.strip()
     assert err.startswith("mhmoe eval: ") and "\n" not in err
@@ -98,14 +98,14 @@ def test_not_a_checkpoint_is_bad_input_exit_code_2(tmp_path: Path, capsys: pytes
 def test_an_unknown_mlflow_run_is_refused_before_evaluating(
     trained: TrainResult, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([str(trained.checkpoint_path), "--tasks", "mhmoe_mc", "--run-id", "0" * 32]) == 1
+    assert main([str(trained.checkpoint_path), "--tasks", "mhmoe_mc", "--run-id", "0" * 32]) == 2
     assert f"MLflow run {'0' * 32} not found" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_unknown_task_is_named(trained: TrainResult, capsys: pytest.CaptureFixture[str]) -> None:
     # Unknown names fall back to lm-eval's full built-in index (~16 s) before they can be refused.
-    assert main([str(trained.checkpoint_path), "--tasks", "no_such_task_xyz", "--no-log"]) == 1
+    assert main([str(trained.checkpoint_path), "--tasks", "no_such_task_xyz", "--no-log"]) == 2
     assert "unknown task(s) ['no_such_task_xyz']" in capsys.readouterr().err
 
 
@@ -156,3 +156,19 @@ def test_eval_logs_into_the_current_store_not_the_one_recorded_at_training(
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
     with pytest.raises(EvalError, match="pass --tracking-uri"):
         resolve_run(trained.checkpoint_path, None, empty)
+
+
+
+@pytest.mark.slow
+def test_lm_eval_refuses_a_gpu_this_machine_lacks_with_exit_2(trained: TrainResult,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The adapter's refusal comes after lm-eval has indexed its tasks (~16 s): a ValueError, exit 2."""
+    import torch
+
+    from mhmoe.cli import main as mhmoe_main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    assert mhmoe_main(["lm-eval", "--model", "mhmoe", "--model_args", f"pretrained={trained.checkpoint_path}",
+                       "--device", "cuda", "--tasks", "mhmoe_mc", "--limit", "1"]) == 2
+    assert "mhmoe lm-eval: device='cuda' requested but torch sees no CUDA GPU" in capsys.readouterr().err

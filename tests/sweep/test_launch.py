@@ -29,3 +29,17 @@ def test_worker_options_round_trip_through_the_spawned_command_line() -> None:
                             heartbeat_interval=7, grace_period=30, devices=2)
     assert parse(options.argv()) == options
     assert parse(["--storage", "u", "--study", "s"]) == WorkerOptions(storage="u", study="s")
+
+
+def test_a_worker_killed_by_a_signal_exits_128_plus_the_signal() -> None:
+    """``sweep work``/``run`` exit with the worst worker code; a signal N reads as 128 + N, as in a shell."""
+    import signal
+    import subprocess
+    import sys
+
+    from mhmoe.sweep.launch import wait_workers
+
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    clean = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.send_signal(signal.SIGKILL)
+    assert wait_workers([clean, killed]) == 128 + signal.SIGKILL

@@ -182,7 +182,7 @@ def test_status_counts_and_eta(tmp_path: Path, stores: dict[str, str], capsys: p
     out = capsys.readouterr().out
     assert "4 points: 1 done, 1 running, 2 waiting, 0 failed; ETA" in out
     assert "COMPLETE" in out and "0->20" in out
-    assert sweep_main(["status", "--study", "nope", "--storage", stores["storage"]]) == 1
+    assert sweep_main(["status", "--study", "nope", "--storage", stores["storage"]]) == 2  # names no study
 
 
 def _trial(number: int, state: TrialState, group: str, steps: int, seconds: float | None = None) -> FrozenTrial:

@@ -187,7 +187,7 @@ def test_extend_adds_seeds_to_a_finished_fixed_seed_sweep_and_reuses_its_points(
     fixed = debug_spec(tmp_path / "fixed.yaml", name="ext", groups=groups, grid={"seed": [0, 1, 2]})
     extended = debug_spec(tmp_path / "extended.yaml", name="ext", groups=groups, grid={},
                           seeds={"start": 3, "max": 6})
-    assert sweep_main(["extend", str(extended), "--storage", stores["storage"]]) == 1  # nothing to extend yet
+    assert sweep_main(["extend", str(extended), "--storage", stores["storage"]]) == 2  # nothing to extend yet
     assert "no study 'ext'" in capsys.readouterr().err
     noise = np.random.default_rng(3).normal(0, 1, size=50)
 
