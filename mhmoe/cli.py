@@ -21,6 +21,7 @@ COMMANDS = {
     "report": ("mhmoe.commands.report", "figures and tables for a sweep"),
     "eval": ("mhmoe.commands.eval", "lm-eval-harness evaluation of a checkpoint"),
     "lm-eval": ("mhmoe.commands.lm_eval", "lm-eval's own CLI with the mhmoe model and shipped tasks"),
+    "export": ("mhmoe.commands.export", "a checkpoint as a Hugging Face model folder"),
     "ui": ("mhmoe.commands.ui", "start the MLflow UI on 127.0.0.1"),
     "config": ("mhmoe.commands.config", "every config key: type, preset value, what it does"),
 }

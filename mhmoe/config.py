@@ -140,6 +140,12 @@ class MoEConfig:
         )
         check_choice("moe.dispatch", self.dispatch, DISPATCH_IMPLS)
 
+    @property
+    def batch_dependent_at_eval(self) -> bool:
+        """Whether tokens of one batch compete for expert slots in eval (capacity routing applied at
+        eval): a sequence's scores then depend on the others in its batch, so evaluation runs each alone."""
+        return self.capacity_mode == "capacity" and self.drop_at_eval
+
     def uses_head_proj(self, ffn: str) -> bool:
         return variant(ffn).projections if self.head_proj is None else self.head_proj
 

@@ -316,6 +316,13 @@ CASES: dict[str, tuple[list[str], str]] = {
     "sweep_work_no_study": (["sweep", "work", "--study", "nope"], "no study 'nope' in sqlite:///"),
     "sweep_extend_no_study": (["sweep", "extend", "{in}/good.yaml"], "no study 'good' in sqlite:///"),
     "report_no_store": (["report", "{in}/good.yaml"], "no MLflow store at"),
+    # --- export ---
+    "export_missing": (["export", "{in}/nope.ckpt", "{in}/hf"], "nope.ckpt does not exist"),
+    "export_not_mhmoe": (["export", "{in}/not_mhmoe.ckpt", "{in}/hf"], "is not an mhmoe training checkpoint"),
+    "export_bad_digest": (["export", "{in}/bad_digest.ckpt", "{in}/hf"], "do not match the digest"),
+    "export_wrong_weights": (["export", "{in}/good_shape.ckpt", "{in}/hf"], "weights do not match the stored config"),
+    "export_dir_not_empty": (["export", "{in}/good_shape.ckpt", "{in}"], "is not empty; pass --force to replace it"),
+    "export_dir_is_file": (["export", "{in}/good_shape.ckpt", "{in}/empty.txt"], "exists and is not a folder"),
 }
 
 

@@ -1,7 +1,9 @@
 """An mhmoe checkpoint as an lm-evaluation-harness model, registered as ``mhmoe``.
 
-``lm_eval --model mhmoe --model_args pretrained=PATH`` and ``simple_evaluate(model="mhmoe", ...)``
-both build :class:`MHMoELM`. Weights, config and tokenizer come only from
+``mhmoe lm-eval --model mhmoe --model_args pretrained=PATH`` and ``simple_evaluate(model="mhmoe", ...)``
+with this module imported both build :class:`MHMoELM`. The stock ``lm_eval`` command cannot find it
+(lm-eval 0.4 has no model plugins): ``mhmoe lm-eval`` imports this module first, or ``mhmoe export``
+writes a Hugging Face folder that ``lm_eval --model hf`` loads. Weights, config and tokenizer come only from
 :func:`mhmoe.checkpoint.load_checkpoint` (``weights_only`` loading), so anything that is not an
 mhmoe training checkpoint is refused with :class:`~mhmoe.checkpoint.CheckpointError`.
 
@@ -10,6 +12,12 @@ in dropless MoE routing every token is routed on its own. Scores therefore do no
 other requests share a batch. The one exception is capacity routing applied at eval
 (``moe.capacity_mode=capacity`` with ``moe.drop_at_eval``), where tokens compete for expert slots;
 there every request runs alone (batch size 1).
+
+``dtype``: float32 (default), bfloat16 or float16, the whole model cast (the router still routes in
+float32). ``batch_size``: an integer, or lm-eval's ``auto`` / ``auto:N``: the largest of
+:data:`AUTO_BATCH_SIZES` whose forward pass at full context fits on a GPU, and
+:data:`CPU_AUTO_BATCH_SIZE` on the CPU, where memory does not bound it and larger batches only add
+padding.
 
 Shape legend: B batch, T tokens, N scored tokens, V vocabulary.
 """
@@ -50,8 +58,15 @@ def resolve_device(device: str | None) -> torch.device:
     return dev
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+CPU_AUTO_BATCH_SIZE = 8
+"""``batch_size=auto`` on the CPU (the adapter's default batch size)."""
+AUTO_BATCH_SIZES = (64, 32, 16, 8, 4, 2, 1)
+"""Batch sizes ``batch_size=auto`` tries on a GPU, largest first (lm-eval's HF model starts at 64 too)."""
+
+
 def positive_int(name: str, value: int | str) -> int:
-    """Model args arrive as strings from ``--model_args``; ``auto`` batch sizing is not supported."""
+    """Model args arrive as strings from ``--model_args``."""
     try:
         number = int(value)
     except (TypeError, ValueError):
@@ -95,7 +110,7 @@ class MHMoELM(TemplateLM):
         max_gen_toks: int | str = 256,
         dtype: str = "float32",
         max_length: int | str | None = None,
-        max_batch_size: int | None = None,  # passed by simple_evaluate; batch size is fixed here
+        max_batch_size: int | str | None = None,  # the ceiling of batch_size=auto
     ) -> None:
         """``pretrained``: checkpoint path. ``max_length``: context window, default the run's
         ``train.seq_len``, at most the model's ``max_seq_len``."""
@@ -104,11 +119,10 @@ class MHMoELM(TemplateLM):
         loaded = load_checkpoint(pretrained, map_location=self._device)
         self.checkpoint = loaded
         self.net = loaded.net
-        if dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype={dtype!r}: choose float32 or bfloat16")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r}: choose one of {', '.join(DTYPES)}")
         self.net.to(getattr(torch, dtype)).eval()
         self.tokenizer = loaded.tokenizer
-        self.batch_size = positive_int("batch_size", 8 if batch_size is None else batch_size)
         self.max_gen_toks = positive_int("max_gen_toks", max_gen_toks)
         model_len = self.net.model_cfg.max_seq_len
         # Default to the length the model was trained on: RoPE positions beyond it were never seen.
@@ -116,11 +130,31 @@ class MHMoELM(TemplateLM):
         self._max_length = trained_len if max_length is None else positive_int("max_length", max_length)
         if self._max_length > model_len:
             raise ValueError(f"max_length={self._max_length} exceeds the model's max_seq_len={model_len}")
-        moe = loaded.config.moe
-        if moe.capacity_mode == "capacity" and moe.drop_at_eval and self.batch_size > 1:
+        if str(batch_size).startswith("auto"):
+            self.batch_size = self.auto_batch_size(max_batch_size)
+        else:
+            self.batch_size = positive_int("batch_size", 8 if batch_size is None else batch_size)
+        if loaded.config.moe.batch_dependent_at_eval and self.batch_size > 1:
             log.warning("capacity routing at eval: tokens compete for expert slots, so each request runs alone "
                         "(batch size 1) to keep scores independent of the batch")
             self.batch_size = 1
+
+    @torch.inference_mode()
+    def auto_batch_size(self, max_batch_size: int | str | None) -> int:
+        """``batch_size=auto`` (``auto:N`` too; the size is picked once, N is not used): the module
+        docstring's rule, at most ``max_batch_size``."""
+        cap = AUTO_BATCH_SIZES[0] if max_batch_size is None else positive_int("max_batch_size", max_batch_size)
+        if self._device.type == "cpu":
+            return min(CPU_AUTO_BATCH_SIZE, cap)
+        for size in sorted({cap, *(s for s in AUTO_BATCH_SIZES if s < cap)}, reverse=True):
+            # Identical tokens route to one expert: the dropless layers' worst case for memory.
+            probe_BT = torch.full((size, self._max_length), self.eot_token_id, dtype=torch.long, device=self._device)
+            try:
+                self.net(probe_BT)
+                return size
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+        return 1
 
     # -- what lm-eval asks of a model -------------------------------------------------------------
 

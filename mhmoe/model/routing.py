@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from mhmoe.config import MoEConfig
 from mhmoe.model.layers import tag
@@ -89,11 +90,17 @@ class TopKRouter(nn.Module):
         self.gate = tag(nn.Linear(d_in, moe.num_experts, bias=False), "router")
 
     def logits(self, x_Sd: torch.Tensor) -> torch.Tensor:
-        # Through the module, not its weight: the BitNet converter may have swapped the gate for a
-        # quantized one (quant.quantize_router). fp32 at least, whatever the activations' dtype
-        # (parameters stay fp32 under mixed precision; float64 models route in float64).
+        # fp32 at least, whatever the activations' and the parameters' dtype: parameters stay fp32
+        # under mixed precision, but a model cast to bf16/fp16 for evaluation has a bf16/fp16 gate
+        # (float64 models route in float64). Through the module, with its weight cast, not by
+        # F.linear on the weight: the BitNet converter may have swapped the gate for a quantized
+        # one (quant.quantize_router), whose forward quantizes the weight it is given.
+        dtype = torch.promote_types(self.gate.weight.dtype, torch.float32)
         with torch.autocast(device_type=x_Sd.device.type, enabled=False):
-            return self.gate(x_Sd.to(torch.promote_types(self.gate.weight.dtype, torch.float32)))  # (S, E)
+            if dtype == self.gate.weight.dtype:  # training: the gate as it is
+                return self.gate(x_Sd.to(dtype))  # (S, E)
+            weights = {name: p.to(dtype) for name, p in self.gate.named_parameters()}
+            return functional_call(self.gate, weights, (x_Sd.to(dtype),))  # (S, E)
 
     def forward(self, x_Sd: torch.Tensor) -> RouterOutput:
         cfg = self.cfg

@@ -172,3 +172,38 @@ def test_lm_eval_refuses_a_gpu_this_machine_lacks_with_exit_2(trained: TrainResu
     assert mhmoe_main(["lm-eval", "--model", "mhmoe", "--model_args", f"pretrained={trained.checkpoint_path}",
                        "--device", "cuda", "--tasks", "mhmoe_mc", "--limit", "1"]) == 2
     assert "mhmoe lm-eval: device='cuda' requested but torch sees no CUDA GPU" in capsys.readouterr().err
+
+
+def test_exported_folder_under_stock_lm_eval_hf_scores_as_mhmoe_eval(trained: TrainResult, tmp_path: Path) -> None:
+    """``mhmoe export``, then lm-eval's own ``hf`` model (what ``lm_eval --model hf --model_args
+    pretrained=DIR,trust_remote_code=True`` builds) on shipped tasks: ``mhmoe eval``'s scores, and the
+    mhmoe model's own log-likelihoods and generations sample by sample."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from mhmoe.commands.export import main as export_main
+    from mhmoe.evaluation.local_tasks import render_local_tasks
+
+    folder = tmp_path / "hf"
+    assert export_main([str(trained.checkpoint_path), str(folder)]) == 0
+    # Weights only: the checkpoint also carries AdamW's two moments and the loop state.
+    assert (folder / "model.safetensors").stat().st_size < trained.checkpoint_path.stat().st_size / 2
+    tasks = ["mhmoe_mc", "mhmoe_gen"]
+    ours = evaluate_checkpoint(trained.checkpoint_path, tasks, limit=8, batch_size=4, log=False)
+    manager = TaskManager(include_path=str(render_local_tasks()), include_defaults=False)
+    runs = {model: simple_evaluate(model=model, model_args=f"pretrained={path}{extra}", tasks=tasks,
+                                   task_manager=manager, limit=8, batch_size=4, device="cpu", log_samples=True)
+            for model, path, extra in [("hf", folder, ",trust_remote_code=True"),
+                                       ("mhmoe", trained.checkpoint_path, "")]}
+    stock = runs["hf"]
+    for task, metric in [("mhmoe_mc", "acc,none"), ("mhmoe_mc", "acc_norm,none"), ("mhmoe_gen", "exact_match,none")]:
+        assert stock["results"][task][metric] == ours["results"][task][metric], (task, metric)
+    for task in tasks:
+        got, expected = ({s["doc_id"]: s["filtered_resps"] for s in run["samples"][task]} for run in runs.values())
+        assert sorted(got) == sorted(expected) == list(range(8))
+        for doc, answers in expected.items():
+            if task == "mhmoe_mc":  # [(log-likelihood, is_greedy)] per choice
+                assert [g for _, g in got[doc]] == [g for _, g in answers]
+                assert [s for s, _ in got[doc]] == pytest.approx([s for s, _ in answers], abs=1e-4)
+            else:
+                assert got[doc] == answers
