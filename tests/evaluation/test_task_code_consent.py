@@ -17,6 +17,7 @@ import yaml
 from mhmoe.cli import main as mhmoe_main
 from mhmoe.evaluation.task_code import FUNCTION_TAG, LM_EVAL_BASE_LOADER, task_code
 from mhmoe.evaluation.task_manager import EvalError, check_no_task_code, user_task_paths
+from tests.evaluation.untrained import VARIANTS, write_untrained_checkpoint
 from tests.sweep.conftest import debug_spec
 
 # name -> (YAML directives before the document, the tag as written); each resolves to !function.
@@ -135,7 +136,11 @@ def test_sweep_submit_accepts_a_clean_folder_and_consent(tmp_path: Path, capsys:
 
 
 def lm_eval_args(tmp_path: Path, *tasks: str) -> list[str]:
-    return ["--model", "mhmoe", "--model_args", f"pretrained={tmp_path / 'none.ckpt'}", *tasks]
+    """A real (untrained) checkpoint: ``mhmoe lm-eval`` reads it before it runs lm-eval."""
+    checkpoint = tmp_path / "untrained.ckpt"
+    if not checkpoint.is_file():
+        write_untrained_checkpoint(checkpoint, VARIANTS["dense"])
+    return ["--model", "mhmoe", "--model_args", f"pretrained={checkpoint}", *tasks]
 
 
 @pytest.mark.parametrize("spelling", sorted(SPELLINGS))
