@@ -21,6 +21,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("spec", help="sweep spec YAML, or the name of one in experiments/; its name selects the runs "
                                 "tagged mhmoe.sweep=<name>")
+    p.add_argument("--name", default=None, help="the sweep's name, when it ran under another name than the "
+                                                   "spec's (mhmoe sweep run SPEC --set ... prints it)")
     p.add_argument("--out", type=folder, default=None, help="output folder (default: reports/<sweep>/)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: the spec's tracking_uri, else $MLFLOW_TRACKING_URI, "
@@ -33,17 +35,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def sweep_ref(spec_arg: str | Path):
-    """The report's view of a spec (name, file, tracking URI), read by the sweep's own parser."""
+def sweep_ref(spec_arg, name: str | None = None):
+    """The report's view of a spec (name, file, tracking URI), read by the sweep's own parser.
+
+    ``spec_arg``: a path, a shipped spec's name, or a :class:`~mhmoe.sweep.spec.SweepSpec` already loaded
+    (with its ``--set`` overrides); ``name`` overrides the spec's name.
+    """
     from analysis.report import SweepRef
-    from mhmoe.sweep.spec import load_spec
+    from mhmoe.sweep.spec import SweepSpec, load_spec
 
-    spec = load_spec(spec_arg)
-    return SweepRef(name=spec.name, spec_path=Path(spec.path or spec_arg), tracking_uri=spec.tracking_uri)
+    spec = spec_arg if isinstance(spec_arg, SweepSpec) else load_spec(spec_arg)
+    return SweepRef(name=name or spec.name, spec_path=Path(spec.path or str(spec_arg)), tracking_uri=spec.tracking_uri)
 
 
-def report_sweep(spec_arg: str | Path, *, out: str | Path | None = None, tracking_uri: str | None = None,
-                 val_set: str | None = None, command: str = "", log_artifacts: bool = True) -> int:
+def report_sweep(spec_arg, *, name: str | None = None, out: str | Path | None = None,
+                 tracking_uri: str | None = None, val_set: str | None = None, command: str = "",
+                 log_artifacts: bool = True) -> int:
     """Write the report of the sweep ``spec_arg`` names; returns the exit code (2: nothing to report)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from analysis.frame import MissingData  # lazy: keeps `mhmoe --help` fast
@@ -51,7 +58,7 @@ def report_sweep(spec_arg: str | Path, *, out: str | Path | None = None, trackin
     from mhmoe.home import resolve_tracking_uri
     from mhmoe.store_urls import check_tracking_uri, sqlite_file
 
-    ref = sweep_ref(spec_arg)
+    ref = sweep_ref(spec_arg, name)
     uri = resolve_tracking_uri(tracking_uri, ref.tracking_uri)
     check_tracking_uri(uri)
     store = sqlite_file(uri)
@@ -72,5 +79,5 @@ def report_sweep(spec_arg: str | Path, *, out: str | Path | None = None, trackin
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
-    return report_sweep(args.spec, out=args.out, tracking_uri=args.tracking_uri, val_set=args.val_set,
+    return report_sweep(args.spec, name=args.name, out=args.out, tracking_uri=args.tracking_uri, val_set=args.val_set,
                         command=shlex.join(["mhmoe", "report", *argv]), log_artifacts=not args.no_mlflow_artifacts)

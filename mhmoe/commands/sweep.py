@@ -42,6 +42,19 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
 SPEC_HELP = "sweep spec: a YAML path or the name of a shipped spec (smoke, paper_v2_cpu, paper_v2, ...)"
 
 
+def _add_command(sub, name: str, *, help: str) -> argparse.ArgumentParser:  # noqa: A002 - argparse's word
+    """A subcommand whose one-line help (``mhmoe sweep --help``) is also its own description (``--help``)."""
+    return sub.add_parser(name, help=help, description=f"mhmoe sweep {name}: {help}.")
+
+
+def _add_spec_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change one value of the spec (repeatable): a spec path such as budget.steps=200, "
+                             "seeds.max=10, grid.moe.heads=[2,3], or a config key such as optim.lr=1e-3 (into "
+                             "base.overrides); overrides that change the points name a new study")
+    parser.add_argument("--name", help="the sweep's (study's) name instead of the spec's")
+
+
 def _add_throughput_flags(parser: argparse.ArgumentParser) -> None:
     from mhmoe.commands.throughput import add_throughput_flags
 
@@ -56,12 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="mhmoe sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="action", required=True)
 
-    p = sub.add_parser("plan", help="print the resolved grid; creates nothing")
+    p = _add_command(sub, "plan", help="print the resolved grid; creates nothing")
     p.add_argument("spec", help=SPEC_HELP)
+    _add_spec_overrides(p)
     _add_throughput_flags(p)
 
-    p = sub.add_parser("submit", help="create/reopen the study and enqueue missing points")
+    p = _add_command(sub, "submit", help="create/reopen the study and enqueue missing points")
     p.add_argument("spec", help=SPEC_HELP)
+    _add_spec_overrides(p)
     _add_storage(p)
     p.add_argument("--tracking-uri", help="MLflow URI the workers log to (recorded in the study)")
     p.add_argument("--retry-failed", action="store_true", help="give points whose attempts all failed a new round")
@@ -69,42 +84,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace-period", type=int_at_least(1),
                    help="override the spec's grace period (s); at least 3 x the heartbeat interval")
 
-    p = sub.add_parser("work", help="run workers that pull trials until the queue is empty")
+    p = _add_command(sub, "work", help="run workers that pull trials until the queue is empty")
     p.add_argument("spec", nargs="?", help=SPEC_HELP + " (or give --study)")
     p.add_argument("--study", help="study name (instead of SPEC; e.g. on a node without the spec file)")
+    _add_spec_overrides(p)
     _add_storage(p)
     _add_worker_flags(p)
 
-    p = sub.add_parser("run", help="submit + N local workers + report")
+    p = _add_command(sub, "run", help="submit + N local workers + report")
     p.add_argument("spec", help=SPEC_HELP)
+    _add_spec_overrides(p)
     _add_storage(p)
     p.add_argument("--workers", type=int_at_least(1), help="CPU workers (default 1; ignored with --devices)")
     _add_worker_flags(p)
     p.add_argument("--no-report", dest="report", action="store_false", help="do not run `mhmoe report` at the end")
 
-    p = sub.add_parser("extend", help="add what an existing sweep's spec now asks for (more seeds, new "
+    p = _add_command(sub, "extend", help="add what an existing sweep's spec now asks for (more seeds, new "
                                       "comparisons) + N local workers + report")
     p.add_argument("spec", help=SPEC_HELP)
+    _add_spec_overrides(p)
     _add_storage(p)
     p.add_argument("--workers", type=int_at_least(1), help="CPU workers (default 1; ignored with --devices)")
     _add_worker_flags(p)
     p.add_argument("--no-report", dest="report", action="store_false", help="do not run `mhmoe report` at the end")
 
-    p = sub.add_parser("status", help="done / running / waiting / failed per point, trial rows, ETA")
+    p = _add_command(sub, "status", help="done / running / waiting / failed per point, trial rows, ETA")
     p.add_argument("spec", nargs="?", help=SPEC_HELP + " (or give --study)")
     p.add_argument("--study", help="study name (instead of SPEC)")
+    _add_spec_overrides(p)
     _add_storage(p)
     p.add_argument("--summary", action="store_true", help="counts only, no per-trial rows")
     return parser
 
 
-def _load(spec_arg: str):
-    """The spec and its plan (the checks of what they name are in :mod:`mhmoe.sweep.checks`)."""
+def _load(args: argparse.Namespace):
+    """The spec (with ``--set``/``--name``) and its plan (the checks of what they name are in
+    :mod:`mhmoe.sweep.checks`)."""
     from mhmoe.sweep.plan import plan
-    from mhmoe.sweep.spec import load_spec
 
-    spec = load_spec(spec_arg)
+    spec = _spec(args)
     return spec, plan(spec)
+
+
+def _spec(args: argparse.Namespace):
+    from mhmoe.sweep.overrides import load_spec_with
+
+    return load_spec_with(args.spec, args.set, args.name, say=print)
 
 
 def _check_heartbeat(args: argparse.Namespace, interval: int, grace: int, where: str) -> None:
@@ -125,7 +150,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from mhmoe.sweep.checks import file_problems
     from mhmoe.sweep.tables import PLAN_COLUMNS, format_table, plan_rows
 
-    spec, the_plan = _load(args.spec)
+    spec, the_plan = _load(args)
     data_problems = file_problems(spec, the_plan.points)
     groups = len(spec.groups)
     cells = 1
@@ -178,7 +203,7 @@ def _submit(args: argparse.Namespace, spec, points, slots=None):
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    spec, the_plan = _load(args.spec)
+    spec, the_plan = _load(args)
     _submit(args, spec, list(the_plan.points))
     return 0
 
@@ -196,7 +221,6 @@ def _slots(args: argparse.Namespace, default_workers: int | None = None):
 
 def _study_target(args: argparse.Namespace) -> tuple[str, str]:
     """(storage URL, study name) from SPEC or --study."""
-    from mhmoe.sweep.spec import load_spec
     from mhmoe.sweep.storage import check_storage, storage_url
 
     if bool(args.spec) == bool(args.study):
@@ -204,7 +228,7 @@ def _study_target(args: argparse.Namespace) -> tuple[str, str]:
     if args.study:
         url, name = storage_url(args.storage), args.study
     else:
-        spec = load_spec(args.spec)
+        spec = _spec(args)
         url, name = storage_url(args.storage, spec.storage), spec.name
     check_storage(url)
     return url, name
@@ -277,7 +301,7 @@ def _stranded(queue, slots) -> int:  # noqa: ANN001 - SweepQueue
 
 def cmd_run(args: argparse.Namespace) -> int:
     slots = _slots(args, args.workers)  # bad device flags fail before the study is created
-    spec, the_plan = _load(args.spec)
+    spec, the_plan = _load(args)
     return _run(args, spec, the_plan, slots)
 
 
@@ -286,7 +310,7 @@ def cmd_extend(args: argparse.Namespace) -> int:
     from mhmoe.sweep.storage import check_storage, storage_url
 
     slots = _slots(args, args.workers)
-    spec, the_plan = _load(args.spec)
+    spec, the_plan = _load(args)
     url = storage_url(args.storage, spec.storage)
     check_storage(url)
     _require_study(url, spec.name)
@@ -324,9 +348,9 @@ def _print_verdict(queue) -> None:
 def _report(spec, tracking_uri: str | None) -> None:
     from mhmoe.commands.report import report_sweep
 
-    argv = [str(spec.path)] + (["--tracking-uri", tracking_uri] if tracking_uri else [])
+    argv = [str(spec.path), "--name", spec.name] + (["--tracking-uri", tracking_uri] if tracking_uri else [])
     try:
-        report_sweep(spec.path, tracking_uri=tracking_uri, command=shlex.join(["mhmoe", "report", *argv]))
+        report_sweep(spec, tracking_uri=tracking_uri, command=shlex.join(["mhmoe", "report", *argv]))
     except Exception as err:  # the sweep's results are in MLflow either way
         print(f"warning: report failed: {err!r}", file=sys.stderr)
 

@@ -221,6 +221,12 @@ def load_spec(path_or_name: str | Path) -> SweepSpec:
 
     Structure and types only: :func:`mhmoe.sweep.plan.plan` resolves (and so checks) its points.
     """
+    path, data = read_spec_data(path_or_name)
+    return parse_spec(data, path=path)
+
+
+def read_spec_data(path_or_name: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The spec file and its YAML mapping, before validation (:func:`load_spec`)."""
     from mhmoe.yaml_strict import read_yaml_file
 
     path = spec_path(path_or_name)
@@ -234,7 +240,7 @@ def load_spec(path_or_name: str | Path) -> SweepSpec:
                          "budget: {steps: 100}"])
     if not isinstance(data, dict):
         raise SpecError([f"{path}: a sweep spec must be a mapping of {list(SPEC_KEYS)}"])
-    return parse_spec(data, path=path)
+    return path, data
 
 
 def parse_spec(data: Mapping[str, Any], *, path: Path | None = None) -> SweepSpec:
