@@ -26,6 +26,7 @@ from typing import Any
 
 from mhmoe.configbase import ConfigError
 from mhmoe.sweep.options import WorkerOptions
+from mhmoe.sweep.worker_log import CONSOLE_FD_ENV
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -76,9 +77,12 @@ def _die_with_parent() -> None:
 
 
 def _redirect(log: Path | None) -> None:
+    """Everything the worker writes goes to ``log``; the console keeps its progress lines
+    (:data:`mhmoe.sweep.worker.CONSOLE_FD_ENV`), so a ``--log-dir`` run is not silent until the end."""
     if log is None:
         return
     log.parent.mkdir(parents=True, exist_ok=True)
+    os.environ[CONSOLE_FD_ENV] = str(os.dup(1))
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     for stream in (1, 2):
         os.dup2(fd, stream)
@@ -137,9 +141,17 @@ class _Fork:
 def _spawned(options: WorkerOptions, slot: WorkerSlot, log: Path | None) -> subprocess.Popen:
     worker = dataclasses.replace(options, threads=slot.threads, devices=slot.devices)
     cmd = [sys.executable, "-m", "mhmoe.sweep.worker", *worker.argv()]
-    out = open(log, "a") if log is not None else None  # noqa: SIM115 - the child owns it
     env = {**os.environ, **slot.env, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+    if log is None:
+        return subprocess.Popen(cmd, env=env)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    console = os.dup(sys.stdout.fileno())  # the progress lines also reach the console (see _redirect)
+    try:
+        with open(log, "a") as out:
+            return subprocess.Popen(cmd, env={**env, CONSOLE_FD_ENV: str(console)}, stdout=out,
+                                    stderr=subprocess.STDOUT, pass_fds=(console,))
+    finally:
+        os.close(console)
 
 
 def start_workers(options: WorkerOptions, slots: list[WorkerSlot], *, log_dir: Path | None = None) -> list:

@@ -25,7 +25,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from mhmoe.sweep import tracking
+from mhmoe.sweep import tracking, worker_log
 from mhmoe.sweep.checkpoints import checkpoint_root, point_checkpoint_dir
 from mhmoe.sweep.devices import DeviceFit
 from mhmoe.sweep.options import WorkerOptions, parse
@@ -51,7 +51,7 @@ class WorkerStop(BaseException):
 
 
 def _log(message: str, worker: str | None = None) -> None:
-    print(f"[sweep worker {worker or worker_id()}] {message}", flush=True)
+    worker_log.log(message, worker or worker_id())
 
 
 def rank_zero_hooks(storage: str, study: str, trial_id: int, worker: str) -> tuple[Fence, list]:
@@ -344,6 +344,7 @@ def _stop(signum: int, frame: Any) -> None:
 def serve(options: WorkerOptions) -> int:
     """The worker process body: threads, signal handling, then :func:`run_worker`."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    worker_log.take_console()
     preload()
     if options.threads > 0:
         import torch

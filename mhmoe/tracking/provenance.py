@@ -10,9 +10,16 @@ from pathlib import Path
 
 from mhmoe.home import ENV_VAR
 
+COMMAND_ENV = "MHMOE_COMMAND"
+"""The user's command, handed to the processes it starts (data-parallel ranks), which would otherwise
+record their own internal command line."""
+
 
 def command_line(argv: list[str] | None = None) -> str:
-    """``[MHMOE_HOME=...] mhmoe sweep run ...`` for the console script, else the raw argv."""
+    """``[MHMOE_HOME=...] mhmoe sweep run ...`` for the console script, else the raw argv; in a process
+    started by mhmoe, the command that started it (:data:`COMMAND_ENV`)."""
+    if argv is None and os.environ.get(COMMAND_ENV):
+        return os.environ[COMMAND_ENV]
     argv = list(sys.argv if argv is None else argv)
     if argv and (Path(argv[0]).name == "mhmoe" or argv[0].endswith(os.path.join("mhmoe", "cli.py"))):
         argv = ["mhmoe", *argv[1:]]

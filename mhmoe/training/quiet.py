@@ -8,10 +8,14 @@ progress bar, our own lines and real warnings stay. ``--verbose`` skips this.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 NOISY_LOGGERS = ("lightning.pytorch", "lightning.fabric", "mlflow", "alembic")
 NOISY_WARNINGS = (".*LeafSpec.*", ".*litlogger.*", ".*smaller than the logging interval.*")  # we log ourselves
+QUIET_ENV = "MHMOE_QUIET_LIBRARIES"
+"""Set once quiet: the data-parallel rank processes this process starts (they inherit the environment)
+are quiet too (:func:`quiet_if_parent_was`)."""
 
 
 def quiet_library_logs() -> None:
@@ -19,9 +23,16 @@ def quiet_library_logs() -> None:
     import lightning.pytorch  # noqa: F401
     import mlflow  # noqa: F401
 
+    os.environ[QUIET_ENV] = "1"
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in NOISY_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     # Lightning's MLFlowLogger warns that it creates a missing experiment: that is what we asked for.
     logging.getLogger("lightning.pytorch.loggers.mlflow").setLevel(logging.ERROR)
+
+
+def quiet_if_parent_was() -> None:
+    """In a rank process: as quiet as the command that started it."""
+    if os.environ.get(QUIET_ENV) == "1":
+        quiet_library_logs()

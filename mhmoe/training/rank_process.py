@@ -19,6 +19,7 @@ import torch
 
 from mhmoe.run_config import RunConfig
 from mhmoe.training.hardware import resolve_accelerator
+from mhmoe.training.quiet import quiet_if_parent_was
 from mhmoe.training.ranks import RankZeroHooks, die_with_parent, global_rank
 from mhmoe.training.runner import train
 
@@ -33,6 +34,7 @@ def _share_cores(cfg: RunConfig) -> None:
 
 def main(argv: list[str]) -> int:
     die_with_parent()  # first: a worker SIGKILLed while we start must not leave us training
+    quiet_if_parent_was()
     request = json.loads(Path(argv[0]).read_text())
     kwargs = dict(request["kwargs"])
     if kwargs.get("checkpoint_dir"):

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mhmoe.import_path import resolve
+from mhmoe.tracking.provenance import COMMAND_ENV, command_line
 from mhmoe.training.failures import Fence
 from mhmoe.training.result import TrainResult
 
@@ -128,7 +129,8 @@ def train_in_rank_processes(cfg, *, fence: Fence | None = None, rank_zero_hooks:
         # Same process group: a job-wide kill (SLURM, killpg) reaches every rank. On SIGTERM, rank 0's
         # Lightning signal handler kills the ranks it started.
         proc = subprocess.Popen([sys.executable, "-m", "mhmoe.training.rank_process", str(request)],
-                                env={**os.environ, IN_RANKS_ENV: "1", PARENT_PID_ENV: str(os.getpid())})
+                                env={**os.environ, IN_RANKS_ENV: "1", PARENT_PID_ENV: str(os.getpid()),
+                                     COMMAND_ENV: command_line()})
         try:
             code = _wait_unless_fenced(proc, fence)
         except BaseException:

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from mhmoe.run_config import resolve_run_config
+from mhmoe.tracking.provenance import command_line
 from mhmoe.training.ranks import CHECKPOINT_DIR_ENV
 from mhmoe.training.runner import train
 
@@ -45,6 +46,8 @@ def test_two_rank_ddp_logs_one_finished_run_and_matches_one_process(tmp_path: Pa
     # rank 0 only
     assert sorted(p.name for p in (tmp_path / "ddp").glob("*.ckpt")) == ["final.ckpt", "last.ckpt", "previous.ckpt"]
     assert ddp.final_step == 6 and "val/shakespeare/ppl" in run.data.metrics
+    # The command that started the run, not rank 0's internal one.
+    assert run.data.tags["mhmoe.command"] == command_line() and "rank_process" not in run.data.tags["mhmoe.command"]
     one, two = _history(client, single.run_id, "train/loss"), _history(client, ddp.run_id, "train/loss")
     assert [s for s, _ in two] == list(range(1, 7))
     for (step, a), (_, b) in zip(one, two, strict=True):
@@ -167,3 +170,15 @@ def _alive(proc: psutil.Process) -> bool:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+@pytest.mark.slow
+def test_rank_processes_are_as_quiet_as_the_command(tmp_path: Path) -> None:
+    """``mhmoe train`` silences Lightning's banners; its rank processes used to print them all again."""
+    overrides = [f"{k}={v}" for k, v in {**BASE, "train.devices": 2, "train.strategy": "ddp",
+                                         "train.micro_batch_size": 2}.items()]
+    out = subprocess.run([sys.executable, "-m", "mhmoe.cli", "train", "--preset", "debug", *overrides,
+                          "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--no-progress"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "MHMOE_HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert "GPU available" not in out.stdout + out.stderr  # Lightning's per-fit banner
