@@ -18,8 +18,8 @@ import mlflow
 import pytest
 from optuna.trial import TrialState
 
-from mhmoe.sweep import expand, load_spec
-from mhmoe.sweep.outage import MAX_DELAY_S, WINDOW_ENV, OutageWatch, StorageUnavailable
+from mhmoe.sweep import expand, load_spec, queue as queue_module
+from mhmoe.sweep.outage import WINDOW_ENV, OutageWatch, StorageUnavailable
 from mhmoe.sweep.queue import SweepQueue
 from mhmoe.sweep.submit import submit_sweep
 from mhmoe.sweep.worker import WorkerOptions, run_worker
@@ -64,9 +64,10 @@ def test_queue_calls_wait_out_a_restart_and_say_so(own_server: PgServer, tmp_pat
     assert "Traceback" not in err
 
 
-def test_no_trial_is_reaped_until_workers_had_a_grace_period_to_beat_again(own_server: PgServer,
-                                                                           tmp_path: Path) -> None:
+def test_no_trial_is_reaped_until_workers_had_a_grace_period_to_beat_again(own_server: PgServer, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     grace = 1
+    monkeypatch.setattr(queue_module, "MAX_DELAY_S", 1.0)  # the backoff cap the guard waits out (8 s by default)
     queue = _queue_with_one_point(tmp_path, fresh_database(own_server, "reap"), grace=grace)
     trial = queue.claim()
     assert trial is not None
@@ -74,7 +75,7 @@ def test_no_trial_is_reaped_until_workers_had_a_grace_period_to_beat_again(own_s
     time.sleep(grace + 1)  # every heartbeat is now older than the grace period
     own_server.resume()
     assert queue.stale_trial_ids() == set()  # the restart, not a dead worker, silenced it
-    time.sleep(grace + MAX_DELAY_S + 0.5)  # no beat for a grace period (+ the longest backoff) after the restart
+    time.sleep(grace + queue_module.MAX_DELAY_S + 0.5)  # no beat for a grace period + the longest backoff since
 
     assert queue.stale_trial_ids() == {trial._trial_id}
 

@@ -177,20 +177,6 @@ def test_a_worker_that_dies_leaves_its_traceback_in_its_log(tmp_path: Path, stor
     assert "worker cpu0 exited with code 1" in result.stderr and str(logs / "worker-cpu0.log") in result.stderr
 
 
-def test_with_a_log_dir_progress_still_reaches_the_console(warm_data, tmp_path: Path, stores: dict[str, str]) -> None:
-    path = debug_spec(tmp_path / "l.yaml", name="logged", groups={"smoe": {"model.ffn": "smoe"}})
-    logs = tmp_path / "logs"
-    result = subprocess.run(
-        [sys.executable, "-m", "mhmoe.cli", "sweep", "run", str(path), "--storage", stores["storage"],
-         "--tracking-uri", stores["tracking"], "--checkpoint-root", stores["checkpoints"], "--workers", "1",
-         "--log-dir", str(logs), "--no-report"],
-        cwd=REPO, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    log = (logs / "worker-cpu0.log").read_text()
-    for line in ("smoe/seed=0 (attempt 1) started", "smoe/seed=0: step 10/20", "smoe/seed=0 done:"):
-        assert line in result.stdout and line in log, (line, result.stdout)
-
-
 def test_two_submits_of_one_spec_on_a_fresh_store_both_succeed(tmp_path: Path, stores: dict[str, str]) -> None:
     path = debug_spec(tmp_path / "c.yaml", name="twice", grid={"seed": [0, 1]})
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}

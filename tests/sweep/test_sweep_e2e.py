@@ -118,13 +118,18 @@ def assert_researcher_views(storage: str, tracking: str, run_output: str) -> Non
 
 def test_smoke_with_two_workers_on_sqlite(warm_data, stores: dict[str, str]) -> None:
     stored = ["--storage", stores["storage"]]
+    logs = Path(stores["checkpoints"]).parent / "logs"
     run = sweep_cli("run", "smoke", "--workers", "2", *stored, "--tracking-uri", stores["tracking"],
-                    "--checkpoint-root", stores["checkpoints"], "--poll", "1", "--no-report")
+                    "--checkpoint-root", stores["checkpoints"], "--poll", "1", "--no-report", "--log-dir", str(logs))
     by_hash = assert_each_point_finished_once("smoke", stores["storage"], stores["tracking"])
     assert len(by_hash) == 8
     workers = {t.user_attrs["worker"] for attempts in by_hash.values() for t in attempts}
     assert len(workers) == 2, "both workers should have trained"
+    # With --log-dir each worker's output is in its log, and its progress lines still reach the console.
     assert_researcher_views(stores["storage"], stores["tracking"], run.stdout)
+    logged = (logs / "worker-cpu0.log").read_text() + (logs / "worker-cpu1.log").read_text()
+    for line in ("dense/seed=0 (attempt 1) started", "dense/seed=0: step 150/300", "dense/seed=0 done:"):
+        assert line in run.stdout and line in logged, (line, run.stdout)
 
     status = sweep_cli("status", "smoke", *stored).stdout
     assert "8 points: 8 done, 0 running, 0 waiting, 0 failed; ETA done" in status
