@@ -47,6 +47,7 @@ def test_worker_leaves_a_trial_needing_more_devices_queued(tmp_path: Path, store
     assert claimed is not None and claimed.number == 0  # a 2-device worker takes it
 
 
+@pytest.mark.slow  # ~27 s of two-rank training; DDP training itself is in the default suite (test_ddp)
 def test_a_ddp_trial_reports_its_validations_from_rank_zero(tmp_path: Path, stores: dict[str, str],
                                                              capfd: pytest.CaptureFixture) -> None:
     """The worker's callbacks cannot enter the rank processes: rank 0 rebuilds them from the queue,

@@ -84,6 +84,7 @@ def test_killed_ddp_run_resumes_in_the_same_mlflow_run(tmp_path: Path) -> None:
     assert [s for s, _ in _history(client, run.info.run_id, "val/shakespeare/loss")][-1] == 60
 
 
+@pytest.mark.slow  # ~25 s; the single-process fence is in the default suite (test_reliability)
 def test_a_lost_claim_stops_the_ranks_and_raises(tmp_path: Path) -> None:
     """The caller's fence stays in the caller's process: once lost (here: when the first checkpoint
     appears), the rank processes are stopped long before the run's end and LostClaim is raised."""
