@@ -74,7 +74,7 @@ def test_run_problems_names_a_repeated_step_a_missing_step_and_missing_perf_metr
     assert gpu_check.run_problems(uri, good, steps=8, log_every=2) == []
 
 
-@pytest.mark.slow  # ~70 s on 2 cores: five mhmoe commands
+@pytest.mark.slow  # 1.5-2.5 min on 2 shared cores: five mhmoe commands
 def test_cpu_dry_run_passes_every_user_path_part(seeded_home, tmp_path: Path) -> None:
     home = seeded_home(tmp_path / "home")
     result = _script("--cpu-dry-run", "--home", str(home), timeout=290)
