@@ -323,6 +323,15 @@ CASES: dict[str, tuple[list[str], str]] = {
     "export_wrong_weights": (["export", "{in}/good_shape.ckpt", "{in}/hf"], "weights do not match the stored config"),
     "export_dir_not_empty": (["export", "{in}/good_shape.ckpt", "{in}"], "is not empty; pass --force to replace it"),
     "export_dir_is_file": (["export", "{in}/good_shape.ckpt", "{in}/empty.txt"], "exists and is not a folder"),
+    # --- data prepare ---
+    "data_prepare_action_unknown": (["data", "tokenize"], "argument action: invalid choice: 'tokenize'"),
+    "data_prepare_workers_zero": (["data", "prepare", "--workers", "0"], "argument --workers: 0"),
+    "data_prepare_corpus_missing": (["data", "prepare", *TRAIN_DATA[:-1], "data.corpus={in}/nope.txt"],
+                                    "data.corpus[0]: data source"),
+    "data_prepare_bad_line": (["data", "prepare", *TRAIN_DATA[:-1], "data.corpus={in}/bad_line.jsonl"],
+                              "bad_line.jsonl:2: not valid JSON"),
+    "data_prepare_bpe_bad_line": (["data", "prepare", "--preset", "debug", "data.val_sets=[]",
+                                   "data.corpus={in}/bad_line.jsonl"], "bad_line.jsonl:2: not valid JSON"),
 }
 
 

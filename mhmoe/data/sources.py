@@ -33,8 +33,33 @@ from mhmoe.data.config import (
 from mhmoe.home import home_subdir
 
 FOLDER_SUFFIXES = (".txt", ".jsonl", ".parquet")
+CHUNK_BYTES = 32 * 2**20
+"""JSON Lines files are cut into parts of about this many bytes (at line starts), so one large file is
+tokenized by several processes; plain-text and Parquet files are one part each."""
 DOCUMENT_SEPARATOR = "\n\n"
 """Joins documents in :func:`val_texts` (the token streams join them with the EOS token instead)."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """A piece of a file source that a worker process can read on its own: documents in order, so the
+    parts of a source, read one after the other, are exactly the source's documents."""
+
+    spec: str
+    """The source the part belongs to (every source must hold some text)."""
+    path: str
+    text_field: str
+    start: int = 0
+    """First byte (a line start; JSON Lines only)."""
+    end: int | None = None
+    """Byte after the last line read (None: to the end of the file)."""
+
+    def documents(self) -> Iterator[str]:
+        """The part's non-blank documents (an empty part is fine; an empty source is not)."""
+        path = Path(self.path)
+        texts = (read_jsonl(path, self.text_field, start=self.start, end=self.end) if path.suffix == ".jsonl"
+                 else read_file(path, self.text_field))
+        return (text for text in texts if text.strip())
 
 
 @dataclass(frozen=True)
@@ -47,6 +72,9 @@ class Source:
     """sha256 hex over the content (files) or the dataset identity (Hugging Face)."""
     read: Callable[[], Iterable[str]]
     """Yields the raw documents; call :meth:`documents` instead."""
+    parts: Callable[[], list[Part]] | None = None
+    """The same documents as independent file parts (tokenized in parallel); None when the source cannot
+    be split (Hugging Face, built-in text, the holdout split)."""
 
     def documents(self) -> Iterator[str]:
         """Non-blank documents in a fixed order; an empty source is a DataError."""
@@ -75,31 +103,72 @@ def read_text_file(path: Path) -> str:
     return decode_utf8(path.read_bytes(), str(path)).removeprefix("\ufeff")
 
 
-def read_jsonl(path: Path, text_field: str = "text") -> Iterator[str]:
-    """One document per JSON Lines record; blank lines are skipped."""
-    offset = 0
+def read_jsonl(path: Path, text_field: str = "text", *, start: int = 0, end: int | None = None) -> Iterator[str]:
+    """One document per JSON Lines record; blank lines are skipped. ``start``/``end``: read only the lines
+    starting in that byte range (``start`` must be a line start)."""
+
+    def lineno(index: int) -> int:
+        # Counted only for an error message: a part that starts mid-file does not know its first line.
+        return index + 1 + (_count_lines(path, start) if start else 0)
+
+    offset = start
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            line = decode_utf8(raw, f"{path} (line {lineno})", offset=offset)
+        f.seek(start)
+        for index, raw in enumerate(f):
+            if end is not None and offset >= end:
+                break
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                decode_utf8(raw, f"{path} (line {lineno(index)})", offset=offset)  # raises, naming the line
             offset += len(raw)
-            if lineno == 1:
+            if index == 0 and start == 0:
                 line = line.removeprefix("\ufeff")
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
+                raise DataError(f"{path}:{lineno(index)}: not valid JSON ({err.msg}, column {err.colno})") from None
             if not isinstance(record, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object with a {text_field!r} field, "
+                raise DataError(f"{path}:{lineno(index)}: expected a JSON object with a {text_field!r} field, "
                                 f"got {type(record).__name__}")
             if text_field not in record:
-                raise DataError(f"{path}:{lineno}: record has no {text_field!r} field "
+                raise DataError(f"{path}:{lineno(index)}: record has no {text_field!r} field "
                                 f"(fields: {sorted(record)[:10]}); set data.text_field")
             text = record[text_field]
             if not isinstance(text, str):
-                raise DataError(f"{path}:{lineno}: field {text_field!r} is {type(text).__name__}, not a string")
+                raise DataError(f"{path}:{lineno(index)}: field {text_field!r} is {type(text).__name__}, "
+                                "not a string")
             yield text
+
+
+def _count_lines(path: Path, end: int) -> int:
+    """Newlines in the first ``end`` bytes of ``path``."""
+    count = 0
+    with open(path, "rb") as f:
+        while end > 0:
+            block = f.read(min(end, 1 << 20))
+            if not block:
+                break
+            count += block.count(b"\n")
+            end -= len(block)
+    return count
+
+
+def jsonl_parts(spec: str, path: Path, text_field: str) -> list[Part]:
+    """``path`` cut into parts of about :data:`CHUNK_BYTES`, each starting at a line start."""
+    size = path.stat().st_size
+    starts = [0]
+    with open(path, "rb") as f:
+        while starts[-1] + CHUNK_BYTES < size:
+            f.seek(starts[-1] + CHUNK_BYTES - 1)
+            f.readline()  # to the start of the next line (byte -1 may itself end a line)
+            if f.tell() >= size:
+                break
+            starts.append(f.tell())
+    ends: list[int | None] = [*starts[1:], None]
+    return [Part(spec, str(path), text_field, start, end) for start, end in zip(starts, ends, strict=True)]
 
 
 def read_parquet(path: Path, text_field: str = "text") -> Iterator[str]:
@@ -182,7 +251,12 @@ def _file_source(spec: str, path: Path, text_field: str) -> Source:
         for file in files:
             yield from read_file(file, text_field)
 
-    return Source(spec=spec, fingerprint=_digest(_file_digests(files, text_field)), read=read)
+    def parts() -> list[Part]:
+        return [part for file in files
+                for part in (jsonl_parts(spec, file, text_field) if file.suffix == ".jsonl"
+                             else [Part(spec, str(file), text_field)])]
+
+    return Source(spec=spec, fingerprint=_digest(_file_digests(files, text_field)), read=read, parts=parts)
 
 
 def _hf_source(spec: str, text_field: str) -> Source:
@@ -239,8 +313,14 @@ def concat_sources(sources: list[Source]) -> Source:
         for source in sources:
             yield from source.documents()
 
+    splittable = [s.parts for s in sources if s.parts is not None]
+
+    def parts() -> list[Part]:
+        return [part for source_parts in splittable for part in source_parts()]
+
     return Source(spec=" + ".join(s.spec for s in sources),
-                  fingerprint=_digest(["concat", *(s.fingerprint for s in sources)]), read=read)
+                  fingerprint=_digest(["concat", *(s.fingerprint for s in sources)]), read=read,
+                  parts=parts if len(splittable) == len(sources) else None)
 
 
 def _is_local(spec: str) -> bool:

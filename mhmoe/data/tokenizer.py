@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from mhmoe.data.cachelock import cache_lock
 from mhmoe.data.config import TOKENIZER_KINDS, DataConfig, DataError
 from mhmoe.data.sources import Source, train_source
 from mhmoe.home import home_path
@@ -147,7 +148,9 @@ def build_tokenizer(data: DataConfig, train: Source | None = None) -> TextTokeni
     train = train if train is not None else train_source(data)
     path = bpe_cache_path(data, train)
     if not path.is_file():
-        _publish(train_bpe(train.documents(), data.vocab_size), path)
+        with cache_lock(path.parent.with_suffix(".lock")):  # other workers wait instead of training too
+            if not path.is_file():
+                _publish(train_bpe(train.documents(), data.vocab_size), path)
     return BPETokenizer(path)
 
 
