@@ -254,7 +254,7 @@ CASES: dict[str, tuple[list[str], str]] = {
                                  "missing_field.jsonl:2: record has no 'text' field"),
     "data_jsonl_bad_line": (["train", *TRAIN_DATA, "data.corpus={in}/bad_line.jsonl"], "bad_line.jsonl:2: not valid JSON"),
     "data_parquet_no_column": (["train", *TRAIN_DATA, "data.corpus={in}/no_column.parquet"], "has no 'text' column"),
-    "data_folder_no_text": (["train", *TRAIN_DATA, "data.corpus={in}/no_text"], "holds no .txt/.jsonl/.parquet file"),
+    "data_folder_no_text": (["train", *TRAIN_DATA, "data.corpus={in}/no_text"], "holds no .txt/.jsonl/.parquet/.bin/.npy file"),
     # --- eval: checkpoints and flags ---
     "eval_missing": (["eval", "{in}/nope.ckpt", "--tasks", "mhmoe_mc"], "nope.ckpt does not exist"),
     "eval_zeroed": (["eval", "{in}/zeros.ckpt", "--tasks", "mhmoe_mc"], "is not a safe, readable torch checkpoint"),
@@ -332,6 +332,10 @@ CASES: dict[str, tuple[list[str], str]] = {
                               "bad_line.jsonl:2: not valid JSON"),
     "data_prepare_bpe_bad_line": (["data", "prepare", "--preset", "debug", "data.val_sets=[]",
                                    "data.corpus={in}/bad_line.jsonl"], "bad_line.jsonl:2: not valid JSON"),
+    "data_prepare_pretokenized_bpe": (["data", "prepare", "--preset", "debug", "data.corpus={in}/ids.npy"],
+                                      "data.corpus[0]='{in}/ids.npy' is pre-tokenized: set data.tokenizer"),
+    "data_token_dtype_unknown": (["data", "prepare", "--preset", "debug", "data.token_dtype=int8"],
+                                 "data.token_dtype='int8' is not allowed; choose one of ['auto', 'uint16', 'uint32']"),
 }
 
 

@@ -10,7 +10,10 @@ Config holds strings; :mod:`mhmoe.data.sources` turns them into readers. A *sour
 - ``hf:NAME[:CONFIG]:SPLIT``: a Hugging Face dataset (needs the hub), e.g.
   ``hf:wikitext:wikitext-103-raw-v1:validation`` or ``hf:allenai/c4:en:validation[:2000]``;
 - anything else is a path: a ``.txt`` file, a ``.jsonl`` file (one ``{"text": ...}`` record a line, the
-  RedPajama format), a ``.parquet`` file with a ``text`` column, or a folder read recursively.
+  RedPajama format), a ``.parquet`` file with a ``text`` column, or a folder read recursively;
+- a pre-tokenized ``.bin`` (raw little-endian uint16/uint32 ids, ``data.token_dtype``) or ``.npy`` file (a 1-D
+  uint16/uint32 array), or a folder of them (nanoGPT/OLMo-style): their ids are used as they are (no EOS added),
+  so ``data.tokenizer`` must name the tokenizer.json (or ``byte``) that made them.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ BUILTIN_SOURCES = (SHAKESPEARE_TRAIN, SHAKESPEARE_VAL, PYDOC, HOLDOUT)
 BUILTIN_VAL_SETS = {"shakespeare": SHAKESPEARE_VAL, "pydoc": PYDOC, "holdout": HOLDOUT}
 """Validation sets named by a bare name in ``data.val_sets``."""
 TOKENIZER_KINDS = ("bpe", "byte")
+TOKEN_SUFFIXES = (".bin", ".npy")
+"""Pre-tokenized files: ids, not text."""
+TOKEN_DTYPES = ("auto", "uint16", "uint32")
 MIN_BPE_VOCAB = 257
 """256 byte symbols + the end-of-text token: the smallest byte-level BPE vocabulary."""
 
@@ -82,6 +88,9 @@ class DataConfig:
     val_max_windows argument overrides it."""
     text_field: str = "text"
     """Field (JSON Lines, Hugging Face) or column (Parquet) that holds the document text."""
+    token_dtype: str = "auto"
+    """Id type of pre-tokenized .bin files in data.corpus: uint16, uint32, or auto (uint16 when the
+    tokenizer's vocabulary fits in 16 bits, else uint32). .npy files carry their own."""
     holdout_fraction: float = 0.0
     """Fraction of the training corpus's documents held out as the validation set named holdout
     (0 = none): tuning trials validate on unseen text without touching the reported validation sets."""
@@ -116,6 +125,13 @@ class DataConfig:
                   f"data.vocab_size={self.vocab_size} must be >= {MIN_BPE_VOCAB} for data.tokenizer='bpe' "
                   "(256 byte symbols + the end-of-text token)")
         check(self.vocab_size <= 2**32, f"data.vocab_size={self.vocab_size} must be <= 2**32 (uint32 token ids)")
+        check(self.token_dtype in TOKEN_DTYPES,
+              f"data.token_dtype={self.token_dtype!r} is not allowed; choose one of {list(TOKEN_DTYPES)}")
+        for i, spec in enumerate(self.corpus):
+            if spec.endswith(TOKEN_SUFFIXES):
+                check(self.tokenizer != "bpe",
+                      f"data.corpus[{i}]={spec!r} is pre-tokenized: set data.tokenizer to the tokenizer.json "
+                      "(or byte) that made it")
         check_positive("data.val_max_windows", self.val_max_windows, allow_zero=True)
         check(self.text_field != "", "data.text_field must name a field, e.g. 'text'")
 

@@ -26,13 +26,14 @@ from mhmoe.data.config import (
     PYDOC,
     SHAKESPEARE_TRAIN,
     SHAKESPEARE_VAL,
+    TOKEN_SUFFIXES,
     DataConfig,
     DataError,
     canonical_source,
 )
 from mhmoe.home import home_subdir
 
-FOLDER_SUFFIXES = (".txt", ".jsonl", ".parquet")
+FOLDER_SUFFIXES = (".txt", ".jsonl", ".parquet", *TOKEN_SUFFIXES)
 CHUNK_BYTES = 32 * 2**20
 """JSON Lines files are cut into parts of about this many bytes (at line starts), so one large file is
 tokenized by several processes; plain-text and Parquet files are one part each."""
@@ -53,10 +54,18 @@ class Part:
     """First byte (a line start; JSON Lines only)."""
     end: int | None = None
     """Byte after the last line read (None: to the end of the file)."""
+    token_dtype: str = "auto"
+    """``data.token_dtype``, for a pre-tokenized .bin file."""
+
+    @property
+    def pretokenized(self) -> bool:
+        return Path(self.path).suffix in TOKEN_SUFFIXES
 
     def documents(self) -> Iterator[str]:
         """The part's non-blank documents (an empty part is fine; an empty source is not)."""
         path = Path(self.path)
+        if self.pretokenized:
+            raise DataError(f"{path} is pre-tokenized: it holds token ids, not text")
         texts = (read_jsonl(path, self.text_field, start=self.start, end=self.end) if path.suffix == ".jsonl"
                  else read_file(path, self.text_field))
         return (text for text in texts if text.strip())
@@ -214,7 +223,10 @@ def list_files(path: Path, spec: str) -> list[Path]:
 
 
 def read_file(path: Path, text_field: str) -> Iterator[str]:
-    """Dispatch on the suffix: .jsonl, .parquet, anything else is plain text."""
+    """Dispatch on the suffix: .jsonl, .parquet, anything else is plain text (pre-tokenized files hold none)."""
+    if path.suffix in TOKEN_SUFFIXES:
+        raise DataError(f"{path} is pre-tokenized: it holds token ids, not text (it can only be a training "
+                        "corpus or a validation set, with data.tokenizer naming the tokenizer that made it)")
     if path.suffix == ".jsonl":
         yield from read_jsonl(path, text_field)
     elif path.suffix == ".parquet":
@@ -244,7 +256,7 @@ def _file_digests(files: list[Path], text_field: str) -> Iterator[str]:
         yield content.hexdigest()
 
 
-def _file_source(spec: str, path: Path, text_field: str) -> Source:
+def _file_source(spec: str, path: Path, text_field: str, token_dtype: str = "auto") -> Source:
     files = list_files(path, spec)
 
     def read() -> Iterator[str]:
@@ -254,9 +266,13 @@ def _file_source(spec: str, path: Path, text_field: str) -> Source:
     def parts() -> list[Part]:
         return [part for file in files
                 for part in (jsonl_parts(spec, file, text_field) if file.suffix == ".jsonl"
-                             else [Part(spec, str(file), text_field)])]
+                             else [Part(spec, str(file), text_field, token_dtype=token_dtype)])]
 
-    return Source(spec=spec, fingerprint=_digest(_file_digests(files, text_field)), read=read, parts=parts)
+    # How .bin bytes become ids is part of their identity; text files keep the key they always had.
+    identity = [*_file_digests(files, text_field)]
+    if any(file.suffix == ".bin" for file in files):
+        identity.append(f"token_dtype={token_dtype}")
+    return Source(spec=spec, fingerprint=_digest(identity), read=read, parts=parts)
 
 
 def _hf_source(spec: str, text_field: str) -> Source:
@@ -290,7 +306,7 @@ def _pydoc_source() -> Source:
     return Source(spec=PYDOC, fingerprint=_digest(["pydoc", *documents]), read=lambda: iter(documents))
 
 
-def open_source(spec: str, *, text_field: str = "text") -> Source:
+def open_source(spec: str, *, text_field: str = "text", token_dtype: str = "auto") -> Source:
     """Resolve one canonical source spec (see :mod:`mhmoe.data.config`)."""
     if spec in (SHAKESPEARE_TRAIN, SHAKESPEARE_VAL):
         train, val = shakespeare.extracted_splits()
@@ -301,7 +317,7 @@ def open_source(spec: str, *, text_field: str = "text") -> Source:
         raise DataError(f"{HOLDOUT!r} is cut from a training corpus: use holdout_source(DataConfig)")
     if spec.startswith("hf:"):
         return _hf_source(spec, text_field)
-    return _file_source(spec, Path(spec).expanduser(), text_field)
+    return _file_source(spec, Path(spec).expanduser(), text_field, token_dtype)
 
 
 def concat_sources(sources: list[Source]) -> Source:
@@ -337,12 +353,25 @@ def check_local_paths(data: DataConfig) -> None:
         spec = canonical_source(spec, role="train")
         if _is_local(spec):
             try:
-                list_files(Path(spec).expanduser(), spec)
+                files = list_files(Path(spec).expanduser(), spec)
             except DataError as err:
                 raise DataError(f"{field}: {err}") from None
+            _check_pretokenized(data, field, spec, files)
     if data.tokenizer.endswith(".json") and not Path(data.tokenizer).expanduser().is_file():
         raise DataError(f"data.tokenizer={data.tokenizer!r} does not exist; give a tokenizer.json file, "
                         "'bpe' or 'byte'")
+
+
+def _check_pretokenized(data: DataConfig, field: str, spec: str, files: list[Path]) -> None:
+    """Token files need the tokenizer that made them and have no documents to hold out."""
+    if not any(file.suffix in TOKEN_SUFFIXES for file in files):
+        return
+    if data.tokenizer == "bpe":
+        raise DataError(f"{field}={spec!r} holds pre-tokenized files: set data.tokenizer to the tokenizer.json "
+                        "(or byte) that made them")
+    if field.startswith("data.corpus") and data.holdout_fraction > 0:
+        raise DataError(f"{field}={spec!r} holds pre-tokenized files, which have no documents to hold out; "
+                        "set data.holdout_fraction=0")
 
 
 def holds_out(index: int, fraction: Fraction) -> bool:
@@ -375,7 +404,8 @@ def _split(corpus: Source, fraction: float, *, held: bool) -> Source:
 
 
 def _corpus(data: DataConfig) -> Source:
-    return concat_sources([open_source(spec, text_field=data.text_field) for spec in data.train_specs()])
+    return concat_sources([open_source(spec, text_field=data.text_field, token_dtype=data.token_dtype)
+                           for spec in data.train_specs()])
 
 
 def train_source(data: DataConfig) -> Source:
@@ -393,7 +423,9 @@ def holdout_source(data: DataConfig) -> Source:
 
 
 def _val_source(data: DataConfig, spec: str) -> Source:
-    return holdout_source(data) if spec == HOLDOUT else open_source(spec, text_field=data.text_field)
+    if spec == HOLDOUT:
+        return holdout_source(data)
+    return open_source(spec, text_field=data.text_field, token_dtype=data.token_dtype)
 
 
 def val_source(data: DataConfig, name: str) -> Source:

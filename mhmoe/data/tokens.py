@@ -34,6 +34,8 @@ from mhmoe.home import home_path
 
 STREAM_VERSION = "v1"
 """Part of the cache key: change it whenever the stream layout changes."""
+COPY_TOKENS = 1 << 24
+"""Ids copied (and checked) at a time from a pre-tokenized file."""
 BATCH_CHARS = 4_000_000
 """Characters handed to one ``encode_batch`` call: bounded memory, still parallel across documents."""
 
@@ -79,6 +81,46 @@ def _write_documents(documents: Iterable[str], tokenizer: TextTokenizer, path: P
     return count
 
 
+def pretokenized_ids(part: Part, vocab_size: int) -> np.ndarray:
+    """Memory map of a pre-tokenized file's ids: ``.npy`` (1-D uint16/uint32) or raw ``.bin``."""
+    path = Path(part.path)
+    if path.suffix == ".npy":
+        try:
+            ids = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path}: not a readable .npy file ({err})") from None
+        if ids.ndim != 1 or ids.dtype not in (np.uint16, np.uint32):
+            raise DataError(f"{path}: holds a {ids.ndim}-D {ids.dtype} array; expected 1-D uint16 or uint32 ids")
+        return ids
+    dtype = stream_dtype(vocab_size) if part.token_dtype == "auto" else np.dtype(part.token_dtype)
+    size = path.stat().st_size
+    if size % dtype.itemsize:
+        raise DataError(f"{path}: {size} bytes is not a whole number of {dtype.name} ids; set data.token_dtype")
+    return np.memmap(path, dtype=dtype, mode="r") if size else np.zeros(0, dtype=dtype)
+
+
+def _copy_ids(part: Part, tokenizer: TextTokenizer, path: Path) -> int:
+    """A pre-tokenized file's ids into a shard, each checked against the tokenizer's vocabulary."""
+    ids = pretokenized_ids(part, tokenizer.vocab_size)
+    dtype = stream_dtype(tokenizer.vocab_size)
+    with atomic_write(path, "wb") as f:
+        for start in range(0, len(ids), COPY_TOKENS):
+            block = ids[start : start + COPY_TOKENS]
+            top = int(block.max())
+            if top >= tokenizer.vocab_size:
+                raise DataError(f"{part.path}: holds id {top}, outside the {tokenizer.vocab_size}-id vocabulary of "
+                                f"data.tokenizer={tokenizer.spec!r}; name the tokenizer that made the file "
+                                "(or set data.token_dtype)")
+            block.astype(dtype, copy=False).tofile(f)
+    return len(ids)
+
+
+def _write_part(part: Part, tokenizer: TextTokenizer, path: Path) -> int:
+    if part.pretokenized:
+        return _copy_ids(part, tokenizer, path)
+    return _write_documents(part.documents(), tokenizer, path)
+
+
 @dataclass(frozen=True)
 class Prepared:
     """What :func:`prepare_stream` did: the stream, its tokens and how many shards it tokenized or reused."""
@@ -99,7 +141,7 @@ def _tokenize_part(job: tuple[Part, str, str]) -> int:
     part, tokenizer_spec, shard = job
     if tokenizer_spec not in _worker_tokenizers:
         _worker_tokenizers[tokenizer_spec] = load_tokenizer(tokenizer_spec)
-    return _write_documents(part.documents(), _worker_tokenizers[tokenizer_spec], Path(shard))
+    return _write_part(part, _worker_tokenizers[tokenizer_spec], Path(shard))
 
 
 def _single_threaded_worker() -> None:
@@ -119,12 +161,13 @@ def _tokenize_shards(parts: list[Part], tokenizer: TextTokenizer, shards: list[P
                 pass
     else:
         for i in todo:
-            _write_documents(parts[i].documents(), tokenizer, shards[i])
+            _write_part(parts[i], tokenizer, shards[i])
     return len(todo)
 
 
 def _check_each_source_has_text(parts: list[Part], shards: list[Path]) -> None:
-    """Every document ends in EOS, so a source whose shards are all empty holds no text."""
+    """Every document ends in EOS (and a token file holds ids), so a source whose shards are all empty
+    holds no text."""
     sizes: dict[str, int] = {}
     for part, shard in zip(parts, shards, strict=True):
         sizes[part.spec] = sizes.get(part.spec, 0) + shard.stat().st_size

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from mhmoe.data import sources
+from mhmoe.data.config import DataError
 from mhmoe.data.sources import open_source
 from mhmoe.data.tokenizer import ByteTokenizer
 from mhmoe.data.tokens import prepare_stream, stream_path, token_stream
@@ -97,3 +98,34 @@ def test_two_preparers_started_at_once_write_the_cache_once(tmp_path: Path, home
     assert sum("tokenized 4 shard(s)" in line for line in corpus_lines) == 1, corpus_lines
     assert sum("already prepared" in line for line in corpus_lines) == 1, corpus_lines
     assert len(list((home / "tokenizers").glob("*/tokenizer.json"))) == 1
+
+
+def test_pretokenized_files_are_the_stream(tmp_path: Path) -> None:
+    from mhmoe.data.config import DataConfig
+    from mhmoe.data.sources import train_source
+
+    folder = tmp_path / "ids"
+    folder.mkdir()
+    np.array([1, 2, 256, 3], dtype=np.uint16).tofile(folder / "a.bin")  # nanoGPT-style raw uint16
+    np.save(folder / "b.npy", np.array([4, 5, 256], dtype=np.uint32))
+    data = DataConfig(corpus=(str(folder),), val_sets=(), tokenizer="byte")
+    assert token_stream(train_source(data), ByteTokenizer()).tolist() == [1, 2, 256, 3, 4, 5, 256]
+    # The same bytes read as uint32 are other ids: another cache entry, and here ids outside the vocabulary.
+    as_uint32 = DataConfig(corpus=(str(folder / "a.bin"),), val_sets=(), tokenizer="byte", token_dtype="uint32")
+    with pytest.raises(DataError, match=r"a.bin: holds id \d+, outside the 257-id vocabulary"):
+        token_stream(train_source(as_uint32), ByteTokenizer())
+    path = stream_path(train_source(as_uint32), ByteTokenizer())
+    assert not path.exists() and not path.with_name(path.name + ".parts").exists()
+
+
+def test_pretokenized_corpus_needs_its_tokenizer(tmp_path: Path) -> None:
+    from mhmoe.configbase import ConfigError
+    from mhmoe.data.config import DataConfig
+    from mhmoe.data.sources import check_local_paths
+
+    with pytest.raises(ConfigError, match=r"data.corpus\[0\]='ids.npy' is pre-tokenized: set data.tokenizer"):
+        DataConfig(corpus=("ids.npy",), val_sets=())
+    (tmp_path / "ids").mkdir()
+    np.save(tmp_path / "ids" / "a.npy", np.array([1], dtype=np.uint16))
+    with pytest.raises(DataError, match="holds pre-tokenized files: set data.tokenizer"):
+        check_local_paths(DataConfig(corpus=(str(tmp_path / "ids"),), val_sets=()))
