@@ -336,6 +336,10 @@ CASES: dict[str, tuple[list[str], str]] = {
                                       "data.corpus[0]='{in}/ids.npy' is pre-tokenized: set data.tokenizer"),
     "data_token_dtype_unknown": (["data", "prepare", "--preset", "debug", "data.token_dtype=int8"],
                                  "data.token_dtype='int8' is not allowed; choose one of ['auto', 'uint16', 'uint32']"),
+    "data_mixture_weight_zero": (["data", "prepare", "--preset", "debug", "data.corpus=[{path: shakespeare, weight: 0}]"],
+                                 "data.corpus[0].weight=0.0 must be a finite number > 0"),
+    "data_mixture_unknown_key": (["train", "--preset", "debug", "data.corpus=[{path: shakespeare, wieght: 2}]"],
+                                 "unknown config key 'data.corpus[0].wieght'"),
 }
 
 

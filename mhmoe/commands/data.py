@@ -37,7 +37,7 @@ def build_prepare_parser() -> Parser:
 def main(argv: list[str]) -> int:
     build_parser().parse_args(argv[:1])  # the action (one for now); --help and a wrong one exit here
     args = build_prepare_parser().parse_intermixed_args(argv[1:])
-    from mhmoe.data.sources import check_local_paths, train_source, val_sources
+    from mhmoe.data.sources import check_local_paths, train_source, train_stream_sources, val_sources
     from mhmoe.data.tokenizer import build_tokenizer, check_tokenizer_file
     from mhmoe.data.tokens import prepare_stream
     from mhmoe.run_config import parse_overrides, resolve_run_config
@@ -49,7 +49,9 @@ def main(argv: list[str]) -> int:
     train = train_source(cfg.data)
     tokenizer = build_tokenizer(cfg.data, train)
     print(f"tokenizer: {tokenizer.spec} ({tokenizer.vocab_size} ids, {time.perf_counter() - started:.1f} s)")
-    for name, source in {"corpus": train, **{f"val {k}": v for k, v in val_sources(cfg.data).items()}}.items():
+    streams = train_stream_sources(cfg.data) if cfg.data.train_weights() is not None else [train]
+    corpus = {"corpus" if len(streams) == 1 else f"corpus[{i}]": source for i, source in enumerate(streams)}
+    for name, source in {**corpus, **{f"val {k}": v for k, v in val_sources(cfg.data).items()}}.items():
         began = time.perf_counter()
         done = prepare_stream(source, tokenizer, workers=args.workers)
         what = ("already prepared" if done.tokenized == 0 else

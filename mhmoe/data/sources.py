@@ -346,7 +346,7 @@ def _is_local(spec: str) -> bool:
 def check_local_paths(data: DataConfig) -> None:
     """Cheap check before anything is created: every file or folder the config names exists and a
     folder holds a readable file type. Reads no content (bad records surface when the data is read)."""
-    named = [(f"data.corpus[{i}]", spec) for i, spec in enumerate(data.corpus)]
+    named = [(f"data.corpus[{i}]", spec) for i, spec in enumerate(data.corpus_specs())]
     named += [(f"data.val_sets[{i}]", entry.partition("=")[2]) for i, entry in enumerate(data.val_sets)
               if "=" in entry]
     for field, spec in named:
@@ -413,6 +413,15 @@ def train_source(data: DataConfig) -> Source:
     ``data.holdout_fraction`` = 0 exactly the corpus, so caches built before the holdout stay valid."""
     corpus = _corpus(data)
     return corpus if data.holdout_fraction == 0 else _split(corpus, data.holdout_fraction, held=False)
+
+
+def train_stream_sources(data: DataConfig) -> list[Source]:
+    """The sources tokenized into training streams: the corpus as one, or one per weighted mixture entry
+    (``data.train_weights()``, in the same order)."""
+    if data.train_weights() is None:
+        return [train_source(data)]
+    return [open_source(spec, text_field=data.text_field, token_dtype=data.token_dtype)
+            for spec in data.train_specs()]
 
 
 def holdout_source(data: DataConfig) -> Source:

@@ -129,3 +129,26 @@ def test_pretokenized_corpus_needs_its_tokenizer(tmp_path: Path) -> None:
     np.save(tmp_path / "ids" / "a.npy", np.array([1], dtype=np.uint16))
     with pytest.raises(DataError, match="holds pre-tokenized files: set data.tokenizer"):
         check_local_paths(DataConfig(corpus=(str(tmp_path / "ids"),), val_sets=()))
+
+
+def test_weighted_mixture_draws_windows_in_proportion(tmp_path: Path) -> None:
+    from mhmoe.data.config import CorpusEntry, DataConfig
+    from mhmoe.data.datamodule import MHMoEDataModule
+
+    (tmp_path / "small.txt").write_text("a" * 2_000)
+    (tmp_path / "large.txt").write_text("b" * 20_000)
+    small, large = str(tmp_path / "small.txt"), str(tmp_path / "large.txt")
+
+    def share_of_small(data: DataConfig) -> float:
+        dm = MHMoEDataModule(data, seq_len=8, batch_size=64, seed=3, max_steps=20)
+        dm.setup()
+        windows = [row for step in range(20) for row in dm.train_dataloader().dataset[step][0].tolist()]
+        return sum(97 in row for row in windows) / len(windows)
+
+    concatenated = DataConfig(corpus=(small, large), val_sets=(), tokenizer="byte")
+    assert share_of_small(concatenated) < 0.15  # by position: about 2k of 22k tokens
+    mixture = DataConfig(corpus=({"path": small, "weight": 3}, {"path": large, "weight": 1}), val_sets=(),
+                         tokenizer="byte")
+    assert mixture.corpus[0] == CorpusEntry(path=small, weight=3.0)
+    assert 0.70 < share_of_small(mixture) < 0.80  # by weight: 3 of 4
+    assert share_of_small(mixture) == share_of_small(mixture)  # a pure function of the seed
