@@ -90,7 +90,8 @@ def main() -> None:
             tokens = int(out.split("corpus: ")[1].split(" tokens")[0].replace(",", ""))
             print(f"tokenizing, {workers} worker(s): {tokens:,} tokens, {wall:.1f} s wall, {cpu:.1f} CPU-s, "
                   f"{tokens / wall:,.0f} tokens/s, {tokens / wall / workers:,.0f} tokens/s per worker, "
-                  f"{size / 2**20 / wall:.1f} MB/s, peak RSS {rss / 1024:.0f} MB; load average {os.getloadavg()[0]:.1f}")
+                  f"{size / 2**20 / wall:.1f} MB/s, peak RSS {rss / 1024:.0f} MB; "
+                  f"load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

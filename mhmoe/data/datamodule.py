@@ -31,7 +31,7 @@ of M windows, rank w taking windows w, w + W, ... (the token sums are reduced ov
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,7 +52,8 @@ def train_window_start(seed: int, sample: int, n_tokens: int, seq_len: int) -> i
     return int(np.random.default_rng((seed, sample)).integers(0, n_tokens - seq_len))
 
 
-def mixture_window(seed: int, sample: int, sizes: list[int], probabilities: np.ndarray, seq_len: int) -> tuple[int, int]:
+def mixture_window(seed: int, sample: int, sizes: list[int], probabilities: np.ndarray,
+                   seq_len: int) -> tuple[int, int]:
     """(source, start) of training sample ``sample`` of a weighted mixture: a pure function of (seed, sample)."""
     rng = np.random.default_rng((seed, sample))
     source = int(rng.choice(len(sizes), p=probabilities))
@@ -62,7 +63,7 @@ def mixture_window(seed: int, sample: int, sizes: list[int], probabilities: np.n
 class Mixture:
     """Training streams of a weighted mixture; ``len()`` is their total tokens."""
 
-    def __init__(self, streams: list[np.ndarray], weights: tuple[float, ...]) -> None:
+    def __init__(self, streams: Sequence[np.ndarray], weights: tuple[float, ...]) -> None:
         self.streams = streams
         self.probabilities = np.asarray(weights, dtype=np.float64) / sum(weights)
 
