@@ -24,6 +24,7 @@ COMMANDS = {
     "export": ("mhmoe.commands.export", "a checkpoint as a Hugging Face model folder"),
     "ui": ("mhmoe.commands.ui", "start the MLflow UI on 127.0.0.1"),
     "config": ("mhmoe.commands.config", "every config key: type, preset value, what it does"),
+    "data": ("mhmoe.commands.data", "prepare a config's tokenizer and token caches once, in parallel"),
 }
 
 

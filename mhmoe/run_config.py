@@ -43,7 +43,8 @@ MAX_SEED = 2**32 - 1
 LR_SCHEDULES = ("linear", "cosine", "wsd")
 HASH_WHEN_SET = (("optim", "schedule", "linear"), ("optim", "decay_fraction", 0.2), ("train", "micro_batch_size", 0),
                  ("train", "activation_checkpointing", False), ("train", "devices", 1), ("train", "num_nodes", 1),
-                 ("train", "strategy", "auto"), ("moe", "router", "topk"), ("data", "holdout_fraction", 0.0))
+                 ("train", "strategy", "auto"), ("moe", "router", "topk"), ("data", "holdout_fraction", 0.0),
+                 ("data", "token_dtype", "auto"))
 """(section, key, default) of config keys newer than the first sweeps: hashed only when not default."""
 
 

@@ -254,7 +254,7 @@ CASES: dict[str, tuple[list[str], str]] = {
                                  "missing_field.jsonl:2: record has no 'text' field"),
     "data_jsonl_bad_line": (["train", *TRAIN_DATA, "data.corpus={in}/bad_line.jsonl"], "bad_line.jsonl:2: not valid JSON"),
     "data_parquet_no_column": (["train", *TRAIN_DATA, "data.corpus={in}/no_column.parquet"], "has no 'text' column"),
-    "data_folder_no_text": (["train", *TRAIN_DATA, "data.corpus={in}/no_text"], "holds no .txt/.jsonl/.parquet file"),
+    "data_folder_no_text": (["train", *TRAIN_DATA, "data.corpus={in}/no_text"], "holds no .txt/.jsonl/.parquet/.bin/.npy file"),
     # --- eval: checkpoints and flags ---
     "eval_missing": (["eval", "{in}/nope.ckpt", "--tasks", "mhmoe_mc"], "nope.ckpt does not exist"),
     "eval_zeroed": (["eval", "{in}/zeros.ckpt", "--tasks", "mhmoe_mc"], "is not a safe, readable torch checkpoint"),
@@ -323,6 +323,23 @@ CASES: dict[str, tuple[list[str], str]] = {
     "export_wrong_weights": (["export", "{in}/good_shape.ckpt", "{in}/hf"], "weights do not match the stored config"),
     "export_dir_not_empty": (["export", "{in}/good_shape.ckpt", "{in}"], "is not empty; pass --force to replace it"),
     "export_dir_is_file": (["export", "{in}/good_shape.ckpt", "{in}/empty.txt"], "exists and is not a folder"),
+    # --- data prepare ---
+    "data_prepare_action_unknown": (["data", "tokenize"], "argument action: invalid choice: 'tokenize'"),
+    "data_prepare_workers_zero": (["data", "prepare", "--workers", "0"], "argument --workers: 0"),
+    "data_prepare_corpus_missing": (["data", "prepare", *TRAIN_DATA[:-1], "data.corpus={in}/nope.txt"],
+                                    "data.corpus[0]: data source"),
+    "data_prepare_bad_line": (["data", "prepare", *TRAIN_DATA[:-1], "data.corpus={in}/bad_line.jsonl"],
+                              "bad_line.jsonl:2: not valid JSON"),
+    "data_prepare_bpe_bad_line": (["data", "prepare", "--preset", "debug", "data.val_sets=[]",
+                                   "data.corpus={in}/bad_line.jsonl"], "bad_line.jsonl:2: not valid JSON"),
+    "data_prepare_pretokenized_bpe": (["data", "prepare", "--preset", "debug", "data.corpus={in}/ids.npy"],
+                                      "data.corpus[0]='{in}/ids.npy' is pre-tokenized: set data.tokenizer"),
+    "data_token_dtype_unknown": (["data", "prepare", "--preset", "debug", "data.token_dtype=int8"],
+                                 "data.token_dtype='int8' is not allowed; choose one of ['auto', 'uint16', 'uint32']"),
+    "data_mixture_weight_zero": (["data", "prepare", "--preset", "debug", "data.corpus=[{path: shakespeare, weight: 0}]"],
+                                 "data.corpus[0].weight=0.0 must be a finite number > 0"),
+    "data_mixture_unknown_key": (["train", "--preset", "debug", "data.corpus=[{path: shakespeare, wieght: 2}]"],
+                                 "unknown config key 'data.corpus[0].wieght'"),
 }
 
 

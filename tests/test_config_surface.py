@@ -81,7 +81,7 @@ def test_newer_keys_change_the_hash_only_when_set() -> None:
     data = base.to_dict()
     for section, key in (("optim", "schedule"), ("optim", "decay_fraction"), ("train", "micro_batch_size"),
                          ("train", "devices"), ("train", "strategy"), ("train", "log_checkpoint"),
-                         ("moe", "router")):
+                         ("moe", "router"), ("data", "token_dtype")):
         del data[section][key]  # what an older checkpoint or study recorded
     assert RunConfig.from_dict(data).config_hash() == base.config_hash()
     assert resolve_run_config("debug", None, {"optim.schedule": "wsd"}).config_hash() != base.config_hash()

@@ -10,15 +10,21 @@ Config holds strings; :mod:`mhmoe.data.sources` turns them into readers. A *sour
 - ``hf:NAME[:CONFIG]:SPLIT``: a Hugging Face dataset (needs the hub), e.g.
   ``hf:wikitext:wikitext-103-raw-v1:validation`` or ``hf:allenai/c4:en:validation[:2000]``;
 - anything else is a path: a ``.txt`` file, a ``.jsonl`` file (one ``{"text": ...}`` record a line, the
-  RedPajama format), a ``.parquet`` file with a ``text`` column, or a folder read recursively.
+  RedPajama format), a ``.parquet`` file with a ``text`` column, or a folder read recursively;
+- a pre-tokenized ``.bin`` (raw little-endian uint16/uint32 ids, ``data.token_dtype``) or ``.npy`` file (a 1-D
+  uint16/uint32 array), or a folder of them (nanoGPT/OLMo-style): their ids are used as they are (no EOS added),
+  so ``data.tokenizer`` must name the tokenizer.json (or ``byte``) that made them.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from mhmoe.configbase import ConfigError, check, check_positive
+from mhmoe.configbase import ConfigError, check, check_positive, from_dict
 
 
 class DataError(ValueError):
@@ -34,6 +40,9 @@ BUILTIN_SOURCES = (SHAKESPEARE_TRAIN, SHAKESPEARE_VAL, PYDOC, HOLDOUT)
 BUILTIN_VAL_SETS = {"shakespeare": SHAKESPEARE_VAL, "pydoc": PYDOC, "holdout": HOLDOUT}
 """Validation sets named by a bare name in ``data.val_sets``."""
 TOKENIZER_KINDS = ("bpe", "byte")
+TOKEN_SUFFIXES = (".bin", ".npy")
+"""Pre-tokenized files: ids, not text."""
+TOKEN_DTYPES = ("auto", "uint16", "uint32")
 MIN_BPE_VOCAB = 257
 """256 byte symbols + the end-of-text token: the smallest byte-level BPE vocabulary."""
 
@@ -63,11 +72,35 @@ def _check_source_spec(field: str, spec: str) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CorpusEntry:
+    """One source of a weighted mixture in ``data.corpus``: ``{path: SOURCE, weight: W}``."""
+
+    path: str
+    """A source spec (see the module docstring)."""
+    weight: float = 1.0
+    """Training windows are drawn from this source in proportion to its weight (> 0) over the sum."""
+
+
+def _corpus_entry(i: int, entry: Any) -> str | CorpusEntry:
+    if isinstance(entry, Mapping):
+        entry = from_dict(CorpusEntry, entry, prefix=f"data.corpus[{i}]")
+    if isinstance(entry, CorpusEntry):
+        weight = entry.weight
+        check(not isinstance(weight, bool) and isinstance(weight, (int, float)) and math.isfinite(weight)
+              and weight > 0, f"data.corpus[{i}].weight={weight!r} must be a finite number > 0")
+        return entry
+    check(isinstance(entry, str), f"data.corpus[{i}]={entry!r} must be a source spec or {{path: SOURCE, weight: W}}")
+    return str(entry)
+
+
+@dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """Training corpus, named validation sets and tokenizer. Every cache lives under MHMOE_HOME."""
 
-    corpus: tuple[str, ...] = ("shakespeare",)
-    """Training source specs, concatenated in order (see the module docstring); default: the training plays."""
+    corpus: tuple[Any, ...] = ("shakespeare",)
+    """Training source specs, concatenated in order (see the module docstring); default: the training plays.
+    Entries written {path: SOURCE, weight: W} make a weighted mixture instead: each training window comes
+    from one source, drawn in proportion to the weights (a bare spec in a mixture weighs 1)."""
     val_sets: tuple[str, ...] = ("shakespeare", "pydoc")
     """Validation sets in report order: a built-in name (shakespeare = held-out plays, pydoc = Python
     reference topics, holdout = see holdout_fraction) or NAME=SOURCE (e.g.
@@ -82,6 +115,9 @@ class DataConfig:
     val_max_windows argument overrides it."""
     text_field: str = "text"
     """Field (JSON Lines, Hugging Face) or column (Parquet) that holds the document text."""
+    token_dtype: str = "auto"
+    """Id type of pre-tokenized .bin files in data.corpus: uint16, uint32, or auto (uint16 when the
+    tokenizer's vocabulary fits in 16 bits, else uint32). .npy files carry their own."""
     holdout_fraction: float = 0.0
     """Fraction of the training corpus's documents held out as the validation set named holdout
     (0 = none): tuning trials validate on unseen text without touching the reported validation sets."""
@@ -95,7 +131,8 @@ class DataConfig:
             elif isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
         check(len(self.corpus) > 0, "data.corpus must name at least one training source (default: shakespeare)")
-        for i, spec in enumerate(self.corpus):
+        object.__setattr__(self, "corpus", tuple(_corpus_entry(i, entry) for i, entry in enumerate(self.corpus)))
+        for i, spec in enumerate(self.corpus_specs()):
             _check_source_spec(f"data.corpus[{i}]", spec)
             check(spec != HOLDOUT, f"data.corpus[{i}]={spec!r} is the validation set cut from the corpus itself; "
                                    "it cannot be a training source")
@@ -116,12 +153,31 @@ class DataConfig:
                   f"data.vocab_size={self.vocab_size} must be >= {MIN_BPE_VOCAB} for data.tokenizer='bpe' "
                   "(256 byte symbols + the end-of-text token)")
         check(self.vocab_size <= 2**32, f"data.vocab_size={self.vocab_size} must be <= 2**32 (uint32 token ids)")
+        check(self.token_dtype in TOKEN_DTYPES,
+              f"data.token_dtype={self.token_dtype!r} is not allowed; choose one of {list(TOKEN_DTYPES)}")
+        check(self.train_weights() is None or self.holdout_fraction == 0,
+              "data.holdout_fraction must be 0 with a weighted data.corpus (the holdout is cut from one stream)")
+        for i, spec in enumerate(self.corpus_specs()):
+            if spec.endswith(TOKEN_SUFFIXES):
+                check(self.tokenizer != "bpe",
+                      f"data.corpus[{i}]={spec!r} is pre-tokenized: set data.tokenizer to the tokenizer.json "
+                      "(or byte) that made it")
         check_positive("data.val_max_windows", self.val_max_windows, allow_zero=True)
         check(self.text_field != "", "data.text_field must name a field, e.g. 'text'")
 
+    def corpus_specs(self) -> tuple[str, ...]:
+        """The source spec of every ``data.corpus`` entry, as written."""
+        return tuple(entry.path if isinstance(entry, CorpusEntry) else entry for entry in self.corpus)
+
+    def train_weights(self) -> tuple[float, ...] | None:
+        """Mixture weights of the corpus entries (a bare spec weighs 1); None when no entry has a weight."""
+        if not any(isinstance(entry, CorpusEntry) for entry in self.corpus):
+            return None
+        return tuple(float(entry.weight) if isinstance(entry, CorpusEntry) else 1.0 for entry in self.corpus)
+
     def train_specs(self) -> tuple[str, ...]:
         """Training source specs with the ``shakespeare`` alias resolved."""
-        return tuple(canonical_source(spec, role="train") for spec in self.corpus)
+        return tuple(canonical_source(spec, role="train") for spec in self.corpus_specs())
 
     def val_specs(self) -> dict[str, str]:
         """``{name: source spec}`` in report order; raises ConfigError naming the bad entry."""
@@ -153,6 +209,6 @@ class DataConfig:
             for name, val_spec in val_specs.items():
                 if spec == val_spec:
                     raise ConfigError(
-                        f"data.corpus[{i}]={self.corpus[i]!r} is also validation set {name!r}: "
+                        f"data.corpus[{i}]={self.corpus_specs()[i]!r} is also validation set {name!r}: "
                         "validation text would leak into training"
                     )

@@ -21,6 +21,9 @@ Lightning's stateful loaders, because Lightning counts the restored batches towa
 the remaining ones are yielded. Lightning still warns on such a resume ("resuming from a checkpoint
 that ended before the epoch ended ... not resumable"): here it is harmless.
 
+Weighted mixture (``data.corpus`` entries with weights): the same generator first draws which source
+sample i comes from, in proportion to the weights, then its start in that source's stream.
+
 Validation: consecutive non-overlapping windows from the start of each set (evenly strided when capped
 by ``val_max_windows``), identical for every run; one loader per set in ``val_names`` order, batches
 of M windows, rank w taking windows w, w + W, ... (the token sums are reduced over ranks).
@@ -28,7 +31,7 @@ of M windows, rank w taking windows w, w + W, ... (the token sums are reduced ov
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,7 +40,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mhmoe.data.config import DataConfig, DataError
-from mhmoe.data.sources import Source, train_source, val_sources
+from mhmoe.data.sources import Source, train_source, train_stream_sources, val_sources
 from mhmoe.data.tokenizer import TextTokenizer, build_tokenizer
 from mhmoe.data.tokens import token_stream
 
@@ -47,6 +50,25 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 def train_window_start(seed: int, sample: int, n_tokens: int, seq_len: int) -> int:
     """Start of training sample ``sample``: a pure function of (seed, sample)."""
     return int(np.random.default_rng((seed, sample)).integers(0, n_tokens - seq_len))
+
+
+def mixture_window(seed: int, sample: int, sizes: list[int], probabilities: np.ndarray,
+                   seq_len: int) -> tuple[int, int]:
+    """(source, start) of training sample ``sample`` of a weighted mixture: a pure function of (seed, sample)."""
+    rng = np.random.default_rng((seed, sample))
+    source = int(rng.choice(len(sizes), p=probabilities))
+    return source, int(rng.integers(0, sizes[source] - seq_len))
+
+
+class Mixture:
+    """Training streams of a weighted mixture; ``len()`` is their total tokens."""
+
+    def __init__(self, streams: Sequence[np.ndarray], weights: tuple[float, ...]) -> None:
+        self.streams = streams
+        self.probabilities = np.asarray(weights, dtype=np.float64) / sum(weights)
+
+    def __len__(self) -> int:
+        return sum(len(stream) for stream in self.streams)
 
 
 def val_window_starts(n_tokens: int, seq_len: int, max_windows: int) -> np.ndarray:
@@ -69,22 +91,30 @@ def train_sample_rows(micro: int, *, batch_size: int, micro_batch_size: int, wor
 
 
 def _windows(stream: np.ndarray, starts: np.ndarray | list[int], seq_len: int) -> Batch:
-    window_BT1 = torch.from_numpy(np.stack([stream[s : s + seq_len + 1] for s in starts]).astype(np.int64))
+    return _shifted([stream[s : s + seq_len + 1] for s in starts])
+
+
+def _shifted(windows: list[np.ndarray]) -> Batch:
+    window_BT1 = torch.from_numpy(np.stack(windows).astype(np.int64))
     return window_BT1[:, :-1].contiguous(), window_BT1[:, 1:].contiguous()
 
 
 class TrainBatches(Dataset):
     """Item m is this rank's training micro-batch m of the run (any m >= 0)."""
 
-    def __init__(self, stream: np.ndarray, *, seq_len: int, batch_size: int, seed: int,
+    def __init__(self, stream: np.ndarray | Mixture, *, seq_len: int, batch_size: int, seed: int,
                  micro_batch_size: int | None = None, world_size: int = 1, rank: int = 0) -> None:
         self.stream, self.seq_len, self.batch_size, self.seed = stream, seq_len, batch_size, seed
         self.layout = {"batch_size": batch_size, "micro_batch_size": micro_batch_size or batch_size // world_size,
                        "world_size": world_size, "rank": rank}
 
     def __getitem__(self, micro: int) -> Batch:
-        starts = [train_window_start(self.seed, sample, len(self.stream), self.seq_len)
-                  for sample in train_sample_rows(micro, **self.layout)]
+        samples = train_sample_rows(micro, **self.layout)
+        if isinstance(self.stream, Mixture):
+            streams, sizes = self.stream.streams, [len(s) for s in self.stream.streams]
+            picks = [mixture_window(self.seed, i, sizes, self.stream.probabilities, self.seq_len) for i in samples]
+            return _shifted([streams[k][s : s + self.seq_len + 1] for k, s in picks])
+        starts = [train_window_start(self.seed, sample, len(self.stream), self.seq_len) for sample in samples]
         return _windows(self.stream, starts, self.seq_len)
 
 
@@ -137,7 +167,7 @@ class MHMoEDataModule(LightningDataModule):
         self.consumed_batches = 0
         self._train_source: Source | None = None
         self._tokenizer: TextTokenizer | None = None
-        self._train_stream: np.ndarray | None = None
+        self._train_stream: np.ndarray | Mixture | None = None
         self._val_streams: dict[str, np.ndarray] | None = None
 
     # ---- building ---------------------------------------------------------------------------------
@@ -153,10 +183,15 @@ class MHMoEDataModule(LightningDataModule):
         if self._val_streams is not None:
             return
         tokenizer = self.tokenizer
-        train = token_stream(self._source(), tokenizer)
-        if len(train) < self.seq_len + 1:
-            raise DataError(f"training corpus {self._source().spec!r} has {len(train)} tokens, fewer than one "
-                            f"window of {self.seq_len + 1} (seq_len + 1)")
+        sources = train_stream_sources(self.data) if self.data.train_weights() is not None else [self._source()]
+        trains = []
+        for source in sources:
+            trains.append(token_stream(source, tokenizer))
+            if len(trains[-1]) < self.seq_len + 1:
+                raise DataError(f"training corpus {source.spec!r} has {len(trains[-1])} tokens, fewer than one "
+                                f"window of {self.seq_len + 1} (seq_len + 1)")
+        weights = self.data.train_weights()
+        train = trains[0] if weights is None else Mixture(trains, weights)
         streams: dict[str, np.ndarray] = {}
         for name, source in val_sources(self.data).items():
             stream = token_stream(source, tokenizer)
@@ -188,7 +223,7 @@ class MHMoEDataModule(LightningDataModule):
         return self.data.val_names
 
     @property
-    def train_stream(self) -> np.ndarray:
+    def train_stream(self) -> np.ndarray | Mixture:
         self._build()
         assert self._train_stream is not None
         return self._train_stream

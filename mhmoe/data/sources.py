@@ -26,15 +26,49 @@ from mhmoe.data.config import (
     PYDOC,
     SHAKESPEARE_TRAIN,
     SHAKESPEARE_VAL,
+    TOKEN_SUFFIXES,
     DataConfig,
     DataError,
     canonical_source,
 )
 from mhmoe.home import home_subdir
 
-FOLDER_SUFFIXES = (".txt", ".jsonl", ".parquet")
+FOLDER_SUFFIXES = (".txt", ".jsonl", ".parquet", *TOKEN_SUFFIXES)
+CHUNK_BYTES = 32 * 2**20
+"""JSON Lines files are cut into parts of about this many bytes (at line starts), so one large file is
+tokenized by several processes; plain-text and Parquet files are one part each."""
 DOCUMENT_SEPARATOR = "\n\n"
 """Joins documents in :func:`val_texts` (the token streams join them with the EOS token instead)."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """A piece of a file source that a worker process can read on its own: documents in order, so the
+    parts of a source, read one after the other, are exactly the source's documents."""
+
+    spec: str
+    """The source the part belongs to (every source must hold some text)."""
+    path: str
+    text_field: str
+    start: int = 0
+    """First byte (a line start; JSON Lines only)."""
+    end: int | None = None
+    """Byte after the last line read (None: to the end of the file)."""
+    token_dtype: str = "auto"
+    """``data.token_dtype``, for a pre-tokenized .bin file."""
+
+    @property
+    def pretokenized(self) -> bool:
+        return Path(self.path).suffix in TOKEN_SUFFIXES
+
+    def documents(self) -> Iterator[str]:
+        """The part's non-blank documents (an empty part is fine; an empty source is not)."""
+        path = Path(self.path)
+        if self.pretokenized:
+            raise DataError(f"{path} is pre-tokenized: it holds token ids, not text")
+        texts = (read_jsonl(path, self.text_field, start=self.start, end=self.end) if path.suffix == ".jsonl"
+                 else read_file(path, self.text_field))
+        return (text for text in texts if text.strip())
 
 
 @dataclass(frozen=True)
@@ -47,6 +81,9 @@ class Source:
     """sha256 hex over the content (files) or the dataset identity (Hugging Face)."""
     read: Callable[[], Iterable[str]]
     """Yields the raw documents; call :meth:`documents` instead."""
+    parts: Callable[[], list[Part]] | None = None
+    """The same documents as independent file parts (tokenized in parallel); None when the source cannot
+    be split (Hugging Face, built-in text, the holdout split)."""
 
     def documents(self) -> Iterator[str]:
         """Non-blank documents in a fixed order; an empty source is a DataError."""
@@ -75,31 +112,72 @@ def read_text_file(path: Path) -> str:
     return decode_utf8(path.read_bytes(), str(path)).removeprefix("\ufeff")
 
 
-def read_jsonl(path: Path, text_field: str = "text") -> Iterator[str]:
-    """One document per JSON Lines record; blank lines are skipped."""
-    offset = 0
+def read_jsonl(path: Path, text_field: str = "text", *, start: int = 0, end: int | None = None) -> Iterator[str]:
+    """One document per JSON Lines record; blank lines are skipped. ``start``/``end``: read only the lines
+    starting in that byte range (``start`` must be a line start)."""
+
+    def lineno(index: int) -> int:
+        # Counted only for an error message: a part that starts mid-file does not know its first line.
+        return index + 1 + (_count_lines(path, start) if start else 0)
+
+    offset = start
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            line = decode_utf8(raw, f"{path} (line {lineno})", offset=offset)
+        f.seek(start)
+        for index, raw in enumerate(f):
+            if end is not None and offset >= end:
+                break
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                decode_utf8(raw, f"{path} (line {lineno(index)})", offset=offset)  # raises, naming the line
             offset += len(raw)
-            if lineno == 1:
+            if index == 0 and start == 0:
                 line = line.removeprefix("\ufeff")
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
+                raise DataError(f"{path}:{lineno(index)}: not valid JSON ({err.msg}, column {err.colno})") from None
             if not isinstance(record, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object with a {text_field!r} field, "
+                raise DataError(f"{path}:{lineno(index)}: expected a JSON object with a {text_field!r} field, "
                                 f"got {type(record).__name__}")
             if text_field not in record:
-                raise DataError(f"{path}:{lineno}: record has no {text_field!r} field "
+                raise DataError(f"{path}:{lineno(index)}: record has no {text_field!r} field "
                                 f"(fields: {sorted(record)[:10]}); set data.text_field")
             text = record[text_field]
             if not isinstance(text, str):
-                raise DataError(f"{path}:{lineno}: field {text_field!r} is {type(text).__name__}, not a string")
+                raise DataError(f"{path}:{lineno(index)}: field {text_field!r} is {type(text).__name__}, "
+                                "not a string")
             yield text
+
+
+def _count_lines(path: Path, end: int) -> int:
+    """Newlines in the first ``end`` bytes of ``path``."""
+    count = 0
+    with open(path, "rb") as f:
+        while end > 0:
+            block = f.read(min(end, 1 << 20))
+            if not block:
+                break
+            count += block.count(b"\n")
+            end -= len(block)
+    return count
+
+
+def jsonl_parts(spec: str, path: Path, text_field: str) -> list[Part]:
+    """``path`` cut into parts of about :data:`CHUNK_BYTES`, each starting at a line start."""
+    size = path.stat().st_size
+    starts = [0]
+    with open(path, "rb") as f:
+        while starts[-1] + CHUNK_BYTES < size:
+            f.seek(starts[-1] + CHUNK_BYTES - 1)
+            f.readline()  # to the start of the next line (byte -1 may itself end a line)
+            if f.tell() >= size:
+                break
+            starts.append(f.tell())
+    ends: list[int | None] = [*starts[1:], None]
+    return [Part(spec, str(path), text_field, start, end) for start, end in zip(starts, ends, strict=True)]
 
 
 def read_parquet(path: Path, text_field: str = "text") -> Iterator[str]:
@@ -145,7 +223,10 @@ def list_files(path: Path, spec: str) -> list[Path]:
 
 
 def read_file(path: Path, text_field: str) -> Iterator[str]:
-    """Dispatch on the suffix: .jsonl, .parquet, anything else is plain text."""
+    """Dispatch on the suffix: .jsonl, .parquet, anything else is plain text (pre-tokenized files hold none)."""
+    if path.suffix in TOKEN_SUFFIXES:
+        raise DataError(f"{path} is pre-tokenized: it holds token ids, not text (it can only be a training "
+                        "corpus or a validation set, with data.tokenizer naming the tokenizer that made it)")
     if path.suffix == ".jsonl":
         yield from read_jsonl(path, text_field)
     elif path.suffix == ".parquet":
@@ -175,14 +256,23 @@ def _file_digests(files: list[Path], text_field: str) -> Iterator[str]:
         yield content.hexdigest()
 
 
-def _file_source(spec: str, path: Path, text_field: str) -> Source:
+def _file_source(spec: str, path: Path, text_field: str, token_dtype: str = "auto") -> Source:
     files = list_files(path, spec)
 
     def read() -> Iterator[str]:
         for file in files:
             yield from read_file(file, text_field)
 
-    return Source(spec=spec, fingerprint=_digest(_file_digests(files, text_field)), read=read)
+    def parts() -> list[Part]:
+        return [part for file in files
+                for part in (jsonl_parts(spec, file, text_field) if file.suffix == ".jsonl"
+                             else [Part(spec, str(file), text_field, token_dtype=token_dtype)])]
+
+    # How .bin bytes become ids is part of their identity; text files keep the key they always had.
+    identity = [*_file_digests(files, text_field)]
+    if any(file.suffix == ".bin" for file in files):
+        identity.append(f"token_dtype={token_dtype}")
+    return Source(spec=spec, fingerprint=_digest(identity), read=read, parts=parts)
 
 
 def _hf_source(spec: str, text_field: str) -> Source:
@@ -216,7 +306,7 @@ def _pydoc_source() -> Source:
     return Source(spec=PYDOC, fingerprint=_digest(["pydoc", *documents]), read=lambda: iter(documents))
 
 
-def open_source(spec: str, *, text_field: str = "text") -> Source:
+def open_source(spec: str, *, text_field: str = "text", token_dtype: str = "auto") -> Source:
     """Resolve one canonical source spec (see :mod:`mhmoe.data.config`)."""
     if spec in (SHAKESPEARE_TRAIN, SHAKESPEARE_VAL):
         train, val = shakespeare.extracted_splits()
@@ -227,7 +317,7 @@ def open_source(spec: str, *, text_field: str = "text") -> Source:
         raise DataError(f"{HOLDOUT!r} is cut from a training corpus: use holdout_source(DataConfig)")
     if spec.startswith("hf:"):
         return _hf_source(spec, text_field)
-    return _file_source(spec, Path(spec).expanduser(), text_field)
+    return _file_source(spec, Path(spec).expanduser(), text_field, token_dtype)
 
 
 def concat_sources(sources: list[Source]) -> Source:
@@ -239,8 +329,14 @@ def concat_sources(sources: list[Source]) -> Source:
         for source in sources:
             yield from source.documents()
 
+    splittable = [s.parts for s in sources if s.parts is not None]
+
+    def parts() -> list[Part]:
+        return [part for source_parts in splittable for part in source_parts()]
+
     return Source(spec=" + ".join(s.spec for s in sources),
-                  fingerprint=_digest(["concat", *(s.fingerprint for s in sources)]), read=read)
+                  fingerprint=_digest(["concat", *(s.fingerprint for s in sources)]), read=read,
+                  parts=parts if len(splittable) == len(sources) else None)
 
 
 def _is_local(spec: str) -> bool:
@@ -250,19 +346,32 @@ def _is_local(spec: str) -> bool:
 def check_local_paths(data: DataConfig) -> None:
     """Cheap check before anything is created: every file or folder the config names exists and a
     folder holds a readable file type. Reads no content (bad records surface when the data is read)."""
-    named = [(f"data.corpus[{i}]", spec) for i, spec in enumerate(data.corpus)]
+    named = [(f"data.corpus[{i}]", spec) for i, spec in enumerate(data.corpus_specs())]
     named += [(f"data.val_sets[{i}]", entry.partition("=")[2]) for i, entry in enumerate(data.val_sets)
               if "=" in entry]
     for field, spec in named:
         spec = canonical_source(spec, role="train")
         if _is_local(spec):
             try:
-                list_files(Path(spec).expanduser(), spec)
+                files = list_files(Path(spec).expanduser(), spec)
             except DataError as err:
                 raise DataError(f"{field}: {err}") from None
+            _check_pretokenized(data, field, spec, files)
     if data.tokenizer.endswith(".json") and not Path(data.tokenizer).expanduser().is_file():
         raise DataError(f"data.tokenizer={data.tokenizer!r} does not exist; give a tokenizer.json file, "
                         "'bpe' or 'byte'")
+
+
+def _check_pretokenized(data: DataConfig, field: str, spec: str, files: list[Path]) -> None:
+    """Token files need the tokenizer that made them and have no documents to hold out."""
+    if not any(file.suffix in TOKEN_SUFFIXES for file in files):
+        return
+    if data.tokenizer == "bpe":
+        raise DataError(f"{field}={spec!r} holds pre-tokenized files: set data.tokenizer to the tokenizer.json "
+                        "(or byte) that made them")
+    if field.startswith("data.corpus") and data.holdout_fraction > 0:
+        raise DataError(f"{field}={spec!r} holds pre-tokenized files, which have no documents to hold out; "
+                        "set data.holdout_fraction=0")
 
 
 def holds_out(index: int, fraction: Fraction) -> bool:
@@ -295,7 +404,8 @@ def _split(corpus: Source, fraction: float, *, held: bool) -> Source:
 
 
 def _corpus(data: DataConfig) -> Source:
-    return concat_sources([open_source(spec, text_field=data.text_field) for spec in data.train_specs()])
+    return concat_sources([open_source(spec, text_field=data.text_field, token_dtype=data.token_dtype)
+                           for spec in data.train_specs()])
 
 
 def train_source(data: DataConfig) -> Source:
@@ -303,6 +413,15 @@ def train_source(data: DataConfig) -> Source:
     ``data.holdout_fraction`` = 0 exactly the corpus, so caches built before the holdout stay valid."""
     corpus = _corpus(data)
     return corpus if data.holdout_fraction == 0 else _split(corpus, data.holdout_fraction, held=False)
+
+
+def train_stream_sources(data: DataConfig) -> list[Source]:
+    """The sources tokenized into training streams: the corpus as one, or one per weighted mixture entry
+    (``data.train_weights()``, in the same order)."""
+    if data.train_weights() is None:
+        return [train_source(data)]
+    return [open_source(spec, text_field=data.text_field, token_dtype=data.token_dtype)
+            for spec in data.train_specs()]
 
 
 def holdout_source(data: DataConfig) -> Source:
@@ -313,7 +432,9 @@ def holdout_source(data: DataConfig) -> Source:
 
 
 def _val_source(data: DataConfig, spec: str) -> Source:
-    return holdout_source(data) if spec == HOLDOUT else open_source(spec, text_field=data.text_field)
+    if spec == HOLDOUT:
+        return holdout_source(data)
+    return open_source(spec, text_field=data.text_field, token_dtype=data.token_dtype)
 
 
 def val_source(data: DataConfig, name: str) -> Source:

@@ -12,13 +12,14 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from mhmoe.data.cachelock import cache_lock
 from mhmoe.data.config import TOKENIZER_KINDS, DataConfig, DataError
 from mhmoe.data.sources import Source, train_source
 from mhmoe.home import home_path
@@ -28,6 +29,10 @@ EOS_TOKEN = "<|endoftext|>"
 EOS_CANDIDATES = (EOS_TOKEN, "</s>", "<|end_of_text|>", "<eos>")
 BPE_RECIPE = "bytelevel-bpe/v1/min_frequency=2"
 """Part of the cache key: change it whenever :func:`train_bpe` changes."""
+BPE_SAMPLE_CHARS = 256 * 2**20
+"""BPE is trained on at most about this many characters of the corpus (part of the cache key), spread
+over its parts (:func:`bpe_sample`), so a multi-GB corpus trains in bounded time and memory; a corpus
+this small or smaller is used whole."""
 
 
 class TextTokenizer(Protocol):
@@ -114,6 +119,36 @@ def train_bpe(documents: Iterable[str], vocab_size: int) -> Tokenizer:
     return tokenizer
 
 
+def _first_chars(documents: Iterable[str], budget: int) -> Iterator[str]:
+    """Documents until ``budget`` characters are used (at least one, so no source is skipped)."""
+    used = 0
+    for text in documents:
+        if used >= budget:
+            return
+        used += len(text)
+        yield text
+
+
+def bpe_sample(train: Source) -> Iterator[str]:
+    """The documents BPE is trained on: the whole corpus up to :data:`BPE_SAMPLE_CHARS`, else the first
+    documents of every part (file, or JSON Lines piece) in equal shares, so every file is represented."""
+    parts = train.parts() if train.parts is not None else None
+    if parts is None:
+        yield from _first_chars(train.documents(), BPE_SAMPLE_CHARS)
+        return
+    sizes = [(part.end if part.end is not None else Path(part.path).stat().st_size) - part.start for part in parts]
+    whole = sum(sizes) <= BPE_SAMPLE_CHARS  # bytes >= characters: the cap cannot bite
+    share = BPE_SAMPLE_CHARS if whole else max(1, BPE_SAMPLE_CHARS // len(parts))
+    with_text: set[str] = set()
+    for part in parts:
+        for text in _first_chars(part.documents(), share):
+            with_text.add(part.spec)
+            yield text
+    for spec in dict.fromkeys(part.spec for part in parts):
+        if spec not in with_text:  # before a tokenizer is published: an empty source creates nothing
+            raise DataError(f"data source {spec!r} holds no text (empty corpus)")
+
+
 def _publish(tokenizer: Tokenizer, path: Path) -> None:
     """Write next to ``path`` and link it in: the first writer wins, readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +170,8 @@ def _publish(tokenizer: Tokenizer, path: Path) -> None:
 def bpe_cache_path(data: DataConfig, train: Source) -> Path:
     """``home/tokenizers/<hash>/tokenizer.json`` for this corpus content and BPE settings."""
     key = hashlib.sha256(
-        json.dumps({"recipe": BPE_RECIPE, "vocab_size": data.vocab_size, "corpus": train.fingerprint}).encode()
+        json.dumps({"recipe": BPE_RECIPE, "vocab_size": data.vocab_size, "corpus": train.fingerprint,
+                    "sample_chars": BPE_SAMPLE_CHARS}).encode()
     ).hexdigest()[:16]
     return home_path() / "tokenizers" / key / "tokenizer.json"  # created by _publish, after training
 
@@ -147,7 +183,9 @@ def build_tokenizer(data: DataConfig, train: Source | None = None) -> TextTokeni
     train = train if train is not None else train_source(data)
     path = bpe_cache_path(data, train)
     if not path.is_file():
-        _publish(train_bpe(train.documents(), data.vocab_size), path)
+        with cache_lock(path.parent.with_suffix(".lock")):  # other workers wait instead of training too
+            if not path.is_file():
+                _publish(train_bpe(bpe_sample(train), data.vocab_size), path)
     return BPETokenizer(path)
 
 

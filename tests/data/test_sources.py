@@ -106,7 +106,7 @@ def test_empty_file_and_empty_folder(tmp_path: Path) -> None:
         docs(write(tmp_path / "empty.txt", "\n  \n"))
     (tmp_path / "nothing").mkdir()
     write(tmp_path / "nothing" / "readme.md", "x")
-    with pytest.raises(DataError, match="holds no .txt/.jsonl/.parquet file"):
+    with pytest.raises(DataError, match="holds no .txt/.jsonl/.parquet/.bin/.npy file"):
         docs(tmp_path / "nothing")
 
 

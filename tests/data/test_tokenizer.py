@@ -77,3 +77,21 @@ def test_bad_tokenizer_specs(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(DataError, match="cannot load tokenizer"):
         load_tokenizer(tmp_path / "broken.json")
+
+
+def test_bpe_trains_on_a_bounded_sample_of_every_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mhmoe.data import tokenizer as tokenizer_module
+    from mhmoe.data.sources import train_source
+
+    for name in ("a", "b"):  # each file: one short document first, then a flood of one word
+        docs = [f"{name} first document of the file"] + ["zebra " * 50] * 200
+        (tmp_path / f"{name}.jsonl").write_text("".join(f'{{"text": "{d}"}}\n' for d in docs))
+    data = DataConfig(corpus=(str(tmp_path),), val_sets=(), vocab_size=300)
+    whole = build_tokenizer(data)
+    assert len(whole.encode("zebra")) == 1  # trained on everything: the flood is one token
+    monkeypatch.setattr(tokenizer_module, "BPE_SAMPLE_CHARS", 40)  # about one document per file
+    assert list(tokenizer_module.bpe_sample(train_source(data))) == ["a first document of the file",
+                                                                     "b first document of the file"]
+    sampled = build_tokenizer(data)
+    assert sampled.path != whole.path  # the cap is part of the cache key
+    assert len(sampled.encode("zebra")) > 1
