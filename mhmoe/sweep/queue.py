@@ -231,6 +231,17 @@ class SweepQueue:
         """
         if reap:
             self.reap()
+        trial_id = self._claim_locked(worker, accepts)
+        if trial_id is None:
+            return None
+        # Outside the lock (every other claim waits on it): the trial is ours now, and the params only
+        # label it for the dashboard.
+        trial = self.storage.get_trial(trial_id)
+        self._set_params(trial)
+        return self.storage.get_trial(trial_id)
+
+    def _claim_locked(self, worker: str | None, accepts: Callable[[FrozenTrial], bool] | None) -> int | None:
+        """Under the lock, the WAITING -> RUNNING swap of the first trial that fits; its id (None: none fits)."""
         with self.lock():
             index = trial_index(self.storage, self.study._study_id)  # not the configs: one light query
             taken = {k.config_hash for k in index if k.state in (TrialState.RUNNING, TrialState.COMPLETE)}
@@ -241,17 +252,15 @@ class SweepQueue:
                     continue
                 if key.not_before > time.time():
                     continue  # a retry waiting out its pause
-                trial = self.storage.get_trial(key.trial_id)
-                if accepts is not None and not accepts(trial):
+                if accepts is not None and not accepts(self.storage.get_trial(key.trial_id)):
                     continue
-                if not self.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+                if not self.storage.set_trial_state_values(key.trial_id, TrialState.RUNNING):
                     continue  # taken by a worker outside our lock (e.g. a plain study.optimize)
                 if self.storage.heartbeat_interval is not None:
                     # Optuna only judges trials that have beaten at least once.
-                    self.storage.record_heartbeat(trial._trial_id)
-                self.storage.set_trial_user_attr(trial._trial_id, "worker", worker or worker_id())
-                self._set_params(trial)
-                return self.storage.get_trial(trial._trial_id)
+                    self.storage.record_heartbeat(key.trial_id)
+                self.storage.set_trial_user_attr(key.trial_id, "worker", worker or worker_id())
+                return key.trial_id
         return None
 
     def _discard_duplicate(self, trial_id: int) -> None:
