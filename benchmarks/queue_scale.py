@@ -1,10 +1,10 @@
 """The sweep queue at cluster scale: N worker processes on one PostgreSQL, 10% of them SIGKILLed mid-trial.
 
-Run: .venv/bin/python benchmarks/queue_scale.py [--workers 16 64 128] [--sqlite 8] [--points 500] [--seed 0]
+Run: .venv/bin/python benchmarks/queue_scale.py [--workers 16 64 128] [--sqlite 8] [--points P] [--seed 0]
 
-Starts its own PostgreSQL on 127.0.0.1 (``tests/pg_server.py``), submits ``--points`` points (the debug
-preset's config with distinct seeds, so each trial carries a real config dict) and runs N worker processes
-(forked; no torch) through the real queue code: :meth:`SweepQueue.claim` (which reaps stale trials),
+Starts its own PostgreSQL on 127.0.0.1 (``tests/pg_server.py``), submits ``--points`` points (default 4 per
+worker; the debug preset's config with distinct seeds, so each trial carries a real config dict) and runs N
+worker processes (forked, no torch, started over ``--ramp`` seconds) through the real queue code: :meth:`SweepQueue.claim` (which reaps stale trials),
 :class:`Heartbeat` with its fence, :meth:`SweepQueue.complete`. A trial body sleeps ``--trial-seconds``.
 10% of the workers are SIGKILLed mid-trial and replaced at once; their trials come back through the
 heartbeat reaper. Printed per N:
@@ -59,10 +59,12 @@ class BenchPoint:
 
 @dataclass(frozen=True)
 class Settings:
-    trial_s: tuple[float, float] = (2.0, 6.0)
-    heartbeat_s: int = 2
-    grace_s: int = 8
-    poll_s: float = 1.0
+    trial_s: tuple[float, float] = (5.0, 20.0)
+    heartbeat_s: int = 5
+    grace_s: int = 15
+    poll_s: float = 2.0
+    ramp_s: float = 10.0
+    """Workers start spread over this many seconds, as an array's tasks do (scheduling, torch imports)."""
 
 
 @dataclass
@@ -79,12 +81,14 @@ class Figures:
     claim_p95: float
     claim_max: float
     peak_connections: int | None
+    peak_idle: int | None
     busy_fraction: float
     wall_s: float
 
     def line(self) -> str:
         peak = "-" if self.peak_connections is None else str(self.peak_connections)
-        per = "" if self.peak_connections is None else f" ({self.peak_connections / self.workers:.2f}/worker)"
+        per = "" if self.peak_connections is None else (f" ({self.peak_connections / self.workers:.2f}/worker, "
+                                                        f"idle {self.peak_idle})")
         return (f"{self.backend:10s} N={self.workers:3d}: lost {self.lost}, duplicated {self.duplicated}, "
                 f"died {self.died} (killed {self.killed}), connection errors retried {self.retried_errors}; "
                 f"claim p50 {self.claim_p50:.3f} s, p95 {self.claim_p95:.3f} s, max {self.claim_max:.3f} s; "
@@ -155,6 +159,8 @@ class ConnectionSampler:
         self._dsn, self._database, self._every_s = dsn, database, every_s
         self._stop = threading.Event()
         self.peak = 0
+        self.peak_idle = 0
+        """Connections held between calls (idle in a pool)."""
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -162,9 +168,10 @@ class ConnectionSampler:
 
         with psycopg.connect(self._dsn, autocommit=True) as conn:
             while not self._stop.wait(self._every_s):
-                count = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                                     "AND pid <> pg_backend_pid()", (self._database,)).fetchone()[0]
-                self.peak = max(self.peak, int(count))
+                count, idle = conn.execute(
+                    "SELECT count(*), count(*) FILTER (WHERE state = 'idle') FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()", (self._database,)).fetchone()
+                self.peak, self.peak_idle = max(self.peak, int(count)), max(self.peak_idle, int(idle))
 
     def __enter__(self) -> ConnectionSampler:
         self._thread.start()
@@ -207,14 +214,16 @@ def run_workers(url: str, workers: int, points: list[BenchPoint], workdir: Path,
 
     to_kill = max(1, round(KILL_FRACTION * workers))
     expected_s = len(points) * statistics.mean(settings.trial_s) / workers
-    kill_at = sorted(rng.uniform(0.1, 0.6) * expected_s for _ in range(to_kill))
+    kill_at = sorted(settings.ramp_s + rng.uniform(0.0, 0.5) * expected_s for _ in range(to_kill))
     killed: set[int] = set()
     start = time.monotonic()
     with sampler or _NoSampler():
-        for _ in range(workers):
-            spawn()
-        while any(proc.is_alive() for proc, _ in procs.values()):
+        starts = sorted(rng.uniform(0, settings.ramp_s) for _ in range(workers))
+        while starts or any(proc.is_alive() for proc, _ in procs.values()):
             elapsed = time.monotonic() - start
+            while starts and elapsed >= starts[0]:
+                starts.pop(0)
+                spawn()
             if kill_at and elapsed >= kill_at[0]:
                 in_trial = [k for k, (proc, log) in procs.items() if proc.is_alive() and k not in killed
                             and (_last_record(log) or {}).get("trial") is not None]
@@ -232,7 +241,7 @@ def run_workers(url: str, workers: int, points: list[BenchPoint], workdir: Path,
 
 
 class _NoSampler:
-    peak = None
+    peak = peak_idle = None
 
     def __enter__(self) -> _NoSampler:
         return self
@@ -271,6 +280,7 @@ def _figures(url: str, backend: str, workers: int, points: list[BenchPoint], pro
         claim_p95=claims[min(len(claims) - 1, int(0.95 * len(claims)))] if claims else float("nan"),
         claim_max=claims[-1] if claims else float("nan"),
         peak_connections=None if sampler is None else sampler.peak,
+        peak_idle=None if sampler is None else sampler.peak_idle,
         busy_fraction=busy / (workers * wall), wall_s=wall)
 
 
@@ -312,9 +322,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, nargs="*", default=[16, 64, 128])
     parser.add_argument("--sqlite", type=int, nargs="*", default=[8], help="SQLite worker counts")
-    parser.add_argument("--points", type=int, default=500)
-    parser.add_argument("--sqlite-points", type=int, default=100)
-    parser.add_argument("--trial-seconds", type=float, nargs=2, default=[2.0, 6.0])
+    parser.add_argument("--points", type=int, default=None, help="points per run (default: 4 per worker)")
+    parser.add_argument("--trial-seconds", type=float, nargs=2, default=list(Settings.trial_s))
+    parser.add_argument("--ramp", type=float, default=Settings.ramp_s, help="seconds over which workers start")
     parser.add_argument("--max-connections", type=int, default=None,
                         help="server max_connections (default: max(100, 2 per worker + 20))")
     parser.add_argument("--seed", type=int, default=0)
@@ -322,13 +332,14 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from tests.pg_server import PgServer
 
-    settings = Settings(trial_s=(args.trial_seconds[0], args.trial_seconds[1]))
+    settings = Settings(trial_s=(args.trial_seconds[0], args.trial_seconds[1]), ramp_s=args.ramp)
     print(f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; trial bodies {settings.trial_s} s, heartbeat "
-          f"{settings.heartbeat_s} s, grace {settings.grace_s} s; seed {args.seed}", flush=True)
+          f"{settings.heartbeat_s} s, grace {settings.grace_s} s, start ramp {settings.ramp_s:g} s; seed {args.seed}",
+          flush=True)
     if args.workers:
-        points = make_points(args.points)
         with PgServer.start() as server:
             for workers in args.workers:
+                points = make_points(args.points or 4 * workers)
                 limit = args.max_connections or max(100, 2 * workers + 20)
                 set_max_connections(server, limit)
                 # the reaper waits out a grace period after a server (re)start: let it pass, as on a long-lived server
@@ -336,7 +347,7 @@ def main() -> None:
                 figures = run_postgres(server, workers, points, args.seed, settings)
                 print(f"{figures.line()}  [max_connections {limit}]", flush=True)
     for workers in args.sqlite:
-        figures = run_sqlite(workers, make_points(args.sqlite_points), args.seed, settings)
+        figures = run_sqlite(workers, make_points(args.points or 4 * workers), args.seed, settings)
         print(figures.line(), flush=True)
 
 

@@ -32,7 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mhmoe.sweep.outage import MAX_DELAY_S
 from mhmoe.sweep.spec import Direction
 from mhmoe.sweep.storage import open_storage, queue_lock
-from mhmoe.sweep.trial_index import trial_index
+from mhmoe.sweep.trial_index import trial_index, trial_state
 from mhmoe.tracking.applicable import applicable_params
 from mhmoe.training.failures import Fence, LostClaim
 
@@ -314,7 +314,7 @@ class SweepQueue:
                             "stopped without writing") from None
 
     def is_running(self, trial: FrozenTrial) -> bool:
-        return self.storage.get_trial(trial._trial_id).state == TrialState.RUNNING
+        return trial_state(self.storage, trial._trial_id) == TrialState.RUNNING  # not its attrs: each beat asks
 
     def fence(self, trial: FrozenTrial) -> Fence:
         """The claim on ``trial`` as the training loop sees it (holds while the trial is RUNNING)."""
@@ -322,12 +322,17 @@ class SweepQueue:
 
     def complete(self, trial: FrozenTrial, value: float, attrs: dict[str, Any]) -> bool:
         """Tell ``value``; False if the trial was already reaped as stale (its retry owns the point)."""
-        with self.lock():
+        try:
+            self.set_attrs(trial, attrs)  # before the lock: Optuna refuses them once the trial is reaped
+        except LostClaim:
+            return False
+        with self.lock():  # kept short: every claim waits on it
             if not self.is_running(trial):
                 return False
-            self.set_attrs(trial, attrs)
-            self.study.tell(trial.number, value)
-            return True
+            if not math.isfinite(value):
+                raise ValueError(f"trial {trial.number}: metric {value!r} is not finite")
+            # What study.tell does for a finite value, without re-reading the trial (no sampler runs here)
+            return self.storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [value])
 
     def fail(self, trial: FrozenTrial, reason: str, *, error: str | None = None, retry: bool = True,
              count_attempt: bool = True, attrs: dict[str, Any] | None = None) -> str:

@@ -64,4 +64,17 @@ def trial_index(storage, study_id: int) -> list[TrialKey]:
                    for trial_id, e in found.items()), key=lambda k: k.number)
 
 
-__all__ = ["TrialKey", "trial_index"]
+def trial_state(storage, trial_id: int) -> TrialState:
+    """One trial's state, without its params and attrs (a fence check on every heartbeat)."""
+    from sqlalchemy import text
+
+    def read() -> str:
+        with storage.engine.connect() as conn:
+            return conn.execute(text("SELECT state FROM trials WHERE trial_id = :trial_id"),
+                                {"trial_id": trial_id}).scalar_one()
+
+    watch = getattr(storage, "outage", None)
+    return TrialState[watch.call(read) if watch is not None else read()]
+
+
+__all__ = ["TrialKey", "trial_index", "trial_state"]
