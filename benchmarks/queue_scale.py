@@ -4,8 +4,9 @@ Run: .venv/bin/python benchmarks/queue_scale.py [--workers 16 64 128] [--sqlite 
 
 Starts its own PostgreSQL on 127.0.0.1 (``tests/pg_server.py``), submits ``--points`` points (default 4 per
 worker; the debug preset's config with distinct seeds, so each trial carries a real config dict) and runs N
-worker processes (forked, no torch, started over ``--ramp`` seconds) through the real queue code: :meth:`SweepQueue.claim` (which reaps stale trials),
-:class:`Heartbeat` with its fence, :meth:`SweepQueue.complete`. A trial body sleeps ``--trial-seconds``.
+worker processes (forked, no torch, started over ``--ramp`` seconds) through the real queue code:
+:meth:`SweepQueue.claim` (which reaps stale trials), :class:`Heartbeat` with its fence,
+:meth:`SweepQueue.complete`. A trial body sleeps ``--trial-seconds``.
 10% of the workers are SIGKILLed mid-trial and replaced at once; their trials come back through the
 heartbeat reaper. Printed per N:
 

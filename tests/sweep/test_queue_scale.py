@@ -30,8 +30,9 @@ def test_eight_workers_hold_one_connection_each_between_calls_and_lose_nothing(p
     url = fresh_database(postgres_server, database)
     sampler = bench.ConnectionSampler(f"host=127.0.0.1 port={postgres_server.port} user=postgres dbname=postgres",
                                       database, every_s=0.02)
+    settings = bench.Settings(trial_s=(0.5, 1.5), heartbeat_s=1, grace_s=3, poll_s=0.5, ramp_s=0.5)
     figures = bench.run_workers(url, WORKERS, bench.make_points(24), tmp_path, seed=1, sampler=sampler,
-                                settings=bench.Settings(trial_s=(0.5, 1.5), heartbeat_s=1, grace_s=3, poll_s=0.5, ramp_s=0.5))
+                                settings=settings)
     assert (figures.lost, figures.duplicated, figures.died) == (0, 0, 0), figures
     assert figures.killed == 1, figures
     # One pooled connection per worker between calls (+1: a killed worker's, until the server notices); a
