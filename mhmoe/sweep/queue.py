@@ -231,16 +231,17 @@ class SweepQueue:
         """
         if reap:
             self.reap()
-        trial_id = self._claim_locked(worker, accepts)
+        trial_id = self._claim_locked(accepts)
         if trial_id is None:
             return None
-        # Outside the lock (every other claim waits on it): the trial is ours now, and the params only
-        # label it for the dashboard.
+        # Outside the lock (every other claim waits on it): the trial is ours now, and the worker and
+        # params only label it for `sweep status` and the dashboard.
+        self.storage.set_trial_user_attr(trial_id, "worker", worker or worker_id())
         trial = self.storage.get_trial(trial_id)
         self._set_params(trial)
         return self.storage.get_trial(trial_id)
 
-    def _claim_locked(self, worker: str | None, accepts: Callable[[FrozenTrial], bool] | None) -> int | None:
+    def _claim_locked(self, accepts: Callable[[FrozenTrial], bool] | None) -> int | None:
         """Under the lock, the WAITING -> RUNNING swap of the first trial that fits; its id (None: none fits)."""
         with self.lock():
             index = trial_index(self.storage, self.study._study_id)  # not the configs: one light query
@@ -259,7 +260,6 @@ class SweepQueue:
                 if self.storage.heartbeat_interval is not None:
                     # Optuna only judges trials that have beaten at least once.
                     self.storage.record_heartbeat(key.trial_id)
-                self.storage.set_trial_user_attr(key.trial_id, "worker", worker or worker_id())
                 return key.trial_id
         return None
 
