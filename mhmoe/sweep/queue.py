@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mhmoe.sweep.outage import MAX_DELAY_S
 from mhmoe.sweep.spec import Direction
 from mhmoe.sweep.storage import open_storage, queue_lock
+from mhmoe.sweep.trial_index import trial_index, trial_state
 from mhmoe.tracking.applicable import applicable_params
 from mhmoe.training.failures import Fence, LostClaim
 
@@ -102,7 +103,9 @@ class SweepQueue:
     def with_heartbeats(cls, url: str, study_name: str, *, heartbeat_interval: int | None = None,
                         grace_period: int | None = None) -> SweepQueue:
         """The study opened with the sweep's heartbeat settings (stored at submit) unless overridden."""
-        settings = cls(url, study_name).settings()
+        probe = cls(url, study_name)
+        settings = probe.settings()
+        probe.close()  # its pooled connection would otherwise count against the server's client limit
         return cls(url, study_name, heartbeat_interval=heartbeat_interval or settings.get("heartbeat_interval"),
                    grace_period=grace_period or settings.get("grace_period"))
 
@@ -203,7 +206,9 @@ class SweepQueue:
         Returns each reaped attempt with whether a retry was enqueued, so the caller can close
         its MLflow run. The reason is stored on the attempt itself before it is failed.
         """
-        reaped = []
+        reaped: list[tuple[FrozenTrial, bool]] = []
+        if not self.stale_trial_ids():
+            return reaped  # the usual case: no need to queue for the lock (re-checked under it)
         with self.lock():
             for trial_id in self.stale_trial_ids():
                 try:
@@ -226,38 +231,47 @@ class SweepQueue:
         """
         if reap:
             self.reap()
+        trial_id = self._claim_locked(accepts)
+        if trial_id is None:
+            return None
+        # Outside the lock (every other claim waits on it): the trial is ours now, and the worker and
+        # params only label it for `sweep status` and the dashboard.
+        self.storage.set_trial_user_attr(trial_id, "worker", worker or worker_id())
+        trial = self.storage.get_trial(trial_id)
+        self._set_params(trial)
+        return self.storage.get_trial(trial_id)
+
+    def _claim_locked(self, accepts: Callable[[FrozenTrial], bool] | None) -> int | None:
+        """Under the lock, the WAITING -> RUNNING swap of the first trial that fits; its id (None: none fits)."""
         with self.lock():
-            trials = self.trials()
-            taken = {t.user_attrs.get("config_hash") for t in trials
-                     if t.state in (TrialState.RUNNING, TrialState.COMPLETE)}
-            waiting = [t for t in trials if t.state == TrialState.WAITING]
-            for trial in sorted(waiting, key=lambda t: (t.user_attrs.get("attempt", 1) == 1, t.number)):
-                if trial.user_attrs.get("config_hash") in taken:
-                    self._discard_duplicate(trial)
+            index = trial_index(self.storage, self.study._study_id)  # not the configs: one light query
+            taken = {k.config_hash for k in index if k.state in (TrialState.RUNNING, TrialState.COMPLETE)}
+            waiting = [k for k in index if k.state == TrialState.WAITING]
+            for key in sorted(waiting, key=lambda k: (k.attempt == 1, k.number)):
+                if key.config_hash in taken:
+                    self._discard_duplicate(key.trial_id)
                     continue
-                if accepts is not None and not accepts(trial):
-                    continue
-                if trial.user_attrs.get(NOT_BEFORE, 0) > time.time():
+                if key.not_before > time.time():
                     continue  # a retry waiting out its pause
-                if not self.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+                if accepts is not None and not accepts(self.storage.get_trial(key.trial_id)):
+                    continue
+                if not self.storage.set_trial_state_values(key.trial_id, TrialState.RUNNING):
                     continue  # taken by a worker outside our lock (e.g. a plain study.optimize)
                 if self.storage.heartbeat_interval is not None:
                     # Optuna only judges trials that have beaten at least once.
-                    self.storage.record_heartbeat(trial._trial_id)
-                self.storage.set_trial_user_attr(trial._trial_id, "worker", worker or worker_id())
-                self._set_params(trial)
-                return self.storage.get_trial(trial._trial_id)
+                    self.storage.record_heartbeat(key.trial_id)
+                return key.trial_id
         return None
 
-    def _discard_duplicate(self, trial: FrozenTrial) -> None:
+    def _discard_duplicate(self, trial_id: int) -> None:
         """Fail a WAITING attempt of a point that is already running or done (caller holds the lock).
 
         Only a commit lost mid-enqueue during a storage outage creates one (:mod:`mhmoe.sweep.outage`);
         training it would run the point twice.
         """
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-            self.storage.set_trial_user_attr(trial._trial_id, "failure_reason", DUPLICATE_REASON)
-            self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            self.storage.set_trial_user_attr(trial_id, "failure_reason", DUPLICATE_REASON)
+            self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
     def _set_params(self, trial: FrozenTrial) -> None:
         """Numeric config values as Optuna params, so the dashboard can slice the study."""
@@ -300,7 +314,7 @@ class SweepQueue:
                             "stopped without writing") from None
 
     def is_running(self, trial: FrozenTrial) -> bool:
-        return self.storage.get_trial(trial._trial_id).state == TrialState.RUNNING
+        return trial_state(self.storage, trial._trial_id) == TrialState.RUNNING  # not its attrs: each beat asks
 
     def fence(self, trial: FrozenTrial) -> Fence:
         """The claim on ``trial`` as the training loop sees it (holds while the trial is RUNNING)."""
@@ -308,12 +322,17 @@ class SweepQueue:
 
     def complete(self, trial: FrozenTrial, value: float, attrs: dict[str, Any]) -> bool:
         """Tell ``value``; False if the trial was already reaped as stale (its retry owns the point)."""
-        with self.lock():
+        try:
+            self.set_attrs(trial, attrs)  # before the lock: Optuna refuses them once the trial is reaped
+        except LostClaim:
+            return False
+        with self.lock():  # kept short: every claim waits on it
             if not self.is_running(trial):
                 return False
-            self.set_attrs(trial, attrs)
-            self.study.tell(trial.number, value)
-            return True
+            if not math.isfinite(value):
+                raise ValueError(f"trial {trial.number}: metric {value!r} is not finite")
+            # What study.tell does for a finite value, without re-reading the trial (no sampler runs here)
+            return self.storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [value])
 
     def fail(self, trial: FrozenTrial, reason: str, *, error: str | None = None, retry: bool = True,
              count_attempt: bool = True, attrs: dict[str, Any] | None = None) -> str:
@@ -333,9 +352,8 @@ class SweepQueue:
 
     def pending(self) -> tuple[int, int]:
         """(waiting, running) trial counts."""
-        trials = self.trials((TrialState.WAITING, TrialState.RUNNING))
-        waiting = sum(t.state == TrialState.WAITING for t in trials)
-        return waiting, len(trials) - waiting
+        index = trial_index(self.storage, self.study._study_id)
+        return (sum(k.state == TrialState.WAITING for k in index), sum(k.state == TrialState.RUNNING for k in index))
 
     # ------------------------------------------------------------------ status
     def point_states(self) -> list[PointState]:

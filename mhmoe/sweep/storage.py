@@ -76,7 +76,9 @@ def open_storage(
         engine_kwargs: dict = {"connect_args": {"timeout": 120}}
     else:
         # pre_ping: a pooled connection that died with a server restart is replaced, not used.
-        engine_kwargs = {"pool_pre_ping": True}
+        # One connection kept per storage between calls (a server allows ~100 clients in all); calls that
+        # overlap it (the queue lock's connection, the heartbeat thread) open one more and close it after.
+        engine_kwargs = {"pool_pre_ping": True, "pool_size": 1, "max_overflow": 8}
 
     def create():
         from mhmoe.sweep.outage import OutageWatch, RetryingRDBStorage

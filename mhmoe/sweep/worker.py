@@ -290,6 +290,19 @@ def _schedule(queue: SweepQueue) -> list[str]:
     return added
 
 
+SUMMARY_EVERY_S = 60.0
+"""With many workers, each writes the parent run's summary (which reads every trial) at most this often."""
+SUMMARY_ALWAYS_UP_TO = 8
+"""Up to this many running trials, every trial end writes the summary."""
+
+
+def summary_due(queue: SweepQueue, last: float) -> bool:
+    """Whether this trial end writes the summary: always in a small sweep and once nothing waits (the last
+    trials end with it up to date), else every :data:`SUMMARY_EVERY_S` per worker."""
+    waiting, running = queue.pending()
+    return waiting == 0 or running <= SUMMARY_ALWAYS_UP_TO or time.monotonic() - last >= SUMMARY_EVERY_S
+
+
 def run_worker(options: WorkerOptions) -> int:
     """Claim and train trials until none is left (or ``max_trials``); returns an exit code: 1 when a
     point it ran, or a dead worker's point it reaped, failed for good."""
@@ -297,6 +310,7 @@ def run_worker(options: WorkerOptions) -> int:
     ensure_parent_run(queue, _tracking_uri(options, queue.settings()))
     done = 0
     failed = 0
+    last_summary = -math.inf
     fits = DeviceFit(options.devices, _log)
     while options.max_trials is None or done < options.max_trials:
         failed += close_reaped(queue, options)  # a dead worker's point with no attempts left failed for good
@@ -312,7 +326,9 @@ def run_worker(options: WorkerOptions) -> int:
         failed += run_trial(queue, trial, options) == "failed"
         done += 1
         _schedule(queue)
-        update_parent_summary(queue, _tracking_uri(options, queue.settings()), _log)
+        if summary_due(queue, last_summary):
+            update_parent_summary(queue, _tracking_uri(options, queue.settings()), _log)
+            last_summary = time.monotonic()
     finish_parent_run(queue, _tracking_uri(options, queue.settings()))
     _log(f"exiting after {done} trial(s)" + (f", {failed} failed for good" if failed else ""))
     return 1 if failed else 0
