@@ -12,8 +12,6 @@ running trial; workers on other nodes run the same command against the same stor
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import dataclasses
 import os
 import signal
@@ -27,6 +25,7 @@ from typing import Any
 from mhmoe.configbase import ConfigError
 from mhmoe.sweep.options import WorkerOptions
 from mhmoe.sweep.worker_log import CONSOLE_FD_ENV
+from mhmoe.training.ranks import parent_death_signal
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -70,12 +69,6 @@ def worker_slots(devices: list[str] | None = None, cpu_workers: int | None = Non
                        devices=devices_per_trial) for i in range(n)]
 
 
-def _die_with_parent() -> None:
-    """Get SIGTERM when the supervisor dies (Linux), so no worker is orphaned."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def _redirect(log: Path | None) -> None:
     """Everything the worker writes goes to ``log``; the console keeps its progress lines
     (:data:`mhmoe.sweep.worker.CONSOLE_FD_ENV`), so a ``--log-dir`` run is not silent until the end."""
@@ -94,7 +87,7 @@ def _forked_worker(options: WorkerOptions, slot: WorkerSlot, log: Path | None) -
 
     code = 1
     try:
-        _die_with_parent()
+        parent_death_signal(signal.SIGTERM)  # the supervisor died: stop, so no worker is orphaned
         os.environ.update(slot.env)
         _redirect(log)
         code = serve(dataclasses.replace(options, threads=slot.threads, devices=slot.devices))

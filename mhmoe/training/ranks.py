@@ -67,6 +67,15 @@ class RankZeroHooks:
         return fence, list(callbacks)
 
 
+def parent_death_signal(sig: int) -> None:
+    """Linux: have the kernel send ``sig`` to this process when its parent exits; elsewhere nothing."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+
+
 def die_with_parent() -> None:
     """Linux: SIGKILL this rank the moment the process that started it exits, even by SIGKILL.
 
@@ -75,10 +84,7 @@ def die_with_parent() -> None:
     The ranks this process starts (Lightning's launcher copies the environment) die with it in turn.
     """
     expected = int(os.environ.get(PARENT_PID_ENV) or 0)
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    parent_death_signal(signal.SIGKILL)
     if expected and os.getppid() != expected:
         os._exit(1)
     os.environ[PARENT_PID_ENV] = str(os.getpid())
