@@ -158,6 +158,13 @@ class OutageWatch:
         return float("inf") if self.recovered_at is None else time.monotonic() - self.recovered_at
 
 
+def call_on(storage: Any, fn: Callable[[], T]) -> T:
+    """``fn()`` (a direct database read or lock beside Optuna's own calls) retried like a storage call when
+    ``storage`` watches outages (a server database), else run once."""
+    watch: OutageWatch | None = getattr(storage, "outage", None)
+    return watch.call(fn) if watch is not None else fn()
+
+
 # Storage calls that touch the database, including the private ones Optuna's cache layer (which every
 # Study uses) calls directly. Others (remove_session, the heartbeat settings getters) do not, and schema
 # upgrades are not run by workers.
@@ -221,5 +228,5 @@ for _name in _RETRIED:
         setattr(RetryingRDBStorage, _name, _retried(_name, getattr(optuna.storages.RDBStorage, _name)))
 
 
-__all__ = ["DEFAULT_WINDOW_S", "WINDOW_ENV", "OutageWatch", "RetryingRDBStorage", "StorageUnavailable",
+__all__ = ["DEFAULT_WINDOW_S", "WINDOW_ENV", "OutageWatch", "call_on", "RetryingRDBStorage", "StorageUnavailable",
            "connection_error", "retry_window_s"]

@@ -150,7 +150,7 @@ def _advisory_lock(storage, key: int) -> Iterator[None]:
     """
     from sqlalchemy import text
 
-    from mhmoe.sweep.outage import connection_error
+    from mhmoe.sweep.outage import call_on, connection_error
 
     def acquire():
         conn = storage.engine.connect()
@@ -162,8 +162,7 @@ def _advisory_lock(storage, key: int) -> Iterator[None]:
             raise
         return conn
 
-    watch = getattr(storage, "outage", None)
-    conn = watch.call(acquire) if watch is not None else acquire()
+    conn = call_on(storage, acquire)
     try:
         yield
     finally:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from optuna.trial import TrialState
 
+from mhmoe.sweep.outage import call_on
+
 INDEX_ATTRS = ("config_hash", "attempt", "not_before")
 """The user attrs a claim decides on (identity, retry priority, retry pause)."""
 QUEUE_STATES = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
@@ -51,8 +53,7 @@ def trial_index(storage, study_id: int) -> list[TrialKey]:
         with storage.engine.connect() as conn:
             return list(conn.execute(text(_query()), {"study_id": study_id}))
 
-    watch = getattr(storage, "outage", None)
-    rows = watch.call(read) if watch is not None else read()
+    rows = call_on(storage, read)
     found: dict[int, dict] = {}
     for trial_id, number, state, key, value_json in rows:
         entry = found.setdefault(trial_id, {"number": number, "state": state})
@@ -73,8 +74,7 @@ def trial_state(storage, trial_id: int) -> TrialState:
             return conn.execute(text("SELECT state FROM trials WHERE trial_id = :trial_id"),
                                 {"trial_id": trial_id}).scalar_one()
 
-    watch = getattr(storage, "outage", None)
-    return TrialState[watch.call(read) if watch is not None else read()]
+    return TrialState[call_on(storage, read)]
 
 
 __all__ = ["TrialKey", "trial_index", "trial_state"]
