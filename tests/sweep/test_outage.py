@@ -181,3 +181,12 @@ def test_a_trial_cut_off_by_a_long_outage_is_requeued_with_the_reason_and_no_ret
     assert "re-queued after the storage outage" in out and reason in out
     run = mlflow.MlflowClient(tracking).get_run(second.user_attrs["mlflow_run_id"])
     assert run.info.status == "FINISHED"
+
+
+def test_a_bad_retry_window_is_one_line_naming_the_variable() -> None:
+    env = {**os.environ, WINDOW_ENV: "soon", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    result = subprocess.run([sys.executable, "-m", "mhmoe.cli", "sweep", "status", "--study", "x", "--storage",
+                             "postgresql+psycopg://postgres@127.0.0.1:1/x"], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"{WINDOW_ENV}='soon' must be a number of seconds >= 0" in result.stderr
