@@ -16,6 +16,7 @@ from mhmoe.budget import count_mults, count_params, moe_layer_params, moe_mults_
 from mhmoe.config import Architecture, ModelConfig, QuantConfig
 from mhmoe.matching import BASELINE_FFN, MatchResult, paper_matches, preset_configs
 from mhmoe.presets import preset
+from mhmoe.sweep.tables import format_table as text_table
 from mhmoe.variants import variant_rows
 
 BITNET = QuantConfig(weight_bits=1.58)
@@ -118,10 +119,9 @@ COLUMNS = (
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Aligned text table of ``budget_table`` rows (also printed by ``mhmoe smoke``)."""
-    cells = [[header for header, _ in COLUMNS]] + [[cell(row) for _, cell in COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(text.ljust(w) if i == 0 else text.rjust(w) for i, (text, w) in enumerate(zip(line, widths)))
-             for line in cells]
+    headers = [header for header, _ in COLUMNS]
+    cells = [{header: cell(row) for header, cell in COLUMNS} for row in rows]
+    table = text_table(cells, headers, right=headers[1:])
     notes = sorted({f"{row['variant']}: {note}" for row in rows for note in row["notes"]})
     footer = [
         "",
@@ -129,4 +129,4 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         "expert excluded). Dense rows: the dense FFN in that position. Active params count experts with",
         f"multiplicity (h x k per token). Attention scores at seq_len={rows[0]['seq_len']} (no causal discount).",
     ]
-    return "\n".join(lines + footer + [f"note: {n}" for n in notes])
+    return "\n".join([table, *footer, *(f"note: {n}" for n in notes)])

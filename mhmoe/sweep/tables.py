@@ -1,6 +1,11 @@
-"""Plain fixed-width text tables of a sweep: the plan's grid (``mhmoe sweep plan``) and trial rows."""
+"""Plain fixed-width text tables (``tabulate``): the plan's grid (``mhmoe sweep plan``), trial rows, verdicts
+and the budget table."""
 
 from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from tabulate import tabulate
 
 from mhmoe.sweep.plan import TrialPoint
 
@@ -34,13 +39,12 @@ def plan_rows(points: list[TrialPoint] | tuple[TrialPoint, ...]) -> list[dict[st
     return rows
 
 
-def format_table(rows: list[dict[str, str]], columns: tuple[str, ...] | list[str]) -> str:
-    """Plain fixed-width table (no dependencies; pipes into less and diff well)."""
-    widths = {c: max([len(c)] + [len(r.get(c, "")) for r in rows]) for c in columns}
-    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
-    lines.append("  ".join("-" * widths[c] for c in columns))
-    lines += ["  ".join(r.get(c, "").ljust(widths[c]) for c in columns) for r in rows]
-    return "\n".join(lines)
+def format_table(rows: Sequence[dict[str, str]], columns: Sequence[str], *, right: Collection[str] = ()) -> str:
+    """Fixed-width table of display strings: a header, a rule, one line a row (pipes into less and diff well).
+
+    Cells are shown as given (no number parsing); columns in ``right`` are right-aligned, the rest left."""
+    return tabulate([[r.get(c, "") for c in columns] for r in rows], headers=list(columns), tablefmt="simple",
+                    disable_numparse=True, colalign=["right" if c in right else "left" for c in columns])
 
 
 __all__ = ["PLAN_COLUMNS", "format_table", "plan_rows"]
