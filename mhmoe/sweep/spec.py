@@ -185,7 +185,8 @@ class SweepSpec:
     heartbeat_interval: int = 30
     """Seconds between a running trial's heartbeats."""
     grace_period: int = 180
-    """Seconds without a heartbeat after which a running trial is failed and re-queued."""
+    """Seconds without a heartbeat after which a running trial is failed and re-queued (the default grows to
+    GRACE_FACTOR x a longer ``heartbeat.interval``)."""
     verdict: VerdictSpec = field(default_factory=VerdictSpec)
     """Comparisons, seed schedule, equivalence margin and optional tuning (:mod:`mhmoe.sweep.verdict_spec`)."""
 
@@ -546,8 +547,10 @@ def _parse_grid(value: Any, errors: list[str]) -> tuple[Axis, ...]:
 
 def _parse_heartbeat(value: Any, errors: list[str]) -> tuple[int, int]:
     data = _section("heartbeat", value, ("interval", "grace"), errors)
-    interval = _parse_int("heartbeat.interval", data.get("interval", 30), errors, minimum=1)
-    grace = _parse_int("heartbeat.grace", data.get("grace", max(180, GRACE_FACTOR * interval)), errors, minimum=1)
+    # Defaults are SweepSpec's; a longer interval stretches the default grace to GRACE_FACTOR beats.
+    interval = _parse_int("heartbeat.interval", data.get("interval", SweepSpec.heartbeat_interval), errors, minimum=1)
+    default_grace = max(SweepSpec.grace_period, GRACE_FACTOR * interval)
+    grace = _parse_int("heartbeat.grace", data.get("grace", default_grace), errors, minimum=1)
     problem = heartbeat_problem(interval, grace)
     if problem:
         errors.append(problem)
