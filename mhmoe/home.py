@@ -62,10 +62,6 @@ ARTIFACTS_DIR = "mlartifacts"
 """Beside a SQLite store (in the home, or wherever the store is): its runs' artifacts."""
 
 
-def default_artifact_root() -> str:
-    return (home_subdir(ARTIFACTS_DIR)).as_uri()
-
-
 def artifact_root_for(tracking_uri: str) -> str | None:
     """Artifacts beside a SQLite store (MLflow would otherwise use ./mlruns in the CWD).
 

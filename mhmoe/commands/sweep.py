@@ -28,6 +28,16 @@ def _add_storage(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help="Optuna storage URL (sqlite:///... or postgresql://...)")
 
 
+def _add_local_run_flags(p: argparse.ArgumentParser) -> None:
+    """``run`` and ``extend``: a spec, local workers, and the report at the end."""
+    p.add_argument("spec", help=SPEC_HELP)
+    _add_spec_overrides(p)
+    _add_storage(p)
+    p.add_argument("--workers", type=int_at_least(1), help="CPU workers (default 1; ignored with --devices)")
+    _add_worker_flags(p)
+    p.add_argument("--no-report", dest="report", action="store_false", help="do not run `mhmoe report` at the end")
+
+
 def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--devices", help="comma-separated GPU ids: one worker per GPU (e.g. 0,1,2,3)")
@@ -92,21 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker_flags(p)
 
     p = _add_command(sub, "run", help="submit + N local workers + report")
-    p.add_argument("spec", help=SPEC_HELP)
-    _add_spec_overrides(p)
-    _add_storage(p)
-    p.add_argument("--workers", type=int_at_least(1), help="CPU workers (default 1; ignored with --devices)")
-    _add_worker_flags(p)
-    p.add_argument("--no-report", dest="report", action="store_false", help="do not run `mhmoe report` at the end")
+    _add_local_run_flags(p)
 
     p = _add_command(sub, "extend", help="add what an existing sweep's spec now asks for (more seeds, new "
                                       "comparisons) + N local workers + report")
-    p.add_argument("spec", help=SPEC_HELP)
-    _add_spec_overrides(p)
-    _add_storage(p)
-    p.add_argument("--workers", type=int_at_least(1), help="CPU workers (default 1; ignored with --devices)")
-    _add_worker_flags(p)
-    p.add_argument("--no-report", dest="report", action="store_false", help="do not run `mhmoe report` at the end")
+    _add_local_run_flags(p)
 
     p = _add_command(sub, "status", help="done / running / waiting / failed per point, trial rows, ETA")
     p.add_argument("spec", nargs="?", help=SPEC_HELP + " (or give --study)")
