@@ -11,6 +11,7 @@ import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -108,7 +109,7 @@ def write_figures(out: Outputs, runs: pd.DataFrame, agg: pd.DataFrame, val_set: 
     for entry in entries:
         for stem, given in entry.instances(inputs):
             drawn = len(out.figures)
-            _figure(out, stem, lambda e=entry, g=given: e.caption(g), lambda e=entry, g=given: e.draw(g))
+            _figure(out, stem, partial(entry.caption, given), partial(entry.draw, given))
             if len(out.figures) > drawn:
                 out.skipped += entry.notes(given)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any
 
 import torch
 from torch import nn
@@ -27,31 +26,31 @@ RANGE = "range"
 """Field metadata key of a :class:`RoutingStats` field that is logged as a metric: its ``(low, high)``."""
 
 
-def logged(low: float, high: float = math.inf) -> Any:
-    """A :class:`RoutingStats` field the training loop logs as ``routing/layer_<block>/<name>`` and
-    ``routing/mean/<name>``, whose values lie in ``[low, high]`` (the report clips intervals to it)."""
-    return field(metadata={RANGE: (low, high)})
+def logged(low: float, high: float = math.inf) -> dict[str, tuple[float, float]]:
+    """Metadata of a :class:`RoutingStats` field the training loop logs as ``routing/layer_<block>/<name>``
+    and ``routing/mean/<name>``, whose values lie in ``[low, high]`` (the report clips intervals to it)."""
+    return {RANGE: (low, high)}
 
 
 @dataclass
 class RoutingStats:
     """Routing telemetry of one MoE layer for one forward pass (0-d tensors unless noted).
 
-    A field made with :func:`logged` is a metric (:data:`LOGGED_STATS`); the others are read by the
+    A field with :func:`logged` metadata is a metric (:data:`LOGGED_STATS`); the others are read by the
     training loop directly (load and divergence artifacts, the loss terms).
     """
 
     tokens_per_expert: torch.Tensor
     """(E,) assignments routed to each expert (all k choices, before capacity dropping)."""
-    load_imbalance: torch.Tensor = logged(1.0)
+    load_imbalance: torch.Tensor = field(metadata=logged(1.0))
     """max / mean of tokens_per_expert; 1.0 is perfectly balanced."""
-    entropy: torch.Tensor = logged(0.0)
+    entropy: torch.Tensor = field(metadata=logged(0.0))
     """Mean over sub-tokens of the router distribution's entropy (nats)."""
-    activation_ratio: torch.Tensor = logged(0.0, 1.0)
+    activation_ratio: torch.Tensor = field(metadata=logged(0.0, 1.0))
     """Fraction of experts whose load is >= activation_threshold x the uniform share."""
-    dropped_frac: torch.Tensor = logged(0.0, 1.0)
+    dropped_frac: torch.Tensor = field(metadata=logged(0.0, 1.0))
     """Fraction of assignments dropped by the capacity rule (0 when dropless)."""
-    divergence: torch.Tensor = logged(1.0)
+    divergence: torch.Tensor = field(metadata=logged(1.0))
     """Mean over tokens of distinct top-1 experts among the token's H sub-tokens (1..H)."""
     divergence_hist: torch.Tensor
     """(H,) count of tokens whose sub-tokens reached j+1 distinct top-1 experts."""
