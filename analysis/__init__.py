@@ -9,6 +9,7 @@ Nothing here runs at import. The modules, in data-flow order:
 - ``sequential``: the seeds-until-resolved stopping rule (repeated intervals valid over every look)
 - ``verdict``: who wins: one verdict row per comparison (the sweep and the report share it)
 - ``paper``, ``paper_match``, ``ordering``: the paper's numbers and the ordering check
-- ``style``: figure style, the paper's names and row order; ``fig_*``: figures; ``tables``: Markdown/LaTeX tables
+- ``style``: figure style, the paper's names and row order; ``fig_*``: figures, each listed in its ``FIGURES``
+  (``figures``: the registry the report draws); ``tables``: Markdown/LaTeX tables
 - ``report``, ``report_index``, ``index``, ``checks``: ``mhmoe report`` end to end
 """

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.fig_routing import ACTIVATION, IMBALANCE
 from analysis.frame import FINISHED, METRIC, finished, ppl_col, val_sets
 from analysis.stats import NO_CI
 from mhmoe.variants import routes
 
-ROUTING_MEAN = ("routing/mean/activation_ratio", "routing/mean/load_imbalance")
+ROUTING_MEAN = (ACTIVATION, IMBALANCE)
+"""The routing statistics the report's figure draws (a routed run without them gets a note)."""
 
 
 def _run(r: pd.Series) -> str:

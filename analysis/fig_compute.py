@@ -14,9 +14,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
+from analysis.figures import FigureEntry, FigureInputs
 from analysis.frame import MissingData, baseline_point, col, config_columns, finished, points, ppl_col, row_text
 from analysis.paper import paper_frame
-from analysis.stats import difference, per_seed
+from analysis.stats import difference, interval_text, per_seed
 from analysis.style import DOUBLE, SINGLE, family_colour, figure, line_styles, paper_name, paper_sort_key, styled
 from mhmoe.config import is_quantized
 from mhmoe.tracking import names
@@ -141,3 +142,26 @@ def plot_ppl_vs_flops(data: pd.DataFrame, val_set: str) -> Figure:
     ax.set_ylabel(f"final perplexity ({val_set})")
     fig.legend(loc="outside lower center", ncol=2)
     return fig
+
+
+def _gaps(inputs: FigureInputs) -> pd.DataFrame:
+    return bitnet_gaps(inputs.runs, inputs.val_set) if inputs.val_set else pd.DataFrame()
+
+
+def _flops_caption(inputs: FigureInputs) -> str:
+    pts = points(inputs.runs)
+    base = paper_name(pts.set_index("point").loc[baseline_point(pts)]) if len(pts) else "the baseline"
+    return (f"Final perplexity ({inputs.val_set}) vs training FLOPs per token relative to {base}, in percent; "
+            f"error bars: {inputs.ci}")
+
+
+FIGURES = [
+    FigureEntry(
+        "bitnet_gap", place=5,
+        draw=lambda i: plot_bitnet_gap(_gaps(i), i.need_set()),
+        caption=lambda i: f"BitNet vs full precision: Δ ln ppl ({i.val_set}) paired by seed; error bars: "
+                          f"{interval_text(_gaps(i)['n_a'], paired=True)}"),
+    FigureEntry(
+        "ppl_vs_flops", place=6, caption=_flops_caption,
+        draw=lambda i: plot_ppl_vs_flops(flops_frame(i.runs, i.agg, i.need_set()), i.need_set())),
+]

@@ -12,6 +12,7 @@ from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
+from analysis.figures import FigureEntry, FigureInputs
 from analysis.frame import MissingData, col, finished, points, val_sets
 from analysis.stats import clip_to_range, mean_ci_columns
 from analysis.style import DOUBLE, SINGLE, figure, line_styles, paper_names, plain_log_ticks, styled
@@ -107,3 +108,16 @@ def plot_val_curves(runs: pd.DataFrame, histories: pd.DataFrame) -> Figure:
     legend = {name: legend[name] for name in shown.values() if name in legend}  # paper order
     fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncol=min(4, len(legend)))
     return fig
+
+
+def _draw(inputs: FigureInputs) -> Figure:
+    inputs.need_set()
+    return plot_val_curves(inputs.runs, inputs.histories)
+
+
+FIGURES = [
+    FigureEntry(
+        "val_curves", place=1, history_keys=history_keys, draw=_draw,
+        caption=lambda i: "Validation perplexity vs training tokens at every validation step: mean over "
+                          f"seeds, band: {i.ci} (n can drop at steps some seeds did not log)"),
+]

@@ -13,16 +13,19 @@ import pandas as pd
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from analysis.figures import FigureEntry, FigureInputs
 from analysis.frame import MissingData, finished, points
+from analysis.stats import interval_text, seed_count
 from analysis.style import DIVERGING_CMAP, DOUBLE, SEQUENTIAL_CMAP, figure, line_styles, paper_names, styled
 from mhmoe.config import is_quantized
+from mhmoe.tracking.names import routing_metric
 from mhmoe.variants import multi_head, routes
 
 MIN_LOAD_SPAN = 0.25  # log2 units: the colour scale spans at least 0.84x .. 1.19x the uniform share
 LOAD_TICKS = 5
 MAX_LOAD_PANELS = 6
-ACTIVATION = "routing/mean/activation_ratio"
-IMBALANCE = "routing/mean/load_imbalance"
+ACTIVATION = routing_metric("mean", "activation_ratio")
+IMBALANCE = routing_metric("mean", "load_imbalance")
 
 
 def load_shares(runs: pd.DataFrame, arrays: dict[str, tuple[int, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -177,3 +180,28 @@ def plot_routing_stats(runs: pd.DataFrame, agg: pd.DataFrame, divergence: pd.Dat
             ax.set_axis_off()
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
     return fig
+
+
+def _shown_loads(inputs: FigureInputs) -> dict[str, np.ndarray]:
+    shares = load_shares(inputs.runs, inputs.loads)
+    return {k: shares[k] for k in select_load_labels(inputs.runs, list(shares))}
+
+
+def _load_caption(inputs: FigureInputs) -> str:
+    pts = points(inputs.runs)
+    load_n = pts.set_index("label").reindex(list(_shown_loads(inputs)))["n_runs"] if len(pts) else []
+    return (f"Expert load relative to the uniform share, last logged step (mean over {seed_count(load_n)}); "
+            "colour scale fitted to the data, symmetric in log around 1")
+
+
+FIGURES = [
+    FigureEntry(
+        "expert_load", place=3, caption=_load_caption,
+        draw=lambda i: plot_expert_load(_shown_loads(i), paper_names(points(i.runs)))),
+    FigureEntry(
+        "routing_stats", place=4,
+        draw=lambda i: plot_routing_stats(i.runs, i.agg, divergence_distribution(i.runs, i.divergence)),
+        caption=lambda i: "Routing statistics by variant (error bars: "
+                          f"{interval_text(i.agg[i.agg['metric'] == ACTIVATION]['n'])}) and MH-MoE sub-token "
+                          "divergence (pooled over seeds and MoE layers)"),
+]

@@ -1,4 +1,5 @@
-"""Figure 2: final perplexity along the sweep axes (heads, experts, weight bits) and over heads x experts.
+"""Figure 2: final perplexity along the sweep axes (heads, experts, weight bits), over heads x experts,
+and along every other grid axis of the spec (``moe.aux_loss_coef``, say), one figure each.
 
 An axis gets a panel only where it varies on its own: two points of one variant family that
 differ in that axis and agree on the other two. The budget solver changes heads and experts
@@ -16,11 +17,22 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from analysis.frame import FAMILY_NAMES, MissingData, model_name
+from analysis.figures import FigureEntry, FigureInputs
+from analysis.frame import FAMILY_NAMES, MissingData, col, config_columns, finished, model_name, row_text
+from analysis.stats import seed_count
 from analysis.style import DOUBLE, SEQUENTIAL_CMAP, SINGLE, figure, line_styles, modifier_text, paper_sort_key, styled
 from mhmoe.variants import multi_head
 
 AXES = {"heads": "MH-MoE heads h", "experts": "experts per MoE layer E", "weight_bits": "weight bits"}
+"""The axes ``axis_sweeps`` draws together (frame columns), with their labels."""
+GRID_COLUMNS = {"moe.heads": "heads", "moe.num_experts": "experts", "quant.weight_bits": "weight_bits"}
+"""The grid keys of :data:`AXES`: a spec's other grid keys each get a figure of their own."""
+AXIS_LABELS = {**{key: AXES[column] for key, column in GRID_COLUMNS.items()},
+               "moe.top_k": "experts per (sub-)token k", "moe.aux_loss_coef": "load-balancing loss coefficient",
+               "moe.z_loss_coef": "router z-loss coefficient", "moe.capacity_factor": "capacity factor",
+               "moe.expert_d_ff": "expert hidden size", "optim.lr": "peak learning rate"}
+"""x-axis labels of known grid keys; any other key is labelled with itself."""
+NOT_AXES = ("seed",)
 _FAMILY = ["family", "shared", "head_proj", "merge_proj"]
 MIN_GRID_POINTS = 3  # fewer points over heads x experts lie on one line: nothing a 2-D figure adds
 
@@ -154,3 +166,84 @@ def plot_heads_experts(agg: pd.DataFrame, val_set: str) -> Figure:
     ax.set_title(f"{name}: final perplexity ({val_set}), points run")
     fig.colorbar(image, ax=ax, label="perplexity")
     return fig
+
+
+def axis_label(key: str) -> str:
+    return AXIS_LABELS.get(key, key)
+
+
+def grid_axes(runs: pd.DataFrame, keys: tuple[str, ...] | list[str]) -> list[str]:
+    """The spec's grid keys outside :data:`GRID_COLUMNS` that take 2+ values over the finished runs."""
+    done = finished(runs)
+    return [k for k in keys if k not in GRID_COLUMNS and k not in NOT_AXES and col(k) in done.columns
+            and done[col(k)].dropna().astype(str).nunique() >= 2]
+
+
+def grid_axis_lines(runs: pd.DataFrame, agg: pd.DataFrame, key: str) -> list[tuple[str, pd.DataFrame]]:
+    """Lines along grid key ``key``: points that agree on every other config key, 2+ values of ``key``;
+    each line's frame has the x position in ``x`` and the tick text in ``value``."""
+    done = finished(runs)
+    others = [c for c in config_columns(done) if c != col(key)]
+    per_point = done.assign(line=row_text(done, others)).groupby("point")[[col(key), "line"]].first()
+    data = agg.assign(value=agg["point"].map(per_point[col(key)]), line=agg["point"].map(per_point["line"]))
+    data = data.dropna(subset=["value", "mean"])
+    numbers = pd.to_numeric(data["value"], errors="coerce")
+    if numbers.notna().all():
+        data = data.assign(x=numbers.astype(float), value=numbers.map(lambda v: f"{v:g}"))
+    else:  # categorical values (a router name): one position each, in sorted order
+        order = sorted(data["value"].astype(str).unique())
+        data = data.assign(value=data["value"].astype(str), x=data["value"].astype(str).map(order.index).astype(float))
+    lines = [g.sort_values("x") for _, g in data.groupby("line", sort=False) if g["x"].nunique() >= 2]
+    lines.sort(key=lambda g: paper_sort_key(g.iloc[0]))
+    return [(_line_name(g.iloc[0], ""), g) for g in lines]
+
+
+@styled
+def plot_grid_axis(runs: pd.DataFrame, agg: pd.DataFrame, key: str, val_set: str) -> Figure:
+    """Final perplexity (mean, error bars) along grid key ``key``, a line per point of the other keys.
+    ``agg`` is :func:`analysis.stats.aggregate` output filtered to one metric."""
+    lines = grid_axis_lines(runs, agg, key)
+    if not lines:
+        raise MissingData(f"{axis_label(key)}: no two points differ only in it")
+    fig, axes = figure(SINGLE, 2.5)
+    ax = axes[0][0]
+    styles = line_styles(agg.drop_duplicates("label"))
+    for name, g in lines:
+        style = styles[g.iloc[0]["label"]]
+        err = np.vstack([g["mean"] - g["ci_low"], g["ci_high"] - g["mean"]])
+        ax.errorbar(g["x"], g["mean"], yerr=np.where(np.isfinite(err), err, 0), label=name,
+                    color=style["color"], marker=style["marker"])
+    ticks = pd.concat([g[["x", "value"]] for _, g in lines]).drop_duplicates("x").sort_values("x")
+    if ticks["x"].min() > 0 and ticks["x"].max() >= 8 * ticks["x"].min():  # e.g. 1e-3 .. 1e-1: even spacing
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(ticks["x"].tolist(), ticks["value"].tolist())
+    ax.set_xlabel(axis_label(key))
+    ax.set_ylabel(f"final perplexity ({val_set})")
+    ax.legend()
+    return fig
+
+
+def _axis_sweeps_notes(inputs: FigureInputs) -> list[str]:
+    return [f"figure `axis_sweeps` leaves out {reason}" for reason in axis_panels(inputs.ppl)[1]]
+
+
+def _axis_sweeps_caption(inputs: FigureInputs) -> str:
+    drawn = ", ".join(AXES[a] for a, _ in axis_panels(inputs.ppl)[0])
+    return (f"Final perplexity ({inputs.val_set}) along the axes that vary on their own ({drawn}); "
+            f"error bars: {inputs.ci}")
+
+
+FIGURES = [
+    FigureEntry("axis_sweeps", place=2, caption=_axis_sweeps_caption, notes=_axis_sweeps_notes,
+                draw=lambda i: plot_axis_sweeps(i.ppl, i.need_set())),
+    FigureEntry("heads_experts", place=2,
+                draw=lambda i: plot_heads_experts(i.ppl, i.need_set()),
+                caption=lambda i: f"Final perplexity ({i.val_set}) at each heads x experts point that was run "
+                                  f"(mean over seeds, {seed_count(i.ppl['n'])})"),
+    FigureEntry("axis", place=2, axes=lambda i: grid_axes(i.runs, i.grid_axes),
+                draw=lambda i: plot_grid_axis(i.runs, i.ppl, str(i.axis), i.need_set()),
+                caption=lambda i: f"Final perplexity ({i.val_set}) along the grid axis {i.axis} "
+                                  f"({axis_label(str(i.axis))}), a line per point of the other axes; "
+                                  f"error bars: {i.ci}"),
+]

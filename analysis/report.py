@@ -11,27 +11,19 @@ import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.figure import Figure
 
-from analysis import fig_compute, fig_curves, fig_routing, fig_sweep, ladder, tables
+from analysis import figures, ladder, tables
 from analysis.checks import missing_notes
 from analysis.frame import METRIC, PARAM, MissingData, baseline_point, finished, points, primary_val_set, val_sets
-from analysis.load import (
-    find_parent_run,
-    load_histories,
-    load_routing_arrays,
-    load_runs,
-    log_files_to,
-    run_param,
-    run_tag,
-)
+from analysis.load import find_parent_run, load_histories, load_runs, log_files_to, run_param, run_tag
 from analysis.ordering import check_ordering
 from analysis.report_index import IndexInfo, write_index
-from analysis.stats import aggregate, interval_text, paired_differences, seed_count
-from analysis.style import paper_name, paper_names, safe_name, save
+from analysis.stats import aggregate, paired_differences
+from analysis.style import safe_name, save
 from analysis.verdict import report_verdict
 from mhmoe.tracking import names
 from mhmoe.tracking.provenance import REPORTS_DIR
@@ -51,6 +43,8 @@ class SweepRef:
     """The spec file, copied into the report."""
     tracking_uri: str | None = None
     """The spec's MLflow store (None = the default store)."""
+    grid_axes: tuple[str, ...] = ()
+    """The spec's grid keys: each that varies gets its figure (:data:`analysis.fig_sweep.FIGURES`)."""
 
 
 @dataclass
@@ -105,52 +99,19 @@ def _figure(out: Outputs, stem: str, caption: str | Callable[[], str], draw: Cal
     out.figures.append((stem, text, paths))
 
 
-def write_figures(out: Outputs, runs: pd.DataFrame, agg: pd.DataFrame, val_set: str | None, tracking_uri: str) -> None:
-    done = finished(runs)
-    histories = load_histories(done, fig_curves.history_keys(runs), tracking_uri) if val_set else pd.DataFrame()
-    ppl = agg[agg["metric"] == names.val_metric(val_set, "ppl")] if val_set else agg.iloc[:0]
-    loads = load_routing_arrays(done, "load", tracking_uri)
-    divergence = load_routing_arrays(done, "divergence", tracking_uri)
-    shares = fig_routing.load_shares(runs, loads)
-    shown = {k: shares[k] for k in fig_routing.select_load_labels(runs, list(shares))}
-    pts = points(runs)
-    ci = interval_text(ppl["n"])  # what every error bar and band of a perplexity figure is
-
-    def need_set(draw: Callable[[str], Figure]) -> Callable[[], Figure]:
-        """``draw`` gets the validation set once it is known to exist (else the figure is skipped)."""
-        def checked() -> Figure:
-            if not val_set:
-                raise MissingData("no val/<set>/ppl metric")
-            return draw(val_set)
-        return checked
-
-    _figure(out, "val_curves", f"Validation perplexity vs training tokens at every validation step: mean over "
-            f"seeds, band: {ci} (n can drop at steps some seeds did not log)",
-            need_set(lambda _: fig_curves.plot_val_curves(runs, histories)))
-    panels, not_drawn = fig_sweep.axis_panels(ppl) if val_set else ([], [])
-    if panels:
-        out.skipped += [f"figure `axis_sweeps` leaves out {reason}" for reason in not_drawn]
-    drawn_axes = ", ".join(fig_sweep.AXES[a] for a, _ in panels)
-    _figure(out, "axis_sweeps", f"Final perplexity ({val_set}) along the axes that vary on their own ({drawn_axes}); "
-            f"error bars: {ci}", need_set(lambda s: fig_sweep.plot_axis_sweeps(ppl, s)))
-    _figure(out, "heads_experts", f"Final perplexity ({val_set}) at each heads x experts point that was run "
-            f"(mean over seeds, {seed_count(ppl['n'])})", need_set(lambda s: fig_sweep.plot_heads_experts(ppl, s)))
-    load_n = pts.set_index("label").reindex(list(shown))["n_runs"] if len(pts) else []
-    _figure(out, "expert_load", "Expert load relative to the uniform share, last logged step (mean over "
-            f"{seed_count(load_n)}); colour scale fitted to the data, symmetric in log around 1",
-            lambda: fig_routing.plot_expert_load(shown, paper_names(pts)))
-    routed = agg[agg["metric"] == fig_routing.ACTIVATION]
-    _figure(out, "routing_stats", f"Routing statistics by variant (error bars: {interval_text(routed['n'])}) and "
-            "MH-MoE sub-token divergence (pooled over seeds and MoE layers)",
-            lambda: fig_routing.plot_routing_stats(runs, agg, fig_routing.divergence_distribution(runs, divergence)))
-    gaps = fig_compute.bitnet_gaps(runs, val_set) if val_set else pd.DataFrame()
-    _figure(out, "bitnet_gap", lambda: f"BitNet vs full precision: Δ ln ppl ({val_set}) paired by seed; error bars: "
-            f"{interval_text(gaps['n_a'], paired=True)}",
-            need_set(lambda s: fig_compute.plot_bitnet_gap(gaps, s)))
-    base = paper_name(pts.set_index("point").loc[baseline_point(pts)]) if len(pts) else "the baseline"
-    _figure(out, "ppl_vs_flops", f"Final perplexity ({val_set}) vs training FLOPs per token relative to "
-            f"{base}, in percent; error bars: {ci}",
-            need_set(lambda s: fig_compute.plot_ppl_vs_flops(fig_compute.flops_frame(runs, agg, s), s)))
+def write_figures(out: Outputs, runs: pd.DataFrame, agg: pd.DataFrame, val_set: str | None, tracking_uri: str,
+                  grid_axes: tuple[str, ...] = ()) -> None:
+    """Every registered figure (:func:`analysis.figures.registered`), in its place."""
+    entries = figures.registered()
+    keys = figures.history_keys(entries, runs)
+    histories = load_histories(finished(runs), keys, tracking_uri) if val_set and keys else pd.DataFrame()
+    inputs = figures.FigureInputs(runs, agg, val_set, tracking_uri, histories, grid_axes)
+    for entry in entries:
+        for stem, given in entry.instances(inputs):
+            drawn = len(out.figures)
+            _figure(out, stem, partial(entry.caption, given), partial(entry.draw, given))
+            if len(out.figures) > drawn:
+                out.skipped += entry.notes(given)
 
 
 def write_ladder(out: Outputs, runs: pd.DataFrame, val_set: str | None) -> list[str]:
@@ -301,7 +262,7 @@ def write_report(
     out.write_csv("ordering", ordering)
     write_tables(out, runs, agg)
     say("figures (reads each run's curves and routing arrays from MLflow)")
-    write_figures(out, runs, agg, chosen_set, tracking_uri)
+    write_figures(out, runs, agg, chosen_set, tracking_uri, sweep_ref.grid_axes)
 
     spec_copy = out_dir / f"{out.prefix}spec{spec_path.suffix or '.yaml'}"
     shutil.copyfile(spec_path, spec_copy)

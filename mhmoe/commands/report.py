@@ -45,7 +45,8 @@ def sweep_ref(spec_arg, name: str | None = None):
     from mhmoe.sweep.spec import SweepSpec, load_spec
 
     spec = spec_arg if isinstance(spec_arg, SweepSpec) else load_spec(spec_arg)
-    return SweepRef(name=name or spec.name, spec_path=Path(spec.path or str(spec_arg)), tracking_uri=spec.tracking_uri)
+    return SweepRef(name=name or spec.name, spec_path=Path(spec.path or str(spec_arg)), tracking_uri=spec.tracking_uri,
+                    grid_axes=tuple(axis.key for axis in spec.grid))
 
 
 def report_sweep(spec_arg, *, name: str | None = None, out: str | Path | None = None,

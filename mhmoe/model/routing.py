@@ -13,7 +13,7 @@ the training loop decides when to read them. Definitions of every statistic: doc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
@@ -22,22 +22,35 @@ from torch.func import functional_call
 from mhmoe.config import MoEConfig
 from mhmoe.model.layers import tag
 
+RANGE = "range"
+"""Field metadata key of a :class:`RoutingStats` field that is logged as a metric: its ``(low, high)``."""
+
+
+def logged(low: float, high: float = math.inf) -> dict[str, tuple[float, float]]:
+    """Metadata of a :class:`RoutingStats` field the training loop logs as ``routing/layer_<block>/<name>``
+    and ``routing/mean/<name>``, whose values lie in ``[low, high]`` (the report clips intervals to it)."""
+    return {RANGE: (low, high)}
+
 
 @dataclass
 class RoutingStats:
-    """Routing telemetry of one MoE layer for one forward pass (0-d tensors unless noted)."""
+    """Routing telemetry of one MoE layer for one forward pass (0-d tensors unless noted).
+
+    A field with :func:`logged` metadata is a metric (:data:`LOGGED_STATS`); the others are read by the
+    training loop directly (load and divergence artifacts, the loss terms).
+    """
 
     tokens_per_expert: torch.Tensor
     """(E,) assignments routed to each expert (all k choices, before capacity dropping)."""
-    load_imbalance: torch.Tensor
+    load_imbalance: torch.Tensor = field(metadata=logged(1.0))
     """max / mean of tokens_per_expert; 1.0 is perfectly balanced."""
-    entropy: torch.Tensor
+    entropy: torch.Tensor = field(metadata=logged(0.0))
     """Mean over sub-tokens of the router distribution's entropy (nats)."""
-    activation_ratio: torch.Tensor
+    activation_ratio: torch.Tensor = field(metadata=logged(0.0, 1.0))
     """Fraction of experts whose load is >= activation_threshold x the uniform share."""
-    dropped_frac: torch.Tensor
+    dropped_frac: torch.Tensor = field(metadata=logged(0.0, 1.0))
     """Fraction of assignments dropped by the capacity rule (0 when dropless)."""
-    divergence: torch.Tensor
+    divergence: torch.Tensor = field(metadata=logged(1.0))
     """Mean over tokens of distinct top-1 experts among the token's H sub-tokens (1..H)."""
     divergence_hist: torch.Tensor
     """(H,) count of tokens whose sub-tokens reached j+1 distinct top-1 experts."""
@@ -46,6 +59,11 @@ class RoutingStats:
     Differentiable (the training objective uses it); detach before logging."""
     z_loss: torch.Tensor
     """Unscaled router z-loss mean(logsumexp(logits)^2)."""
+
+
+LOGGED_STATS: dict[str, tuple[float, float]] = {f.name: f.metadata[RANGE] for f in fields(RoutingStats)
+                                                if RANGE in f.metadata}
+"""Name -> value range of every logged routing statistic, in field order (the one list of them)."""
 
 
 @dataclass

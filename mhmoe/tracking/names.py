@@ -65,12 +65,10 @@ ROLE_SWEEP = "sweep"
 ROLE_TUNE = "tune"
 """A sweep's tuning trial (scored on held-out training documents; not part of the comparison)."""
 
-ROUTING_STATS = ("load_imbalance", "entropy", "activation_ratio", "dropped_frac", "divergence")
-METRIC_RANGES = {
-    "ppl": (1.0, math.inf), "loss": (0.0, math.inf), "load_imbalance": (1.0, math.inf), "entropy": (0.0, math.inf),
-    "activation_ratio": (0.0, 1.0), "dropped_frac": (0.0, 1.0), "divergence": (1.0, math.inf),
-}
-"""The values a metric can take, by its last name component (``val/x/ppl`` -> ``ppl``)."""
+METRIC_RANGES = {"ppl": (1.0, math.inf), "loss": (0.0, math.inf)}
+"""The values a metric can take, by its last name component (``val/x/ppl`` -> ``ppl``); the routing
+statistics' ranges are declared on their ``RoutingStats`` fields (:func:`routing_stats`)."""
+ROUTING_PREFIX = "routing/"
 
 CONFIG_ARTIFACT = "config.yaml"
 CHECKPOINT_ARTIFACT_DIR = "checkpoint"
@@ -105,15 +103,29 @@ def parse_val_metric(metric: str | None) -> tuple[str, str] | None:
     return None
 
 
+def routing_stats() -> dict[str, tuple[float, float]]:
+    """Name -> value range of each logged routing statistic: the ``logged`` fields of ``RoutingStats``.
+
+    Imported on first use: the model module needs torch, which readers of the other names never load.
+    """
+    from mhmoe.model.routing import LOGGED_STATS
+
+    return LOGGED_STATS
+
+
 def metric_range(metric: str) -> tuple[float, float]:
-    """``(low, high)`` a metric's values lie in (:data:`METRIC_RANGES`); unbounded when not listed."""
-    return METRIC_RANGES.get(metric.rsplit("/", 1)[-1], (-math.inf, math.inf))
+    """``(low, high)`` a metric's values lie in (:data:`METRIC_RANGES`, :func:`routing_stats`); unbounded
+    when not listed."""
+    stat = metric.rsplit("/", 1)[-1]
+    if metric.startswith(ROUTING_PREFIX) and stat in routing_stats():
+        return routing_stats()[stat]
+    return METRIC_RANGES.get(stat, (-math.inf, math.inf))
 
 
 def routing_metric(block: int | str, stat: str) -> str:
     """``routing/layer_<block>/<stat>``; ``block`` is the 0-based block index, or ``mean``."""
     scope = "mean" if block == "mean" else f"layer_{block}"
-    return f"routing/{scope}/{stat}"
+    return f"{ROUTING_PREFIX}{scope}/{stat}"
 
 
 def load_artifact(step: int) -> str:

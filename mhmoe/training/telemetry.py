@@ -8,22 +8,23 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mhmoe.model.routing import RoutingStats
-from mhmoe.tracking.names import ROUTING_STATS, routing_metric
+from mhmoe.model.routing import LOGGED_STATS, RoutingStats
+from mhmoe.tracking.names import routing_metric
 
 
 def routing_metrics(routing: dict[int, RoutingStats]) -> dict[str, float]:
-    """``routing/layer_<block>/<stat>`` for every MoE block plus ``routing/mean/<stat>``."""
+    """``routing/layer_<block>/<stat>`` for every MoE block plus ``routing/mean/<stat>``, for each
+    logged field of :class:`RoutingStats` (:data:`LOGGED_STATS`)."""
     if not routing:
         return {}
     blocks = sorted(routing)
     values = torch.stack(
-        [torch.stack([getattr(routing[b], stat).detach().float() for stat in ROUTING_STATS]) for b in blocks]
+        [torch.stack([getattr(routing[b], stat).detach().float() for stat in LOGGED_STATS]) for b in blocks]
     ).cpu()  # (layers, stats): one transfer
     out: dict[str, float] = {}
     for row, block in zip(values.tolist(), blocks):
-        out.update({routing_metric(block, stat): v for stat, v in zip(ROUTING_STATS, row)})
-    for col, stat in zip(values.mean(0).tolist(), ROUTING_STATS):
+        out.update({routing_metric(block, stat): v for stat, v in zip(LOGGED_STATS, row)})
+    for col, stat in zip(values.mean(0).tolist(), LOGGED_STATS):
         out[routing_metric("mean", stat)] = col
     return out
 

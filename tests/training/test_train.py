@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from mhmoe.budget import train_flops_per_token
+from mhmoe.model.routing import LOGGED_STATS
 from mhmoe.run_config import resolve_run_config
 from mhmoe.training.peak import CPU_PEAK_FLOPS_PER_THREAD
 from mhmoe.training.runner import train
@@ -47,7 +48,7 @@ def test_debug_model_learns_and_everything_lands_in_mlflow(tracking: str, tmp_pa
         assert curve[-1][1] < curve[0][1]  # validation loss drops
         assert f"val/{name}/ppl" in run.data.metrics
     for block in (1,):  # debug: 2 layers, moe_every 2 -> block 1 is the MoE block
-        for stat in ("load_imbalance", "entropy", "activation_ratio", "dropped_frac", "divergence"):
+        for stat in LOGGED_STATS:
             assert f"routing/layer_{block}/{stat}" in run.data.metrics
             assert f"routing/mean/{stat}" in run.data.metrics
     assert run.data.params["moe.heads"] == "2"
