@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mhmoe.config import MoEConfig
+from mhmoe.config import Architecture
 from mhmoe.model.experts import GroupedExperts, compute_dtype
 from mhmoe.model.layers import SwiGLU, tag
 from mhmoe.model.registry import router_class
@@ -28,15 +28,17 @@ from mhmoe.model.slots import from_slots, gates_in_slots, slot_layout, sort_by_e
 class MoELayer(nn.Module):
     """Routed SwiGLU experts over H sub-tokens, with optional head/merge and shared expert."""
 
-    def __init__(self, d_model: int, moe: MoEConfig, ffn: str) -> None:
+    def __init__(self, arch: Architecture) -> None:
         super().__init__()
+        layer, moe = arch.layer, arch.moe
+        assert layer is not None and layer.pools == 1, f"model.ffn={arch.model.ffn!r} has no shared-pool routed layer"
         self.cfg = moe
-        self.heads = moe.heads
-        d_sub = d_model // moe.heads
-        self.head = self._projection(d_model, moe.uses_head_proj(ffn), gain=2**-0.5, zero_bias=False)
-        self.merge = self._projection(d_model, moe.uses_merge_proj(ffn), gain=1.0, zero_bias=True)
-        self.router = router_class(moe.router)(d_sub, moe)
-        self.experts = GroupedExperts(moe.num_experts, d_sub, moe.expert_d_ff, moe.dispatch)
+        self.heads = layer.heads
+        d_model = layer.d_model
+        self.head = self._projection(d_model, layer.head_proj, gain=2**-0.5, zero_bias=False)
+        self.merge = self._projection(d_model, layer.merge_proj, gain=1.0, zero_bias=True)
+        self.router = router_class(moe.router)(layer.d_sub, moe)
+        self.experts = GroupedExperts(layer.num_experts, layer.d_sub, layer.expert_d_ff, moe.dispatch)
         self.shared = SwiGLU(d_model, moe.shared_expert_d_ff) if moe.shared_expert_d_ff else None
 
     @staticmethod

@@ -8,7 +8,7 @@ import torch
 from mhmoe.config import ModelConfig, MoEConfig, QuantConfig
 from mhmoe.configbase import ConfigError
 from mhmoe.model import FFN_REGISTRY, build_model
-from tests.model_fixtures import tiny_model, tiny_moe
+from tests.model.fixtures import arch, tiny_model, tiny_moe
 
 VARIANTS = {
     "dense": (tiny_model("dense"), tiny_moe(heads=1)),
@@ -33,7 +33,7 @@ def test_registry_covers_every_variant_key() -> None:
 def test_every_variant_trains_one_step(name: str, bits: float) -> None:
     torch.manual_seed(0)
     model_cfg, moe_cfg = VARIANTS[name]
-    net = build_model(model_cfg, moe_cfg, QuantConfig(weight_bits=bits))
+    net = build_model(arch(model_cfg, moe_cfg, QuantConfig(weight_bits=bits)))
     idx = torch.randint(0, model_cfg.vocab_size, (2, 12))
     out = net(idx)
     assert out.logits.shape == (2, 12, model_cfg.vocab_size)
@@ -56,8 +56,8 @@ def test_every_variant_trains_one_step(name: str, bits: float) -> None:
         (lambda: MoEConfig(num_experts=4, top_k=5), "moe.top_k"),
         (lambda: MoEConfig(capacity_mode="sometimes"), "moe.capacity_mode"),
         (lambda: QuantConfig(weight_bits=3), "quant.weight_bits"),
-        (lambda: build_model(tiny_model("mhmoe"), tiny_moe(heads=5)), "moe.heads=5 does not divide model.d_model=48"),
-        (lambda: build_model(tiny_model("smoe"), tiny_moe(heads=2)), "moe.heads=2"),
+        (lambda: arch(tiny_model("mhmoe"), tiny_moe(heads=5)), "moe.heads=5 does not divide model.d_model=48"),
+        (lambda: arch(tiny_model("smoe"), tiny_moe(heads=2)), "moe.heads=2"),
     ],
 )
 def test_config_errors_name_the_field(make, field: str) -> None:
@@ -73,7 +73,7 @@ def test_invalid_choice_lists_allowed_values() -> None:
 
 def test_causality_no_gradient_from_future_positions() -> None:
     torch.manual_seed(0)
-    net = build_model(tiny_model("mhmoe"), tiny_moe())
+    net = build_model(arch(tiny_model("mhmoe"), tiny_moe()))
     emb = net.tok_emb.weight
     idx = torch.randint(0, 61, (1, 10))
     x = torch.nn.functional.embedding(idx, emb).detach().requires_grad_(True)
@@ -89,20 +89,20 @@ def test_causality_no_gradient_from_future_positions() -> None:
 
 
 def test_tied_embeddings_share_storage() -> None:
-    net = build_model(tiny_model("smoe"), tiny_moe(heads=1))
+    net = build_model(arch(tiny_model("smoe"), tiny_moe(heads=1)))
     assert net.lm_head is None
-    untied = build_model(tiny_model("smoe", tie_embeddings=False), tiny_moe(heads=1))
+    untied = build_model(arch(tiny_model("smoe", tie_embeddings=False), tiny_moe(heads=1)))
     assert untied.lm_head is not None and untied.lm_head.weight.data_ptr() != untied.tok_emb.weight.data_ptr()
 
 
 def test_moe_placement_follows_moe_every() -> None:
-    net = build_model(tiny_model("mhmoe", n_layers=6, moe_every=2), tiny_moe())
+    net = build_model(arch(tiny_model("mhmoe", n_layers=6, moe_every=2), tiny_moe()))
     assert sorted(net.moe_layers()) == [1, 3, 5]
 
 
 def test_head_and_merge_init_follow_official_code() -> None:
     torch.manual_seed(0)
-    big = build_model(tiny_model("mhmoe", d_model=192, n_heads=4), tiny_moe())
+    big = build_model(arch(tiny_model("mhmoe", d_model=192, n_heads=4), tiny_moe()))
     layer = big.moe_layers()[1]
     bound_head = (2**-0.5) * (6 / (192 + 192)) ** 0.5
     bound_merge = (6 / (192 + 192)) ** 0.5

@@ -24,7 +24,7 @@ from mhmoe.model.moe import MoELayer
 from mhmoe.model.registry import router_registry
 from mhmoe.model.routing import RouterOutput, TopKRouter
 from mhmoe.run_config import resolve_run_config
-from tests.model_fixtures import tiny_model, tiny_moe
+from tests.model.fixtures import arch, tiny_model, tiny_moe
 
 
 def test_every_entry_resolves_to_its_module() -> None:
@@ -132,9 +132,9 @@ def test_a_new_router_is_one_class_and_one_registry_entry(monkeypatch) -> None:
     """The MoE layer computes exactly what the router decided: each kept (sub-token, expert) pair,
     weighted by its gate; dropped ones contribute nothing."""
     monkeypatch.setitem(variants.ROUTERS, "cyclic", variants.RouterKind(
-        key="cyclic", summary="test router", module="tests.test_variants:CyclicRouter"))
+        key="cyclic", summary="test router", module="tests.model.test_variants:CyclicRouter"))
     torch.manual_seed(0)
-    layer = MoELayer(48, tiny_moe(heads=2, top_k=2, router="cyclic"), "mhmoe")
+    layer = MoELayer(arch(tiny_model("mhmoe"), tiny_moe(heads=2, top_k=2, router="cyclic")))
     assert isinstance(layer.router, CyclicRouter)
     x = torch.randn(1, 5, 48)
     y, stats = layer(x)

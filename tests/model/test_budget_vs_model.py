@@ -9,7 +9,7 @@ from mhmoe.budget import count_mults, count_params
 from mhmoe.config import QuantConfig
 from mhmoe.model import build_model
 from mhmoe.model.quantization import BitEmbedding, BitGroupedExperts, BitLinear
-from tests.model_fixtures import tiny_model, tiny_moe
+from tests.model.fixtures import arch, tiny_model, tiny_moe
 
 CASES = {
     "dense": (tiny_model("dense"), tiny_moe(heads=1), None),
@@ -28,8 +28,8 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_total_and_quantized_params_match_the_built_model(name: str) -> None:
     model_cfg, moe_cfg, quant = CASES[name]
-    net = build_model(model_cfg, moe_cfg, quant)
-    counted = count_params(model_cfg, moe_cfg, quant)
+    net = build_model(arch(model_cfg, moe_cfg, quant))
+    counted = count_params(arch(model_cfg, moe_cfg, quant))
     assert counted.total == sum(p.numel() for p in net.parameters())
     if quant is not None:
         quantized = sum(
@@ -44,10 +44,10 @@ def test_forward_mults_match_torch_flop_counter_without_attention_scores() -> No
 
     # The loop dispatch uses plain matmuls, which the counter sees (it has no grouped_mm formula).
     model_cfg, moe_cfg = tiny_model("mhmoe"), tiny_moe(heads=2, top_k=2, dispatch="loop")
-    net = build_model(model_cfg, moe_cfg)
+    net = build_model(arch(model_cfg, moe_cfg))
     B, T = 2, 16
     with FlopCounterMode(display=False) as counter:
         net(torch.randint(0, model_cfg.vocab_size, (B, T)))
-    mults = count_mults(model_cfg, moe_cfg, seq_len=T)
+    mults = count_mults(arch(model_cfg, moe_cfg), seq_len=T)
     # torch counts 2 FLOPs per multiply-add and (on CPU) nothing for the attention-score kernel.
     assert counter.get_total_flops() == 2 * B * T * (mults.total - mults.attention_scores)
