@@ -266,10 +266,8 @@ def moe_mults_per_token(arch: Architecture) -> int:
     Router and shared expert are excluded (the paper does not match them). For a variant that does
     not route (``dense``) this is the dense FFN that sits where the MoE would.
     """
-    d, layer = arch.model.d_model, arch.layer
-    if layer is None:
-        return _swiglu(d, arch.model.d_ff)
-    return layer.expert_mults + layer.projections * d * d
+    layer = arch.layer
+    return _swiglu(arch.model.d_model, arch.model.d_ff) if layer is None else layer.matched_mults
 
 
 def moe_layer_params(arch: Architecture) -> int:
@@ -278,10 +276,8 @@ def moe_layer_params(arch: Architecture) -> int:
     Router, biases, norms and the shared expert are excluded, as in the paper's parity equation
     (docs/MATCHING.md); this gives its 37,748,736 / 36,569,088 / 38,928,384.
     """
-    d, layer = arch.model.d_model, arch.layer
-    if layer is None:
-        return _swiglu(d, arch.model.d_ff)
-    return layer.expert_params + layer.projections * d * d
+    layer = arch.layer
+    return _swiglu(arch.model.d_model, arch.model.d_ff) if layer is None else layer.matched_params
 
 
 def summary(arch: Architecture, *, seq_len: int | None = None) -> dict[str, int]:

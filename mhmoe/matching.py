@@ -221,15 +221,15 @@ def match_variant(
         exact_e = Fraction(m * baseline.num_experts)
         num_experts = m * baseline.num_experts
 
-    variant_moe = dataclasses.replace(
-        baseline, num_experts=num_experts, top_k=k, expert_d_ff=d_ff, heads=heads, head_proj=head, merge_proj=merge
-    )
-    derived = Architecture(model=dataclasses.replace(model, ffn=ffn), moe=variant_moe)
+    # The derived MoE fields are checked here (moe.top_k <= moe.num_experts ...); the architecture
+    # they make is validated once, where the caller builds its config.
+    dataclasses.replace(baseline, num_experts=num_experts, top_k=k, expert_d_ff=d_ff, heads=heads)
+    derived = dataclasses.replace(shape, num_experts=num_experts, expert_d_ff=d_ff)
     return MatchResult(
         ffn=ffn, num_experts=num_experts, top_k=k, expert_d_ff=d_ff, heads=heads, head_proj=head,
         merge_proj=merge, mode=mode, exact_num_experts=float(exact_e), exact_expert_d_ff=float(exact_f),
-        moe_mults_per_token=moe_mults_per_token(derived), baseline_moe_mults_per_token=base_mults,
-        moe_params=moe_layer_params(derived), baseline_moe_params=base_params,
+        moe_mults_per_token=derived.matched_mults, baseline_moe_mults_per_token=base_mults,
+        moe_params=derived.matched_params, baseline_moe_params=base_params,
         notes=tuple(notes),
     )
 

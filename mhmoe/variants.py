@@ -72,6 +72,18 @@ class LayerShape:
         return self.heads * self.top_k * self.expert_weights
 
     @property
+    def matched_mults(self) -> int:
+        """The matched budget of the layer (:mod:`mhmoe.matching`): expert + head + merge
+        multiplications per token (router and shared expert excluded, as in the paper)."""
+        return self.expert_mults + self.projections * self.d_model**2
+
+    @property
+    def matched_params(self) -> int:
+        """The matched parameters of the layer: expert + head + merge weights (router, biases, norms
+        and shared expert excluded, as in the paper's parity equation)."""
+        return self.expert_params + self.projections * self.d_model**2
+
+    @property
     def expert_hidden(self) -> int:
         """Expert hidden units of every pool (one SubLN weight each)."""
         return self.pools * self.num_experts * self.expert_d_ff
