@@ -21,7 +21,7 @@ from mhmoe.budget_table import budget_table, format_table
 from mhmoe.commands.budget import main
 from mhmoe.config import ModelConfig, MoEConfig, QuantConfig
 from mhmoe.configbase import ConfigError
-from mhmoe.matching import paper_matches, preset_configs
+from mhmoe.matching import VARIANT_NAMES, paper_matches, preset_configs
 from tests.model.fixtures import arch
 
 D, V, F = 768, 32000, 2048
@@ -165,9 +165,8 @@ def test_summary_has_budget_keys(paper):
 @pytest.mark.parametrize("name", ["paper-v2", "cpu-small", "debug"])
 def test_budget_table_rows(name):
     rows = budget_table(name)
-    assert [(r["variant"], r["bitnet"]) for r in rows] == [
-        (v, b) for v in ("dense", "smoe", "fine_grained", "mhmoe-h2", "mhmoe-h3") for b in (False, True)
-    ]
+    assert [(r["variant"], r["bitnet"]) for r in rows] == [(v, b) for v in VARIANT_NAMES for b in (False, True)]
+    assert VARIANT_NAMES[:5] == ("dense", "smoe", "fine_grained", "mhmoe-h2", "mhmoe-h3")
     for full, bitnet in zip(rows[::2], rows[1::2]):
         assert full["total_params"] == bitnet["total_params"] and full["quantized_params"] == 0
         assert 0 < bitnet["quantized_params"] < bitnet["total_params"]
@@ -180,7 +179,7 @@ JSON_KEYS = {"variant", "num_experts", "top_k", "expert_d_ff", "heads", "moe_mul
 
 
 def _check_paper_json(rows: list[dict]) -> None:
-    assert len(rows) == 10 and all(JSON_KEYS <= set(row) for row in rows)
+    assert len(rows) == 2 * len(VARIANT_NAMES) and all(JSON_KEYS <= set(row) for row in rows)
     h3 = next(r for r in rows if r["variant"] == "mhmoe-h3" and not r["bitnet"])
     assert (h3["num_experts"], h3["top_k"], h3["expert_d_ff"], h3["heads"]) == (96, 3, 512, 3)
     assert h3["params_mismatch_pct"] == pytest.approx(3.125)

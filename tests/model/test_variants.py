@@ -33,12 +33,24 @@ def test_every_entry_resolves_to_its_module() -> None:
     assert router_registry() == {"topk": TopKRouter}
 
 
-def test_registry_order_is_the_papers() -> None:
-    assert variants.FFN_VARIANTS == ("dense", "smoe", "fine_grained", "mhmoe")
-    assert VARIANT_NAMES == ("dense", "smoe", "fine_grained", "mhmoe-h2", "mhmoe-h3")
-    assert [variants.paper_name(e.key, int(row.get("heads", 1))) for e, row in variants.variant_rows().values()] == [
-        "Dense", "SMoE", "Fine-grained SMoE", "MH-MoE (head=2)", "MH-MoE (head=3)"]
-    assert set(MATCHED_FFNS) == {"smoe", "fine_grained", "mhmoe"}
+PAPER_TABLE_1 = ("Dense", "SMoE", "Fine-grained SMoE", "MH-MoE (head=2)", "MH-MoE (head=3)")
+"""The rows of the v2 paper's Table 1, by the paper's names, in its order."""
+
+
+def test_paper_rows_are_the_papers_table_names_in_its_order() -> None:
+    """The registry's paper rows come first, in Table 1's order and names; any other registered
+    variant follows them (and is not a paper model)."""
+    rows = list(variants.variant_rows().items())
+    paper = [(label, entry.paper_name(int(row.get("heads", 1)))) for label, (entry, row) in rows
+             if entry.is_paper_model(int(row.get("heads", 1)))]
+    assert tuple(name for _, name in paper) == PAPER_TABLE_1
+    assert [label for label, _ in paper] == ["dense", "smoe", "fine_grained", "mhmoe-h2", "mhmoe-h3"]
+    assert VARIANT_NAMES[: len(paper)] == tuple(label for label, _ in paper)
+    assert [key for key, entry in variants.VARIANTS.items() if entry.in_paper] == ["dense", "smoe", "fine_grained",
+                                                                                   "mhmoe"]
+    assert variants.FFN_VARIANTS[:4] == ("dense", "smoe", "fine_grained", "mhmoe")
+    assert set(MATCHED_FFNS) == {key for key, entry in variants.VARIANTS.items() if entry.match is not None}
+    assert {"smoe", "fine_grained", "mhmoe"} <= set(MATCHED_FFNS)
     assert PAPER_ROWS["fine_grained"] == {"ffn": "fine_grained", "granularity": 2}
 
 
