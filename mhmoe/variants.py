@@ -13,6 +13,7 @@ named by import path (``package.module:attribute``) and imported by the model pa
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -185,9 +186,14 @@ VARIANTS: dict[str, Variant] = {
                 match="segment", rows=({"granularity": 2},), in_paper=True, colour="sky"),
         Variant(key="mhmoe", name="MH-MoE", routes=True, builder="mhmoe.model.ffn:routed_ffn", multi_head=True,
                 projections=True, match="heads", rows=({"heads": 2}, {"heads": 3}), in_paper=True, colour="green"),
+        Variant(key="mhmoe_per_head", name="MH-MoE, experts per head", routes=True,
+                builder="mhmoe.model.per_head:per_head_ffn", multi_head=True, projections=True, match="heads",
+                rows=({"heads": 2},), colour="blue",
+                shape=lambda arch: dataclasses.replace(routed_shape(arch), pools=arch.moe.heads)),
     )
 }
-"""Every FFN variant, in the paper's row order (Dense, SMoE, Fine-grained SMoE, MH-MoE)."""
+"""Every FFN variant: the paper's, in its row order (Dense, SMoE, Fine-grained SMoE, MH-MoE), then
+MH-MoE with a router and an expert pool per head (not in the paper)."""
 
 FFN_VARIANTS = tuple(VARIANTS)
 BASELINE = "smoe"
