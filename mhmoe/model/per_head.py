@@ -12,6 +12,8 @@ Shape legend as in :mod:`mhmoe.model.moe`: N tokens, H heads, S = N H sub-tokens
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -33,7 +35,8 @@ class PerHeadMoELayer(MoELayer):
     def _route(self, x_Sd: torch.Tensor) -> RouterOutput:
         H, d = self.heads, x_Sd.shape[-1]
         x_NHd = x_Sd.view(-1, H, d)  # sub-tokens are token-major: head j of every token is [:, j]
-        heads = [router(x_NHd[:, j]) for j, router in enumerate(self.router)]
+        routers = cast(nn.ModuleList, self.router)
+        heads: list[RouterOutput] = [router(x_NHd[:, j]) for j, router in enumerate(routers)]
         E = heads[0].probs_SE.shape[-1]
 
         def token_major(parts: list[torch.Tensor]) -> torch.Tensor:
