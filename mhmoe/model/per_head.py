@@ -48,8 +48,8 @@ class PerHeadMoELayer(MoELayer):
         logits = heads[0].logits_SE.new_zeros(N, H, H * E)
         probs = heads[0].probs_SE.new_zeros(N, H, H * E)
         for j, out in enumerate(heads):
-            logits[:, j, j * E:(j + 1) * E] = out.logits_SE
-            probs[:, j, j * E:(j + 1) * E] = out.probs_SE
+            logits[:, j, j * E:(j + 1) * E] = out.logits_SE.detach()  # telemetry only: the losses are per head
+            probs[:, j, j * E:(j + 1) * E] = out.probs_SE.detach()
         keeps = [out.keep_SK for out in heads]
         return RouterOutput(
             gates_SK=token_major([out.gates_SK for out in heads]),
