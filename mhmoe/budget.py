@@ -49,11 +49,11 @@ class LayerParams:
     head_merge_bias: int
     """Their biases (d each)."""
     router: int
-    """Router weight (d/h x E)."""
+    """Router weights (d/h x E per pool of experts)."""
     experts: int
-    """Weights of all E experts (E x 3 (d/h) F)."""
+    """Weights of all experts of every pool (E x 3 (d/h) F per pool)."""
     expert_norms: int
-    """SubLN weights inside the experts (E x F)."""
+    """SubLN weights inside the experts (E x F per pool)."""
     active_experts: int
     """Expert weights one token uses, with multiplicity (3 d F k)."""
     active_expert_norms: int

@@ -3,7 +3,8 @@
 A :class:`Variant` is what ``model.ffn`` names: whether it routes, how it splits tokens, its
 head/merge defaults, how :mod:`mhmoe.matching` sizes it against the SMoE baseline, its label
 (``mhmoe-h2``: run names, MLflow tags, budget rows), its paper name and place in the paper's row
-order (tables and figures), and the builder of its FFN module. A :class:`RouterKind` is what
+order (tables and figures), the builder of its FFN module and the shape of its routed layer
+(:class:`LayerShape`, what the builder, the budget and the matcher all read). A :class:`RouterKind` is what
 ``moe.router`` names. Configs, the model, the budget, the matcher, MLflow naming and analysis/ all
 read these tables, so a new variant or router is its module plus one entry here.
 

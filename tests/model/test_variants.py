@@ -14,7 +14,7 @@ from torch import nn
 
 import mhmoe.config
 from mhmoe import variants
-from mhmoe.budget import summary
+from mhmoe.budget import moe_mults_per_token, summary, train_flops_per_token
 from mhmoe.commands.budget import budget_table
 from mhmoe.config import Architecture, ConfigError, MoEConfig, QuantConfig, is_quantized
 from mhmoe.matching import MATCHED_FFNS, PAPER_ROWS, VARIANT_NAMES
@@ -112,6 +112,9 @@ def test_architecture_is_validated_once_per_resolved_config(monkeypatch) -> None
     assert len(calls) == 1
     build_model(cfg.architecture)
     summary(cfg.architecture, seq_len=cfg.train.seq_len)
+    train_flops_per_token(cfg.architecture, seq_len=cfg.train.seq_len)
+    assert moe_mults_per_token(cfg.architecture) == cfg.architecture.layer.matched_mults
+    MoELayer(cfg.architecture)
     estimate_memory(cfg, "32-true")
     assert cfg.variant == "mhmoe-h2" and len(calls) == 1
     with pytest.raises(ConfigError, match="moe.heads=5 does not divide model.d_model=48"):
