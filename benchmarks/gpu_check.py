@@ -102,7 +102,7 @@ def train_steps(cfg, steps: int, compile_model: bool, device: torch.device) -> d
     from mhmoe.training.optim import build_optimizer
 
     torch.manual_seed(0)
-    net = build_model(cfg.model, cfg.moe, activation_checkpointing=cfg.train.activation_checkpointing).to(device)
+    net = build_model(cfg.architecture, activation_checkpointing=cfg.train.activation_checkpointing).to(device)
     if compile_model:
         net.compile()
     optimizer, _ = build_optimizer(net, cfg.optim, cfg.train.max_steps, fused=False)  # as under bf16-mixed
@@ -129,7 +129,7 @@ def train_steps(cfg, steps: int, compile_model: bool, device: torch.device) -> d
             losses.append(loss.item())
     tokens_per_s = train.batch_size * train.seq_len / statistics.median(times)
     return {"tokens_per_s": tokens_per_s,
-            "flops_per_token": train_flops_per_token(cfg.model, cfg.moe, seq_len=train.seq_len),
+            "flops_per_token": train_flops_per_token(cfg.architecture, seq_len=train.seq_len),
             "peak_bytes": torch.cuda.max_memory_allocated(device),
             "estimate_bytes": estimate_memory(cfg, "bf16-mixed").total, "last_loss": losses[-1]}
 

@@ -24,9 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mhmoe.config import MoEConfig
+from mhmoe.config import Architecture, ModelConfig, MoEConfig
 from mhmoe.model.layers import SwiGLU, silu_gate
 from mhmoe.model.moe import MoELayer
+
+
+def moe_layer(d: int, ffn: str, moe: MoEConfig) -> MoELayer:
+    """The routed layer of ``model.ffn=ffn`` at width d with these MoE settings."""
+    return MoELayer(Architecture(model=ModelConfig(ffn=ffn, d_model=d, n_heads=1), moe=moe))
 
 
 def matched_h3(d: int, f_s: int, e_s: int = 8) -> MoEConfig:
@@ -113,12 +118,12 @@ def one_size(d: int, f_s: int, tokens: int, reps: int, verbose: bool) -> dict[st
     x = torch.randn(1, tokens, d, requires_grad=True)
     modules = {
         "dense": SwiGLU(d, f_s),
-        "mhmoe": MoELayer(d, cfg, "mhmoe"),
-        "mhmoe_gmm": MoELayer(d, replace(cfg, dispatch="grouped_mm"), "mhmoe"),
-        "mhmoe_loop": MoELayer(d, replace(cfg, dispatch="loop"), "mhmoe"),
+        "mhmoe": moe_layer(d, "mhmoe", cfg),
+        "mhmoe_gmm": moe_layer(d, "mhmoe", replace(cfg, dispatch="grouped_mm")),
+        "mhmoe_loop": moe_layer(d, "mhmoe", replace(cfg, dispatch="loop")),
         "hf_mask_loop": HFMaskLoopMoE(d, cfg),
         "floor": BalancedFloor(d, cfg),
-        "smoe": MoELayer(d, smoe, "smoe"),
+        "smoe": moe_layer(d, "smoe", smoe),
     }
     t = bench(modules, x, reps)
     if verbose:

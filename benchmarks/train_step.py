@@ -109,7 +109,7 @@ def main() -> None:
     for variant in ("dense", "smoe", "mhmoe-h3"):
         cfg = config_for(variant)
         cfg = replace(cfg, model=replace(cfg.model, vocab_size=4096))
-        net = build_model(cfg.model, cfg.moe, cfg.quant)
+        net = build_model(cfg.architecture)
         optimizer, _ = build_optimizer(net, cfg.optim, cfg.train.max_steps)
         if args.compile:
             net.compile()
@@ -117,7 +117,7 @@ def main() -> None:
         batch = (torch.randint(0, 4096, (B, T)), torch.randint(0, 4096, (B, T)))
         step_s, out = median_step(net, optimizer, batch, args.steps)
         peaks.append(measure_peak_flops(torch.device("cpu"), torch.float32, seconds=1.0))
-        results.append((variant, step_s, train_flops_per_token(cfg.model, cfg.moe, seq_len=T) * B * T, B * T))
+        results.append((variant, step_s, train_flops_per_token(cfg.architecture, seq_len=T) * B * T, B * T))
         line = f"{variant:<9} step {step_s * 1e3:7.1f} ms  {B * T / step_s:8.0f} tok/s"
         if out.routing:
             tele = telemetry_seconds(net, batch[0])

@@ -16,15 +16,18 @@ Multiplications are forward multiply-adds per token; :func:`train_flops_per_toke
 training FLOPs (x2 for multiply + add, x3 for forward + backward). Symbols: d model width, F expert
 hidden width, k top-k, h MH-MoE heads, E experts, V vocabulary.
 
-The whole-model counts take a validated :class:`~mhmoe.config.Architecture` (a resolved RunConfig's
-``architecture``) or the configs, which are then validated once here.
+Every count takes a validated :class:`~mhmoe.config.Architecture` (a resolved RunConfig's
+``architecture``) and reads the routed layer from its :attr:`~mhmoe.config.Architecture.layer`, the
+variant's :class:`~mhmoe.variants.LayerShape`: the shape the builder allocates, so a variant with
+another structure (its own ``shape`` hook) is counted as it is built.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mhmoe.config import Architecture, ModelConfig, MoEConfig, QuantConfig, as_architecture
+from mhmoe.config import Architecture, QuantConfig
+from mhmoe.variants import LayerShape
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,11 +49,11 @@ class LayerParams:
     head_merge_bias: int
     """Their biases (d each)."""
     router: int
-    """Router weight (d/h x E)."""
+    """Router weights (d/h x E per pool of experts)."""
     experts: int
-    """Weights of all E experts (E x 3 (d/h) F)."""
+    """Weights of all experts of every pool (E x 3 (d/h) F per pool)."""
     expert_norms: int
-    """SubLN weights inside the experts (E x F)."""
+    """SubLN weights inside the experts (E x F per pool)."""
     active_experts: int
     """Expert weights one token uses, with multiplicity (3 d F k)."""
     active_expert_norms: int
@@ -170,56 +173,43 @@ def _swiglu(d_in: int, d_ff: int) -> int:
     return 3 * d_in * d_ff
 
 
-def _is_moe(model: ModelConfig, index: int) -> bool:
-    return model.is_moe_block(index)
+def _layer(arch: Architecture) -> LayerShape:
+    assert arch.layer is not None, "only a routed variant has MoE blocks"
+    return arch.layer
 
 
-def _n_projections(model: ModelConfig, moe: MoEConfig) -> int:
-    return int(moe.uses_head_proj(model.ffn)) + int(moe.uses_merge_proj(model.ffn))
-
-
-def _configs(model: ModelConfig | Architecture, moe: MoEConfig | None) -> tuple[ModelConfig, MoEConfig]:
-    """(model, moe) of an Architecture or of the configs as given (no validation: per-layer numbers)."""
-    if isinstance(model, Architecture):
-        return model.model, model.moe
-    return model, moe or MoEConfig()
-
-
-def layer_params(model: ModelConfig, moe: MoEConfig, quant: QuantConfig, index: int) -> LayerParams:
+def _layer_params(arch: Architecture, index: int) -> LayerParams:
     """Parameters of block ``index``."""
-    d, (subln_attn, subln) = model.d_model, _subln(quant)
+    model, (subln_attn, subln) = arch.model, _subln(arch.quant)
+    d = model.d_model
     norms = 2 * d + (d if subln_attn else 0)  # attention and FFN pre-norms; SubLN before wo
     common = dict(index=index, attention=4 * d * d)
-    if not _is_moe(model, index):
+    if not model.is_moe_block(index):
         return LayerParams(
             **common, kind="dense", norms=norms + (model.d_ff if subln else 0),
             dense_ffn=_swiglu(d, model.d_ff), head_merge=0, head_merge_bias=0, router=0, experts=0,
             expert_norms=0, active_experts=0, active_expert_norms=0, shared_expert=0,
         )
-    h, f, f_s = moe.heads, moe.expert_d_ff, moe.shared_expert_d_ff
-    n_proj = _n_projections(model, moe)
+    layer, f_s = _layer(arch), arch.moe.shared_expert_d_ff
     return LayerParams(
         **common, kind="moe",
         norms=norms + (f_s if subln else 0),  # SubLN before the shared expert's w2
         dense_ffn=0,
-        head_merge=n_proj * d * d,
-        head_merge_bias=n_proj * d,
-        router=(d // h) * moe.num_experts,
-        experts=moe.num_experts * _swiglu(d // h, f),
-        expert_norms=moe.num_experts * f if subln else 0,
-        active_experts=h * moe.top_k * _swiglu(d // h, f),
-        active_expert_norms=h * moe.top_k * f if subln else 0,
+        head_merge=layer.projections * d * d,
+        head_merge_bias=layer.projections * d,
+        router=layer.router_params,
+        experts=layer.expert_params,
+        expert_norms=layer.expert_hidden if subln else 0,
+        active_experts=layer.expert_mults,
+        active_expert_norms=layer.active_expert_hidden if subln else 0,
         shared_expert=_swiglu(d, f_s),
     )
 
 
-def count_params(
-    model: ModelConfig | Architecture, moe: MoEConfig | None = None, quant: QuantConfig | None = None
-) -> ParamCount:
-    """Total, active and quantized parameters; ``moe`` is ignored when the variant does not route."""
-    arch = as_architecture(model, moe, quant)
-    model, moe, quant = arch.model, arch.moe, arch.quant
-    layers = tuple(layer_params(model, moe, quant, i) for i in range(model.n_layers))
+def count_params(arch: Architecture) -> ParamCount:
+    """Total, active and quantized parameters; ``arch.moe`` is ignored when the variant does not route."""
+    model, quant = arch.model, arch.quant
+    layers = tuple(_layer_params(arch, i) for i in range(model.n_layers))
     embedding = model.vocab_size * model.d_model
     lm_head = 0 if model.tie_embeddings else embedding
     outside = embedding + lm_head + model.d_model  # + final norm
@@ -237,75 +227,61 @@ def count_params(
     )
 
 
-def layer_mults(model: ModelConfig, moe: MoEConfig, index: int, *, seq_len: int) -> LayerMults:
+def _layer_mults(arch: Architecture, index: int, *, seq_len: int) -> LayerMults:
     """Forward multiplications per token in block ``index``."""
+    model = arch.model
     d = model.d_model
     common = dict(index=index, attention_proj=4 * d * d, attention_scores=2 * seq_len * d)
-    if not _is_moe(model, index):
+    if not model.is_moe_block(index):
         return LayerMults(
             **common, kind="dense", dense_ffn=_swiglu(d, model.d_ff), experts=0, head_merge=0,
             router=0, shared_expert=0,
         )
+    layer = _layer(arch)
     return LayerMults(
         **common, kind="moe", dense_ffn=0,
-        experts=_swiglu(d, moe.expert_d_ff) * moe.top_k,
-        head_merge=_n_projections(model, moe) * d * d,
-        router=d * moe.num_experts,
-        shared_expert=_swiglu(d, moe.shared_expert_d_ff),
+        experts=layer.expert_mults,
+        head_merge=layer.projections * d * d,
+        router=layer.router_mults,
+        shared_expert=_swiglu(d, arch.moe.shared_expert_d_ff),
     )
 
 
-def count_mults(
-    model: ModelConfig | Architecture, moe: MoEConfig | None = None, *, seq_len: int | None = None
-) -> MultCount:
+def count_mults(arch: Architecture, *, seq_len: int | None = None) -> MultCount:
     """Forward multiplications per token; ``seq_len`` defaults to ``model.max_seq_len``."""
-    arch = as_architecture(model, moe)
-    model, moe = arch.model, arch.moe
+    model = arch.model
     seq_len = model.max_seq_len if seq_len is None else seq_len
-    layers = tuple(layer_mults(model, moe, i, seq_len=seq_len) for i in range(model.n_layers))
+    layers = tuple(_layer_mults(arch, i, seq_len=seq_len) for i in range(model.n_layers))
     return MultCount(seq_len=seq_len, lm_head=model.vocab_size * model.d_model, per_layer=layers)
 
 
-def train_flops_per_token(
-    model: ModelConfig | Architecture, moe: MoEConfig | None = None, *, seq_len: int | None = None
-) -> int:
+def train_flops_per_token(arch: Architecture, *, seq_len: int | None = None) -> int:
     """Training FLOPs per token for MFU: 6 x forward multiplications (2 per multiply-add, x3 fwd+bwd)."""
-    return 6 * count_mults(model, moe, seq_len=seq_len).total
+    return 6 * count_mults(arch, seq_len=seq_len).total
 
 
-def moe_mults_per_token(model: ModelConfig | Architecture, moe: MoEConfig | None = None) -> int:
+def moe_mults_per_token(arch: Architecture) -> int:
     """Matched MoE budget of one MoE layer: expert + head + merge multiplications per token.
 
-    Router and shared expert are excluded (the paper does not match them). ``model.ffn`` decides the
-    head/merge defaults; for ``dense`` this is the dense FFN that sits where the MoE would.
+    Router and shared expert are excluded (the paper does not match them). For a variant that does
+    not route (``dense``) this is the dense FFN that sits where the MoE would.
     """
-    model, moe = _configs(model, moe)
-    d = model.d_model
-    if not model.variant.routes:
-        return _swiglu(d, model.d_ff)
-    return _swiglu(d, moe.expert_d_ff) * moe.top_k + _n_projections(model, moe) * d * d
+    layer = arch.layer
+    return _swiglu(arch.model.d_model, arch.model.d_ff) if layer is None else layer.matched_mults
 
 
-def moe_layer_params(model: ModelConfig | Architecture, moe: MoEConfig | None = None) -> int:
+def moe_layer_params(arch: Architecture) -> int:
     """Matched parameters of one MoE layer: expert + head + merge weights.
 
     Router, biases, norms and the shared expert are excluded, as in the paper's parity equation
     (docs/MATCHING.md); this gives its 37,748,736 / 36,569,088 / 38,928,384.
     """
-    model, moe = _configs(model, moe)
-    d = model.d_model
-    if not model.variant.routes:
-        return _swiglu(d, model.d_ff)
-    experts = moe.num_experts * _swiglu(d // moe.heads, moe.expert_d_ff)
-    return experts + _n_projections(model, moe) * d * d
+    layer = arch.layer
+    return _swiglu(arch.model.d_model, arch.model.d_ff) if layer is None else layer.matched_params
 
 
-def summary(
-    model: ModelConfig | Architecture, moe: MoEConfig | None = None, quant: QuantConfig | None = None,
-    *, seq_len: int | None = None,
-) -> dict[str, int]:
+def summary(arch: Architecture, *, seq_len: int | None = None) -> dict[str, int]:
     """Flat ``budget.*`` numbers for MLflow params and tables."""
-    arch = as_architecture(model, moe, quant)
     params = count_params(arch)
     mults = count_mults(arch, seq_len=seq_len)
     return {
@@ -327,8 +303,6 @@ __all__ = [
     "ParamCount",
     "count_mults",
     "count_params",
-    "layer_mults",
-    "layer_params",
     "moe_layer_params",
     "moe_mults_per_token",
     "summary",

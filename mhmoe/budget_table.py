@@ -74,8 +74,8 @@ def budget_table(preset_name_or_dict: str | Mapping[str, Any], *, seq_len: int |
     data = preset(preset_name_or_dict) if isinstance(preset_name_or_dict, str) else preset_name_or_dict
     model, baseline = preset_configs(data)
     seq_len = _default_seq_len(data, model) if seq_len is None else seq_len
-    smoe_model = dataclasses.replace(model, ffn=BASELINE_FFN)
-    reference = (moe_mults_per_token(smoe_model, baseline), moe_layer_params(smoe_model, baseline))
+    smoe = Architecture(model=dataclasses.replace(model, ffn=BASELINE_FFN), moe=baseline)
+    reference = (moe_mults_per_token(smoe), moe_layer_params(smoe))
     matches = paper_matches(data)
     rows = []
     for name, (entry, _) in variant_rows().items():

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, overload
 
 from mhmoe.configbase import ConfigError, check, check_choice, check_positive
-from mhmoe.variants import FFN_VARIANTS, ROUTER_NAMES, VARIANTS, Variant, router_kind, variant
+from mhmoe.variants import FFN_VARIANTS, ROUTER_NAMES, VARIANTS, LayerShape, Variant, router_kind, variant
 
 if TYPE_CHECKING:  # only named in is_quantized's signature; the model side never needs pandas
     import pandas as pd
@@ -146,12 +146,6 @@ class MoEConfig:
         eval): a sequence's scores then depend on the others in its batch, so evaluation runs each alone."""
         return self.capacity_mode == "capacity" and self.drop_at_eval
 
-    def uses_head_proj(self, ffn: str) -> bool:
-        return variant(ffn).projections if self.head_proj is None else self.head_proj
-
-    def uses_merge_proj(self, ffn: str) -> bool:
-        return variant(ffn).projections if self.merge_proj is None else self.merge_proj
-
 
 @dataclass(frozen=True, kw_only=True)
 class QuantConfig:
@@ -224,8 +218,9 @@ def variant_label(model: ModelConfig, moe: MoEConfig) -> str:
 class Architecture:
     """Backbone + MoE layer + quantization, validated together once (:func:`check_architecture`).
 
-    The model builder, the budget counts and the matcher take this object, so a resolved config is
-    checked when it is resolved, not again by every consumer.
+    The only input of the model builder, the budget counts and the matcher: a resolved config is
+    checked when it is resolved, not again by every consumer. What the routed layer holds is
+    :attr:`layer`, the variant's :class:`~mhmoe.variants.LayerShape` of this architecture.
     """
 
     model: ModelConfig
@@ -247,35 +242,28 @@ class Architecture:
         return self.model.variant.routes
 
     @property
+    def layer(self) -> LayerShape | None:
+        """The routed layer's shape (the variant's ``shape`` hook); None when the variant does not route."""
+        return self.variant.shape(self) if self.routes else None
+
+    @property
     def head_proj(self) -> bool:
         """Whether the routed layer has a head projection (False without a routed layer)."""
-        return self.routes and self.moe.uses_head_proj(self.model.ffn)
+        return self.layer is not None and self.layer.head_proj
 
     @property
     def merge_proj(self) -> bool:
-        return self.routes and self.moe.uses_merge_proj(self.model.ffn)
+        return self.layer is not None and self.layer.merge_proj
 
     @property
     def num_projections(self) -> int:
         """Head and merge layers (d x d each) of one MoE layer: 0, 1 or 2."""
-        return int(self.head_proj) + int(self.merge_proj)
+        return self.layer.projections if self.layer is not None else 0
 
     @property
     def label(self) -> str:
         """``mhmoe-h3``: :func:`variant_label` (without the ``+w<bits>`` of RunConfig.variant)."""
         return variant_label(self.model, self.moe)
-
-
-def as_architecture(
-    model: ModelConfig | Architecture, moe: MoEConfig | None = None, quant: QuantConfig | None = None
-) -> Architecture:
-    """``model`` itself when it already is an Architecture (no second validation), else the
-    validated Architecture of the configs (``moe`` / ``quant`` default to their defaults)."""
-    if isinstance(model, Architecture):
-        if moe is not None or quant is not None:
-            raise TypeError("pass either an Architecture or the configs, not both")
-        return model
-    return Architecture(model=model, moe=moe or MoEConfig(), quant=quant or QuantConfig())
 
 
 __all__ = [
@@ -286,7 +274,6 @@ __all__ = [
     "MoEConfig",
     "QuantConfig",
     "ROUTER_NAMES",
-    "as_architecture",
     "check_architecture",
     "is_quantized",
     "variant_label",

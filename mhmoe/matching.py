@@ -34,7 +34,7 @@ from mhmoe.budget import moe_layer_params, moe_mults_per_token
 from mhmoe.config import Architecture, ModelConfig, MoEConfig
 from mhmoe.configbase import ConfigError, check, check_choice, from_dict
 from mhmoe.presets import preset
-from mhmoe.variants import BASELINE as BASELINE_FFN, VARIANTS, variant, variant_rows
+from mhmoe.variants import BASELINE as BASELINE_FFN, VARIANTS, LayerShape, variant, variant_rows
 
 MATCHED_FFNS = tuple(key for key, entry in VARIANTS.items() if entry.match is not None)
 MATCH_MODES = ("match", "remove", "rematch")
@@ -136,26 +136,32 @@ def _check_request(
     check(expert_multiple >= 1, f"expert_multiple={expert_multiple} must be >= 1")
 
 
-def _exact_d_ff(model: ModelConfig, baseline: MoEConfig, n_base: int, n: int, top_k: int) -> Fraction:
-    """F such that n d^2 + 3 d F k equals the baseline's multiplications."""
-    d = model.d_model
-    budget = 3 * d * baseline.expert_d_ff * baseline.top_k + (n_base - n) * d * d
-    exact = Fraction(budget, 3 * d * top_k)
+def _exact_d_ff(budget: int, n: int, d: int, per_unit_width: int) -> Fraction:
+    """F such that n d^2 + (expert multiplications at F) equals the baseline's multiplications."""
+    exact = Fraction(budget - n * d * d, per_unit_width)
     check(
         exact > 0,
         f"moe.expert_d_ff would be {_fmt(exact)} (<= 0): {n} head/merge projections (d^2 each) cost more "
-        f"than the baseline's {3 * d * baseline.expert_d_ff * baseline.top_k:,} expert multiplications",
+        f"than the baseline's {budget:,} expert and projection multiplications",
     )
     return exact
 
 
-def _exact_experts(model: ModelConfig, baseline: MoEConfig, n_base: int, n: int, heads: int, d_ff: int) -> Fraction:
-    """E such that n d^2 + 3 (d/h) F E equals the baseline's expert + projection parameters."""
-    d = model.d_model
-    budget = 3 * d * baseline.expert_d_ff * baseline.num_experts + (n_base - n) * d * d
-    exact = Fraction(budget, 3 * (d // heads) * d_ff)
+def _exact_experts(budget: int, n: int, d: int, per_expert: int) -> Fraction:
+    """E such that n d^2 + (expert weights of E experts) equals the baseline's expert + projection weights."""
+    exact = Fraction(budget - n * d * d, per_expert)
     check(exact > 0, f"moe.num_experts would be {_fmt(exact)} (<= 0): the projections exceed the baseline")
     return exact
+
+
+def _request_shape(model: ModelConfig, baseline: MoEConfig, ffn: str, **moe: Any) -> LayerShape:
+    """The variant's layer shape at the requested heads, k and projections (expert count and width are
+    then solved from its per-unit counts, so the matcher counts what the budget and the builder use)."""
+    top_k = moe["top_k"]
+    provisional = dataclasses.replace(baseline, **moe, num_experts=max(top_k, baseline.num_experts))
+    shape = Architecture(model=dataclasses.replace(model, ffn=ffn), moe=provisional).layer
+    assert shape is not None  # _check_request refused a variant without a routed layer
+    return shape
 
 
 def match_variant(
@@ -176,6 +182,7 @@ def match_variant(
     ``top_k`` defaults by the variant's matching rule: k_s (whole: smoe), m k_s (segment:
     fine_grained) and h k_s (heads: mhmoe, the paper's k = h at top-1). ``granularity`` (m) only
     applies to the segment rule. ``head_proj`` / ``merge_proj`` default to the variant's default.
+    Expert multiplications and weights come from the variant's :class:`~mhmoe.variants.LayerShape`.
     """
     _check_request(model, baseline, ffn=ffn, heads=heads, top_k=top_k, granularity=granularity,
                    mode=mode, expert_multiple=expert_multiple)
@@ -187,21 +194,25 @@ def match_variant(
     default = entry.projections
     head = default if head_proj is None else head_proj
     merge = default if merge_proj is None else merge_proj
-    n_base = int(baseline.uses_head_proj(BASELINE_FFN)) + int(baseline.uses_merge_proj(BASELINE_FFN))
+    base = Architecture(model=dataclasses.replace(model, ffn=BASELINE_FFN), moe=baseline)
+    base_mults, base_params = moe_mults_per_token(base), moe_layer_params(base)
     n_default, n = 2 * default, int(head) + int(merge)
     # Projections the expert width pays for, and those the expert count was matched with.
     n_width, n_count = {"match": (n, n), "remove": (n_default, n_default), "rematch": (0, n_default)}[mode]
+    shape = _request_shape(model, baseline, ffn, heads=heads, top_k=k, head_proj=head, merge_proj=merge)
+    d, per_unit_width = model.d_model, dataclasses.replace(shape, expert_d_ff=1).expert_mults
 
     notes: list[str] = []
-    exact_f = _exact_d_ff(model, baseline, n_base, n_width, k)
+    exact_f = _exact_d_ff(base_mults, n_width, d, per_unit_width)
     d_ff = _round_to(exact_f, DIM_MULTIPLE)
     if d_ff != exact_f:
         notes.append(f"expert_d_ff {_fmt(exact_f)} rounded to {d_ff} (multiple of {DIM_MULTIPLE})")
     if rule == "heads":
         # The expert count is solved at the width the n_count projections leave (rematch keeps it).
         d_ff_count = d_ff if n_count == n_width else _round_to(
-            _exact_d_ff(model, baseline, n_base, n_count, k), DIM_MULTIPLE)
-        exact_e = _exact_experts(model, baseline, n_base, n_count, heads, d_ff_count)
+            _exact_d_ff(base_mults, n_count, d, per_unit_width), DIM_MULTIPLE)
+        per_expert = dataclasses.replace(shape, num_experts=1, expert_d_ff=d_ff_count).expert_params
+        exact_e = _exact_experts(base_params, n_count, d, per_expert)
         at_least_k = expert_multiple * math.ceil(k / expert_multiple)
         num_experts = max(_round_to(exact_e, expert_multiple), at_least_k)
         if num_experts != exact_e:
@@ -210,18 +221,15 @@ def match_variant(
         exact_e = Fraction(m * baseline.num_experts)
         num_experts = m * baseline.num_experts
 
-    variant_moe = dataclasses.replace(
-        baseline, num_experts=num_experts, top_k=k, expert_d_ff=d_ff, heads=heads, head_proj=head, merge_proj=merge
-    )
-    derived = Architecture(model=dataclasses.replace(model, ffn=ffn), moe=variant_moe)
-    base_model = dataclasses.replace(model, ffn=BASELINE_FFN)
+    # The derived MoE fields are checked here (moe.top_k <= moe.num_experts ...); the architecture
+    # they make is validated once, where the caller builds its config.
+    dataclasses.replace(baseline, num_experts=num_experts, top_k=k, expert_d_ff=d_ff, heads=heads)
+    derived = dataclasses.replace(shape, num_experts=num_experts, expert_d_ff=d_ff)
     return MatchResult(
         ffn=ffn, num_experts=num_experts, top_k=k, expert_d_ff=d_ff, heads=heads, head_proj=head,
         merge_proj=merge, mode=mode, exact_num_experts=float(exact_e), exact_expert_d_ff=float(exact_f),
-        moe_mults_per_token=moe_mults_per_token(derived),
-        baseline_moe_mults_per_token=moe_mults_per_token(base_model, baseline),
-        moe_params=moe_layer_params(derived),
-        baseline_moe_params=moe_layer_params(base_model, baseline),
+        moe_mults_per_token=derived.matched_mults, baseline_moe_mults_per_token=base_mults,
+        moe_params=derived.matched_params, baseline_moe_params=base_params,
         notes=tuple(notes),
     )
 

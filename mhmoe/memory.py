@@ -60,12 +60,13 @@ def _moe_per_token(cfg: RunConfig, a: int) -> int:
     """Head projection output, fp32 router (input, logits, probabilities), routed copies of the
     sub-tokens (h k of size d/h = k d), expert SwiGLU hidden states per assignment, expert outputs in
     sorted and in assignment order, the combined output and the merge projection's input."""
-    model, moe = cfg.model, cfg.moe
-    d, h, k = model.d_model, moe.heads, moe.top_k
-    head = a * d if cfg.architecture.head_proj else 0
-    merge = a * d if cfg.architecture.merge_proj else 0
-    router = FP32 * d + 2 * FP32 * h * moe.num_experts
-    experts = a * k * d + h * k * 4 * a * moe.expert_d_ff + 2 * a * k * d
+    layer, moe = cfg.architecture.layer, cfg.moe
+    assert layer is not None, "only a routed variant has MoE blocks"
+    d, h, k = layer.d_model, layer.heads, layer.top_k
+    head = a * d if layer.head_proj else 0
+    merge = a * d if layer.merge_proj else 0
+    router = FP32 * d + 2 * FP32 * h * layer.num_experts
+    experts = a * k * d + 4 * a * layer.active_expert_hidden + 2 * a * k * d
     shared = _dense_ffn_per_token(d, moe.shared_expert_d_ff, a) if moe.shared_expert_d_ff else 0
     return a * d + head + router + experts + a * d + merge + shared
 

@@ -3,7 +3,8 @@
 A :class:`Variant` is what ``model.ffn`` names: whether it routes, how it splits tokens, its
 head/merge defaults, how :mod:`mhmoe.matching` sizes it against the SMoE baseline, its label
 (``mhmoe-h2``: run names, MLflow tags, budget rows), its paper name and place in the paper's row
-order (tables and figures), and the builder of its FFN module. A :class:`RouterKind` is what
+order (tables and figures), the builder of its FFN module and the shape of its routed layer
+(:class:`LayerShape`, what the builder, the budget and the matcher all read). A :class:`RouterKind` is what
 ``moe.router`` names. Configs, the model, the budget, the matcher, MLflow naming and analysis/ all
 read these tables, so a new variant or router is its module plus one entry here.
 
@@ -13,7 +14,8 @@ named by import path (``package.module:attribute``) and imported by the model pa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,97 @@ MATCH_RULES = ("whole", "segment", "heads")
 """How :func:`mhmoe.matching.match_variant` sizes a routed variant against the SMoE baseline:
 ``whole`` whole tokens, k = k_s, E = E_s; ``segment`` fine-grained segmentation by m, k = m k_s,
 E = m E_s; ``heads`` h sub-tokens, k = h k_s, E solved for parameter parity."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerShape:
+    """The structure of one routed layer: what its builder allocates, :mod:`mhmoe.budget` counts and
+    :mod:`mhmoe.matching` solves for, so the three agree by construction.
+
+    Each token is split into ``heads`` sub-tokens of width ``d_model / heads``; each sub-token runs
+    ``top_k`` bias-free SwiGLU experts (d/h -> F -> d/h) out of ``num_experts`` in its pool. ``pools``
+    is 1 when every head shares the experts (and the router), ``heads`` when each head has its own.
+    """
+
+    d_model: int
+    heads: int
+    num_experts: int
+    """Experts per pool."""
+    top_k: int
+    expert_d_ff: int
+    head_proj: bool
+    merge_proj: bool
+    pools: int = 1
+
+    @property
+    def d_sub(self) -> int:
+        """Width of a sub-token: the router's and each expert's input."""
+        return self.d_model // self.heads
+
+    @property
+    def projections(self) -> int:
+        """Head and merge layers (d x d with bias each): 0, 1 or 2."""
+        return int(self.head_proj) + int(self.merge_proj)
+
+    @property
+    def expert_weights(self) -> int:
+        """Weights of one expert (w1, w3 up; w2 down)."""
+        return 3 * self.d_sub * self.expert_d_ff
+
+    @property
+    def expert_params(self) -> int:
+        """Weights of every expert of every pool."""
+        return self.pools * self.num_experts * self.expert_weights
+
+    @property
+    def expert_mults(self) -> int:
+        """Expert multiplications per token, also the expert weights one token uses with multiplicity:
+        h sub-tokens x k experts x 3 (d/h) F = 3 d F k."""
+        return self.heads * self.top_k * self.expert_weights
+
+    @property
+    def matched_mults(self) -> int:
+        """The matched budget of the layer (:mod:`mhmoe.matching`): expert + head + merge
+        multiplications per token (router and shared expert excluded, as in the paper)."""
+        return self.expert_mults + self.projections * self.d_model**2
+
+    @property
+    def matched_params(self) -> int:
+        """The matched parameters of the layer: expert + head + merge weights (router, biases, norms
+        and shared expert excluded, as in the paper's parity equation)."""
+        return self.expert_params + self.projections * self.d_model**2
+
+    @property
+    def expert_hidden(self) -> int:
+        """Expert hidden units of every pool (one SubLN weight each)."""
+        return self.pools * self.num_experts * self.expert_d_ff
+
+    @property
+    def active_expert_hidden(self) -> int:
+        """Expert hidden units one token uses, with multiplicity (h k F)."""
+        return self.heads * self.top_k * self.expert_d_ff
+
+    @property
+    def router_params(self) -> int:
+        """Bias-free router weights: one (d/h x E) per pool."""
+        return self.pools * self.d_sub * self.num_experts
+
+    @property
+    def router_mults(self) -> int:
+        """Router multiplications per token: each sub-token scores the E experts of its pool (d E)."""
+        return self.heads * self.d_sub * self.num_experts
+
+
+def routed_shape(arch: Any) -> LayerShape:
+    """The shape of a routed layer whose h heads share one pool of ``moe.num_experts`` experts (SMoE,
+    fine-grained SMoE, MH-MoE); ``arch`` is a validated :class:`mhmoe.config.Architecture`."""
+    moe, projections = arch.moe, arch.variant.projections
+    return LayerShape(
+        d_model=arch.model.d_model, heads=moe.heads, num_experts=moe.num_experts, top_k=moe.top_k,
+        expert_d_ff=moe.expert_d_ff,
+        head_proj=projections if moe.head_proj is None else moe.head_proj,
+        merge_proj=projections if moe.merge_proj is None else moe.merge_proj,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,7 +129,9 @@ class Variant:
     routes: bool
     """Whether the MoE blocks hold a routed layer (False: every block keeps the dense FFN)."""
     builder: str
-    """``module:function`` building a block's FFN from (ModelConfig, MoEConfig, is_moe_block)."""
+    """``module:function`` building a block's FFN from (Architecture, is_moe_block)."""
+    shape: Callable[[Any], LayerShape] = routed_shape
+    """The routed layer's :class:`LayerShape` of a validated Architecture (unused when not routed)."""
     multi_head: bool = False
     """Tokens are split into ``moe.heads`` sub-tokens; label and paper name carry the head count."""
     projections: bool = False
@@ -92,9 +187,14 @@ VARIANTS: dict[str, Variant] = {
                 match="segment", rows=({"granularity": 2},), in_paper=True, colour="sky"),
         Variant(key="mhmoe", name="MH-MoE", routes=True, builder="mhmoe.model.ffn:routed_ffn", multi_head=True,
                 projections=True, match="heads", rows=({"heads": 2}, {"heads": 3}), in_paper=True, colour="green"),
+        Variant(key="mhmoe_per_head", name="MH-MoE, experts per head", routes=True,
+                builder="mhmoe.model.per_head:per_head_ffn", multi_head=True, projections=True, match="heads",
+                rows=({"heads": 2},), colour="blue",
+                shape=lambda arch: dataclasses.replace(routed_shape(arch), pools=arch.moe.heads)),
     )
 }
-"""Every FFN variant, in the paper's row order (Dense, SMoE, Fine-grained SMoE, MH-MoE)."""
+"""Every FFN variant: the paper's, in its row order (Dense, SMoE, Fine-grained SMoE, MH-MoE), then
+MH-MoE with a router and an expert pool per head (not in the paper)."""
 
 FFN_VARIANTS = tuple(VARIANTS)
 BASELINE = "smoe"
@@ -191,6 +291,7 @@ def router_kind(key: str) -> RouterKind:
 __all__ = [
     "BASELINE",
     "FFN_VARIANTS",
+    "LayerShape",
     "MATCH_RULES",
     "ROUTERS",
     "ROUTER_NAMES",
@@ -204,6 +305,7 @@ __all__ = [
     "variant_rows",
     "projections_default",
     "router_kind",
+    "routed_shape",
     "routes",
     "variant",
     "variant_label",

@@ -1,9 +1,10 @@
 """The FFN of one block, per variant: the builders :data:`mhmoe.variants.VARIANTS` names.
 
-A builder takes (ModelConfig, MoEConfig, is_moe_block) and returns a module whose forward maps
+A builder takes (Architecture, is_moe_block) and returns a module whose forward maps
 (B, T, D) to ``(output, RoutingStats | None)``. SMoE, fine-grained SMoE and MH-MoE share
 :func:`routed_ffn`: they differ only in config (heads, segmentation, head/merge), which
-:func:`mhmoe.config.check_architecture` constrains per variant.
+:func:`mhmoe.config.check_architecture` constrains per variant and the variant's layer shape
+(:attr:`mhmoe.config.Architecture.layer`) turns into what :class:`MoELayer` allocates.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mhmoe.config import ModelConfig, MoEConfig
+from mhmoe.config import Architecture
 from mhmoe.model.layers import SwiGLU
 from mhmoe.model.moe import MoELayer
 
@@ -23,16 +24,16 @@ class DenseFFN(SwiGLU):
         return super().forward(x), None
 
 
-def dense_ffn(model: ModelConfig, moe: MoEConfig, is_moe_block: bool) -> nn.Module:
+def dense_ffn(arch: Architecture, is_moe_block: bool) -> nn.Module:
     """Every block keeps the dense SwiGLU of width ``model.d_ff``."""
-    return DenseFFN(model.d_model, model.d_ff)
+    return DenseFFN(arch.model.d_model, arch.model.d_ff)
 
 
-def routed_ffn(model: ModelConfig, moe: MoEConfig, is_moe_block: bool) -> nn.Module:
+def routed_ffn(arch: Architecture, is_moe_block: bool) -> nn.Module:
     """The MoE layer in MoE blocks, the dense SwiGLU elsewhere."""
     if not is_moe_block:
-        return DenseFFN(model.d_model, model.d_ff)
-    return MoELayer(model.d_model, moe, model.ffn)
+        return DenseFFN(arch.model.d_model, arch.model.d_ff)
+    return MoELayer(arch)
 
 
 __all__ = ["DenseFFN", "dense_ffn", "routed_ffn"]

@@ -17,27 +17,39 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mhmoe.config import MoEConfig
+from mhmoe.config import Architecture, MoEConfig
 from mhmoe.model.experts import GroupedExperts, compute_dtype
 from mhmoe.model.layers import SwiGLU, tag
 from mhmoe.model.registry import router_class
-from mhmoe.model.routing import RoutingStats
+from mhmoe.model.routing import RouterOutput, RoutingStats
 from mhmoe.model.slots import from_slots, gates_in_slots, slot_layout, sort_by_expert, to_slots
+from mhmoe.variants import LayerShape
 
 
 class MoELayer(nn.Module):
     """Routed SwiGLU experts over H sub-tokens, with optional head/merge and shared expert."""
 
-    def __init__(self, d_model: int, moe: MoEConfig, ffn: str) -> None:
+    def __init__(self, arch: Architecture) -> None:
         super().__init__()
+        layer, moe = arch.layer, arch.moe
+        assert layer is not None, f"model.ffn={arch.model.ffn!r} has no routed layer"
         self.cfg = moe
-        self.heads = moe.heads
-        d_sub = d_model // moe.heads
-        self.head = self._projection(d_model, moe.uses_head_proj(ffn), gain=2**-0.5, zero_bias=False)
-        self.merge = self._projection(d_model, moe.uses_merge_proj(ffn), gain=1.0, zero_bias=True)
-        self.router = router_class(moe.router)(d_sub, moe)
-        self.experts = GroupedExperts(moe.num_experts, d_sub, moe.expert_d_ff, moe.dispatch)
+        self.heads = layer.heads
+        d_model = layer.d_model
+        self.head = self._projection(d_model, layer.head_proj, gain=2**-0.5, zero_bias=False)
+        self.merge = self._projection(d_model, layer.merge_proj, gain=1.0, zero_bias=True)
+        self.router = self._make_router(layer, moe)
+        # Every pool's experts in one stack: pool p holds experts p E .. (p + 1) E - 1.
+        self.experts = GroupedExperts(layer.pools * layer.num_experts, layer.d_sub, layer.expert_d_ff, moe.dispatch)
         self.shared = SwiGLU(d_model, moe.shared_expert_d_ff) if moe.shared_expert_d_ff else None
+
+    @staticmethod
+    def _make_router(layer: LayerShape, moe: MoEConfig) -> nn.Module:
+        """One router over the shared pool (a variant with per-head pools overrides this and :meth:`_route`)."""
+        return router_class(moe.router)(layer.d_sub, moe)
+
+    def _route(self, x_Sd: torch.Tensor) -> RouterOutput:
+        return self.router(x_Sd)
 
     @staticmethod
     def _projection(d_model: int, enabled: bool, gain: float, zero_bias: bool) -> nn.Module:
@@ -62,13 +74,13 @@ class MoELayer(nn.Module):
     def _route_and_compute(self, x_Sd: torch.Tensor) -> tuple[torch.Tensor, RoutingStats]:
         cfg = self.cfg
         S = x_Sd.shape[0]
-        routing = self.router(x_Sd)
+        routing = self._route(x_Sd)
         experts_SK, keep_SK = routing.experts_SK, routing.keep_SK
         K = experts_SK.shape[1]
 
         # Assignment a = s*K + k. Sort the kept assignments by expert (stable: token order within),
         # lay them out in the experts' buffer, compute, and gather each sub-token's k rows back.
-        routed_E = torch.bincount(experts_SK.reshape(-1), minlength=cfg.num_experts)  # before dropping: telemetry
+        routed_E = torch.bincount(experts_SK.reshape(-1), minlength=self.experts.num_experts)  # before dropping
         sorted_A, sorted_experts_A, counts_E = sort_by_expert(experts_SK, keep_SK, routed_E)
         kernel, rows_per_expert = self.experts.choose_kernel(counts_E, compute_dtype(x_Sd))
         layout = slot_layout(sorted_A, sorted_experts_A, counts_E, (S, K), rows_per_expert)

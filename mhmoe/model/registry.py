@@ -10,7 +10,7 @@ from mhmoe.variants import ROUTERS, VARIANTS, router_kind, variant
 
 
 def ffn_builder(ffn: str) -> Any:
-    """The builder ``(ModelConfig, MoEConfig, is_moe_block) -> nn.Module`` of ``model.ffn``."""
+    """The builder ``(Architecture, is_moe_block) -> nn.Module`` of ``model.ffn``."""
     return resolve(variant(ffn).builder)
 
 

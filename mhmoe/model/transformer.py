@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mhmoe.config import Architecture, ModelConfig, MoEConfig, QuantConfig, as_architecture
+from mhmoe.config import Architecture
 from mhmoe.model.layers import CausalSelfAttention, RMSNorm, TokenEmbedding, rope_tables, tag
 from mhmoe.model.moe import MoELayer
 from mhmoe.model.quantization import convert_to_bitnet
@@ -29,13 +29,14 @@ FFN_REGISTRY = ffn_registry()
 
 
 class Block(nn.Module):
-    def __init__(self, model: ModelConfig, moe: MoEConfig, index: int) -> None:
+    def __init__(self, arch: Architecture, index: int) -> None:
         super().__init__()
+        model = arch.model
         self.index = index
         self.attn_norm = RMSNorm(model.d_model, model.norm_eps)
         self.attn = CausalSelfAttention(model.d_model, model.n_heads)
         self.ffn_norm = RMSNorm(model.d_model, model.norm_eps)
-        self.ffn = ffn_builder(model.ffn)(model, moe, model.is_moe_block(index))
+        self.ffn = ffn_builder(model.ffn)(arch, model.is_moe_block(index))
 
     def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor,
                 sin: torch.Tensor) -> tuple[torch.Tensor, RoutingStats | None]:
@@ -67,21 +68,18 @@ class ModelOutput:
 class Transformer(nn.Module):
     """Pre-norm decoder: embed -> blocks -> RMSNorm -> tied LM head.
 
-    Takes a validated :class:`~mhmoe.config.Architecture` (its quant is applied by :func:`build_model`),
-    or the model and MoE configs, which are then validated here.
+    Takes a validated :class:`~mhmoe.config.Architecture` (its quant is applied by :func:`build_model`).
     """
 
-    def __init__(self, model: ModelConfig | Architecture, moe: MoEConfig | None = None, *,
-                 activation_checkpointing: bool = False) -> None:
+    def __init__(self, arch: Architecture, *, activation_checkpointing: bool = False) -> None:
         super().__init__()
-        arch = as_architecture(model, moe)
         model, moe = arch.model, arch.moe
         self.model_cfg, self.moe_cfg = model, moe
         self.activation_checkpointing = activation_checkpointing
         """Recompute each block in backward (training only) instead of keeping its activations."""
         self.tok_emb = TokenEmbedding(model.vocab_size, model.d_model)
         nn.init.normal_(self.tok_emb.weight, std=model.init_std)
-        self.blocks = nn.ModuleList(Block(model, moe, i) for i in range(model.n_layers))
+        self.blocks = nn.ModuleList(Block(arch, i) for i in range(model.n_layers))
         self.norm = RMSNorm(model.d_model, model.norm_eps)
         self.lm_head = None if model.tie_embeddings else tag(nn.Linear(model.d_model, model.vocab_size, bias=False),
                                                              "embedding")
@@ -116,11 +114,8 @@ class Transformer(nn.Module):
         return {b.index: b.ffn for b in self.block_list() if isinstance(b.ffn, MoELayer)}
 
 
-def build_model(model: ModelConfig | Architecture, moe: MoEConfig | None = None, quant: QuantConfig | None = None,
-                *, activation_checkpointing: bool = False) -> Transformer:
-    """Build the transformer of an Architecture (or of the configs, validated here), then apply the
-    BitNet converter when quantization is on."""
-    arch = as_architecture(model, moe, quant)
+def build_model(arch: Architecture, *, activation_checkpointing: bool = False) -> Transformer:
+    """Build the transformer of an Architecture, then apply the BitNet converter when quantization is on."""
     net = Transformer(arch, activation_checkpointing=activation_checkpointing)
     if arch.quant.enabled:
         convert_to_bitnet(net, arch.quant)

@@ -233,10 +233,10 @@ def _point(resolve: _Resolver, group: Group, coords: dict[str, Any], short: dict
     return TrialPoint(
         label=label, group=group.name, coords=coords, overrides=overrides, config=cfg,
         config_hash=cfg.config_hash(), metric=resolve.metric_of(cfg),
-        flops_mismatch_pct=_pct(budget.moe_mults_per_token(cfg.model, cfg.moe),
-                                budget.moe_mults_per_token(baseline.model, baseline.moe)),
-        params_mismatch_pct=_pct(budget.moe_layer_params(cfg.model, cfg.moe),
-                                 budget.moe_layer_params(baseline.model, baseline.moe)),
+        flops_mismatch_pct=_pct(budget.moe_mults_per_token(cfg.architecture),
+                                budget.moe_mults_per_token(baseline.architecture)),
+        params_mismatch_pct=_pct(budget.moe_layer_params(cfg.architecture),
+                                 budget.moe_layer_params(baseline.architecture)),
         notes=notes,
         budget=budget.summary(cfg.architecture, seq_len=cfg.train.seq_len),
     )

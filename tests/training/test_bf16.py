@@ -20,7 +20,7 @@ TINY = {"train.batch_size": 2, "train.seq_len": 16, "data.val_max_windows": 2}
 @pytest.mark.parametrize("ffn, heads", [("smoe", 1), ("mhmoe", 2)])
 def test_autocast_keeps_router_and_losses_fp32_and_runs_experts_in_bf16(ffn: str, heads: int) -> None:
     cfg = resolve_run_config("debug", None, {"model.ffn": ffn, "moe.heads": heads, **TINY})
-    net = build_model(cfg.model, cfg.moe)
+    net = build_model(cfg.architecture)
     dtypes: dict[str, tuple[torch.dtype, torch.dtype]] = {}
     for name, module in net.named_modules():
         if name.endswith(("router", "experts")):

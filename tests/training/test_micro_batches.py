@@ -14,7 +14,7 @@ from mhmoe.data.datamodule import train_sample_rows
 from mhmoe.model import Transformer
 from mhmoe.run_config import resolve_run_config
 from mhmoe.training.runner import train
-from tests.model_fixtures import tiny_model, tiny_moe
+from tests.model.fixtures import arch, tiny_model, tiny_moe
 
 B, T, MICRO = 8, 16, 2
 
@@ -41,7 +41,7 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_accumulated_gradients_equal_the_full_batch_without_aux_loss() -> None:
     torch.manual_seed(0)
-    net = Transformer(tiny_model(), tiny_moe(aux_loss_coef=0.0, capacity_mode="dropless"))
+    net = Transformer(arch(tiny_model(), tiny_moe(aux_loss_coef=0.0, capacity_mode="dropless")))
     inputs, targets = _batch()
     full, full_loss, _ = _grads(net, inputs, targets, B)
     micro, micro_loss, _ = _grads(net, inputs, targets, MICRO)
@@ -55,7 +55,7 @@ def test_with_aux_loss_the_difference_is_the_per_micro_batch_aux_definition() ->
     not it over the batch: the gradient difference is exactly coef * grad(mean_j lb_j - lb_full)."""
     coef = 0.5  # large, so the difference is far above fp32 noise
     torch.manual_seed(0)
-    net = Transformer(tiny_model(), tiny_moe(aux_loss_coef=coef, capacity_mode="dropless"))
+    net = Transformer(arch(tiny_model(), tiny_moe(aux_loss_coef=coef, capacity_mode="dropless")))
     inputs, targets = _batch()
     full, full_loss, (full_lb,) = _grads(net, inputs, targets, B)
     micro, micro_loss, micro_lbs = _grads(net, inputs, targets, MICRO)

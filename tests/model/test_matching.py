@@ -12,10 +12,12 @@ from mhmoe.config import ModelConfig, MoEConfig, check_architecture
 from mhmoe.configbase import ConfigError, from_dict
 from mhmoe.matching import MATCH_MODES, VARIANT_NAMES, match_variant, paper_matches, paper_variants, preset_configs
 from mhmoe.presets import preset
+from tests.model.fixtures import arch
 
 D = 768
 SMOE_MULTS = 4_718_592  # 3 * 768 * 2048 * 1 (docs/MATCHING.md table)
 PROJ = 2 * D * D  # head + merge weights, 1,179,648
+TABLE_1_ROUTED = ("smoe", "fine_grained", "mhmoe-h2", "mhmoe-h3")
 
 
 @pytest.fixture
@@ -124,10 +126,13 @@ def test_small_presets_derive_valid_configs(name):
             assert result.expert_d_ff > 0 and result.expert_d_ff % 4 == 0, (row, mode)
             variant_model, variant_moe = result.apply(model, baseline)
             check_architecture(variant_model, variant_moe)
-            assert result.moe_mults_per_token == moe_mults_per_token(variant_model, variant_moe)
+            # The round trip: what the matcher reports is what the budget counts for the derived config.
+            assert result.moe_mults_per_token == moe_mults_per_token(arch(variant_model, variant_moe))
+            assert result.moe_params == moe_layer_params(arch(variant_model, variant_moe))
     # Both presets are sized so the Table 1 widths come out exact, like the paper's.
-    assert all(r.flops_mismatch_pct == 0.0 for r in paper_matches(name).values())
-    assert {r.num_experts for r in paper_matches(name).values()} == {8, 16, 40, 96}
+    table_1 = {label: r for label, r in paper_matches(name).items() if label in TABLE_1_ROUTED}
+    assert all(r.flops_mismatch_pct == 0.0 for r in table_1.values())
+    assert {r.num_experts for r in table_1.values()} == {8, 16, 40, 96}
 
 
 def test_a_preset_that_cannot_match_exactly_reports_instead_of_failing():
@@ -181,7 +186,7 @@ def test_paper_variants_are_overrides_that_build(paper):
         model = from_dict(ModelConfig, {**base["model"], **overrides["model"]})
         moe = from_dict(MoEConfig, {**base["moe"], **overrides.get("moe", {})})
         check_architecture(model, moe)
-        per_layer = {layer.moe + layer.dense_ffn for layer in count_mults(model, moe).per_layer}
+        per_layer = {layer.moe + layer.dense_ffn for layer in count_mults(arch(model, moe)).per_layer}
         assert per_layer == {SMOE_MULTS}, name  # dense and every routed row: same FFN compute per block
     assert paper_variants(preset("debug")) == paper_variants("debug")  # name or nested dict
 
@@ -193,7 +198,7 @@ def test_shared_expert_and_other_baseline_fields_carry_over(paper):
     assert (result.num_experts, result.expert_d_ff) == (40, 768)  # the shared expert is not matched
     _, moe = result.apply(model, baseline)
     assert (moe.shared_expert_d_ff, moe.capacity_mode, moe.heads) == (2048, "capacity", 2)
-    assert moe_layer_params(dataclasses.replace(model, ffn="mhmoe"), moe) == result.moe_params
+    assert moe_layer_params(arch(dataclasses.replace(model, ffn="mhmoe"), moe)) == result.moe_params
 
 
 def test_result_serialises_with_mismatches():

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from mhmoe.model import Transformer
-from tests.model_fixtures import tiny_model, tiny_moe
+from tests.model.fixtures import arch, tiny_model, tiny_moe
 
 
 def _step(net: Transformer, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -19,9 +19,9 @@ def _step(net: Transformer, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, 
 
 def test_checkpointed_blocks_give_the_same_loss_and_gradients() -> None:
     torch.manual_seed(0)
-    plain = Transformer(tiny_model(n_layers=3, moe_every=1), tiny_moe(capacity_mode="capacity"))
-    checkpointed = Transformer(tiny_model(n_layers=3, moe_every=1), tiny_moe(capacity_mode="capacity"),
-                               activation_checkpointing=True)
+    config = arch(tiny_model(n_layers=3, moe_every=1), tiny_moe(capacity_mode="capacity"))
+    plain = Transformer(config)
+    checkpointed = Transformer(config, activation_checkpointing=True)
     checkpointed.load_state_dict(plain.state_dict())
     idx = torch.randint(0, 61, (4, 17), generator=torch.Generator().manual_seed(1))
     loss_a, grads_a = _step(plain, idx)
@@ -47,6 +47,6 @@ def test_checkpointing_saves_fewer_tensors_for_backward() -> None:
         return total
 
     torch.manual_seed(0)
-    plain = Transformer(tiny_model(n_layers=3, moe_every=1), tiny_moe())
-    checkpointed = Transformer(tiny_model(n_layers=3, moe_every=1), tiny_moe(), activation_checkpointing=True)
+    plain = Transformer(arch(tiny_model(n_layers=3, moe_every=1), tiny_moe()))
+    checkpointed = Transformer(arch(tiny_model(n_layers=3, moe_every=1), tiny_moe()), activation_checkpointing=True)
     assert saved_bytes(checkpointed) < saved_bytes(plain) / 2

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mhmoe.model.moe import MoELayer
-from tests.model_fixtures import tiny_moe
+from tests.model.fixtures import arch, tiny_model, tiny_moe
 
 
 def naive_moe(layer: MoELayer, x_BTD: torch.Tensor) -> torch.Tensor:
@@ -70,7 +70,7 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_fast_path_matches_naive_reference(name: str) -> None:
     torch.manual_seed(1)
-    layer = MoELayer(48, tiny_moe(**CASES[name]), "mhmoe")
+    layer = MoELayer(arch(tiny_model("mhmoe"), tiny_moe(**CASES[name])))
     x = torch.randn(2, 7, 48)
     x_fast = x.clone().requires_grad_(True)
     x_ref = x.clone().requires_grad_(True)
@@ -93,7 +93,7 @@ def test_capacity_not_applied_at_eval_unless_configured() -> None:
     torch.manual_seed(0)
     for drop_at_eval, expect_drop in ((False, False), (True, True)):
         moe = tiny_moe(capacity_mode="capacity", capacity_factor=0.5, drop_at_eval=drop_at_eval)
-        layer = MoELayer(48, moe, "mhmoe")
+        layer = MoELayer(arch(tiny_model("mhmoe"), moe))
         layer.eval()
         with torch.no_grad():
             _, stats = layer(torch.randn(2, 8, 48))
@@ -102,8 +102,8 @@ def test_capacity_not_applied_at_eval_unless_configured() -> None:
 
 def test_single_head_mhmoe_without_projections_equals_smoe() -> None:
     torch.manual_seed(0)
-    smoe = MoELayer(48, tiny_moe(heads=1, top_k=2), "smoe")
-    mh1 = MoELayer(48, tiny_moe(heads=1, top_k=2, head_proj=False, merge_proj=False), "mhmoe")
+    smoe = MoELayer(arch(tiny_model("smoe"), tiny_moe(heads=1, top_k=2)))
+    mh1 = MoELayer(arch(tiny_model("mhmoe"), tiny_moe(heads=1, top_k=2, head_proj=False, merge_proj=False)))
     mh1.load_state_dict(smoe.state_dict())
     x = torch.randn(3, 5, 48)
     torch.testing.assert_close(mh1(x)[0], smoe(x)[0], atol=0, rtol=0)
@@ -111,8 +111,8 @@ def test_single_head_mhmoe_without_projections_equals_smoe() -> None:
 
 def test_grouped_mm_and_loop_dispatch_agree() -> None:
     torch.manual_seed(0)
-    a = MoELayer(48, tiny_moe(dispatch="grouped_mm"), "mhmoe")
-    b = MoELayer(48, tiny_moe(dispatch="loop"), "mhmoe")
+    a = MoELayer(arch(tiny_model("mhmoe"), tiny_moe(dispatch="grouped_mm")))
+    b = MoELayer(arch(tiny_model("mhmoe"), tiny_moe(dispatch="loop")))
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 9, 48)
     torch.testing.assert_close(a(x)[0], b(x)[0], atol=1e-5, rtol=1e-5)
@@ -120,7 +120,8 @@ def test_grouped_mm_and_loop_dispatch_agree() -> None:
 
 def test_every_kernel_agrees_forward_and_backward() -> None:
     torch.manual_seed(0)
-    layers = {d: MoELayer(48, tiny_moe(dispatch=d, heads=3, top_k=3), "mhmoe") for d in ("loop", "grouped_mm", "bmm")}
+    layers = {d: MoELayer(arch(tiny_model("mhmoe"), tiny_moe(dispatch=d, heads=3, top_k=3)))
+              for d in ("loop", "grouped_mm", "bmm")}
     for layer in layers.values():
         layer.load_state_dict(layers["loop"].state_dict())
     x = torch.randn(2, 9, 48)
@@ -139,7 +140,7 @@ def test_every_kernel_agrees_forward_and_backward() -> None:
 
 
 def test_auto_kernel_choice_from_counts() -> None:
-    experts = MoELayer(48, tiny_moe(num_experts=4), "mhmoe").experts
+    experts = MoELayer(arch(tiny_model("mhmoe"), tiny_moe(num_experts=4))).experts
     balanced, skewed = torch.tensor([10, 10, 11, 9]), torch.tensor([30, 2, 5, 3])
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # the multi-threaded rule, whatever the test run's setting
@@ -154,18 +155,18 @@ def test_auto_kernel_choice_from_counts() -> None:
     assert experts.choose_kernel(balanced, torch.float64) == ("loop", None)  # grouped_mm dtypes only
     # Off the CPU the counts are never read on the host: grouped_mm, no sync (meta has no values).
     assert experts.choose_kernel(balanced.to("meta"), torch.bfloat16) == ("grouped_mm", None)
-    forced = MoELayer(48, tiny_moe(num_experts=4, dispatch="bmm"), "mhmoe").experts
+    forced = MoELayer(arch(tiny_model("mhmoe"), tiny_moe(num_experts=4, dispatch="bmm"))).experts
     assert forced.choose_kernel(skewed, torch.float64) == ("bmm", 30)
 
 
 def test_auto_dispatch_falls_back_to_the_loop_in_float64() -> None:
     torch.manual_seed(0)
-    auto = MoELayer(48, tiny_moe(dispatch="auto"), "mhmoe").double()
-    loop = MoELayer(48, tiny_moe(dispatch="loop"), "mhmoe").double()
+    auto = MoELayer(arch(tiny_model("mhmoe"), tiny_moe(dispatch="auto"))).double()
+    loop = MoELayer(arch(tiny_model("mhmoe"), tiny_moe(dispatch="loop"))).double()
     loop.load_state_dict(auto.state_dict())
     x = torch.randn(2, 9, 48, dtype=torch.float64)
     torch.testing.assert_close(auto(x)[0], loop(x)[0], atol=0, rtol=0)  # the same code path
-    forced = MoELayer(48, tiny_moe(dispatch="grouped_mm"), "mhmoe").double()
+    forced = MoELayer(arch(tiny_model("mhmoe"), tiny_moe(dispatch="grouped_mm"))).double()
     with pytest.raises(ValueError, match="moe.dispatch='grouped_mm' takes .* not torch.float64"):
         forced(x)
 

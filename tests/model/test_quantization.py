@@ -18,7 +18,7 @@ from mhmoe.model.quantization import (
     quantize_weight,
     weight_levels,
 )
-from tests.model_fixtures import tiny_model, tiny_moe
+from tests.model.fixtures import arch, tiny_model, tiny_moe
 
 
 @pytest.mark.parametrize("bits, max_levels", [(1.58, 3), (2.0, 4), (4.0, 15), (8.0, 255)])
@@ -69,7 +69,7 @@ def _classes(net: nn.Module) -> dict[str, type]:
 
 
 def test_default_placement_matches_official_code() -> None:
-    net = build_model(tiny_model("mhmoe"), tiny_moe(shared_expert_d_ff=32), QuantConfig(weight_bits=1.58))
+    net = build_model(arch(tiny_model("mhmoe"), tiny_moe(shared_expert_d_ff=32), QuantConfig(weight_bits=1.58)))
     moe = net.moe_layers()[1]
     assert isinstance(net.blocks[0].attn.wq, BitLinear) and isinstance(net.blocks[0].attn.wo, BitLinear)
     assert isinstance(net.blocks[0].ffn.w1, BitLinear) and isinstance(net.blocks[0].ffn.w2, BitLinear)
@@ -84,7 +84,7 @@ def test_default_placement_matches_official_code() -> None:
 def test_switches_quantize_the_rest_and_add_subln() -> None:
     quant = QuantConfig(weight_bits=1.58, quantize_router=True, quantize_head_merge=True,
                         quantize_embeddings=True, subln=True)
-    net = build_model(tiny_model("mhmoe"), tiny_moe(), quant)
+    net = build_model(arch(tiny_model("mhmoe"), tiny_moe(), quant))
     moe = net.moe_layers()[1]
     assert isinstance(moe.router.gate, BitLinear)
     assert isinstance(moe.head, BitLinear) and isinstance(moe.merge, BitLinear)
@@ -98,7 +98,7 @@ def test_a_quantized_router_routes_with_quantized_logits() -> None:
     """quant.quantize_router swaps the gate for a BitLinear, and the logits the router routes with
     are that BitLinear's (8-bit inputs, ternary weights), not the full-precision weight's."""
     quant = QuantConfig(weight_bits=1.58, quantize_router=True)
-    router = build_model(tiny_model("smoe"), tiny_moe(heads=1), quant).moe_layers()[1].router
+    router = build_model(arch(tiny_model("smoe"), tiny_moe(heads=1), quant)).moe_layers()[1].router
     x = torch.randn(10, router.gate.in_features)
     expected = quantize_activation(x, 8) @ quantize_weight(router.gate.weight, 1.58).T
     assert torch.allclose(router.logits(x), expected, atol=1e-5)
@@ -107,9 +107,9 @@ def test_a_quantized_router_routes_with_quantized_logits() -> None:
 
 def test_attention_off_switch_and_full_precision_leaves_model_untouched() -> None:
     torch.manual_seed(0)
-    fp = build_model(tiny_model("smoe"), tiny_moe(heads=1))
+    fp = build_model(arch(tiny_model("smoe"), tiny_moe(heads=1)))
     assert not any(isinstance(m, (BitLinear, BitGroupedExperts, BitEmbedding)) for m in fp.modules())
-    net = build_model(tiny_model("smoe"), tiny_moe(heads=1), QuantConfig(weight_bits=4, quantize_attention=False))
+    net = build_model(arch(tiny_model("smoe"), tiny_moe(heads=1), QuantConfig(weight_bits=4, quantize_attention=False)))
     assert type(net.blocks[0].attn.wq) is nn.Linear
     assert isinstance(net.blocks[0].ffn.w1, BitLinear)
     assert isinstance(net.moe_layers()[1].experts, GroupedExperts)
@@ -117,9 +117,9 @@ def test_attention_off_switch_and_full_precision_leaves_model_untouched() -> Non
 
 def test_converter_keeps_parameters_and_state_dict_keys() -> None:
     torch.manual_seed(0)
-    fp = build_model(tiny_model("mhmoe"), tiny_moe())
+    fp = build_model(arch(tiny_model("mhmoe"), tiny_moe()))
     torch.manual_seed(0)
-    q = build_model(tiny_model("mhmoe"), tiny_moe(), QuantConfig(weight_bits=1.58))
+    q = build_model(arch(tiny_model("mhmoe"), tiny_moe(), QuantConfig(weight_bits=1.58)))
     assert fp.state_dict().keys() == q.state_dict().keys()
     for (name, a), b in zip(fp.state_dict().items(), q.state_dict().values()):
         assert torch.equal(a, b), name
@@ -133,7 +133,7 @@ def test_quantized_experts_agree_across_kernels(subln: bool) -> None:
     weight scales, per-row activations, the per-expert SubLN gain on the right rows."""
     torch.manual_seed(0)
     quant = QuantConfig(weight_bits=1.58, subln=subln)
-    nets = {d: build_model(tiny_model("mhmoe"), tiny_moe(heads=3, top_k=3, dispatch=d), quant)
+    nets = {d: build_model(arch(tiny_model("mhmoe"), tiny_moe(heads=3, top_k=3, dispatch=d), quant))
             for d in ("loop", "grouped_mm", "bmm")}
     if subln:
         with torch.no_grad():  # distinct gains per expert, so a row given the wrong expert shows

@@ -2,38 +2,42 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from mhmoe.config import ModelConfig, MoEConfig, QuantConfig
 from mhmoe.configbase import ConfigError
 from mhmoe.model import FFN_REGISTRY, build_model
-from tests.model_fixtures import tiny_model, tiny_moe
+from mhmoe.variants import ROUTERS
+from tests.model.fixtures import arch, registry_architectures, tiny_model, tiny_moe
 
-VARIANTS = {
-    "dense": (tiny_model("dense"), tiny_moe(heads=1)),
-    "smoe": (tiny_model("smoe"), tiny_moe(heads=1, top_k=1)),
-    "fine_grained": (tiny_model("fine_grained"), tiny_moe(heads=1, num_experts=12, top_k=2, expert_d_ff=16)),
-    "mhmoe_h2": (tiny_model("mhmoe"), tiny_moe(heads=2)),
-    "mhmoe_h3": (tiny_model("mhmoe"), tiny_moe(heads=3, top_k=3)),
-    "mhmoe_no_head": (tiny_model("mhmoe"), tiny_moe(head_proj=False)),
-    "mhmoe_no_merge": (tiny_model("mhmoe"), tiny_moe(merge_proj=False)),
-    "smoe_shared": (tiny_model("smoe"), tiny_moe(heads=1, shared_expert_d_ff=64)),
-    "mhmoe_shared_capacity": (tiny_model("mhmoe"), tiny_moe(shared_expert_d_ff=64, capacity_mode="capacity")),
-    "mhmoe_loop_dispatch": (tiny_model("mhmoe"), tiny_moe(dispatch="loop")),
+CONFIGS = {
+    **registry_architectures(),  # every registered variant row and router
+    "fine_grained_tiny": arch(tiny_model("fine_grained"), tiny_moe(heads=1, num_experts=12, top_k=2, expert_d_ff=16)),
+    "mhmoe_no_head": arch(tiny_model("mhmoe"), tiny_moe(head_proj=False)),
+    "mhmoe_no_merge": arch(tiny_model("mhmoe"), tiny_moe(merge_proj=False)),
+    "smoe_shared": arch(tiny_model("smoe"), tiny_moe(heads=1, shared_expert_d_ff=64)),
+    "mhmoe_shared_capacity": arch(tiny_model("mhmoe"), tiny_moe(shared_expert_d_ff=64, capacity_mode="capacity")),
+    "mhmoe_loop_dispatch": arch(tiny_model("mhmoe"), tiny_moe(dispatch="loop")),
 }
+"""Every registered variant and router (so a new entry is covered without editing this file), plus
+configurations the registry rows do not reach."""
 
 
-def test_registry_covers_every_variant_key() -> None:
-    assert set(FFN_REGISTRY) == {"dense", "smoe", "fine_grained", "mhmoe"}
+def test_every_variant_and_router_has_a_config() -> None:
+    assert {a.model.ffn for a in CONFIGS.values()} == set(FFN_REGISTRY)
+    assert {a.moe.router for a in CONFIGS.values()} == set(ROUTERS)
 
 
 @pytest.mark.parametrize("bits", [16.0, 1.58], ids=["fp", "bitnet"])
-@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize("name", list(CONFIGS))
 def test_every_variant_trains_one_step(name: str, bits: float) -> None:
     torch.manual_seed(0)
-    model_cfg, moe_cfg = VARIANTS[name]
-    net = build_model(model_cfg, moe_cfg, QuantConfig(weight_bits=bits))
+    config = dataclasses.replace(CONFIGS[name], quant=QuantConfig(weight_bits=bits))
+    model_cfg, moe_cfg = config.model, config.moe
+    net = build_model(config)
     idx = torch.randint(0, model_cfg.vocab_size, (2, 12))
     out = net(idx)
     assert out.logits.shape == (2, 12, model_cfg.vocab_size)
@@ -41,7 +45,7 @@ def test_every_variant_trains_one_step(name: str, bits: float) -> None:
     loss.backward()
     grads = [p.grad for p in net.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert len(out.routing) == (0 if model_cfg.ffn == "dense" else model_cfg.num_moe_layers)
+    assert len(out.routing) == (0 if not config.routes else model_cfg.num_moe_layers)
     for stats in out.routing.values():
         assert stats.tokens_per_expert.sum().item() == 2 * 12 * moe_cfg.heads * moe_cfg.top_k
         assert stats.load_imbalance.item() >= 1.0
@@ -56,8 +60,8 @@ def test_every_variant_trains_one_step(name: str, bits: float) -> None:
         (lambda: MoEConfig(num_experts=4, top_k=5), "moe.top_k"),
         (lambda: MoEConfig(capacity_mode="sometimes"), "moe.capacity_mode"),
         (lambda: QuantConfig(weight_bits=3), "quant.weight_bits"),
-        (lambda: build_model(tiny_model("mhmoe"), tiny_moe(heads=5)), "moe.heads=5 does not divide model.d_model=48"),
-        (lambda: build_model(tiny_model("smoe"), tiny_moe(heads=2)), "moe.heads=2"),
+        (lambda: arch(tiny_model("mhmoe"), tiny_moe(heads=5)), "moe.heads=5 does not divide model.d_model=48"),
+        (lambda: arch(tiny_model("smoe"), tiny_moe(heads=2)), "moe.heads=2"),
     ],
 )
 def test_config_errors_name_the_field(make, field: str) -> None:
@@ -73,7 +77,7 @@ def test_invalid_choice_lists_allowed_values() -> None:
 
 def test_causality_no_gradient_from_future_positions() -> None:
     torch.manual_seed(0)
-    net = build_model(tiny_model("mhmoe"), tiny_moe())
+    net = build_model(arch(tiny_model("mhmoe"), tiny_moe()))
     emb = net.tok_emb.weight
     idx = torch.randint(0, 61, (1, 10))
     x = torch.nn.functional.embedding(idx, emb).detach().requires_grad_(True)
@@ -89,20 +93,20 @@ def test_causality_no_gradient_from_future_positions() -> None:
 
 
 def test_tied_embeddings_share_storage() -> None:
-    net = build_model(tiny_model("smoe"), tiny_moe(heads=1))
+    net = build_model(arch(tiny_model("smoe"), tiny_moe(heads=1)))
     assert net.lm_head is None
-    untied = build_model(tiny_model("smoe", tie_embeddings=False), tiny_moe(heads=1))
+    untied = build_model(arch(tiny_model("smoe", tie_embeddings=False), tiny_moe(heads=1)))
     assert untied.lm_head is not None and untied.lm_head.weight.data_ptr() != untied.tok_emb.weight.data_ptr()
 
 
 def test_moe_placement_follows_moe_every() -> None:
-    net = build_model(tiny_model("mhmoe", n_layers=6, moe_every=2), tiny_moe())
+    net = build_model(arch(tiny_model("mhmoe", n_layers=6, moe_every=2), tiny_moe()))
     assert sorted(net.moe_layers()) == [1, 3, 5]
 
 
 def test_head_and_merge_init_follow_official_code() -> None:
     torch.manual_seed(0)
-    big = build_model(tiny_model("mhmoe", d_model=192, n_heads=4), tiny_moe())
+    big = build_model(arch(tiny_model("mhmoe", d_model=192, n_heads=4), tiny_moe()))
     layer = big.moe_layers()[1]
     bound_head = (2**-0.5) * (6 / (192 + 192)) ** 0.5
     bound_merge = (6 / (192 + 192)) ** 0.5

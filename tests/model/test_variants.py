@@ -14,7 +14,7 @@ from torch import nn
 
 import mhmoe.config
 from mhmoe import variants
-from mhmoe.budget import summary
+from mhmoe.budget import moe_mults_per_token, summary, train_flops_per_token
 from mhmoe.commands.budget import budget_table
 from mhmoe.config import Architecture, ConfigError, MoEConfig, QuantConfig, is_quantized
 from mhmoe.matching import MATCHED_FFNS, PAPER_ROWS, VARIANT_NAMES
@@ -24,7 +24,7 @@ from mhmoe.model.moe import MoELayer
 from mhmoe.model.registry import router_registry
 from mhmoe.model.routing import RouterOutput, TopKRouter
 from mhmoe.run_config import resolve_run_config
-from tests.model_fixtures import tiny_model, tiny_moe
+from tests.model.fixtures import arch, tiny_model, tiny_moe
 
 
 def test_every_entry_resolves_to_its_module() -> None:
@@ -33,12 +33,24 @@ def test_every_entry_resolves_to_its_module() -> None:
     assert router_registry() == {"topk": TopKRouter}
 
 
-def test_registry_order_is_the_papers() -> None:
-    assert variants.FFN_VARIANTS == ("dense", "smoe", "fine_grained", "mhmoe")
-    assert VARIANT_NAMES == ("dense", "smoe", "fine_grained", "mhmoe-h2", "mhmoe-h3")
-    assert [variants.paper_name(e.key, int(row.get("heads", 1))) for e, row in variants.variant_rows().values()] == [
-        "Dense", "SMoE", "Fine-grained SMoE", "MH-MoE (head=2)", "MH-MoE (head=3)"]
-    assert set(MATCHED_FFNS) == {"smoe", "fine_grained", "mhmoe"}
+PAPER_TABLE_1 = ("Dense", "SMoE", "Fine-grained SMoE", "MH-MoE (head=2)", "MH-MoE (head=3)")
+"""The rows of the v2 paper's Table 1, by the paper's names, in its order."""
+
+
+def test_paper_rows_are_the_papers_table_names_in_its_order() -> None:
+    """The registry's paper rows come first, in Table 1's order and names; any other registered
+    variant follows them (and is not a paper model)."""
+    rows = list(variants.variant_rows().items())
+    paper = [(label, entry.paper_name(int(row.get("heads", 1)))) for label, (entry, row) in rows
+             if entry.is_paper_model(int(row.get("heads", 1)))]
+    assert tuple(name for _, name in paper) == PAPER_TABLE_1
+    assert [label for label, _ in paper] == ["dense", "smoe", "fine_grained", "mhmoe-h2", "mhmoe-h3"]
+    assert VARIANT_NAMES[: len(paper)] == tuple(label for label, _ in paper)
+    assert [key for key, entry in variants.VARIANTS.items() if entry.in_paper] == ["dense", "smoe", "fine_grained",
+                                                                                   "mhmoe"]
+    assert variants.FFN_VARIANTS[:4] == ("dense", "smoe", "fine_grained", "mhmoe")
+    assert set(MATCHED_FFNS) == {key for key, entry in variants.VARIANTS.items() if entry.match is not None}
+    assert {"smoe", "fine_grained", "mhmoe"} <= set(MATCHED_FFNS)
     assert PAPER_ROWS["fine_grained"] == {"ffn": "fine_grained", "granularity": 2}
 
 
@@ -100,6 +112,9 @@ def test_architecture_is_validated_once_per_resolved_config(monkeypatch) -> None
     assert len(calls) == 1
     build_model(cfg.architecture)
     summary(cfg.architecture, seq_len=cfg.train.seq_len)
+    train_flops_per_token(cfg.architecture, seq_len=cfg.train.seq_len)
+    assert moe_mults_per_token(cfg.architecture) == cfg.architecture.layer.matched_mults
+    MoELayer(cfg.architecture)
     estimate_memory(cfg, "32-true")
     assert cfg.variant == "mhmoe-h2" and len(calls) == 1
     with pytest.raises(ConfigError, match="moe.heads=5 does not divide model.d_model=48"):
@@ -132,9 +147,9 @@ def test_a_new_router_is_one_class_and_one_registry_entry(monkeypatch) -> None:
     """The MoE layer computes exactly what the router decided: each kept (sub-token, expert) pair,
     weighted by its gate; dropped ones contribute nothing."""
     monkeypatch.setitem(variants.ROUTERS, "cyclic", variants.RouterKind(
-        key="cyclic", summary="test router", module="tests.test_variants:CyclicRouter"))
+        key="cyclic", summary="test router", module="tests.model.test_variants:CyclicRouter"))
     torch.manual_seed(0)
-    layer = MoELayer(48, tiny_moe(heads=2, top_k=2, router="cyclic"), "mhmoe")
+    layer = MoELayer(arch(tiny_model("mhmoe"), tiny_moe(heads=2, top_k=2, router="cyclic")))
     assert isinstance(layer.router, CyclicRouter)
     x = torch.randn(1, 5, 48)
     y, stats = layer(x)

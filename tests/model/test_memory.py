@@ -22,7 +22,7 @@ from mhmoe.model import build_model
 from mhmoe.run_config import resolve_run_config
 from mhmoe.training.optim import build_optimizer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VARIANTS = {
     "smoe": {},
     "mhmoe_h2_k2": {"model.ffn": "mhmoe", "moe.heads": 2, "moe.top_k": 2},
@@ -38,7 +38,7 @@ def _tensor_bytes(tensors) -> int:  # noqa: ANN001
 
 def test_weight_gradient_and_optimizer_bytes_are_the_real_tensors() -> None:
     cfg = resolve_run_config("debug", None, VARIANTS["mhmoe_h2_k2"])
-    net = build_model(cfg.model, cfg.moe)
+    net = build_model(cfg.architecture)
     optimizer, _ = build_optimizer(net, cfg.optim, cfg.train.max_steps)
     idx = torch.randint(0, cfg.model.vocab_size, (2, 17))
     out = net(idx[:, :-1])
@@ -83,14 +83,14 @@ def test_activation_estimate_is_within_a_stated_factor_of_the_measured_saved_ten
     Today's agreement is 1-6%; the stated factor is 1.25 either way."""
     cfg = resolve_run_config("debug", None, VARIANTS[name])
     torch.manual_seed(0)
-    net = build_model(cfg.model, cfg.moe)
+    net = build_model(cfg.architecture)
     idx = torch.randint(0, cfg.model.vocab_size, (cfg.train.batch_size, cfg.train.seq_len))
     measured = _saved_for_backward(net, idx)
     estimated = estimate_memory(cfg, "32-true").activations_no_checkpointing
     assert measured / FACTOR <= estimated <= measured * FACTOR, (estimated, measured)
 
     # With checkpointing the forward keeps only block inputs; the estimate adds one recomputed block.
-    checkpointed = build_model(cfg.model, cfg.moe, activation_checkpointing=True)
+    checkpointed = build_model(cfg.architecture, activation_checkpointing=True)
     kept = _saved_for_backward(checkpointed, idx)
     tokens = cfg.train.batch_size * cfg.train.seq_len
     recompute = max(block_activation_bytes_per_token(cfg, i, "32-true") for i in range(cfg.model.n_layers)) * tokens
@@ -107,7 +107,7 @@ def test_bf16_estimate_is_within_the_factor_of_what_cpu_autocast_saves(name: str
     its attention kernels may save differently (not measured here)."""
     cfg = resolve_run_config("debug", None, VARIANTS[name])
     torch.manual_seed(0)
-    net = build_model(cfg.model, cfg.moe)
+    net = build_model(cfg.architecture)
     idx = torch.randint(0, cfg.model.vocab_size, (cfg.train.batch_size, cfg.train.seq_len))
     measured = _saved_for_backward(net, idx, autocast=True)
     est = estimate_memory(cfg, "bf16-mixed")
