@@ -101,10 +101,11 @@ def main(argv: list[str]) -> int:
     from mhmoe.budget import summary
     from mhmoe.data.sources import check_local_paths
     from mhmoe.data.tokenizer import check_tokenizer_file
-    from mhmoe.memory import check_device_memory, estimate_compute, planned_precision, preflight_lines
+    from mhmoe.memory import estimate_compute, planned_precision, preflight_lines
     from mhmoe.run_config import parse_overrides, resolve_run_config
     from mhmoe.store_urls import check_tracking_uri
     from mhmoe.training.hardware import check_cluster_launch
+    from mhmoe.training.preflight import check_device_memory
 
     overrides = parse_overrides(args.overrides)
     if args.max_steps is not None:

@@ -10,7 +10,7 @@ import torch
 
 from mhmoe.budget import train_flops_per_token
 from mhmoe.home import home_subdir
-from mhmoe.memory import check_device_memory
+from mhmoe.training.preflight import check_device_memory
 from mhmoe.model import build_model
 from mhmoe.run_config import RunConfig
 from mhmoe.training.hardware import Precision, resolve_accelerator, resolve_precision
