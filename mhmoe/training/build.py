@@ -10,10 +10,10 @@ import torch
 
 from mhmoe.budget import train_flops_per_token
 from mhmoe.home import home_subdir
-from mhmoe.training.preflight import check_device_memory
 from mhmoe.model import build_model
 from mhmoe.run_config import RunConfig
 from mhmoe.training.hardware import Precision, resolve_accelerator, resolve_precision
+from mhmoe.training.preflight import check_device_memory
 
 
 @dataclass(frozen=True)
