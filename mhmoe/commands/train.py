@@ -131,6 +131,7 @@ def main(argv: list[str]) -> int:
 
         quiet_library_logs()
 
+    from mhmoe.training.request import TrainRequest
     from mhmoe.training.runner import find_checkpoint_dir, train
 
     checkpoint_dir = args.checkpoint_dir
@@ -140,9 +141,10 @@ def main(argv: list[str]) -> int:
     from mhmoe.training.failures import Diverged
 
     try:
-        result = train(cfg, tracking_uri=args.tracking_uri, experiment_name=args.experiment, run_name=args.run_name,
-                       run_id=args.resume, checkpoint_dir=checkpoint_dir, resume=bool(args.resume),
-                       progress=not args.no_progress)
+        result = train(TrainRequest(
+            config=cfg, tracking_uri=args.tracking_uri, experiment_name=args.experiment, run_name=args.run_name,
+            run_id=args.resume, checkpoint_dir=checkpoint_dir, resume=bool(args.resume),
+            progress=not args.no_progress))
     except Diverged as err:  # the run is FAILED in MLflow with this reason; no traceback to read
         print(f"mhmoe train: {err}; the MLflow run is marked FAILED (try a lower optim.lr)", file=sys.stderr)
         return 1
