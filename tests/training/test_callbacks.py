@@ -28,8 +28,8 @@ def _logged_names(setup, callbacks: list, folder: Path) -> set[str]:  # noqa: AN
 def test_litlm_logs_nothing_itself_and_the_callbacks_log_the_project_names(tmp_path: Path) -> None:
     cfg = resolve_run_config("debug", None, {"model.ffn": "mhmoe", "moe.heads": 2, "train.max_steps": 2,
                                              "train.val_every": 2, "train.log_every": 1, "data.val_max_windows": 2})
-    assert _logged_names(build_training(cfg), [], tmp_path / "bare") == set()
     setup = build_training(cfg)
+    assert _logged_names(setup, [], tmp_path / "bare") == set()
     names = _logged_names(setup, list(setup.metrics), tmp_path / "logged")
     assert {"train/loss", "train/aux_loss", "train/z_loss", "train/lr", "train/grad_norm", "train/tokens",
             "perf/tokens_per_s", "perf/mfu", "perf/peak_memory_gib", "val/tokens"} <= names
