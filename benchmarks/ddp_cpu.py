@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 
 from mhmoe.run_config import resolve_run_config
+from mhmoe.training.request import TrainRequest
 from mhmoe.training.runner import train
 
 
@@ -26,8 +27,9 @@ def tokens_per_s(preset: str, steps: int, devices: int, root: Path) -> float:
                  "train.max_steps": steps, "train.val_every": steps, "train.log_every": 5,
                  "train.routing_every": steps, "data.val_max_windows": 4}
     tracking = f"sqlite:///{root / 'mlflow.db'}"
-    result = train(resolve_run_config(preset, None, overrides), tracking_uri=tracking, progress=False,
-                   checkpoint_dir=root / f"ckpt-{devices}")
+    result = train(TrainRequest(
+        config=resolve_run_config(preset, None, overrides), tracking_uri=tracking, progress=False,
+        checkpoint_dir=root / f"ckpt-{devices}"))
     history = mlflow.MlflowClient(tracking).get_metric_history(result.run_id, "perf/tokens_per_s")
     values = [m.value for m in sorted(history, key=lambda m: m.step)][1:]
     return statistics.median(values)

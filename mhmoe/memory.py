@@ -1,5 +1,8 @@
 """Preflight: device memory and compute of one training run, from its config alone (no torch).
 
+The sizing layer (beside :mod:`mhmoe.budget`): pure estimates that import nothing from training;
+checking them against the device a run trains on is :mod:`mhmoe.training.preflight`.
+
 Memory on one rank = model state + activations of one micro-batch:
 
 - weights: fp32 master parameters (Lightning's ``bf16-mixed`` keeps fp32 weights and autocasts);
@@ -21,14 +24,11 @@ when checkpointing); device-hours assume a stated peak and MFU, or a measured to
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from mhmoe.budget import count_params, train_flops_per_token
 from mhmoe.configbase import ConfigError
 from mhmoe.run_config import RunConfig
-from mhmoe.training.hardware import resolve_accelerator, resolve_precision
-from mhmoe.training.ranks import launched_as_rank
 
 FP32 = 4
 HEADROOM = 0.9
@@ -233,32 +233,6 @@ def check_fits_device(cfg: RunConfig, precision: str, free_bytes: float, *, avai
             "no micro_batch_size fits; try train.activation_checkpointing=true or more devices")
     raise DeviceMemoryError(f"estimated {_gib(mem.total)} per device exceeds the {_gib(free_bytes)} {available} "
                             f"(micro_batch_size={mem.micro_batch_size}); {hint}")
-
-
-def machine_memory_bytes() -> int:
-    """Physical memory of this machine."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def check_device_memory(cfg: RunConfig) -> None:
-    """:func:`check_fits_device` for the device the run trains on: on CUDA against the free memory of
-    this rank's device (``torch.cuda.mem_get_info``), on CPU against this machine's memory shared by
-    its ``train.devices`` ranks (checked by the caller, once). A multi-device CUDA run is checked in
-    its rank processes, not by the caller, which would otherwise hold a CUDA context on device 0
-    for the whole run. An accelerator this machine lacks is refused by :func:`resolve_accelerator`."""
-    import torch  # only here: the preflight itself runs without torch
-
-    accelerator = resolve_accelerator(cfg)
-    precision = resolve_precision(cfg, accelerator)
-    if accelerator == "cpu":
-        if not launched_as_rank():
-            check_fits_device(cfg, precision, machine_memory_bytes() / cfg.train.devices,
-                              available=f"this machine has for each of its {cfg.train.devices} CPU rank(s)")
-        return
-    if cfg.train.world_size > 1 and not launched_as_rank():
-        return
-    free, _total = torch.cuda.mem_get_info(int(os.environ.get("LOCAL_RANK", "0")))
-    check_fits_device(cfg, precision, free)
 
 
 def sweep_preflight_lines(name: str, labelled: list[tuple[str, RunConfig]], *, gpu_tflops: float = H100_BF16_TFLOPS,

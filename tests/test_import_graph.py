@@ -104,3 +104,15 @@ def test_only_the_cli_imports_commands() -> None:
                for name, targets in graph.items()
                if not name.startswith("mhmoe.commands") and name != "mhmoe.cli"}
     assert {name: found for name, found in outside.items() if found} == {}
+
+
+TRAINING_LAYER_AND_ABOVE = ("mhmoe.training", "mhmoe.sweep", "mhmoe.commands", "mhmoe.cli")
+"""Training and what drives it; the model, sizing (budget, memory), data and tracking modules lie below."""
+
+
+def test_no_lower_layer_imports_training() -> None:
+    """An import runs downward only: the sizing layer's preflight estimates (mhmoe.memory) are imported
+    by training (mhmoe.training.preflight), never the other way round."""
+    upward = {name: sorted(t for t in targets if t.startswith("mhmoe.training"))
+              for name, targets in import_graph().items() if not name.startswith(TRAINING_LAYER_AND_ABOVE)}
+    assert {name: found for name, found in upward.items() if found} == {}

@@ -101,10 +101,11 @@ def main(argv: list[str]) -> int:
     from mhmoe.budget import summary
     from mhmoe.data.sources import check_local_paths
     from mhmoe.data.tokenizer import check_tokenizer_file
-    from mhmoe.memory import check_device_memory, estimate_compute, planned_precision, preflight_lines
+    from mhmoe.memory import estimate_compute, planned_precision, preflight_lines
     from mhmoe.run_config import parse_overrides, resolve_run_config
     from mhmoe.store_urls import check_tracking_uri
     from mhmoe.training.hardware import check_cluster_launch
+    from mhmoe.training.preflight import check_device_memory
 
     overrides = parse_overrides(args.overrides)
     if args.max_steps is not None:
@@ -130,6 +131,7 @@ def main(argv: list[str]) -> int:
 
         quiet_library_logs()
 
+    from mhmoe.training.request import TrainRequest
     from mhmoe.training.runner import find_checkpoint_dir, train
 
     checkpoint_dir = args.checkpoint_dir
@@ -139,9 +141,10 @@ def main(argv: list[str]) -> int:
     from mhmoe.training.failures import Diverged
 
     try:
-        result = train(cfg, tracking_uri=args.tracking_uri, experiment_name=args.experiment, run_name=args.run_name,
-                       run_id=args.resume, checkpoint_dir=checkpoint_dir, resume=bool(args.resume),
-                       progress=not args.no_progress)
+        result = train(TrainRequest(
+            config=cfg, tracking_uri=args.tracking_uri, experiment_name=args.experiment, run_name=args.run_name,
+            run_id=args.resume, checkpoint_dir=checkpoint_dir, resume=bool(args.resume),
+            progress=not args.no_progress))
     except Diverged as err:  # the run is FAILED in MLflow with this reason; no traceback to read
         print(f"mhmoe train: {err}; the MLflow run is marked FAILED (try a lower optim.lr)", file=sys.stderr)
         return 1

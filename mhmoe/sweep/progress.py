@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from optuna.trial import FrozenTrial
 
 from mhmoe.sweep.queue import SweepQueue
+from mhmoe.training.callbacks import perf_metrics, validation_metrics
 from mhmoe.training.failures import Fence
 
 
@@ -35,14 +36,14 @@ class TrialProgress(Callback):
         if trainer.sanity_checking or (self.fence is not None and self.fence.lost.is_set()):
             return  # a lost claim's trial belongs to another worker: write nothing
         step = int(trainer.global_step)
-        value = pl_module.last_val_metrics.get(self.metric)
+        value = validation_metrics(trainer).get(self.metric)
         if value is not None:
             try:
                 self.queue.storage.set_trial_intermediate_value(self.trial._trial_id, step, float(value))
             except Exception as err:  # noqa: BLE001 - a busy or finished trial must not stop training
                 self.say(f"trial {self.trial.number}: intermediate value not stored: {err!r}")
         self.say(progress_line(self.trial, step, int(trainer.max_steps), self.metric, value,
-                               pl_module.last_perf_metrics.get("perf/tokens_per_s")))
+                               perf_metrics(trainer).get("perf/tokens_per_s")))
 
 
 __all__ = ["TrialProgress", "progress_line"]

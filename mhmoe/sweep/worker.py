@@ -144,6 +144,7 @@ def _train(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions, settin
     from mhmoe.run_config import RunConfig
     from mhmoe.sweep.progress import TrialProgress
     from mhmoe.training.ranks import RankZeroHooks
+    from mhmoe.training.request import TrainRequest
     from mhmoe.training.runner import train
 
     attrs = trial.user_attrs
@@ -151,14 +152,14 @@ def _train(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions, settin
     fence = queue.fence(trial)
     with Heartbeat(queue, trial, queue.storage.heartbeat_interval or 0, fence):
         start = time.perf_counter()
-        result = train(
-            RunConfig.from_dict(attrs["config"]), tracking_uri=tracking_uri,
+        result = train(TrainRequest(
+            config=RunConfig.from_dict(attrs["config"]), tracking_uri=tracking_uri,
             experiment_name=settings.get("experiment", queue.study_name), run_name=attrs["point"], tags=tags,
             parent_run_id=parent_run_id(queue), run_id=run_id, checkpoint_dir=checkpoint_dir, resume=True,
             progress=False, fence=fence, resume_pick=pick, callbacks=[TrialProgress(queue, trial, fence, _log)],
             rank_zero_hooks=RankZeroHooks("mhmoe.sweep.worker:rank_zero_hooks", {
                 "storage": queue.url, "study": queue.study_name, "trial_id": trial._trial_id, "worker": worker_id()}),
-        )
+        ))
         seconds = time.perf_counter() - start
         fence.verify()  # lost while validating or saving the final checkpoint: the new owner reports
         return result, seconds, _evaluate(settings, result.checkpoint_path, result.run_id, tracking_uri)

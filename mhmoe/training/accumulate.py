@@ -17,7 +17,8 @@ from mhmoe.model.routing import RoutingStats
 
 @dataclass
 class StepLosses:
-    """What ``LitLM._log_train`` reads from a model output, as means over one optimizer step."""
+    """The aux losses and routing stats of a training step's output (``LitLM.training_step``), or their
+    means over one optimizer step: what :class:`~mhmoe.training.callbacks.TrainMetrics` logs."""
 
     lb_loss: torch.Tensor
     z_loss: torch.Tensor

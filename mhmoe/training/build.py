@@ -10,10 +10,10 @@ import torch
 
 from mhmoe.budget import train_flops_per_token
 from mhmoe.home import home_subdir
-from mhmoe.memory import check_device_memory
 from mhmoe.model import build_model
 from mhmoe.run_config import RunConfig
 from mhmoe.training.hardware import Precision, resolve_accelerator, resolve_precision
+from mhmoe.training.preflight import check_device_memory
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class TrainingSetup:
     """The run's config with ``model.vocab_size`` set to the vocabulary the tokenizer built."""
     datamodule: Any  # MHMoEDataModule (Lightning, imported when training starts)
     lit: Any  # LitLM
+    metrics: list  # the logging callbacks (TrainMetrics, ValidationMetrics)
     accelerator: str
     precision: Precision
     peak_flops: float
@@ -34,12 +35,13 @@ class TrainingSetup:
 
 
 def build_training(cfg: RunConfig) -> TrainingSetup:
-    """Threads, accelerator and precision, the memory preflight, then data, model and LitLM."""
+    """Threads, accelerator and precision, the memory preflight, then data, model, LitLM and its logging callbacks."""
     # Lightning and the data/model modules are imported here, when a run starts: importing the
     # training package (find_checkpoint_dir, TrainResult) stays cheap.
     import lightning.pytorch as pl
 
     from mhmoe.data.datamodule import MHMoEDataModule
+    from mhmoe.training.callbacks import TrainMetrics, ValidationMetrics
     from mhmoe.training.lit_module import LitLM
     from mhmoe.training.peak import measure_peak_flops, peak_flops
 
@@ -68,8 +70,9 @@ def build_training(cfg: RunConfig) -> TrainingSetup:
     dtype = torch.bfloat16 if "bf16" in precision else (torch.float16 if precision.startswith("16") else torch.float32)
     peak = peak_flops(device, dtype, cfg.train.peak_flops)
     flops_per_token = train_flops_per_token(cfg.architecture, seq_len=cfg.train.seq_len)
-    lit = LitLM(net, cfg, val_names=datamodule.val_names, tokenizer_spec=datamodule.tokenizer.spec,
-                train_flops_per_token=flops_per_token, peak_flops=peak.flops)
-    return TrainingSetup(cfg=cfg, datamodule=datamodule, lit=lit, accelerator=accelerator, precision=precision,
-                         peak_flops=peak.flops, peak_source=peak.source,
+    lit = LitLM(net, cfg, val_names=datamodule.val_names, tokenizer_spec=datamodule.tokenizer.spec)
+    metrics = [TrainMetrics(cfg.train, flops_per_token=flops_per_token, peak_flops=peak.flops),
+               ValidationMetrics(cfg.train, datamodule.val_names)]
+    return TrainingSetup(cfg=cfg, datamodule=datamodule, lit=lit, metrics=metrics, accelerator=accelerator,
+                         precision=precision, peak_flops=peak.flops, peak_source=peak.source,
                          measured_flops=measure_peak_flops(device, dtype))

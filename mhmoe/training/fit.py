@@ -34,6 +34,7 @@ def fit(setup: TrainingSetup, logger: Any, *, tracking_uri: str, checkpoint_dir:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from mhmoe.training.callbacks import validation_metrics
     from mhmoe.training.checkpoint_io import AtomicCheckpointIO
 
     cfg, lit, datamodule, run_id = setup.cfg, setup.lit, setup.datamodule, logger.run_id
@@ -41,7 +42,8 @@ def fit(setup: TrainingSetup, logger: Any, *, tracking_uri: str, checkpoint_dir:
     every = cfg.train.checkpoint_every or cfg.train.val_every
     checkpoint_cb = ModelCheckpoint(dirpath=checkpoint_dir, filename="step{step:07d}", save_last=True,
                                     save_top_k=0, every_n_train_steps=every, save_on_train_epoch_end=False)
-    callbacks = [checkpoint_cb] + ([PauseAt(stop_after, last)] if stop_after else []) \
+    # The metric callbacks first: a diverged step stops before any other callback saves its weights.
+    callbacks = [*setup.metrics, checkpoint_cb] + ([PauseAt(stop_after, last)] if stop_after else []) \
         + ([FencePoll(fence)] if fence else []) + list(callbacks or [])
     trainer = pl.Trainer(
         accelerator=setup.accelerator, precision=setup.precision, max_steps=cfg.train.max_steps,
@@ -55,7 +57,7 @@ def fit(setup: TrainingSetup, logger: Any, *, tracking_uri: str, checkpoint_dir:
     try:
         trainer.fit(lit, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if trainer.global_step < cfg.train.max_steps:  # paused: leave the run open for --resume
-            return TrainResult(run_id=run_id, checkpoint_path=last, metrics=dict(lit.last_val_metrics),
+            return TrainResult(run_id=run_id, checkpoint_path=last, metrics=validation_metrics(trainer),
                                start_step=lit.start_step, final_step=trainer.global_step)
         if trainer.global_step % cfg.train.val_every != 0:  # always validate at the end
             trainer.validate(lit, datamodule=datamodule, verbose=False)
@@ -74,7 +76,7 @@ def fit(setup: TrainingSetup, logger: Any, *, tracking_uri: str, checkpoint_dir:
     if rank == 0 and should_log_checkpoint(cfg, final):
         logger.experiment.log_artifact(run_id, str(final), CHECKPOINT_ARTIFACT_DIR)
     logger.finalize("success")
-    return TrainResult(run_id=run_id, checkpoint_path=final, metrics=dict(lit.last_val_metrics),
+    return TrainResult(run_id=run_id, checkpoint_path=final, metrics=validation_metrics(trainer),
                        start_step=lit.start_step, final_step=trainer.global_step)
 
 

@@ -22,7 +22,7 @@ def resolve_precision(config: RunConfig, accelerator: str) -> Precision:
 def resolve_accelerator(config: RunConfig) -> str:
     """``cpu`` or ``gpu``; a GPU asked for on a machine where torch sees none is refused (ConfigError)
     before anything is created, instead of Lightning's traceback once the run has started."""
-    # torch here, not at the top: the torch-free preflight (mhmoe.memory) imports this module.
+    # torch here, not at the top: the CLI checks a config with this before it pays for torch.
     import torch
 
     acc = config.train.accelerator

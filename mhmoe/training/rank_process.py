@@ -1,7 +1,7 @@
 """``python -m mhmoe.training.rank_process REQUEST``: rank 0 of a data-parallel ``train()``.
 
 :func:`mhmoe.training.ranks.train_in_rank_processes` writes REQUEST (the config, ``train()``'s
-keyword arguments, the rank-zero hooks and where to put the result) and starts this module;
+request's plain fields, the rank-zero hooks and where to put the result) and starts this module;
 Lightning's DDP launcher re-runs it as ranks 1..N-1. Rank 0 writes the :class:`TrainResult` as JSON.
 Each rank dies with the process that started it (:func:`~mhmoe.training.ranks.die_with_parent`).
 A module of its own so that :mod:`mhmoe.training.ranks`, which ``train()`` calls, does not
@@ -21,6 +21,7 @@ from mhmoe.run_config import RunConfig
 from mhmoe.training.hardware import resolve_accelerator
 from mhmoe.training.quiet import quiet_if_parent_was
 from mhmoe.training.ranks import RankZeroHooks, die_with_parent, global_rank
+from mhmoe.training.request import TrainRequest
 from mhmoe.training.runner import train
 
 
@@ -36,14 +37,12 @@ def main(argv: list[str]) -> int:
     die_with_parent()  # first: a worker SIGKILLed while we start must not leave us training
     quiet_if_parent_was()
     request = json.loads(Path(argv[0]).read_text())
-    kwargs = dict(request["kwargs"])
-    if kwargs.get("checkpoint_dir"):
-        kwargs["checkpoint_dir"] = Path(kwargs["checkpoint_dir"])
+    kwargs = dict(request["kwargs"])  # TrainRequest.rank_fields()
     cfg = RunConfig.from_dict(request["config"])
     _share_cores(cfg)
     if request.get("hooks") and global_rank() == 0:
         kwargs["fence"], kwargs["callbacks"] = RankZeroHooks(**request["hooks"]).build()
-    result = train(cfg, **kwargs)
+    result = train(TrainRequest(config=cfg, **kwargs))
     if global_rank() == 0:
         Path(request["result"]).write_text(result.to_json())
     return 0

@@ -121,7 +121,8 @@ def inherited_run(run_id: str | None, checkpoint_dir: Path | None) -> tuple[str 
 
 def train_in_rank_processes(cfg, *, fence: Fence | None = None, rank_zero_hooks: RankZeroHooks | None = None,
                             **kwargs: Any) -> TrainResult:  # noqa: ANN001 - RunConfig
-    """Run ``train(cfg, **kwargs)`` as rank 0 of a data-parallel job in a child process.
+    """Run ``train()`` of ``cfg`` as rank 0 of a data-parallel job in a child process; ``kwargs`` are
+    the request's plain fields (:meth:`~mhmoe.training.request.TrainRequest.rank_fields`).
 
     ``fence`` stays here: once it is lost the ranks are stopped and :class:`LostClaim` is raised.
     ``rank_zero_hooks`` gives rank 0 its own fence and callbacks.

@@ -15,16 +15,15 @@ from pathlib import Path
 from mhmoe.atomic import remove_stale_temp_files
 from mhmoe.checkpoint import CheckpointError
 from mhmoe.home import default_tracking_uri, home_path, home_subdir
-from mhmoe.run_config import RunConfig
 from mhmoe.tracking.client import mlflow_client
 from mhmoe.tracking.names import TAG_CHECKPOINT
 from mhmoe.training import ranks
 from mhmoe.training.build import build_training
 from mhmoe.training.checkpoint_files import ResumePick, pick_resume_checkpoint
-from mhmoe.training.failures import Fence
 from mhmoe.training.fit import fit
 from mhmoe.training.hardware import check_cluster_launch
 from mhmoe.training.mlflow_run import open_run
+from mhmoe.training.request import TrainRequest
 from mhmoe.training.result import TrainResult
 
 RUNS_DIR = ("checkpoints", "runs")
@@ -35,68 +34,45 @@ def new_run_dir() -> Path:
     return home_subdir(*RUNS_DIR)
 
 
-def train(
-    cfg: RunConfig,
-    *,
-    tracking_uri: str | None = None,
-    experiment_name: str = "mhmoe",
-    run_name: str | None = None,
-    tags: dict[str, str] | None = None,
-    parent_run_id: str | None = None,
-    run_id: str | None = None,
-    checkpoint_dir: Path | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    stop_after: int | None = None,
-    fence: Fence | None = None,
-    resume_pick: ResumePick | None = None,
-    callbacks: list | None = None,
-    rank_zero_hooks: ranks.RankZeroHooks | None = None,
-) -> TrainResult:
-    """Train ``cfg``; with ``resume``, continue MLflow run ``run_id`` from its newest usable checkpoint.
+def train(request: TrainRequest) -> TrainResult:
+    """Train ``request.config`` (see :class:`~mhmoe.training.request.TrainRequest` for the rest).
 
     Resume loads ``last.ckpt``, or ``previous.ckpt`` when the last one is unreadable or fails its
     digest; with neither usable it raises :class:`~mhmoe.checkpoint.CheckpointError` before
     anything is created (a sweep worker, which must not lose the point, sets them aside and
-    restarts instead). ``resume_pick`` is that choice when the caller already made it.
-    ``stop_after`` pauses the run at that global step with a resumable ``last.ckpt`` (for
-    preemptible jobs with a time limit); the schedule still targets ``train.max_steps``.
-    ``fence`` (a sweep worker's claim) is checked before every checkpoint write and polled every
-    step; once lost, training stops and writes nothing more: no checkpoint, metric or run status.
-    ``callbacks`` are extra Lightning callbacks (a sweep worker's per-validation report).
-    With ``train.devices > 1`` training runs in rank processes, which cannot receive objects:
-    ``fence`` stays in this process and stops them once lost, and rank 0 builds its own fence and
-    callbacks from ``rank_zero_hooks`` (``callbacks`` are not used there).
+    restarts instead).
 
-    Three steps: :func:`~mhmoe.training.build.build_training` (data, model, LitLM),
-    :func:`~mhmoe.training.mlflow_run.open_run` (the MLflow run, new or resumed) and
+    Three steps: :func:`~mhmoe.training.build.build_training` (data, model, LitLM and its logging
+    callbacks), :func:`~mhmoe.training.mlflow_run.open_run` (the MLflow run, new or resumed) and
     :func:`~mhmoe.training.fit.fit` (the Trainer and the result).
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    cfg = request.config
     check_cluster_launch(cfg)  # before any process or run: without a launcher it would hang, not fail
-    tracking_uri = tracking_uri or default_tracking_uri()
+    tracking_uri = request.tracking_uri or default_tracking_uri()
     if cfg.train.world_size > 1 and not ranks.launched_as_rank():
-        resume_checkpoint(checkpoint_dir, resume, resume_pick)  # an unusable one fails here, once
-        return ranks.train_in_rank_processes(
-            cfg, tracking_uri=tracking_uri, experiment_name=experiment_name, run_name=run_name, tags=tags,
-            parent_run_id=parent_run_id, run_id=run_id, checkpoint_dir=checkpoint_dir, resume=resume,
-            progress=progress, stop_after=stop_after, fence=fence, rank_zero_hooks=rank_zero_hooks)
+        # an unusable checkpoint fails here, once
+        resume_checkpoint(request.checkpoint_dir, request.resume, request.resume_pick)
+        return ranks.train_in_rank_processes(cfg, fence=request.fence, rank_zero_hooks=request.rank_zero_hooks,
+                                             **{**request.rank_fields(), "tracking_uri": tracking_uri})
     rank = ranks.global_rank()
+    run_id, checkpoint_dir = request.run_id, request.checkpoint_dir
     if rank > 0:
         run_id, checkpoint_dir = ranks.inherited_run(run_id, checkpoint_dir)
     elif checkpoint_dir is not None:
-        clear_interrupted_writes(Path(checkpoint_dir))
-    ckpt_path = resume_checkpoint(checkpoint_dir, resume, resume_pick)
+        clear_interrupted_writes(checkpoint_dir)
+    ckpt_path = resume_checkpoint(checkpoint_dir, request.resume, request.resume_pick)
 
     setup = build_training(cfg)
-    logger = open_run(setup, tracking_uri=tracking_uri, experiment_name=experiment_name, run_name=run_name,
-                      tags=tags, parent_run_id=parent_run_id, run_id=run_id, resume=resume,
-                      log_inputs=not ckpt_path, rank=rank, fence=fence)
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else new_run_dir() / logger.run_id
+    logger = open_run(setup, tracking_uri=tracking_uri, experiment_name=request.experiment_name,
+                      run_name=request.run_name, tags=dict(request.tags), parent_run_id=request.parent_run_id,
+                      run_id=run_id, resume=request.resume, log_inputs=not ckpt_path, rank=rank, fence=request.fence)
+    checkpoint_dir = checkpoint_dir or new_run_dir() / logger.run_id
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     ranks.share_with_ranks(logger.run_id, checkpoint_dir)
     return fit(setup, logger, tracking_uri=tracking_uri, checkpoint_dir=checkpoint_dir, ckpt_path=ckpt_path,
-               stop_after=stop_after, fence=fence, callbacks=callbacks, progress=progress, rank=rank)
+               stop_after=request.stop_after, fence=request.fence, callbacks=list(request.callbacks),
+               progress=request.progress, rank=rank)
 
 
 def resume_checkpoint(checkpoint_dir: Path | None, resume: bool, pick: ResumePick | None = None) -> str | None:

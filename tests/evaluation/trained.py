@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mhmoe.run_config import resolve_run_config
+from mhmoe.training.request import TrainRequest
 from mhmoe.training.result import TrainResult
 from mhmoe.training.runner import train
 
@@ -17,4 +18,4 @@ def train_debug_checkpoint(checkpoint_dir: Path) -> TrainResult:
     """A 40-step debug SMoE model; its final checkpoint records the MLflow run and tracking URI."""
     cfg = resolve_run_config("debug", None, {"train.max_steps": 40, "train.val_every": 40,
                                              "data.val_max_windows": 4})
-    return train(cfg, checkpoint_dir=checkpoint_dir, progress=False)
+    return train(TrainRequest(config=cfg, checkpoint_dir=checkpoint_dir, progress=False))

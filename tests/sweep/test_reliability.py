@@ -25,6 +25,7 @@ from mhmoe.sweep.submit import submit_sweep
 from mhmoe.sweep.worker import WorkerOptions, close_reaped, run_worker
 from mhmoe.tracking.names import TAG_FAILURE, TAG_RESTART
 from mhmoe.training.checkpoint_files import LAST, PREVIOUS
+from mhmoe.training.request import TrainRequest
 from mhmoe.training.runner import train
 from tests.sweep.conftest import REPO, debug_spec, wait_for
 
@@ -78,8 +79,8 @@ def test_unusable_checkpoints_restart_the_point_from_zero_with_the_reason(warm_d
     first_run = sweep_tracking.create_trial_run(stores["tracking"], "badckpt", None, "smoe",
                                                 sweep_tracking.trial_tags("badckpt", trial.number, trial.user_attrs))
     queue.set_attrs(trial, {"mlflow_run_id": first_run})
-    train(RunConfig.from_dict(trial.user_attrs["config"]), tracking_uri=stores["tracking"], run_id=first_run,
-          checkpoint_dir=folder, progress=False, stop_after=10)
+    train(TrainRequest(config=RunConfig.from_dict(trial.user_attrs["config"]), tracking_uri=stores["tracking"],
+                       run_id=first_run, checkpoint_dir=folder, progress=False, stop_after=10))
     assert queue.fail(trial, "worker died") == "retried"
     # The disk then damages both checkpoints.
     for name in (LAST, PREVIOUS):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from mhmoe.checkpoint import load_checkpoint
 from mhmoe.model import build_model
 from mhmoe.run_config import resolve_run_config
+from mhmoe.training.request import TrainRequest
 from mhmoe.training.runner import train
 
 TINY = {"train.batch_size": 2, "train.seq_len": 16, "data.val_max_windows": 2}
@@ -43,7 +44,7 @@ def test_bf16_mixed_training_keeps_fp32_weights_and_optimizer_state(tmp_path: Pa
                                              "train.max_steps": 2, "train.val_every": 2, "train.log_every": 1,
                                              **TINY})
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "ckpt", progress=False)
+    result = train(TrainRequest(config=cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "ckpt", progress=False))
     run = mlflow.MlflowClient(tracking).get_run(result.run_id)
     assert run.data.params["train.precision_resolved"] == "bf16-mixed"
     assert all(torch.isfinite(torch.tensor(v)) for v in result.metrics.values())

@@ -25,6 +25,7 @@ from mhmoe.tracking.names import TAG_FAILURE
 from mhmoe.training.checkpoint_files import LAST, PREVIOUS, pick_resume_checkpoint
 from mhmoe.training.checkpoint_io import AtomicCheckpointIO
 from mhmoe.training.failures import Diverged, failure_reason
+from mhmoe.training.request import TrainRequest
 from mhmoe.training.runner import train
 
 
@@ -55,8 +56,9 @@ def truncate(path: Path) -> None:
 def _paused_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A run paused at step 10 with checkpoints at 5 (previous) and 10 (last), trained once."""
     root = tmp_path_factory.mktemp("paused")
-    result = train(config(), tracking_uri=f"sqlite:///{root / 'mlflow.db'}", checkpoint_dir=root / "ckpt",
-                   progress=False, stop_after=10)
+    result = train(TrainRequest(
+        config=config(), tracking_uri=f"sqlite:///{root / 'mlflow.db'}", checkpoint_dir=root / "ckpt", progress=False,
+        stop_after=10))
     assert result.final_step == 10
     assert read_checkpoint(root / "ckpt" / LAST)["global_step"] == 10
     assert read_checkpoint(root / "ckpt" / PREVIOUS)["global_step"] == 5
@@ -78,7 +80,8 @@ def test_resume_falls_back_to_the_previous_checkpoint(paused, damage) -> None:
     pick = pick_resume_checkpoint(folder)
     assert pick.path == folder / PREVIOUS and len(pick.problems) == 1 and str(folder / LAST) in pick.problems[0]
 
-    result = train(config(), tracking_uri=tracking, checkpoint_dir=folder, run_id=run_id, resume=True, progress=False)
+    result = train(TrainRequest(
+        config=config(), tracking_uri=tracking, checkpoint_dir=folder, run_id=run_id, resume=True, progress=False))
     assert (result.start_step, result.final_step) == (5, 20)
     assert read_checkpoint(result.checkpoint_path)["global_step"] == 20  # verified final checkpoint
     assert mlflow.MlflowClient(tracking).get_run(run_id).info.status == "FINISHED"
@@ -90,7 +93,8 @@ def test_resume_refuses_when_no_checkpoint_is_usable(paused) -> None:
     truncate(folder / PREVIOUS)
     runs_before = len(all_runs(tracking))
     with pytest.raises(CheckpointError, match="no usable checkpoint") as err:
-        train(config(), tracking_uri=tracking, checkpoint_dir=folder, run_id=run_id, resume=True, progress=False)
+        train(TrainRequest(
+            config=config(), tracking_uri=tracking, checkpoint_dir=folder, run_id=run_id, resume=True, progress=False))
     assert LAST in str(err.value) and PREVIOUS in str(err.value)
     assert len(all_runs(tracking)) == runs_before
 
@@ -135,8 +139,9 @@ def test_overwriting_last_keeps_the_previous_one(tmp_path: Path) -> None:
 def test_divergence_stops_at_the_first_logged_step_and_fails_the_run(tmp_path: Path) -> None:
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with pytest.raises(Diverged) as err:
-        train(config(**{"optim.lr": 1e3, "train.log_every": 2}), tracking_uri=tracking,
-              checkpoint_dir=tmp_path / "ckpt", progress=False)
+        train(TrainRequest(
+            config=config(**{"optim.lr": 1e3, "train.log_every": 2}), tracking_uri=tracking,
+            checkpoint_dir=tmp_path / "ckpt", progress=False))
     step = err.value.step
     assert step % 2 == 0 and step < 20 and err.value.metric.startswith("train/")
     client = mlflow.MlflowClient(tracking)
@@ -176,8 +181,9 @@ def test_a_resume_at_the_last_step_reports_the_step_it_resumed_at(paused) -> Non
     """A worker that died after its last checkpoint: the retry resumes at max_steps and trains nothing,
     so the step range it reports (the worker's `steps A->B` line) is 10->10, not 0->10."""
     tracking, run_id, folder = paused  # last.ckpt at step 10: the end of a 10-step run
-    again = train(config(**{"train.max_steps": 10}), tracking_uri=tracking, checkpoint_dir=folder, run_id=run_id,
-                  resume=True, progress=False)
+    again = train(TrainRequest(
+        config=config(**{"train.max_steps": 10}), tracking_uri=tracking, checkpoint_dir=folder, run_id=run_id,
+        resume=True, progress=False))
     assert (again.start_step, again.final_step) == (10, 10)
 
 
@@ -189,8 +195,9 @@ def test_temp_files_of_a_killed_write_are_removed_when_the_run_resumes(
     other = folder / "notes.tmp"  # not one of ours: kept
     other.write_text("mine")
     checkpoints = {p.name: p.read_bytes() for p in folder.glob("*.ckpt")}
-    train(config(**{"train.max_steps": 10}), tracking_uri=tracking, checkpoint_dir=folder, run_id=run_id,
-          resume=True, progress=False)  # resumes at step 10, the end: trains and overwrites nothing
+    train(TrainRequest(
+        config=config(**{"train.max_steps": 10}), tracking_uri=tracking, checkpoint_dir=folder, run_id=run_id,
+        resume=True, progress=False))  # resumes at step 10, the end: trains and overwrites nothing
     assert not killed_write.exists() and other.read_text() == "mine"
     assert f"removed 1 temp file(s) left in {folder} by an interrupted write: {killed_write.name}" \
         in capsys.readouterr().err

@@ -17,6 +17,7 @@ import pytest
 from mhmoe.run_config import resolve_run_config
 from mhmoe.tracking.provenance import command_line
 from mhmoe.training.ranks import CHECKPOINT_DIR_ENV
+from mhmoe.training.request import TrainRequest
 from mhmoe.training.runner import train
 
 BASE = {"moe.aux_loss_coef": 0.0, "moe.capacity_mode": "dropless", "train.accelerator": "cpu",
@@ -33,12 +34,13 @@ def test_two_rank_ddp_logs_one_finished_run_and_matches_one_process(tmp_path: Pa
     accumulated), so the loss curve and validation equal one process's 8-sequence batches."""
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking)
-    single = train(resolve_run_config("debug", None, BASE), tracking_uri=tracking, checkpoint_dir=tmp_path / "one",
-                   progress=False)
+    single = train(TrainRequest(
+        config=resolve_run_config("debug", None, BASE), tracking_uri=tracking, checkpoint_dir=tmp_path / "one",
+        progress=False))
     ddp_cfg = resolve_run_config("debug", None, {**BASE, "train.devices": 2, "train.strategy": "ddp",
                                                  "train.micro_batch_size": 2})
-    ddp = train(ddp_cfg, tracking_uri=tracking, experiment_name="ddp", checkpoint_dir=tmp_path / "ddp",
-                progress=False)
+    ddp = train(TrainRequest(
+        config=ddp_cfg, tracking_uri=tracking, experiment_name="ddp", checkpoint_dir=tmp_path / "ddp", progress=False))
     runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
     assert [r.info.run_id for r in runs] == [ddp.run_id] and runs[0].info.status == "FINISHED"
     run = runs[0]
@@ -76,8 +78,9 @@ def test_killed_ddp_run_resumes_in_the_same_mlflow_run(tmp_path: Path) -> None:
     client = mlflow.MlflowClient(tracking)
     (run,) = client.search_runs([client.get_experiment_by_name("mhmoe").experiment_id])
     assert run.info.status == "RUNNING"
-    resumed = train(resolve_run_config("debug", None, overrides), tracking_uri=tracking, run_id=run.info.run_id,
-                    checkpoint_dir=tmp_path / "ckpt", resume=True, progress=False)
+    resumed = train(TrainRequest(
+        config=resolve_run_config("debug", None, overrides), tracking_uri=tracking, run_id=run.info.run_id,
+        checkpoint_dir=tmp_path / "ckpt", resume=True, progress=False))
     assert resumed.run_id == run.info.run_id and 3 <= resumed.start_step < 60 and resumed.final_step == 60
     assert resumed.start_step % 3 == 0  # an optimizer-step boundary with a checkpoint
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
@@ -103,8 +106,9 @@ def test_a_lost_claim_stops_the_ranks_and_raises(tmp_path: Path) -> None:
     overrides = {**BASE, "train.devices": 2, "train.max_steps": 3000, "train.val_every": 3000}
     started = time.time()
     with pytest.raises(LostClaim):
-        train(resolve_run_config("debug", None, overrides), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-              checkpoint_dir=ckpt, progress=False, fence=fence)
+        train(TrainRequest(
+            config=resolve_run_config("debug", None, overrides), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+            checkpoint_dir=ckpt, progress=False, fence=fence))
     assert time.time() - started < 120
     assert not (ckpt / "final.ckpt").exists()
     deadline = time.time() + 15

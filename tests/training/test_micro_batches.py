@@ -13,6 +13,7 @@ from mhmoe.configbase import ConfigError
 from mhmoe.data.datamodule import train_sample_rows
 from mhmoe.model import Transformer
 from mhmoe.run_config import resolve_run_config
+from mhmoe.training.request import TrainRequest
 from mhmoe.training.runner import train
 from tests.model.fixtures import arch, tiny_model, tiny_moe
 
@@ -114,8 +115,8 @@ def test_accumulated_training_matches_one_pass_and_resumes_at_step_boundaries(tm
     one = resolve_run_config("debug", None, base)
     micro = resolve_run_config("debug", None, {**base, "train.micro_batch_size": MICRO})
     client = mlflow.MlflowClient(tracking)
-    whole = train(one, tracking_uri=tracking, checkpoint_dir=tmp_path / "one", progress=False)
-    acc = train(micro, tracking_uri=tracking, checkpoint_dir=tmp_path / "micro", progress=False)
+    whole = train(TrainRequest(config=one, tracking_uri=tracking, checkpoint_dir=tmp_path / "one", progress=False))
+    acc = train(TrainRequest(config=micro, tracking_uri=tracking, checkpoint_dir=tmp_path / "micro", progress=False))
     curve_one, curve_acc = _history(client, whole.run_id, "train/loss"), _history(client, acc.run_id, "train/loss")
     assert [s for s, _ in curve_acc] == list(range(1, 7))
     for (step, a), (_, b) in zip(curve_one, curve_acc, strict=True):
@@ -125,9 +126,11 @@ def test_accumulated_training_matches_one_pass_and_resumes_at_step_boundaries(tm
     # Throughput intervals are whole optimizer steps: the first starts once step 1's 4 micro-batches end.
     assert [s for s, _ in _history(client, acc.run_id, "perf/tokens_per_s")] == [2, 3, 4, 5, 6]
 
-    paused = train(micro, tracking_uri=tracking, checkpoint_dir=tmp_path / "split", progress=False, stop_after=3)
-    resumed = train(micro, tracking_uri=tracking, checkpoint_dir=tmp_path / "split", run_id=paused.run_id,
-                    resume=True, progress=False)
+    paused = train(TrainRequest(
+        config=micro, tracking_uri=tracking, checkpoint_dir=tmp_path / "split", progress=False, stop_after=3))
+    resumed = train(TrainRequest(
+        config=micro, tracking_uri=tracking, checkpoint_dir=tmp_path / "split", run_id=paused.run_id, resume=True,
+        progress=False))
     assert (resumed.start_step, resumed.final_step) == (3, 6)
     for (step, a), (_, b) in zip(curve_acc, _history(client, paused.run_id, "train/loss"), strict=True):
         assert b == pytest.approx(a, abs=1e-6), f"step {step}"

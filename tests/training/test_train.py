@@ -16,6 +16,7 @@ from mhmoe.budget import train_flops_per_token
 from mhmoe.model.routing import LOGGED_STATS
 from mhmoe.run_config import resolve_run_config
 from mhmoe.training.peak import CPU_PEAK_FLOPS_PER_THREAD
+from mhmoe.training.request import TrainRequest
 from mhmoe.training.runner import train
 
 
@@ -38,7 +39,7 @@ def history(client: mlflow.MlflowClient, run_id: str, key: str) -> list[tuple[in
 
 def test_debug_model_learns_and_everything_lands_in_mlflow(tracking: str, tmp_path: Path) -> None:
     cfg = debug_config()
-    result = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "ckpt", progress=False)
+    result = train(TrainRequest(config=cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "ckpt", progress=False))
     client = mlflow.MlflowClient(tracking)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
@@ -93,7 +94,8 @@ def test_first_logged_throughput_is_a_steady_state_rate(tracking: str, tmp_path:
                           "train.log_checkpoint": False})
     threads = torch.get_num_threads()
     try:
-        result = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "ckpt", progress=False)
+        result = train(TrainRequest(
+            config=cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "ckpt", progress=False))
     finally:
         torch.set_num_threads(threads)
     client = mlflow.MlflowClient(tracking)
@@ -119,11 +121,13 @@ def test_first_logged_throughput_is_a_steady_state_rate(tracking: str, tmp_path:
 def test_resume_continues_the_same_run_with_the_same_loss_curve(tracking: str, tmp_path: Path) -> None:
     cfg = debug_config(**{"train.checkpoint_every": 10, "train.max_steps": 30})
     client = mlflow.MlflowClient(tracking)
-    whole = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "whole", progress=False)
-    paused = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "split", progress=False, stop_after=20)
+    whole = train(TrainRequest(config=cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "whole", progress=False))
+    paused = train(TrainRequest(
+        config=cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "split", progress=False, stop_after=20))
     assert paused.final_step == 20
-    resumed = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "split", run_id=paused.run_id,
-                    resume=True, progress=False)
+    resumed = train(TrainRequest(
+        config=cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "split", run_id=paused.run_id, resume=True,
+        progress=False))
     assert resumed.run_id == paused.run_id and resumed.start_step == 20 and resumed.final_step == 30
     full_curve = history(client, whole.run_id, "train/loss")
     split_curve = history(client, paused.run_id, "train/loss")
@@ -136,10 +140,11 @@ def test_resume_continues_the_same_run_with_the_same_loss_curve(tracking: str, t
 def test_same_seed_gives_identical_curves_and_other_seed_differs(tracking: str, tmp_path: Path) -> None:
     cfg = debug_config(**{"train.max_steps": 8, "train.val_every": 8})
     client = mlflow.MlflowClient(tracking)
-    a = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "a", progress=False)
-    b = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "b", progress=False)
-    c = train(debug_config(**{"train.max_steps": 8, "train.val_every": 8, "seed": 1}), tracking_uri=tracking,
-              checkpoint_dir=tmp_path / "c", progress=False)
+    a = train(TrainRequest(config=cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "a", progress=False))
+    b = train(TrainRequest(config=cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "b", progress=False))
+    c = train(TrainRequest(
+        config=debug_config(**{"train.max_steps": 8, "train.val_every": 8, "seed": 1}), tracking_uri=tracking,
+        checkpoint_dir=tmp_path / "c", progress=False))
     curve = lambda r: [v for _, v in history(client, r.run_id, "train/loss")]  # noqa: E731
     assert curve(a) == curve(b)
     assert curve(a) != curve(c)
@@ -180,7 +185,8 @@ def test_compiled_training_matches_names_and_learns(tracking: str, tmp_path: Pat
     from mhmoe.checkpoint import load_checkpoint
 
     cfg = debug_config(**{"train.compile": True, "train.max_steps": 20, "train.val_every": 10})
-    result = train(cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "compiled", progress=False)
+    result = train(TrainRequest(
+        config=cfg, tracking_uri=tracking, checkpoint_dir=tmp_path / "compiled", progress=False))
     curve = history(mlflow.MlflowClient(tracking), result.run_id, "val/shakespeare/loss")
     assert curve[-1][1] < curve[0][1]
     assert load_checkpoint(result.checkpoint_path).global_step == 20
