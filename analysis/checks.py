@@ -11,7 +11,7 @@ import pandas as pd
 from analysis.fig_routing import ACTIVATION, IMBALANCE
 from analysis.frame import FINISHED, METRIC, finished, ppl_col, val_sets
 from analysis.stats import NO_CI
-from mhmoe.variants import routes
+from mhmoe.config.variants import routes
 
 ROUTING_MEAN = (ACTIVATION, IMBALANCE)
 """The routing statistics the report's figure draws (a routed run without them gets a note)."""

@@ -19,9 +19,9 @@ from analysis.frame import MissingData, baseline_point, col, config_columns, fin
 from analysis.paper import paper_frame
 from analysis.stats import difference, interval_text, per_seed
 from analysis.style import DOUBLE, SINGLE, family_colour, figure, line_styles, paper_name, paper_sort_key, styled
-from mhmoe.config import is_quantized
+from mhmoe.config.architecture import is_quantized
+from mhmoe.config.variants import projections_default
 from mhmoe.tracking import names
-from mhmoe.variants import projections_default
 
 FLOPS = "budget.train_flops_per_token"
 MIN_SPAN_PCT = 5.0  # FLOP-matched points (within a few %) are drawn as close as they are

@@ -17,9 +17,9 @@ from analysis.figures import FigureEntry, FigureInputs
 from analysis.frame import MissingData, finished, points
 from analysis.stats import interval_text, seed_count
 from analysis.style import DIVERGING_CMAP, DOUBLE, SEQUENTIAL_CMAP, figure, line_styles, paper_names, styled
-from mhmoe.config import is_quantized
+from mhmoe.config.architecture import is_quantized
+from mhmoe.config.variants import multi_head, routes
 from mhmoe.tracking.names import routing_metric
-from mhmoe.variants import multi_head, routes
 
 MIN_LOAD_SPAN = 0.25  # log2 units: the colour scale spans at least 0.84x .. 1.19x the uniform share
 LOAD_TICKS = 5

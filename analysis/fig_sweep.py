@@ -21,7 +21,7 @@ from analysis.figures import FigureEntry, FigureInputs
 from analysis.frame import FAMILY_NAMES, MissingData, col, config_columns, finished, model_name, row_text
 from analysis.stats import seed_count
 from analysis.style import DOUBLE, SEQUENTIAL_CMAP, SINGLE, figure, line_styles, modifier_text, paper_sort_key, styled
-from mhmoe.variants import multi_head
+from mhmoe.config.variants import multi_head
 
 AXES = {"heads": "MH-MoE heads h", "experts": "experts per MoE layer E", "weight_bits": "weight bits"}
 """The axes ``axis_sweeps`` draws together (frame columns), with their labels."""

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mhmoe.config import FULL_PRECISION_BITS, is_quantized
-from mhmoe.run_config import run_config_keys
+from mhmoe.config.architecture import FULL_PRECISION_BITS, is_quantized
+from mhmoe.config.run import run_config_keys
+from mhmoe.config.variants import BASELINE, find_variant, projections_default, routes, variant_label
 from mhmoe.tracking import names
 from mhmoe.tracking.display import FAMILY_NAMES, model_name  # noqa: F401 - analysis names
-from mhmoe.variants import BASELINE, find_variant, projections_default, routes, variant_label
 
 PARAM = "params/"
 METRIC = "metrics/"
@@ -136,7 +136,7 @@ def _tag(runs: pd.DataFrame, key: str) -> pd.Series:
 
 
 def _resolve_proj(explicit: pd.Series, family: pd.Series) -> pd.Series:
-    # None means "variant default" (mhmoe.variants: on for mhmoe, off otherwise).
+    # None means "variant default" (mhmoe.config.variants: on for mhmoe, off otherwise).
     default = family.map(projections_default)
     values = [bool(d) if e is None or (isinstance(e, float) and np.isnan(e)) else bool(e)
               for e, d in zip(explicit, default)]
@@ -148,7 +148,7 @@ def _numeric(series: pd.Series, default: float) -> pd.Series:
 
 
 def _variant_from_params(row: pd.Series) -> str:
-    """The variant's label rule (:mod:`mhmoe.variants`) plus the ``+w<bits>`` suffix of RunConfig."""
+    """The variant's label rule (:mod:`mhmoe.config.variants`) plus the ``+w<bits>`` suffix of RunConfig."""
     label = variant_label(row["family"], heads=int(row["heads"]), head_proj=bool(row["head_proj"]),
                           merge_proj=bool(row["merge_proj"]), shared=bool(row["shared"]))
     if is_quantized(row["weight_bits"]):

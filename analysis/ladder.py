@@ -20,7 +20,7 @@ from scipy import stats as sps
 from analysis.frame import BASELINE_VARIANT, MissingData, annotate, finished
 from analysis.stats import CONFIDENCE, difference, interval_text, per_seed
 from analysis.style import SINGLE, figure, line_styles, paper_name, paper_sort_key, styled
-from mhmoe.config import is_quantized
+from mhmoe.config.architecture import is_quantized
 from mhmoe.tracking import names
 
 MIN_RUNGS_FOR_TREND = 3

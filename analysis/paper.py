@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from mhmoe.config import FULL_PRECISION_BITS
+from mhmoe.config.architecture import FULL_PRECISION_BITS
 
 COLUMNS = ("RedPajama", "Wiki", "C4")
 MODELS = ("Dense", "SMoE", "Fine-grained SMoE", "MH-MoE (head=2)", "MH-MoE (head=3)")

@@ -23,9 +23,9 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 from matplotlib.typing import RcKeyType
 
 from analysis.frame import model_name
-from mhmoe.config import is_quantized
+from mhmoe.config.architecture import is_quantized
+from mhmoe.config.variants import VARIANTS, multi_head, paper_order, projections_default, routes
 from mhmoe.tracking.display import modifier_text  # noqa: F401 - re-exported: one rule for names
-from mhmoe.variants import VARIANTS, multi_head, paper_order, projections_default, routes
 
 SINGLE = 3.5  # in, one column of a two-column paper
 DOUBLE = 7.0  # in, full text width

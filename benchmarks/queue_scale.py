@@ -97,8 +97,8 @@ class Figures:
 
 
 def make_points(count: int) -> list[BenchPoint]:
-    from mhmoe.presets import preset
-    from mhmoe.run_config import RunConfig
+    from mhmoe.config.presets import preset
+    from mhmoe.config.run import RunConfig
 
     out = []
     for seed in range(count):

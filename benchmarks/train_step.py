@@ -20,11 +20,11 @@ import mlflow
 import torch
 import torch.nn.functional as F
 
-from mhmoe.budget import train_flops_per_token
-from mhmoe.matching import paper_variants
+from mhmoe.config.run import resolve_run_config
 from mhmoe.model import build_model
 from mhmoe.model.routing import routing_stats, top_k_gates
-from mhmoe.run_config import resolve_run_config
+from mhmoe.sizing.budget import train_flops_per_token
+from mhmoe.sizing.matching import paper_variants
 from mhmoe.training.optim import build_optimizer
 from mhmoe.training.peak import measure_peak_flops
 from mhmoe.training.telemetry import routing_metrics

@@ -43,8 +43,8 @@ def seeded_home():
     import shutil
     from pathlib import Path
 
+    from mhmoe.config.run import resolve_run_config
     from mhmoe.data.datamodule import MHMoEDataModule
-    from mhmoe.run_config import resolve_run_config
 
     cfg = resolve_run_config("debug")
     MHMoEDataModule(cfg.data, seq_len=cfg.train.seq_len, batch_size=cfg.train.batch_size, seed=cfg.seed,

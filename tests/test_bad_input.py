@@ -60,8 +60,8 @@ def fake_checkpoint(path: Path, *, digest: str | None) -> None:
     """A torch file shaped like an mhmoe checkpoint (config + weights); ``digest`` None = computed."""
     import torch
 
-    from mhmoe.checkpoint import DIGEST_KEY, state_digest
-    from mhmoe.run_config import resolve_run_config
+    from mhmoe.config.run import resolve_run_config
+    from mhmoe.training.checkpoint import DIGEST_KEY, state_digest
 
     state = {"net.w": torch.ones(4, 4)}
     torch.save({"state_dict": state, DIGEST_KEY: digest or state_digest(state),

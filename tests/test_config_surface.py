@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mhmoe.configbase import ConfigError, field_docs
-from mhmoe.run_config import RunConfig, parse_overrides, resolve_run_config, run_config_keys
+from mhmoe.config.base import ConfigError, field_docs
+from mhmoe.config.run import RunConfig, parse_overrides, resolve_run_config, run_config_keys
 
 SNAPSHOT = Path(__file__).with_name("config_keys.txt")
 

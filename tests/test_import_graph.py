@@ -106,13 +106,43 @@ def test_only_the_cli_imports_commands() -> None:
     assert {name: found for name, found in outside.items() if found} == {}
 
 
-TRAINING_LAYER_AND_ABOVE = ("mhmoe.training", "mhmoe.sweep", "mhmoe.commands", "mhmoe.cli")
-"""Training and what drives it; the model, sizing (budget, memory), data and tracking modules lie below."""
+LAYERS = (
+    ("mhmoe", "mhmoe.text_table"),
+    ("mhmoe.config",),
+    ("mhmoe.store",),
+    ("mhmoe.model", "mhmoe.sizing", "mhmoe.data"),
+    ("mhmoe.tracking",),
+    ("mhmoe.training",),
+    ("mhmoe.evaluation", "mhmoe.export"),
+    ("analysis",),
+    ("mhmoe.sweep",),
+    ("mhmoe.commands", "mhmoe.cli"),
+)
+"""The packages from the bottom up: a module imports from its own layer's packages or from layers below.
+Configs and the variant registry at the bottom; the model, the analytic sizing and the data pipeline side by
+side; training above them; the sweep queue above training and the report; the CLI on top."""
 
 
-def test_no_lower_layer_imports_training() -> None:
-    """An import runs downward only: the sizing layer's preflight estimates (mhmoe.memory) are imported
-    by training (mhmoe.training.preflight), never the other way round."""
-    upward = {name: sorted(t for t in targets if t.startswith("mhmoe.training"))
-              for name, targets in import_graph().items() if not name.startswith(TRAINING_LAYER_AND_ABOVE)}
-    assert {name: found for name, found in upward.items() if found} == {}
+def layer_of(module: str) -> int:
+    """The layer of ``module``: that of the longest package prefix named in :data:`LAYERS`."""
+    best, found = -1, None
+    for rank, packages in enumerate(LAYERS):
+        for package in packages:
+            if (module == package or module.startswith(package + ".")) and len(package) > best:
+                best, found = len(package), rank
+    assert found is not None, f"{module} is in no layer of LAYERS"
+    return found
+
+
+def test_every_import_runs_down_the_layers() -> None:
+    """No upward arrow: e.g. the sizing layer's estimates (mhmoe.sizing.memory) are imported by training
+    (mhmoe.training.preflight), never the other way round."""
+    graph = import_graph()
+    upward = sorted(f"{name} -> {target}" for name, targets in graph.items() for target in targets
+                    if layer_of(target) > layer_of(name))
+    assert upward == []
+
+
+def test_the_layer_check_sees_an_upward_arrow() -> None:
+    assert layer_of("mhmoe.sizing.memory") < layer_of("mhmoe.training.preflight")
+    assert layer_of("mhmoe.text_table") < layer_of("mhmoe.config.base") < layer_of("mhmoe.sweep.queue")

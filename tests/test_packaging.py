@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mhmoe.shipped_specs import CHECKOUT_SPECS_DIR, shipped_specs_dir
+from mhmoe.sweep.shipped_specs import CHECKOUT_SPECS_DIR, shipped_specs_dir
 from mhmoe.sweep.spec import spec_path
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+ (requires-python allows 3.10)
@@ -82,9 +82,9 @@ def test_a_wheel_install_plans_the_shipped_smoke_spec_outside_the_repository(tmp
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["MHMOE_HOME"] = str(tmp_path / "home")
-    show = "import mhmoe.shipped_specs as s; print(s.__file__); print(s.shipped_specs_dir())"
+    show = "import mhmoe.sweep.shipped_specs as s; print(s.__file__); print(s.shipped_specs_dir())"
     where = _run([str(python), "-c", show], cwd=elsewhere, env=env).stdout.split()
-    assert where == [str(site / "mhmoe" / "shipped_specs.py"), str(site / "mhmoe" / "experiments")]
+    assert where == [str(site / "mhmoe" / "sweep" / "shipped_specs.py"), str(site / "mhmoe" / "experiments")]
     assert sorted(p.name for p in (site / "mhmoe" / "experiments").iterdir()) == sorted(
         p.name for p in (REPO / "experiments").glob("*.yaml"))
     assert not (site / "experiments").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mhmoe.run_config import resolve_run_config
+from mhmoe.config.run import resolve_run_config
 from mhmoe.tracking.applicable import applicable_params
 from mhmoe.tracking.display import display_name
 

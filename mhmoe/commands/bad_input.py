@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from mhmoe.configbase import ConfigError
+from mhmoe.config.base import ConfigError
 
 EXIT_BAD_INPUT = 2
 DASHED_KEY = re.compile(r"--([a-z_]+\.[a-z_.]+)(?:=(\S*))?")
@@ -23,9 +23,9 @@ DASHED_KEY = re.compile(r"--([a-z_]+\.[a-z_.]+)(?:=(\S*))?")
 # Each command imports only what it needs (``mhmoe budget`` must not import torch): an error class
 # can only have been raised if its module is loaded, so look them up there instead of importing.
 _ERROR_CLASSES = (
-    ("mhmoe.data.config", "DataError"),
-    ("mhmoe.checkpoint", "CheckpointError"),
-    ("mhmoe.store_urls", "StoreError"),
+    ("mhmoe.config.data", "DataError"),
+    ("mhmoe.training.checkpoint", "CheckpointError"),
+    ("mhmoe.store.urls", "StoreError"),
 )
 
 

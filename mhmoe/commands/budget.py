@@ -1,4 +1,4 @@
-"""``mhmoe budget``: parameter and FLOP budget of the v2 Table 1 variants of a preset (:mod:`mhmoe.budget_table`)."""
+"""``mhmoe budget``: parameter and FLOP budget of the v2 Table 1 variants of a preset (:mod:`mhmoe.sizing.table`)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import argparse
 import json
 import sys
 
-from mhmoe.budget_table import budget_table, format_table
 from mhmoe.commands.bad_input import Parser, refuses_bad_input
-from mhmoe.flag_types import int_at_least
-from mhmoe.presets import PRESETS
+from mhmoe.config.flags import int_at_least
+from mhmoe.config.presets import PRESETS
+from mhmoe.sizing.table import budget_table, format_table
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,9 +14,9 @@ def _type_name(annotation: typing.Any) -> str:
 
 @refuses_bad_input("mhmoe config")
 def main(argv: list[str]) -> int:
-    from mhmoe.configbase import flatten, key_docs
-    from mhmoe.presets import PRESETS
-    from mhmoe.run_config import RunConfig, resolve_run_config
+    from mhmoe.config.base import flatten, key_docs
+    from mhmoe.config.presets import PRESETS
+    from mhmoe.config.run import RunConfig, resolve_run_config
 
     parser = Parser(prog="mhmoe config", description="List config keys (what `key=value`, `--config` files and "
                     "sweep specs accept), with their type, their value in a preset and their description.")

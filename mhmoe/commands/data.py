@@ -10,8 +10,8 @@ import os
 import time
 
 from mhmoe.commands.bad_input import Parser, refuses_bad_input
-from mhmoe.flag_types import int_at_least
-from mhmoe.presets import PRESETS
+from mhmoe.config.flags import int_at_least
+from mhmoe.config.presets import PRESETS
 
 
 def build_parser() -> Parser:
@@ -37,10 +37,10 @@ def build_prepare_parser() -> Parser:
 def main(argv: list[str]) -> int:
     build_parser().parse_args(argv[:1])  # the action (one for now); --help and a wrong one exit here
     args = build_prepare_parser().parse_intermixed_args(argv[1:])
+    from mhmoe.config.run import parse_overrides, resolve_run_config
     from mhmoe.data.sources import check_local_paths, train_source, train_stream_sources, val_sources
     from mhmoe.data.tokenizer import build_tokenizer, check_tokenizer_file
     from mhmoe.data.tokens import prepare_stream
-    from mhmoe.run_config import parse_overrides, resolve_run_config
 
     cfg = resolve_run_config(args.preset, args.config, parse_overrides(args.overrides))
     check_local_paths(cfg.data)  # before anything is created

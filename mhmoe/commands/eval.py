@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mhmoe.commands.bad_input import Parser, refuse, refuses_bad_input
-from mhmoe.flag_types import int_at_least, positive_float
+from mhmoe.config.flags import int_at_least, positive_float
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,8 +49,8 @@ def main(argv: list[str]) -> int:
     if limit is not None and limit >= 1:
         limit = int(limit)
 
-    from mhmoe.checkpoint import CheckpointError, read_checkpoint
-    from mhmoe.store_urls import check_tracking_uri
+    from mhmoe.store.urls import check_tracking_uri
+    from mhmoe.training.checkpoint import CheckpointError, read_checkpoint
 
     check_tracking_uri(args.tracking_uri, what="--tracking-uri")
     from mhmoe.evaluation.runner import evaluate_checkpoint, split_tasks

@@ -99,9 +99,9 @@ def main(argv: list[str]) -> int:
     import torch
     from lm_eval.__main__ import cli_evaluate
 
-    from mhmoe.checkpoint import read_checkpoint
     from mhmoe.evaluation.lm_adapter import check_model_args  # registers the "mhmoe" model with lm-eval
     from mhmoe.evaluation.local_tasks import HELDOUT_TASK, render_local_tasks
+    from mhmoe.training.checkpoint import read_checkpoint
 
     try:  # before anything is written to the home
         args = parse_lm_eval_args(argv)

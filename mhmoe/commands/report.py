@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from mhmoe.commands.bad_input import Parser, refuse, refuses_bad_input
-from mhmoe.configbase import ConfigError
-from mhmoe.flag_types import folder
+from mhmoe.config.base import ConfigError
+from mhmoe.config.flags import folder
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,8 +56,8 @@ def report_sweep(spec_arg, *, name: str | None = None, out: str | Path | None = 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from analysis.frame import MissingData  # lazy: keeps `mhmoe --help` fast
     from analysis.report import write_report
-    from mhmoe.home import resolve_tracking_uri
-    from mhmoe.store_urls import check_tracking_uri, sqlite_file
+    from mhmoe.store.home import resolve_tracking_uri
+    from mhmoe.store.urls import check_tracking_uri, sqlite_file
 
     ref = sweep_ref(spec_arg, name)
     uri = resolve_tracking_uri(tracking_uri, ref.tracking_uri)

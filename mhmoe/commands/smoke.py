@@ -11,13 +11,13 @@ import time
 
 import torch
 
-from mhmoe.budget_table import budget_table, format_table
 from mhmoe.commands.bad_input import Parser, refuses_bad_input
-from mhmoe.config import FULL_PRECISION_BITS, Architecture, QuantConfig
-from mhmoe.configbase import apply_overrides, to_dict
-from mhmoe.flag_types import int_at_least
-from mhmoe.matching import paper_variants, preset_configs
+from mhmoe.config.architecture import FULL_PRECISION_BITS, Architecture, QuantConfig
+from mhmoe.config.base import apply_overrides, to_dict
+from mhmoe.config.flags import int_at_least
 from mhmoe.model import build_model
+from mhmoe.sizing.matching import paper_variants, preset_configs
+from mhmoe.sizing.table import budget_table, format_table
 
 
 @refuses_bad_input("mhmoe smoke")

@@ -19,8 +19,8 @@ import shlex
 import sys
 
 from mhmoe.commands.bad_input import Parser, refuses_bad_input
-from mhmoe.configbase import ConfigError
-from mhmoe.flag_types import folder, int_at_least
+from mhmoe.config.base import ConfigError
+from mhmoe.config.flags import folder, int_at_least
 from mhmoe.sweep.options import add_worker_arguments, worker_options
 
 
@@ -148,7 +148,8 @@ def _check_heartbeat(args: argparse.Namespace, interval: int, grace: int, where:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from mhmoe.sweep.checks import file_problems
-    from mhmoe.sweep.tables import PLAN_COLUMNS, format_table, plan_rows
+    from mhmoe.sweep.tables import PLAN_COLUMNS, plan_rows
+    from mhmoe.text_table import format_table
 
     spec, the_plan = _load(args)
     data_problems = file_problems(spec, the_plan.points)
@@ -164,7 +165,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print("\n".join(describe_plan(spec, the_plan.points)))
     for warning in (*the_plan.warnings, *data_problems):
         print(f"warning: {warning}")
-    from mhmoe.memory import sweep_preflight_lines
+    from mhmoe.sizing.memory import sweep_preflight_lines
 
     print("\n".join(sweep_preflight_lines(spec.name, [(p.label, p.config) for p in the_plan.points],
                                           **_throughput(args))))
@@ -174,7 +175,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace, spec, points, slots=None):
     """Check, then create or reopen the study and enqueue ``points``; ``slots``: the local workers that
     will run them (``sweep run``/``extend``), None for ``sweep submit``."""
-    from mhmoe.store_urls import check_tracking_uri
+    from mhmoe.store.urls import check_tracking_uri
     from mhmoe.sweep.checks import submit_problems
     from mhmoe.sweep.spec import SpecError
     from mhmoe.sweep.storage import check_storage, redact, storage_url
@@ -257,7 +258,7 @@ def _say_failed_points(queue) -> bool:
 
 
 def cmd_work(args: argparse.Namespace) -> int:
-    from mhmoe.store_urls import check_tracking_uri
+    from mhmoe.store.urls import check_tracking_uri
     from mhmoe.sweep.launch import run_workers
     from mhmoe.sweep.queue import SweepQueue
 

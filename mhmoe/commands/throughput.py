@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mhmoe.memory import DEFAULT_MFU, H100_BF16_TFLOPS
+from mhmoe.sizing.memory import DEFAULT_MFU, H100_BF16_TFLOPS
 
 
 def _positive(text: str) -> float:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from mhmoe.commands.bad_input import Parser, refuses_bad_input
 from mhmoe.commands.throughput import add_throughput_flags
-from mhmoe.configbase import ConfigError
-from mhmoe.flag_types import folder, int_at_least
-from mhmoe.presets import PRESETS
+from mhmoe.config.base import ConfigError
+from mhmoe.config.flags import folder, int_at_least
+from mhmoe.config.presets import PRESETS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_resume(run_id: str, tracking_uri: str | None) -> None:
     """``--resume RUN_ID`` names a run in the store; looking must not create an absent SQLite store."""
-    from mhmoe.home import default_tracking_uri
-    from mhmoe.store_urls import sqlite_file
+    from mhmoe.store.home import default_tracking_uri
+    from mhmoe.store.urls import sqlite_file
 
     uri = tracking_uri or default_tracking_uri()
     store = sqlite_file(uri)
@@ -67,7 +67,7 @@ def _check_artifacts_beside(run_id: str, artifact_uri: str, store: Path) -> None
     resume would write its artifacts there."""
     from urllib.parse import unquote, urlparse
 
-    from mhmoe.home import ARTIFACTS_DIR
+    from mhmoe.store.home import ARTIFACTS_DIR
 
     parsed = urlparse(artifact_uri)
     if parsed.scheme not in ("", "file"):
@@ -83,7 +83,7 @@ def _check_artifacts_beside(run_id: str, artifact_uri: str, store: Path) -> None
 
 def _check_resumable(run_id: str, checkpoint_dir: Path, max_steps: int) -> None:
     """Refuse a resume that would retrain a finished run, or start one whose checkpoints are gone from step 0."""
-    from mhmoe.checkpoint import CheckpointError
+    from mhmoe.training.checkpoint import CheckpointError
     from mhmoe.training.checkpoint_files import RESUME_ORDER, finished_step
 
     step = finished_step(checkpoint_dir)
@@ -98,12 +98,12 @@ def _check_resumable(run_id: str, checkpoint_dir: Path, max_steps: int) -> None:
 @refuses_bad_input("mhmoe train")
 def main(argv: list[str]) -> int:
     args = build_parser().parse_intermixed_args(argv)
-    from mhmoe.budget import summary
+    from mhmoe.config.run import parse_overrides, resolve_run_config
     from mhmoe.data.sources import check_local_paths
     from mhmoe.data.tokenizer import check_tokenizer_file
-    from mhmoe.memory import estimate_compute, planned_precision, preflight_lines
-    from mhmoe.run_config import parse_overrides, resolve_run_config
-    from mhmoe.store_urls import check_tracking_uri
+    from mhmoe.sizing.budget import summary
+    from mhmoe.sizing.memory import estimate_compute, planned_precision, preflight_lines
+    from mhmoe.store.urls import check_tracking_uri
     from mhmoe.training.hardware import check_cluster_launch
     from mhmoe.training.preflight import check_device_memory
 

@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 from mhmoe.commands.bad_input import Parser, refuses_bad_input
-from mhmoe.flag_types import int_between
-from mhmoe.home import artifact_root_for, default_tracking_uri
-from mhmoe.store_urls import check_tracking_uri
+from mhmoe.config.flags import int_between
+from mhmoe.store.home import artifact_root_for, default_tracking_uri
+from mhmoe.store.urls import check_tracking_uri
 
 
 @refuses_bad_input("mhmoe ui")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mhmoe.data.config import DataConfig, DataError
+from mhmoe.config.data import DataConfig, DataError
 from mhmoe.data.sources import Source, open_source, train_source, val_sources, val_texts
 from mhmoe.data.tokenizer import BPETokenizer, ByteTokenizer, TextTokenizer, build_tokenizer, load_tokenizer
 from mhmoe.data.tokens import stream_dtype, token_stream, val_stream

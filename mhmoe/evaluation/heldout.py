@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from mhmoe.data.config import SHAKESPEARE_VAL
+from mhmoe.config.data import SHAKESPEARE_VAL
 
 # "SCENE I. London." / "SCENE 2" / "Scene III." at the start of a line.
 SCENE_HEADING = re.compile(r"^(?:SCENE|Scene)\s+[IVXLC0-9]+\b", re.MULTILINE)

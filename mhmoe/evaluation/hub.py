@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 
-from mhmoe.home import home_subdir
+from mhmoe.store.home import home_subdir
 
 log = logging.getLogger(__name__)
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")

@@ -4,8 +4,8 @@
 with this module imported both build :class:`MHMoELM`. The stock ``lm_eval`` command cannot find it
 (lm-eval 0.4 has no model plugins): ``mhmoe lm-eval`` imports this module first, or ``mhmoe export``
 writes a Hugging Face folder that ``lm_eval --model hf`` loads. Weights, config and tokenizer come only from
-:func:`mhmoe.checkpoint.load_checkpoint` (``weights_only`` loading), so anything that is not an
-mhmoe training checkpoint is refused with :class:`~mhmoe.checkpoint.CheckpointError`.
+:func:`mhmoe.training.checkpoint.load_checkpoint` (``weights_only`` loading), so anything that is not an
+mhmoe training checkpoint is refused with :class:`~mhmoe.training.checkpoint.CheckpointError`.
 
 Batches are right-padded: attention is causal, so a padded position never changes a real one, and
 in dropless MoE routing every token is routed on its own. Scores therefore do not depend on which
@@ -40,8 +40,8 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 from tqdm import tqdm
 
-from mhmoe.checkpoint import load_checkpoint
-from mhmoe.configbase import ConfigError
+from mhmoe.config.base import ConfigError
+from mhmoe.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from mhmoe.home import home_subdir
+from mhmoe.store.home import home_subdir
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "tasks"
 PACKAGE_DATA = "@PACKAGE_DATA@"

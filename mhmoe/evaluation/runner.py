@@ -27,9 +27,9 @@ def resolve_run(checkpoint_path: Path, run_id: str | None, tracking_uri: str | N
     The store is ``tracking_uri``, else the current home's (or ``MLFLOW_TRACKING_URI``), never the
     one recorded at training time: a copied or moved home logs into itself.
     """
-    from mhmoe.checkpoint import run_of
     from mhmoe.evaluation.results import check_run
-    from mhmoe.home import default_tracking_uri
+    from mhmoe.store.home import default_tracking_uri
+    from mhmoe.training.checkpoint import run_of
 
     recorded_run, recorded_uri = run_of(checkpoint_path)
     run_id = run_id or recorded_run

@@ -19,9 +19,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from mhmoe.checkpoint import LoadedCheckpoint, load_checkpoint
 from mhmoe.data.tokenizer import EOS_TOKEN, ByteTokenizer, TextTokenizer
 from mhmoe.export.modeling_mhmoe import MHMoEConfig, MHMoEForCausalLM
+from mhmoe.training.checkpoint import LoadedCheckpoint, load_checkpoint
 
 
 class ExportError(ValueError):
@@ -74,7 +74,7 @@ def hf_model(loaded: LoadedCheckpoint) -> MHMoEForCausalLM:
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, force: bool = False) -> Path:
     """Write the Hugging Face folder of ``checkpoint`` to ``out_dir``; return ``out_dir``.
 
-    Refuses (:class:`ExportError`, :class:`~mhmoe.checkpoint.CheckpointError`) before writing anything.
+    Refuses (:class:`ExportError`, :class:`~mhmoe.training.checkpoint.CheckpointError`) before writing anything.
     """
     out_dir = Path(out_dir)
     check_target(out_dir, force)

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutput
 
-from mhmoe.config import Architecture
-from mhmoe.configbase import from_dict, to_dict
+from mhmoe.config.architecture import Architecture
+from mhmoe.config.base import from_dict, to_dict
 from mhmoe.model import Transformer, build_model
 from mhmoe.model.layers import rope_tables
 
@@ -49,7 +49,7 @@ class MHMoEConfig(PretrainedConfig):
         super().__init__(**kwargs)
 
     def architecture(self) -> Architecture:
-        """The validated mhmoe :class:`~mhmoe.config.Architecture`."""
+        """The validated mhmoe :class:`~mhmoe.config.architecture.Architecture`."""
         return from_dict(Architecture, self.mhmoe_architecture)
 
     @classmethod

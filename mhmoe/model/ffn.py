@@ -1,10 +1,10 @@
-"""The FFN of one block, per variant: the builders :data:`mhmoe.variants.VARIANTS` names.
+"""The FFN of one block, per variant: the builders :data:`mhmoe.config.variants.VARIANTS` names.
 
 A builder takes (Architecture, is_moe_block) and returns a module whose forward maps
 (B, T, D) to ``(output, RoutingStats | None)``. SMoE, fine-grained SMoE and MH-MoE share
 :func:`routed_ffn`: they differ only in config (heads, segmentation, head/merge), which
-:func:`mhmoe.config.check_architecture` constrains per variant and the variant's layer shape
-(:attr:`mhmoe.config.Architecture.layer`) turns into what :class:`MoELayer` allocates.
+:func:`mhmoe.config.architecture.check_architecture` constrains per variant and the variant's layer shape
+(:attr:`mhmoe.config.architecture.Architecture.layer`) turns into what :class:`MoELayer` allocates.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mhmoe.config import Architecture
+from mhmoe.config.architecture import Architecture
 from mhmoe.model.layers import SwiGLU
 from mhmoe.model.moe import MoELayer
 

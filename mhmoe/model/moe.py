@@ -17,13 +17,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mhmoe.config import Architecture, MoEConfig
+from mhmoe.config.architecture import Architecture, MoEConfig
+from mhmoe.config.variants import LayerShape
 from mhmoe.model.experts import GroupedExperts, compute_dtype
 from mhmoe.model.layers import SwiGLU, tag
 from mhmoe.model.registry import router_class
 from mhmoe.model.routing import RouterOutput, RoutingStats
 from mhmoe.model.slots import from_slots, gates_in_slots, slot_layout, sort_by_expert, to_slots
-from mhmoe.variants import LayerShape
 
 
 class MoELayer(nn.Module):

@@ -2,7 +2,7 @@
 
 As MH-MoE, each token is split into h sub-tokens after the head layer, but head j's sub-tokens
 route only among head j's own pool of ``moe.num_experts`` experts, with head j's own router: the
-layer holds h routers and h E experts. Its :class:`~mhmoe.variants.LayerShape` has ``pools = h``,
+layer holds h routers and h E experts. Its :class:`~mhmoe.config.variants.LayerShape` has ``pools = h``,
 which is how the budget and the matcher count it.
 
 The h pools share one expert stack (pool j holds experts j E .. (j + 1) E - 1), so sorting,
@@ -17,12 +17,12 @@ from typing import cast
 import torch
 from torch import nn
 
-from mhmoe.config import Architecture, MoEConfig
+from mhmoe.config.architecture import Architecture, MoEConfig
+from mhmoe.config.variants import LayerShape
 from mhmoe.model.ffn import DenseFFN
 from mhmoe.model.moe import MoELayer
 from mhmoe.model.registry import router_class
 from mhmoe.model.routing import RouterOutput
-from mhmoe.variants import LayerShape
 
 
 class PerHeadMoELayer(MoELayer):

@@ -1,7 +1,7 @@
 """BitNet quantization as a post-build converter (docs/MODEL.md, BitNet b1.58).
 
 :func:`convert_to_bitnet` walks a built model and swaps the modules whose ``quant_role`` the
-:class:`~mhmoe.config.QuantConfig` selects for quantized subclasses that share their parameters
+:class:`~mhmoe.config.architecture.QuantConfig` selects for quantized subclasses that share their parameters
 (state dicts stay compatible). Layers never branch on quantization.
 
 Weights: 1.58 bits = ternary absmean per tensor (BitNet b1.58: round(W / mean|W|) clipped to
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mhmoe.config import QuantConfig
+from mhmoe.config.architecture import QuantConfig
 from mhmoe.model.experts import GroupedExperts
 from mhmoe.model.layers import RMSNorm, TokenEmbedding
 

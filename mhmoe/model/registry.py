@@ -1,12 +1,12 @@
-"""The model-side half of :mod:`mhmoe.variants`: import the FFN builders and router classes its
+"""The model-side half of :mod:`mhmoe.config.variants`: import the FFN builders and router classes its
 entries name by path, so that module stays free of torch (analysis/ reads it for names)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from mhmoe.import_path import resolve
-from mhmoe.variants import ROUTERS, VARIANTS, router_kind, variant
+from mhmoe.config.import_path import resolve
+from mhmoe.config.variants import ROUTERS, VARIANTS, router_kind, variant
 
 
 def ffn_builder(ffn: str) -> Any:

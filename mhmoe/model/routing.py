@@ -3,7 +3,7 @@
 A router is an ``nn.Module`` built as ``cls(d_in, moe_config)`` whose forward maps (S, d) sub-tokens
 to a :class:`RouterOutput`: which experts each sub-token goes to, with what gate, and which of
 those assignments are kept (capacity dropping is the router's decision). ``moe.router`` picks the
-class from :data:`mhmoe.variants.ROUTERS`; :class:`TopKRouter` (``topk``) is the official one.
+class from :data:`mhmoe.config.variants.ROUTERS`; :class:`TopKRouter` (``topk``) is the official one.
 
 Shape legend: S routed (sub-)tokens, E experts, K top-k, N whole tokens, H MH-MoE heads.
 Every statistic stays a detached device tensor, so routing adds no host sync to the hot path;
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from mhmoe.config import MoEConfig
+from mhmoe.config.architecture import MoEConfig
 from mhmoe.model.layers import tag
 
 RANGE = "range"

@@ -1,8 +1,8 @@
 """Decoder-only transformer with a pluggable FFN per block (docs/MODEL.md). No Lightning here.
 
 Block i carries the MoE FFN when ``model.is_moe_block(i)``; the FFN module comes from the builder
-:data:`mhmoe.variants.VARIANTS` names for ``model.ffn`` (:mod:`mhmoe.model.ffn`), so configs stay
-plain strings. The model takes an :class:`~mhmoe.config.Architecture`, validated once.
+:data:`mhmoe.config.variants.VARIANTS` names for ``model.ffn`` (:mod:`mhmoe.model.ffn`), so configs stay
+plain strings. The model takes an :class:`~mhmoe.config.architecture.Architecture`, validated once.
 
 Shape legend: B batch, T sequence, D model dim, V vocabulary.
 """
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mhmoe.config import Architecture
+from mhmoe.config.architecture import Architecture
 from mhmoe.model.layers import CausalSelfAttention, RMSNorm, TokenEmbedding, rope_tables, tag
 from mhmoe.model.moe import MoELayer
 from mhmoe.model.quantization import convert_to_bitnet
@@ -25,7 +25,7 @@ from mhmoe.model.registry import ffn_builder, ffn_registry
 from mhmoe.model.routing import RoutingStats
 
 FFN_REGISTRY = ffn_registry()
-"""``model.ffn -> FFN builder`` for every variant of :mod:`mhmoe.variants`."""
+"""``model.ffn -> FFN builder`` for every variant of :mod:`mhmoe.config.variants`."""
 
 
 class Block(nn.Module):
@@ -68,7 +68,7 @@ class ModelOutput:
 class Transformer(nn.Module):
     """Pre-norm decoder: embed -> blocks -> RMSNorm -> tied LM head.
 
-    Takes a validated :class:`~mhmoe.config.Architecture` (its quant is applied by :func:`build_model`).
+    Takes a validated :class:`~mhmoe.config.architecture.Architecture` (its quant is applied by :func:`build_model`).
     """
 
     def __init__(self, arch: Architecture, *, activation_checkpointing: bool = False) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from mhmoe.home import home_subdir
+from mhmoe.store.home import home_subdir
 from mhmoe.sweep.queue import SweepQueue
 
 UID_ATTR = "mhmoe.sweep_uid"

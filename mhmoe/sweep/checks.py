@@ -65,7 +65,7 @@ def eval_name_problems(spec: SweepSpec) -> list[str]:
 
 def tracking_problems(tracking_uri: str) -> list[str]:
     """The tracking server or database store does not answer (local stores are not asked)."""
-    from mhmoe.store_urls import StoreError, check_tracking_reachable
+    from mhmoe.store.urls import StoreError, check_tracking_reachable
 
     try:
         check_tracking_reachable(tracking_uri)

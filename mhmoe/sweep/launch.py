@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mhmoe.configbase import ConfigError
+from mhmoe.config.base import ConfigError
 from mhmoe.sweep.options import WorkerOptions
 from mhmoe.sweep.worker_log import CONSOLE_FD_ENV
 from mhmoe.training.ranks import parent_death_signal

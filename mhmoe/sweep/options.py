@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mhmoe.flag_types import folder, int_at_least, positive_float
+from mhmoe.config.flags import folder, int_at_least, positive_float
 
 
 def _flag(help_text: str, *, flag: str | None = None, parse: Any = str, cli: bool = True) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import optuna
 
-from mhmoe.store_urls import StoreError, redact
+from mhmoe.store.urls import StoreError, redact
 
 WINDOW_ENV = "MHMOE_STORAGE_RETRY_S"
 DEFAULT_WINDOW_S = 300.0

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mhmoe.run_config import parse_overrides
+from mhmoe.config.run import parse_overrides
 from mhmoe.sweep.spec import SPEC_KEYS, SpecError, SweepSpec, parse_spec, read_spec_data
 
 KEYED_SECTIONS = {"grid": 0, "groups": 1}

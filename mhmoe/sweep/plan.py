@@ -1,7 +1,7 @@
 """Expand a sweep spec into trial points: resolved configs, labels, hashes and budget numbers.
 
 A point is one group at one grid coordinate. Under ``match.policy: flops`` routed points are sized
-by :func:`mhmoe.matching.match_variant` against the SMoE baseline at the same coordinates; dense
+by :func:`mhmoe.sizing.matching.match_variant` against the SMoE baseline at the same coordinates; dense
 points keep ``model.d_ff`` and ignore ``moe.*`` axes. Points that resolve to the same config (same
 :meth:`RunConfig.config_hash`) are kept once: the hash is the point's identity in the queue.
 """
@@ -13,11 +13,12 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from mhmoe import budget, variants
-from mhmoe.config import ModelConfig
-from mhmoe.configbase import ConfigError
-from mhmoe.matching import match_variant
-from mhmoe.run_config import RunConfig, build_run_config, config_base
+from mhmoe.config import variants
+from mhmoe.config.architecture import ModelConfig
+from mhmoe.config.base import ConfigError
+from mhmoe.config.run import RunConfig, build_run_config, config_base
+from mhmoe.sizing import budget
+from mhmoe.sizing.matching import match_variant
 from mhmoe.sweep.spec import BUDGET_AXES, DEFAULT_GROUP, MATCH_KNOBS, Group, SpecError, SweepSpec, steps_for_tokens
 from mhmoe.tracking import names
 
@@ -47,7 +48,7 @@ class TrialPoint:
     notes: tuple[str, ...] = ()
     """Matching remarks (rounding) for the plan's warnings."""
     budget: dict[str, int] = field(default_factory=dict)
-    """:func:`mhmoe.budget.summary` of the config (``budget.*`` keys)."""
+    """:func:`mhmoe.sizing.budget.summary` of the config (``budget.*`` keys)."""
 
     @property
     def variant(self) -> str:
@@ -103,7 +104,7 @@ def _label(group: str, coords: dict[str, Any], short: dict[str, str]) -> str:
 class _Resolver:
     """Resolves the spec's points over its base: the base once, each distinct override set once.
 
-    The preset and config file are read once per plan (:func:`~mhmoe.run_config.config_base`); a
+    The preset and config file are read once per plan (:func:`~mhmoe.config.run.config_base`); a
     point's config and the SMoE baseline it is matched against are each built once from their
     dotted overrides (points at the same coordinates share their baseline), and the matching
     result is applied to the point's validated config instead of resolving it again.
@@ -314,7 +315,7 @@ def data_problems(points: list[TrialPoint] | tuple[TrialPoint, ...]) -> list[str
     Not part of :func:`plan`: a spec may be planned on a machine without the data (paper_v2 names
     a cluster path); ``sweep submit``/``run`` refuse these, ``sweep plan`` warns.
     """
-    from mhmoe.data.config import DataError
+    from mhmoe.config.data import DataError
     from mhmoe.data.sources import check_local_paths
     from mhmoe.data.tokenizer import check_tokenizer_file
 

@@ -39,7 +39,7 @@ from optuna.trial import TrialState
 from analysis.frame import strip_seed
 from analysis.sequential import SeedSchedule
 from analysis.verdict import verdict_table
-from mhmoe import variants
+from mhmoe.config import variants
 from mhmoe.sweep.queue import PointState, SweepQueue
 from mhmoe.sweep.verdict_spec import TUNE_SET, TuneSpec
 from mhmoe.tracking import names
@@ -173,7 +173,7 @@ def derive(template: dict[str, Any], *, seed: int, values: dict[str, Any], tune:
     With ``tune`` it is a tuning point: ``budget`` x the steps (warmup scaled alike, so the LR
     schedule keeps its shape), scored only on the held-out documents.
     """
-    from mhmoe.run_config import build_run_config
+    from mhmoe.config.run import build_run_config
 
     config = template["config"]
     overrides: dict[str, Any] = {"seed": seed, **values}

@@ -19,7 +19,7 @@ knobs ``match.mode`` / ``match.granularity`` / ``match.top_k`` / ``match.expert_
 group sets wins over the same grid axis for that group (e.g. ``smoe: {moe.heads: 1}`` under a
 heads axis); points that resolve to the same config run once (:mod:`mhmoe.sweep.plan`).
 
-``match.policy: flops`` sizes every routed point with :func:`mhmoe.matching.match_variant` against
+``match.policy: flops`` sizes every routed point with :func:`mhmoe.sizing.matching.match_variant` against
 the SMoE baseline at the same grid coordinates (``baseline: base`` or a group name). There
 ``moe.num_experts`` / ``moe.expert_d_ff`` / ``moe.top_k`` describe that baseline (in base, the
 baseline group or a grid axis) and are derived for the other groups; ``policy: none`` uses every
@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from mhmoe.configbase import ConfigError, _coerce, dotted_from_nested, leaf_fields, unknown_key
-from mhmoe.matching import MATCH_MODES
-from mhmoe.presets import PRESETS
-from mhmoe.run_config import MAX_STEPS, RunConfig
-from mhmoe.shipped_specs import shipped_specs_dir
+from mhmoe.config.base import ConfigError, _coerce, dotted_from_nested, leaf_fields, unknown_key
+from mhmoe.config.presets import PRESETS
+from mhmoe.config.run import MAX_STEPS, RunConfig
+from mhmoe.sizing.matching import MATCH_MODES
+from mhmoe.sweep.shipped_specs import shipped_specs_dir
 from mhmoe.sweep.verdict_spec import (
     VerdictSpec,
     check_against_groups,
@@ -113,7 +113,7 @@ class MatchSpec:
     baseline: str = "base"
     """``base`` (the base config is the SMoE baseline) or the name of a group that is."""
     mode: str = "match"
-    """Default :func:`~mhmoe.matching.match_variant` mode: match, remove (Table 5), rematch (Table 4)."""
+    """Default :func:`~mhmoe.sizing.matching.match_variant` mode: match, remove (Table 5), rematch (Table 4)."""
     granularity: int = 2
     """Default fine-grained segmentation factor m."""
     expert_multiple: int = 8
@@ -228,7 +228,7 @@ def load_spec(path_or_name: str | Path) -> SweepSpec:
 
 def read_spec_data(path_or_name: str | Path) -> tuple[Path, dict[str, Any]]:
     """The spec file and its YAML mapping, before validation (:func:`load_spec`)."""
-    from mhmoe.yaml_strict import read_yaml_file
+    from mhmoe.config.yaml_strict import read_yaml_file
 
     path = spec_path(path_or_name)
     try:

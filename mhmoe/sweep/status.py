@@ -9,7 +9,7 @@ from datetime import datetime
 from optuna.trial import FrozenTrial, TrialState
 
 from mhmoe.sweep.queue import STALE_REASON, SweepQueue
-from mhmoe.sweep.tables import format_table
+from mhmoe.text_table import format_table
 
 POINT_STATES = ("done", "running", "waiting", "failed")
 TRIAL_COLUMNS = ("trial", "point", "attempt", "state", "value", "steps", "seconds", "eta", "worker", "reason")

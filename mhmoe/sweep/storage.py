@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mhmoe.store_urls import StoreError, check_db_url, redact, sqlite_file
+from mhmoe.store.urls import StoreError, check_db_url, redact, sqlite_file
 
 STORAGE_ENV = "MHMOE_SWEEP_STORAGE"
 LOCK_TIMEOUT_S = 600.0
@@ -31,7 +31,7 @@ StorageError = StoreError
 
 def storage_url(cli: str | None = None, spec_storage: str | None = None) -> str:
     """--storage, else $MHMOE_SWEEP_STORAGE, else the spec's ``storage``, else SQLite in the home."""
-    from mhmoe.home import default_sweep_storage
+    from mhmoe.store.home import default_sweep_storage
 
     return cli or os.environ.get(STORAGE_ENV) or spec_storage or default_sweep_storage()
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import optuna
 
-from mhmoe import home
+from mhmoe.store import home
 from mhmoe.sweep.checkpoints import study_uid
 from mhmoe.sweep.plan import TrialPoint
 from mhmoe.sweep.queue import SubmitResult, SweepQueue
@@ -18,7 +18,7 @@ from mhmoe.sweep.spec import SweepSpec
 
 def resolve_tracking_uri(cli: str | None, spec: SweepSpec) -> str:
     """The store a sweep records at submit: ``--tracking-uri``, else the spec's
-    (:func:`mhmoe.home.resolve_tracking_uri`)."""
+    (:func:`mhmoe.store.home.resolve_tracking_uri`)."""
     return home.resolve_tracking_uri(cli, spec.tracking_uri)
 
 

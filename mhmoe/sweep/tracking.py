@@ -26,7 +26,7 @@ def experiment_id(mlflow_client, name: str) -> str:
     Artifacts of a SQLite store go beside it, as the trainer's do (MLflow's default is ./mlruns in
     whatever folder the worker runs from).
     """
-    from mhmoe.home import artifact_root_for
+    from mhmoe.store.home import artifact_root_for
 
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:

@@ -153,7 +153,7 @@ def parse_margin(value: Any, errors: list[str]) -> float | None:
 def _tune_key(key: str, spec: Any, sampler: str, types: dict[str, Any], errors: list[str]) -> TuneKey | None:
     where = f"tune.keys.{key}"
     if key not in types:
-        from mhmoe.configbase import unknown_key
+        from mhmoe.config.base import unknown_key
 
         errors.append(f"{where}: {unknown_key(key, types, what='config key')}")
         return None
@@ -206,7 +206,7 @@ def parse_tune(value: Any, errors: list[str], key_types: dict[str, Any],
         errors.append(f"tune.sampler={sampler!r} is not allowed; choose one of {list(get_args(Sampler))}")
         sampler = "tpe"
     keys_data = value.get("keys")
-    from mhmoe.configbase import dotted_from_nested
+    from mhmoe.config.base import dotted_from_nested
 
     if not isinstance(keys_data, dict) or not keys_data:
         errors.append("tune.keys must map config keys to ranges, e.g. {optim.lr: [3e-4, 3e-2, log]}")

@@ -17,7 +17,7 @@ from analysis.verdict import display_frame, headline, markdown, method_note, uni
 from mhmoe.sweep.queue import SweepQueue
 from mhmoe.sweep.scheduler import VERDICT_SETTING, chosen_values, pairs, results_frame, seed_schedule, tune_spec
 from mhmoe.sweep.summary import metric_safe
-from mhmoe.sweep.tables import format_table
+from mhmoe.text_table import format_table
 
 NO_WINNER = "none yet"
 

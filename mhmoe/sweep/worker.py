@@ -66,8 +66,8 @@ def rank_zero_hooks(storage: str, study: str, trial_id: int, worker: str) -> tup
 
 
 def _tracking_uri(options: WorkerOptions, settings: dict[str, Any]) -> str:
-    """``--tracking-uri``, else $MLFLOW_TRACKING_URI, else the study's (:func:`mhmoe.home.resolve_tracking_uri`)."""
-    from mhmoe.home import resolve_tracking_uri
+    """``--tracking-uri``, else $MLFLOW_TRACKING_URI, else the study's (:func:`resolve_tracking_uri`)."""
+    from mhmoe.store.home import resolve_tracking_uri
 
     return resolve_tracking_uri(options.tracking_uri, recorded=settings.get("tracking_uri"))
 
@@ -141,7 +141,7 @@ def _train(queue: SweepQueue, trial: FrozenTrial, options: WorkerOptions, settin
            run_id: str, tags: dict[str, str], checkpoint_dir: Path,
            pick: ResumePick) -> tuple[Any, float, dict[str, Any]]:
     """Train (resuming ``pick``) with a heartbeat that fences the claim; (TrainResult, seconds, eval attrs)."""
-    from mhmoe.run_config import RunConfig
+    from mhmoe.config.run import RunConfig
     from mhmoe.sweep.progress import TrialProgress
     from mhmoe.training.ranks import RankZeroHooks
     from mhmoe.training.request import TrainRequest

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mhmoe.variants import routes
+from mhmoe.config.variants import routes
 
 ROUTED_ONLY_PREFIXES = ("moe.",)
 

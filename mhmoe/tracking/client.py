@@ -1,6 +1,6 @@
 """The one way mhmoe gets an MLflow client.
 
-The store is chosen by :func:`mhmoe.home.resolve_tracking_uri` (None = ``$MLFLOW_TRACKING_URI``,
+The store is chosen by :func:`mhmoe.store.home.resolve_tracking_uri` (None = ``$MLFLOW_TRACKING_URI``,
 else SQLite in the mhmoe home). A client is built once per store and process: building one costs
 about 0.5 s (an SQLite store checks its schema), and a forked worker must not reuse its parent's
 connections. MLflow is imported here, on first use (about 1 s): ``mhmoe --help`` stays fast.
@@ -12,7 +12,7 @@ import functools
 import os
 from typing import Any
 
-from mhmoe.home import resolve_tracking_uri
+from mhmoe.store.home import resolve_tracking_uri
 
 
 def mlflow_client(tracking_uri: str | None = None) -> Any:  # -> mlflow.MlflowClient (imported lazily)

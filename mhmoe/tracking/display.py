@@ -3,7 +3,7 @@
 ``MH-MoE (head=2)``, ``SMoE + shared expert``, ``Dense, BitNet b1.58``: the family name, then
 what a point adds to it in the paper's words. analysis/ builds its figure and table names from
 :func:`model_name` and :func:`modifier_text`; training tags each run with :func:`display_name`.
-Family names and head/merge defaults are the variant registry's (:mod:`mhmoe.variants`).
+Family names and head/merge defaults are the variant registry's (:mod:`mhmoe.config.variants`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from mhmoe.config import FULL_PRECISION_BITS, is_quantized
-from mhmoe.variants import VARIANTS, paper_name, projections_default, routes
+from mhmoe.config.architecture import FULL_PRECISION_BITS, is_quantized
+from mhmoe.config.variants import VARIANTS, paper_name, projections_default, routes
 
 FAMILY_NAMES = {key: entry.name for key, entry in VARIANTS.items()}
 """``model.ffn -> the paper's family name``, in the paper's row order."""

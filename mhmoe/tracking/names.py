@@ -9,7 +9,7 @@ Runs
     ``mlflow.parentRunId``), all tagged ``mhmoe.sweep = <sweep name>``.
 Params
     The flattened resolved config (``model.ffn``, ``moe.heads``, ``quant.weight_bits``, ``seed``
-    ...) plus ``budget.*`` numbers from :mod:`mhmoe.budget`.
+    ...) plus ``budget.*`` numbers from :mod:`mhmoe.sizing.budget`.
 Metrics
     ``train/*``, ``val/<set>/{loss,ppl}``, ``val/tokens``, ``perf/*``,
     ``routing/layer_<block>/<stat>`` and ``routing/mean/<stat>``, ``eval/<task>/<metric>``.

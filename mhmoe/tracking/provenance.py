@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mhmoe.home import ENV_VAR
+from mhmoe.store.home import ENV_VAR
 
 COMMAND_ENV = "MHMOE_COMMAND"
 """The user's command, handed to the processes it starts (data-parallel ranks), which would otherwise

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from mhmoe.budget import train_flops_per_token
-from mhmoe.home import home_subdir
+from mhmoe.config.run import RunConfig
 from mhmoe.model import build_model
-from mhmoe.run_config import RunConfig
+from mhmoe.sizing.budget import train_flops_per_token
+from mhmoe.store.home import home_subdir
 from mhmoe.training.hardware import Precision, resolve_accelerator, resolve_precision
 from mhmoe.training.preflight import check_device_memory
 

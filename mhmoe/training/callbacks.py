@@ -25,7 +25,7 @@ from lightning.fabric.utilities.throughput import Throughput
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 
-from mhmoe.run_config import TrainConfig
+from mhmoe.config.run import TrainConfig
 from mhmoe.tracking.heatmap import save_load_heatmap
 from mhmoe.tracking.names import divergence_artifact, load_artifact, load_heatmap_artifact, val_metric
 from mhmoe.training.accumulate import StepLosses, StepMeans

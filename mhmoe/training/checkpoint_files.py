@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mhmoe.checkpoint import CheckpointError, read_checkpoint
+from mhmoe.training.checkpoint import CheckpointError, read_checkpoint
 
 LAST = "last.ckpt"
 PREVIOUS = "previous.ckpt"

@@ -2,7 +2,7 @@
 
 - A crash mid-save never leaves a truncated ``last.ckpt``: the new file is written beside it,
   fsynced, and renamed over it; the old one becomes ``previous.ckpt``.
-- Every read goes through :func:`mhmoe.checkpoint.read_checkpoint`: ``weights_only=True`` and the
+- Every read goes through :func:`mhmoe.training.checkpoint.read_checkpoint`: ``weights_only=True`` and the
   weights digest checked, for resume exactly as for evaluation.
 - A ``fence`` (a sweep worker's claim on its trial) is checked before each write, so a worker
   that lost its trial to another never overwrites the new owner's checkpoint.
@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mhmoe.atomic import atomic_write
-from mhmoe.checkpoint import read_checkpoint
+from mhmoe.store.atomic import atomic_write
+from mhmoe.training.checkpoint import read_checkpoint
 from mhmoe.training.checkpoint_files import LAST, PREVIOUS
 
 

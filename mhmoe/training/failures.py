@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from mhmoe.atomic import DiskFull
-from mhmoe.configbase import ConfigError
+from mhmoe.config.base import ConfigError
+from mhmoe.store.atomic import DiskFull
 
 REASON_MAX_CHARS = 500
 

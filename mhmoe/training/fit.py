@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mhmoe.run_config import RunConfig
+from mhmoe.config.run import RunConfig
 from mhmoe.tracking.names import CHECKPOINT_ARTIFACT_DIR, TAG_CHECKPOINT, TAG_FAILURE
 from mhmoe.training import ranks
 from mhmoe.training.build import TrainingSetup

@@ -7,8 +7,8 @@ import os
 import warnings
 from typing import cast
 
-from mhmoe.configbase import ConfigError
-from mhmoe.run_config import Precision, RunConfig
+from mhmoe.config.base import ConfigError
+from mhmoe.config.run import Precision, RunConfig
 from mhmoe.training.failures import NoClusterEnvironment
 
 

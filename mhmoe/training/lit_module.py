@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
-from mhmoe.checkpoint import DIGEST_KEY, state_digest
+from mhmoe.config.run import RunConfig
 from mhmoe.model import Transformer
-from mhmoe.run_config import RunConfig
 from mhmoe.training.accumulate import StepLosses
+from mhmoe.training.checkpoint import DIGEST_KEY, state_digest
 from mhmoe.training.optim import build_optimizer
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mhmoe.budget import summary
-from mhmoe.home import artifact_root_for
-from mhmoe.memory import estimate_memory
+from mhmoe.sizing.budget import summary
+from mhmoe.sizing.memory import estimate_memory
+from mhmoe.store.home import artifact_root_for
 from mhmoe.tracking.applicable import applicable_params
 from mhmoe.tracking.datasets import dataset_inputs
 from mhmoe.tracking.display import display_name

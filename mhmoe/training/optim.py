@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from mhmoe.run_config import OptimConfig
+from mhmoe.config.run import OptimConfig
 
 
 def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:

@@ -1,13 +1,13 @@
-"""The memory preflight of a run about to train: the sizing layer's estimate (:mod:`mhmoe.memory`)
+"""The memory preflight of a run about to train: the sizing layer's estimate (:mod:`mhmoe.sizing.memory`)
 against the device this process trains on. Training's concern (accelerator, precision, ranks), so
-it lives here and imports the estimates downward; :mod:`mhmoe.memory` stays torch- and training-free."""
+it lives here and imports the estimates downward; :mod:`mhmoe.sizing.memory` stays torch- and training-free."""
 
 from __future__ import annotations
 
 import os
 
-from mhmoe.memory import check_fits_device
-from mhmoe.run_config import RunConfig
+from mhmoe.config.run import RunConfig
+from mhmoe.sizing.memory import check_fits_device
 from mhmoe.training.hardware import resolve_accelerator, resolve_precision
 from mhmoe.training.ranks import launched_as_rank
 
@@ -18,7 +18,7 @@ def machine_memory_bytes() -> int:
 
 
 def check_device_memory(cfg: RunConfig) -> None:
-    """:func:`~mhmoe.memory.check_fits_device` for the device the run trains on: on CUDA against the free
+    """:func:`~mhmoe.sizing.memory.check_fits_device` for the device the run trains on: on CUDA against the free
     memory of this rank's device (``torch.cuda.mem_get_info``), on CPU against this machine's memory shared
     by its ``train.devices`` ranks (checked by the caller, once). A multi-device CUDA run is checked in
     its rank processes, not by the caller, which would otherwise hold a CUDA context on device 0

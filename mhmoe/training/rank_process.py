@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from mhmoe.run_config import RunConfig
+from mhmoe.config.run import RunConfig
 from mhmoe.training.hardware import resolve_accelerator
 from mhmoe.training.quiet import quiet_if_parent_was
 from mhmoe.training.ranks import RankZeroHooks, die_with_parent, global_rank

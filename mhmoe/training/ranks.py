@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mhmoe.import_path import resolve
+from mhmoe.config.import_path import resolve
 from mhmoe.tracking.provenance import COMMAND_ENV, command_line
 from mhmoe.training.failures import Fence
 from mhmoe.training.result import TrainResult

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mhmoe.run_config import RunConfig
+from mhmoe.config.run import RunConfig
 from mhmoe.training.checkpoint_files import ResumePick
 from mhmoe.training.failures import Fence
 from mhmoe.training.ranks import RankZeroHooks

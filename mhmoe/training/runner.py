@@ -12,13 +12,13 @@ import os
 import sys
 from pathlib import Path
 
-from mhmoe.atomic import remove_stale_temp_files
-from mhmoe.checkpoint import CheckpointError
-from mhmoe.home import default_tracking_uri, home_path, home_subdir
+from mhmoe.store.atomic import remove_stale_temp_files
+from mhmoe.store.home import default_tracking_uri, home_path, home_subdir
 from mhmoe.tracking.client import mlflow_client
 from mhmoe.tracking.names import TAG_CHECKPOINT
 from mhmoe.training import ranks
 from mhmoe.training.build import build_training
+from mhmoe.training.checkpoint import CheckpointError
 from mhmoe.training.checkpoint_files import ResumePick, pick_resume_checkpoint
 from mhmoe.training.fit import fit
 from mhmoe.training.hardware import check_cluster_launch
@@ -38,7 +38,7 @@ def train(request: TrainRequest) -> TrainResult:
     """Train ``request.config`` (see :class:`~mhmoe.training.request.TrainRequest` for the rest).
 
     Resume loads ``last.ckpt``, or ``previous.ckpt`` when the last one is unreadable or fails its
-    digest; with neither usable it raises :class:`~mhmoe.checkpoint.CheckpointError` before
+    digest; with neither usable it raises :class:`~mhmoe.training.checkpoint.CheckpointError` before
     anything is created (a sweep worker, which must not lose the point, sets them aside and
     restarts instead).
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from mhmoe.configbase import ConfigError, from_dict
-from mhmoe.data.config import DataConfig
+from mhmoe.config.base import ConfigError, from_dict
+from mhmoe.config.data import DataConfig
 
 
 def test_default_is_the_embedded_corpus() -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mhmoe.data.config import DataConfig, DataError
+from mhmoe.config.data import DataConfig, DataError
 from mhmoe.data.datamodule import MHMoEDataModule, val_window_starts
 from mhmoe.data.tokenizer import load_tokenizer
 from mhmoe.data.tokens import val_stream

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from mhmoe.configbase import ConfigError, from_dict
-from mhmoe.data.config import DataConfig, DataError
+from mhmoe.config.base import ConfigError, from_dict
+from mhmoe.config.data import DataConfig, DataError
+from mhmoe.config.run import RunConfig, resolve_run_config
 from mhmoe.data.datamodule import MHMoEDataModule
 from mhmoe.data.sources import check_local_paths, holdout_source, open_source, train_source, val_sources, val_texts
 from mhmoe.data.tokenizer import ByteTokenizer, bpe_cache_path
 from mhmoe.data.tokens import stream_path, val_stream
-from mhmoe.run_config import RunConfig, resolve_run_config
 
 
 def corpus(path: Path, n: int) -> Path:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mhmoe.config.data import DataError
 from mhmoe.data import sources
-from mhmoe.data.config import DataError
 from mhmoe.data.sources import open_source
 from mhmoe.data.tokenizer import ByteTokenizer
 from mhmoe.data.tokens import prepare_stream, stream_path, token_stream
@@ -101,7 +101,7 @@ def test_two_preparers_started_at_once_write_the_cache_once(tmp_path: Path, home
 
 
 def test_pretokenized_files_are_the_stream(tmp_path: Path) -> None:
-    from mhmoe.data.config import DataConfig
+    from mhmoe.config.data import DataConfig
     from mhmoe.data.sources import train_source
 
     folder = tmp_path / "ids"
@@ -119,8 +119,8 @@ def test_pretokenized_files_are_the_stream(tmp_path: Path) -> None:
 
 
 def test_pretokenized_corpus_needs_its_tokenizer(tmp_path: Path) -> None:
-    from mhmoe.configbase import ConfigError
-    from mhmoe.data.config import DataConfig
+    from mhmoe.config.base import ConfigError
+    from mhmoe.config.data import DataConfig
     from mhmoe.data.sources import check_local_paths
 
     with pytest.raises(ConfigError, match=r"data.corpus\[0\]='ids.npy' is pre-tokenized: set data.tokenizer"):
@@ -132,7 +132,7 @@ def test_pretokenized_corpus_needs_its_tokenizer(tmp_path: Path) -> None:
 
 
 def test_weighted_mixture_draws_windows_in_proportion(tmp_path: Path) -> None:
-    from mhmoe.data.config import CorpusEntry, DataConfig
+    from mhmoe.config.data import CorpusEntry, DataConfig
     from mhmoe.data.datamodule import MHMoEDataModule
 
     (tmp_path / "small.txt").write_text("a" * 2_000)

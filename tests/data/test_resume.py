@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from mhmoe.data.config import DataConfig
+from mhmoe.config.data import DataConfig
 from mhmoe.data.datamodule import MHMoEDataModule
 
 MAX_STEPS = 9

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from mhmoe.config.data import DataConfig, DataError
 from mhmoe.data import shakespeare
-from mhmoe.data.config import DataConfig, DataError
 from mhmoe.data.shakespeare import SDIST_ENV_VAR, VAL_WORKS, strip_boilerplate
 from mhmoe.data.sources import train_source, val_sources
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mhmoe.data.config import DataConfig, DataError
+from mhmoe.config.data import DataConfig, DataError
 from mhmoe.data.sources import open_source, train_source, val_texts
 
 
@@ -167,7 +167,7 @@ def test_hugging_face_source_fails_clearly_offline(tmp_path: Path) -> None:
     # A fresh interpreter: the offline switches are read when `datasets` is imported.
     code = (
         "from mhmoe.data.sources import open_source\n"
-        "from mhmoe.data.config import DataError\n"
+        "from mhmoe.config.data import DataError\n"
         "try:\n    open_source('hf:wikitext:wikitext-2-raw-v1:validation')\n"
         "except DataError as err:\n    print('DataError:', err)\n"
     )

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from mhmoe.data.config import DataConfig, DataError
+from mhmoe.config.data import DataConfig, DataError
 from mhmoe.data.tokenizer import BPETokenizer, ByteTokenizer, build_tokenizer, load_tokenizer
 
 TEXT = "Wherefore art thou Romeo? Façade, naïve, 🦀 — and tabs\tand\r\nnewlines.\n"

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mhmoe.data.config import DataError
+from mhmoe.config.data import DataError
 from mhmoe.data.sources import Source, open_source
 from mhmoe.data.tokenizer import ByteTokenizer, load_tokenizer, train_bpe
 from mhmoe.data.tokens import stream_dtype, stream_path, token_stream

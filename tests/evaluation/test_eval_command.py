@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from mhmoe.checkpoint import run_of
 from mhmoe.commands.eval import main
 from mhmoe.evaluation.local_tasks import TEMPLATE_DIR
 from mhmoe.evaluation.results import RESULTS_ARTIFACT
 from mhmoe.evaluation.runner import evaluate_checkpoint
+from mhmoe.training.checkpoint import run_of
 from mhmoe.training.result import TrainResult
 from tests.evaluation.trained import train_debug_checkpoint
 

@@ -14,9 +14,9 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from mhmoe.checkpoint import load_checkpoint
 from mhmoe.commands.export import main
 from mhmoe.export.hf import export_checkpoint
+from mhmoe.training.checkpoint import load_checkpoint
 from tests.evaluation.untrained import VARIANTS, write_untrained_checkpoint
 
 TEXT = "KING. Good morrow, cousins; the night was long — and cold. <|endoftext|> Café?"

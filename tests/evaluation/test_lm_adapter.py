@@ -14,9 +14,9 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 from lm_eval.tasks import TaskManager
 
-from mhmoe.checkpoint import CheckpointError
 from mhmoe.evaluation.lm_adapter import MHMoELM
 from mhmoe.evaluation.local_tasks import render_local_tasks
+from mhmoe.training.checkpoint import CheckpointError
 from tests.evaluation.trained import train_debug_checkpoint
 
 # Written for these tests (blank verse in the corpus's style), long enough for several windows.

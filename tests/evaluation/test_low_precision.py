@@ -14,9 +14,9 @@ import torch
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 
+from mhmoe.config.variants import ROUTER_NAMES
 from mhmoe.evaluation.lm_adapter import CPU_AUTO_BATCH_SIZE, MHMoELM
 from mhmoe.evaluation.local_tasks import render_local_tasks
-from mhmoe.variants import ROUTER_NAMES
 from tests.evaluation.untrained import VARIANTS, write_untrained_checkpoint
 
 TEXT = "KING. Good morrow, cousins; the night was long"

@@ -11,7 +11,7 @@ from mhmoe.evaluation.heldout import split_scenes
 from mhmoe.evaluation.local_tasks import TEMPLATE_DIR, local_task_names, render_local_tasks
 from mhmoe.evaluation.results import flatten_metrics, metric_name
 from mhmoe.evaluation.task_manager import EvalError, parse_specs
-from mhmoe.home import mhmoe_home
+from mhmoe.store.home import mhmoe_home
 
 
 def test_templates_render_to_absolute_existing_data_files() -> None:

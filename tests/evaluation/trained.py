@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mhmoe.run_config import resolve_run_config
+from mhmoe.config.run import resolve_run_config
 from mhmoe.training.request import TrainRequest
 from mhmoe.training.result import TrainResult
 from mhmoe.training.runner import train

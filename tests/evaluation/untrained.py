@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from mhmoe.checkpoint import DIGEST_KEY, STATE_PREFIX, state_digest
+from mhmoe.config.run import resolve_run_config
 from mhmoe.model import build_model
-from mhmoe.run_config import resolve_run_config
+from mhmoe.training.checkpoint import DIGEST_KEY, STATE_PREFIX, state_digest
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "dense": {"model.ffn": "dense"},

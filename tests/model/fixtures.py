@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from mhmoe.config import Architecture, ModelConfig, MoEConfig, QuantConfig
-from mhmoe.matching import paper_matches, preset_configs
-from mhmoe.variants import ROUTERS, variant_rows
+from mhmoe.config.architecture import Architecture, ModelConfig, MoEConfig, QuantConfig
+from mhmoe.config.variants import ROUTERS, variant_rows
+from mhmoe.sizing.matching import paper_matches, preset_configs
 
 
 def tiny_model(ffn: str = "mhmoe", **overrides) -> ModelConfig:
@@ -29,7 +29,7 @@ def arch(model: ModelConfig, moe: MoEConfig | None = None, quant: QuantConfig | 
 
 
 def registry_architectures(preset_name: str = "debug") -> dict[str, Architecture]:
-    """``<row label>-<router>`` -> Architecture for every row of :func:`mhmoe.variants.variant_rows` and
+    """``<row label>-<router>`` -> Architecture for every row of :func:`mhmoe.config.variants.variant_rows` and
     every router: the row as the matcher sizes it against the preset's SMoE baseline (a variant without
     a matching rule keeps the preset's sizes)."""
     model, baseline = preset_configs(preset_name)

@@ -9,7 +9,10 @@ import sys
 
 import pytest
 
-from mhmoe.budget import (
+from mhmoe.commands.budget import main
+from mhmoe.config.architecture import ModelConfig, MoEConfig, QuantConfig
+from mhmoe.config.base import ConfigError
+from mhmoe.sizing.budget import (
     count_mults,
     count_params,
     moe_layer_params,
@@ -17,11 +20,8 @@ from mhmoe.budget import (
     summary,
     train_flops_per_token,
 )
-from mhmoe.budget_table import budget_table, format_table
-from mhmoe.commands.budget import main
-from mhmoe.config import ModelConfig, MoEConfig, QuantConfig
-from mhmoe.configbase import ConfigError
-from mhmoe.matching import VARIANT_NAMES, paper_matches, preset_configs
+from mhmoe.sizing.matching import VARIANT_NAMES, paper_matches, preset_configs
+from mhmoe.sizing.table import budget_table, format_table
 from tests.model.fixtures import arch
 
 D, V, F = 768, 32000, 2048

@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from mhmoe.budget import count_mults, count_params
-from mhmoe.config import QuantConfig
+from mhmoe.config.architecture import QuantConfig
 from mhmoe.model import build_model
 from mhmoe.model.quantization import BitEmbedding, BitGroupedExperts, BitLinear
+from mhmoe.sizing.budget import count_mults, count_params
 from tests.model.fixtures import arch, registry_architectures, tiny_model, tiny_moe
 
 SUBLN_ALL = QuantConfig(weight_bits=1.58, subln=True, quantize_router=True, quantize_head_merge=True,

@@ -7,11 +7,18 @@ import json
 
 import pytest
 
-from mhmoe.budget import count_mults, moe_layer_params, moe_mults_per_token
-from mhmoe.config import ModelConfig, MoEConfig, check_architecture
-from mhmoe.configbase import ConfigError, from_dict
-from mhmoe.matching import MATCH_MODES, VARIANT_NAMES, match_variant, paper_matches, paper_variants, preset_configs
-from mhmoe.presets import preset
+from mhmoe.config.architecture import ModelConfig, MoEConfig, check_architecture
+from mhmoe.config.base import ConfigError, from_dict
+from mhmoe.config.presets import preset
+from mhmoe.sizing.budget import count_mults, moe_layer_params, moe_mults_per_token
+from mhmoe.sizing.matching import (
+    MATCH_MODES,
+    VARIANT_NAMES,
+    match_variant,
+    paper_matches,
+    paper_variants,
+    preset_configs,
+)
 from tests.model.fixtures import arch
 
 D = 768

@@ -10,7 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mhmoe.memory import (
+from mhmoe.config.run import resolve_run_config
+from mhmoe.model import build_model
+from mhmoe.sizing.memory import (
     DeviceMemoryError,
     block_activation_bytes_per_token,
     check_fits_device,
@@ -18,8 +20,6 @@ from mhmoe.memory import (
     estimate_memory,
     largest_fitting_micro_batch,
 )
-from mhmoe.model import build_model
-from mhmoe.run_config import resolve_run_config
 from mhmoe.training.optim import build_optimizer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from mhmoe.config import ModelConfig, MoEConfig, QuantConfig
-from mhmoe.configbase import ConfigError
+from mhmoe.config.architecture import ModelConfig, MoEConfig, QuantConfig
+from mhmoe.config.base import ConfigError
+from mhmoe.config.variants import ROUTERS
 from mhmoe.model import FFN_REGISTRY, build_model
-from mhmoe.variants import ROUTERS
 from tests.model.fixtures import arch, registry_architectures, tiny_model, tiny_moe
 
 CONFIGS = {

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mhmoe.budget import count_params
 from mhmoe.model.per_head import PerHeadMoELayer
+from mhmoe.sizing.budget import count_params
 from tests.model.fixtures import arch, tiny_model, tiny_moe
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mhmoe.config import QuantConfig
+from mhmoe.config.architecture import QuantConfig
 from mhmoe.model import build_model
 from mhmoe.model.experts import GroupedExperts
 from mhmoe.model.layers import TokenEmbedding

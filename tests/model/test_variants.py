@@ -1,4 +1,4 @@
-"""The variant and router registry (mhmoe/variants.py): one entry per variant or router, read by
+"""The variant and router registry (mhmoe/config/variants.py): one entry per variant or router, read by
 configs, the model, the budget, the matcher, MLflow naming and analysis/."""
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import mhmoe.config
-from mhmoe import variants
-from mhmoe.budget import moe_mults_per_token, summary, train_flops_per_token
+import mhmoe.config.architecture
 from mhmoe.commands.budget import budget_table
-from mhmoe.config import Architecture, ConfigError, MoEConfig, QuantConfig, is_quantized
-from mhmoe.matching import MATCHED_FFNS, PAPER_ROWS, VARIANT_NAMES
-from mhmoe.memory import estimate_memory
+from mhmoe.config import variants
+from mhmoe.config.architecture import Architecture, ConfigError, MoEConfig, QuantConfig, is_quantized
+from mhmoe.config.run import resolve_run_config
 from mhmoe.model import FFN_REGISTRY, build_model
 from mhmoe.model.moe import MoELayer
 from mhmoe.model.registry import router_registry
 from mhmoe.model.routing import RouterOutput, TopKRouter
-from mhmoe.run_config import resolve_run_config
+from mhmoe.sizing.budget import moe_mults_per_token, summary, train_flops_per_token
+from mhmoe.sizing.matching import MATCHED_FFNS, PAPER_ROWS, VARIANT_NAMES
+from mhmoe.sizing.memory import estimate_memory
 from tests.model.fixtures import arch, tiny_model, tiny_moe
 
 
@@ -91,7 +91,7 @@ def test_unknown_router_lists_the_known_ones() -> None:
 
 
 def test_matching_a_variant_without_a_rule_is_a_clear_error() -> None:
-    from mhmoe.matching import match_variant
+    from mhmoe.sizing.matching import match_variant
 
     with pytest.raises(ConfigError, match=r"model\.ffn='dense' has no matching rule"):
         match_variant(tiny_model("smoe"), tiny_moe(heads=1), ffn="dense")
@@ -106,8 +106,8 @@ def test_architecture_is_validated_once_per_resolved_config(monkeypatch) -> None
     """Resolving a run config checks the architecture once; the model, budget and memory estimate
     take the resolved Architecture and do not check it again."""
     calls = []
-    original = mhmoe.config.check_architecture
-    monkeypatch.setattr(mhmoe.config, "check_architecture", lambda *a: calls.append(a) or original(*a))
+    original = mhmoe.config.architecture.check_architecture
+    monkeypatch.setattr(mhmoe.config.architecture, "check_architecture", lambda *a: calls.append(a) or original(*a))
     cfg = resolve_run_config("debug", None, {"model.ffn": "mhmoe", "moe.heads": 2})
     assert len(calls) == 1
     build_model(cfg.architecture)

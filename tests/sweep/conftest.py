@@ -64,8 +64,8 @@ def sweep_cli(*args: str, timeout: float = 300, check: bool = True, **popen: Any
 @pytest.fixture(scope="session")
 def warm_data() -> None:
     """Fill the session home's corpus/tokenizer caches once, so concurrent workers only read them."""
+    from mhmoe.config.run import resolve_run_config
     from mhmoe.data.datamodule import MHMoEDataModule
-    from mhmoe.run_config import resolve_run_config
 
     cfg = resolve_run_config("debug", None, {"data.val_sets": ["shakespeare"]})
     MHMoEDataModule(cfg.data, seq_len=cfg.train.seq_len, batch_size=cfg.train.batch_size, seed=0,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from mhmoe.configbase import ConfigError
+from mhmoe.config.base import ConfigError
 from mhmoe.sweep import expand, load_spec
 from mhmoe.sweep.launch import worker_slots
 from mhmoe.sweep.queue import SweepQueue

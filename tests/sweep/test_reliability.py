@@ -16,7 +16,7 @@ from pathlib import Path
 import mlflow
 from optuna.trial import TrialState
 
-from mhmoe.run_config import RunConfig
+from mhmoe.config.run import RunConfig
 from mhmoe.sweep import expand, load_spec, tracking as sweep_tracking
 from mhmoe.sweep.checkpoints import point_checkpoint_dir
 from mhmoe.sweep.queue import STALE_REASON, SweepQueue

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mhmoe.checkpoint import load_checkpoint
+from mhmoe.config.run import resolve_run_config
 from mhmoe.model import build_model
-from mhmoe.run_config import resolve_run_config
+from mhmoe.training.checkpoint import load_checkpoint
 from mhmoe.training.request import TrainRequest
 from mhmoe.training.runner import train
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger
 
-from mhmoe.run_config import resolve_run_config
+from mhmoe.config.run import resolve_run_config
 from mhmoe.training.build import build_training
 
 

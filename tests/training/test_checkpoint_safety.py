@@ -18,10 +18,10 @@ import mlflow
 import pytest
 import torch
 
-from mhmoe.atomic import NEARLY_FULL_BYTES, DiskFull, as_disk_full
-from mhmoe.checkpoint import CheckpointError, read_checkpoint
-from mhmoe.run_config import resolve_run_config
+from mhmoe.config.run import resolve_run_config
+from mhmoe.store.atomic import NEARLY_FULL_BYTES, DiskFull, as_disk_full
 from mhmoe.tracking.names import TAG_FAILURE
+from mhmoe.training.checkpoint import CheckpointError, read_checkpoint
 from mhmoe.training.checkpoint_files import LAST, PREVIOUS, pick_resume_checkpoint
 from mhmoe.training.checkpoint_io import AtomicCheckpointIO
 from mhmoe.training.failures import Diverged, failure_reason

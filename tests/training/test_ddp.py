@@ -14,7 +14,7 @@ import mlflow
 import psutil
 import pytest
 
-from mhmoe.run_config import resolve_run_config
+from mhmoe.config.run import resolve_run_config
 from mhmoe.tracking.provenance import command_line
 from mhmoe.training.ranks import CHECKPOINT_DIR_ENV
 from mhmoe.training.request import TrainRequest

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mhmoe.configbase import ConfigError
+from mhmoe.config.base import ConfigError
+from mhmoe.config.run import resolve_run_config
 from mhmoe.data.datamodule import train_sample_rows
 from mhmoe.model import Transformer
-from mhmoe.run_config import resolve_run_config
 from mhmoe.training.request import TrainRequest
 from mhmoe.training.runner import train
 from tests.model.fixtures import arch, tiny_model, tiny_moe

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mhmoe.run_config import resolve_run_config
+from mhmoe.config.run import resolve_run_config
 from mhmoe.training.checkpoint_files import ResumePick
 from mhmoe.training.request import TrainRequest
 

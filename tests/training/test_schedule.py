@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from mhmoe.configbase import ConfigError
-from mhmoe.run_config import OptimConfig
+from mhmoe.config.base import ConfigError
+from mhmoe.config.run import OptimConfig
 from mhmoe.training.optim import build_optimizer
 
 

@@ -12,9 +12,9 @@ import mlflow
 import pytest
 import torch
 
-from mhmoe.budget import train_flops_per_token
+from mhmoe.config.run import resolve_run_config
 from mhmoe.model.routing import LOGGED_STATS
-from mhmoe.run_config import resolve_run_config
+from mhmoe.sizing.budget import train_flops_per_token
 from mhmoe.training.peak import CPU_PEAK_FLOPS_PER_THREAD
 from mhmoe.training.request import TrainRequest
 from mhmoe.training.runner import train
@@ -182,7 +182,7 @@ def test_cli_training_prints_our_lines_not_library_chatter(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_compiled_training_matches_names_and_learns(tracking: str, tmp_path: Path) -> None:
     """train.compile=true (torch.compile; grouped_mm stays eager) trains and checkpoints load."""
-    from mhmoe.checkpoint import load_checkpoint
+    from mhmoe.training.checkpoint import load_checkpoint
 
     cfg = debug_config(**{"train.compile": True, "train.max_steps": 20, "train.val_every": 10})
     result = train(TrainRequest(

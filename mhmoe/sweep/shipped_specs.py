@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # the mhmoe package folder
 INSTALLED_SPECS_DIR = _PACKAGE / "experiments"
 CHECKOUT_SPECS_DIR = _PACKAGE.parent / "experiments"
 

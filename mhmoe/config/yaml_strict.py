@@ -2,7 +2,7 @@
 
 PyYAML keeps the last of two equal keys, so a spec listing a group twice silently trained only
 the second one. :class:`StrictLoader` refuses that; :func:`read_yaml_file` also turns syntax
-errors and non-UTF-8 bytes into one :class:`~mhmoe.configbase.ConfigError` line naming the file,
+errors and non-UTF-8 bytes into one :class:`~mhmoe.config.base.ConfigError` line naming the file,
 line and column.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from mhmoe.configbase import ConfigError
+from mhmoe.config.base import ConfigError
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
 

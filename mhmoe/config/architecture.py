@@ -3,7 +3,7 @@
 One frozen, keyword-only dataclass per component. Each validates its own fields in
 ``__post_init__``; :class:`Architecture` checks the rules that span components (``moe.heads``
 must divide ``model.d_model`` ...) once, and is what the model, the budget and the matcher take.
-Errors name the dotted field. What each ``model.ffn`` / ``moe.router`` means: :mod:`mhmoe.variants`.
+Errors name the dotted field. What each ``model.ffn`` / ``moe.router`` means: :mod:`mhmoe.config.variants`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, overload
 
-from mhmoe.configbase import ConfigError, check, check_choice, check_positive
-from mhmoe.variants import FFN_VARIANTS, ROUTER_NAMES, VARIANTS, LayerShape, Variant, router_kind, variant
+from mhmoe.config.base import ConfigError, check, check_choice, check_positive
+from mhmoe.config.variants import FFN_VARIANTS, ROUTER_NAMES, VARIANTS, LayerShape, Variant, router_kind, variant
 
 if TYPE_CHECKING:  # only named in is_quantized's signature; the model side never needs pandas
     import pandas as pd
@@ -29,7 +29,7 @@ class ModelConfig:
     """Decoder-only backbone (docs/MODEL.md): pre-norm RMSNorm, RoPE, SwiGLU, tied embeddings."""
 
     ffn: str = "smoe"
-    """FFN variant (mhmoe.variants): dense, smoe, fine_grained or mhmoe."""
+    """FFN variant (mhmoe.config.variants): dense, smoe, fine_grained or mhmoe."""
     vocab_size: int = 32000
     """Vocabulary size; the data module overwrites it with the tokenizer's size."""
     d_model: int = 768
@@ -67,7 +67,7 @@ class ModelConfig:
 
     @property
     def variant(self) -> Variant:
-        """The :mod:`mhmoe.variants` entry of ``ffn``."""
+        """The :mod:`mhmoe.config.variants` entry of ``ffn``."""
         return VARIANTS[self.ffn]
 
     @property
@@ -92,7 +92,7 @@ class MoEConfig:
     top_k: int = 1
     """Experts chosen per (sub-)token K."""
     router: str = "topk"
-    """Router (mhmoe.variants.ROUTERS): topk = token choice, each (sub-)token picks its top-k experts."""
+    """Router (mhmoe.config.variants.ROUTERS): topk = token choice, each (sub-)token picks its top-k experts."""
     expert_d_ff: int = 2048
     """Hidden width of each SwiGLU expert."""
     heads: int = 1
@@ -209,7 +209,7 @@ def check_architecture(model: ModelConfig, moe: MoEConfig) -> None:
 
 def variant_label(model: ModelConfig, moe: MoEConfig) -> str:
     """Short human-readable name used in tables and MLflow tags (e.g. ``mhmoe-h3``): the variant's
-    label rule (:meth:`mhmoe.variants.Variant.label`)."""
+    label rule (:meth:`mhmoe.config.variants.Variant.label`)."""
     return model.variant.label(heads=moe.heads, head_proj=moe.head_proj, merge_proj=moe.merge_proj,
                                shared=moe.shared_expert_d_ff > 0)
 
@@ -220,7 +220,7 @@ class Architecture:
 
     The only input of the model builder, the budget counts and the matcher: a resolved config is
     checked when it is resolved, not again by every consumer. What the routed layer holds is
-    :attr:`layer`, the variant's :class:`~mhmoe.variants.LayerShape` of this architecture.
+    :attr:`layer`, the variant's :class:`~mhmoe.config.variants.LayerShape` of this architecture.
     """
 
     model: ModelConfig

@@ -11,7 +11,7 @@ F is rounded to a multiple of 4 (fp32 grouped_mm needs 16-byte strides); MH-MoE'
 nearest multiple of ``expert_multiple`` (the paper's 41.33 -> 40 and 93 -> 96). Fine-grained
 segmentation by m keeps the structure exact: E = m E_s, F = F_s / m, k = m k_s. Whatever rounding
 leaves over is reported as ``flops_mismatch_pct`` / ``params_mismatch_pct``, never hidden. Which
-rule a variant follows is its ``match`` entry in :mod:`mhmoe.variants` (whole, segment, heads).
+rule a variant follows is its ``match`` entry in :mod:`mhmoe.config.variants` (whole, segment, heads).
 
 ``mode`` says which projections the experts pay for (the paper leaves Table 4 vs 5 open, 4.5):
     match    the requested ones: every variant costs the baseline (Table 1, the general rule).
@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from mhmoe.budget import moe_layer_params, moe_mults_per_token
-from mhmoe.config import Architecture, ModelConfig, MoEConfig
-from mhmoe.configbase import ConfigError, check, check_choice, from_dict
-from mhmoe.presets import preset
-from mhmoe.variants import BASELINE as BASELINE_FFN, VARIANTS, LayerShape, variant, variant_rows
+from mhmoe.config.architecture import Architecture, ModelConfig, MoEConfig
+from mhmoe.config.base import ConfigError, check, check_choice, from_dict
+from mhmoe.config.presets import preset
+from mhmoe.config.variants import BASELINE as BASELINE_FFN, VARIANTS, LayerShape, variant, variant_rows
+from mhmoe.sizing.budget import moe_layer_params, moe_mults_per_token
 
 MATCHED_FFNS = tuple(key for key, entry in VARIANTS.items() if entry.match is not None)
 MATCH_MODES = ("match", "remove", "rematch")
@@ -122,7 +122,7 @@ def _check_request(
 ) -> None:
     entry = variant(ffn)
     if entry.match is None:  # dense has no MoE layer; it keeps model.d_ff
-        raise ConfigError(f"model.ffn={ffn!r} has no matching rule (mhmoe.variants); matched variants: "
+        raise ConfigError(f"model.ffn={ffn!r} has no matching rule (mhmoe.config.variants); matched variants: "
                           f"{list(MATCHED_FFNS)}")
     check_choice("mode", mode, MATCH_MODES)
     check(baseline.heads == 1, f"moe.heads={baseline.heads} in the baseline: it must be a whole-token SMoE")
@@ -182,7 +182,7 @@ def match_variant(
     ``top_k`` defaults by the variant's matching rule: k_s (whole: smoe), m k_s (segment:
     fine_grained) and h k_s (heads: mhmoe, the paper's k = h at top-1). ``granularity`` (m) only
     applies to the segment rule. ``head_proj`` / ``merge_proj`` default to the variant's default.
-    Expert multiplications and weights come from the variant's :class:`~mhmoe.variants.LayerShape`.
+    Expert multiplications and weights come from the variant's :class:`~mhmoe.config.variants.LayerShape`.
     """
     _check_request(model, baseline, ffn=ffn, heads=heads, top_k=top_k, granularity=granularity,
                    mode=mode, expert_multiple=expert_multiple)

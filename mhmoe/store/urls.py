@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mhmoe.folders import folder_problem
+from mhmoe.config.folders import folder_problem
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 TRACKING_SCHEMES = ("http", "https", "file", "databricks")

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mhmoe.configbase import ConfigError
+from mhmoe.config.base import ConfigError
+from mhmoe.config.run import RunConfig
 from mhmoe.model import Transformer, build_model
-from mhmoe.run_config import RunConfig
 
 if TYPE_CHECKING:  # load_checkpoint imports the tokenizer module only when it runs
     from mhmoe.data.tokenizer import TextTokenizer

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mhmoe.folders import check_folder
+from mhmoe.config.folders import check_folder
 
 ENV_VAR = "MHMOE_HOME"
 DEFAULT_HOME = Path("~/.cache/mhmoe")

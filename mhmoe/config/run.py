@@ -15,8 +15,8 @@ from typing import Any, Literal, get_args
 
 import yaml
 
-from mhmoe.config import Architecture, ModelConfig, MoEConfig, QuantConfig
-from mhmoe.configbase import (
+from mhmoe.config.architecture import Architecture, ModelConfig, MoEConfig, QuantConfig
+from mhmoe.config.base import (
     ConfigError,
     apply_overrides,
     check,
@@ -29,9 +29,9 @@ from mhmoe.configbase import (
     unknown_key,
     valid_keys,
 )
-from mhmoe.data.config import DataConfig
-from mhmoe.presets import preset
-from mhmoe.yaml_strict import parse_value, read_yaml_file
+from mhmoe.config.data import DataConfig
+from mhmoe.config.presets import preset
+from mhmoe.config.yaml_strict import parse_value, read_yaml_file
 
 MAX_STEPS = 10_000_000
 """Upper bound on train.max_steps: 100x the paper's 100k-step schedule. Anything larger is a typo

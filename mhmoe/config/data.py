@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mhmoe.configbase import ConfigError, check, check_positive, from_dict
+from mhmoe.config.base import ConfigError, check, check_positive, from_dict
 
 
 class DataError(ValueError):

@@ -1,7 +1,7 @@
 """Every FFN variant and every router, each described once (docs/MODEL.md, "Adding a variant or router").
 
 A :class:`Variant` is what ``model.ffn`` names: whether it routes, how it splits tokens, its
-head/merge defaults, how :mod:`mhmoe.matching` sizes it against the SMoE baseline, its label
+head/merge defaults, how :mod:`mhmoe.sizing.matching` sizes it against the SMoE baseline, its label
 (``mhmoe-h2``: run names, MLflow tags, budget rows), its paper name and place in the paper's row
 order (tables and figures), the builder of its FFN module and the shape of its routed layer
 (:class:`LayerShape`, what the builder, the budget and the matcher all read). A :class:`RouterKind` is what
@@ -19,18 +19,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mhmoe.configbase import check_choice
+from mhmoe.config.base import check_choice
 
 MATCH_RULES = ("whole", "segment", "heads")
-"""How :func:`mhmoe.matching.match_variant` sizes a routed variant against the SMoE baseline:
+"""How :func:`mhmoe.sizing.matching.match_variant` sizes a routed variant against the SMoE baseline:
 ``whole`` whole tokens, k = k_s, E = E_s; ``segment`` fine-grained segmentation by m, k = m k_s,
 E = m E_s; ``heads`` h sub-tokens, k = h k_s, E solved for parameter parity."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class LayerShape:
-    """The structure of one routed layer: what its builder allocates, :mod:`mhmoe.budget` counts and
-    :mod:`mhmoe.matching` solves for, so the three agree by construction.
+    """The structure of one routed layer: what its builder allocates, :mod:`mhmoe.sizing.budget` counts and
+    :mod:`mhmoe.sizing.matching` solves for, so the three agree by construction.
 
     Each token is split into ``heads`` sub-tokens of width ``d_model / heads``; each sub-token runs
     ``top_k`` bias-free SwiGLU experts (d/h -> F -> d/h) out of ``num_experts`` in its pool. ``pools``
@@ -75,7 +75,7 @@ class LayerShape:
 
     @property
     def matched_mults(self) -> int:
-        """The matched budget of the layer (:mod:`mhmoe.matching`): expert + head + merge
+        """The matched budget of the layer (:mod:`mhmoe.sizing.matching`): expert + head + merge
         multiplications per token (router and shared expert excluded, as in the paper)."""
         return self.expert_mults + self.projections * self.d_model**2
 
@@ -108,7 +108,7 @@ class LayerShape:
 
 def routed_shape(arch: Any) -> LayerShape:
     """The shape of a routed layer whose h heads share one pool of ``moe.num_experts`` experts (SMoE,
-    fine-grained SMoE, MH-MoE); ``arch`` is a validated :class:`mhmoe.config.Architecture`."""
+    fine-grained SMoE, MH-MoE); ``arch`` is a validated :class:`mhmoe.config.architecture.Architecture`."""
     moe, projections = arch.moe, arch.variant.projections
     return LayerShape(
         d_model=arch.model.d_model, heads=moe.heads, num_experts=moe.num_experts, top_k=moe.top_k,
@@ -140,7 +140,7 @@ class Variant:
     """Matching rule (:data:`MATCH_RULES`); None: not sized against the SMoE baseline."""
     rows: tuple[Mapping[str, Any], ...] = ({},)
     """Rows of ``mhmoe budget`` / ``mhmoe smoke`` (and of the paper's Table 1 for the paper's variants),
-    as :func:`mhmoe.matching.match_variant` keywords: MH-MoE has one per head count."""
+    as :func:`mhmoe.sizing.matching.match_variant` keywords: MH-MoE has one per head count."""
     in_paper: bool = False
     """The paper ran this variant, at the head counts of its ``rows``."""
     colour: str = "purple"
@@ -198,7 +198,7 @@ MH-MoE with a router and an expert pool per head (not in the paper)."""
 
 FFN_VARIANTS = tuple(VARIANTS)
 BASELINE = "smoe"
-"""The whole-token variant every matched variant is sized against (:mod:`mhmoe.matching`) and that
+"""The whole-token variant every matched variant is sized against (:mod:`mhmoe.sizing.matching`) and that
 analysis/ takes differences against (its full-precision, unmodified point)."""
 
 

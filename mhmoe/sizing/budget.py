@@ -16,9 +16,9 @@ Multiplications are forward multiply-adds per token; :func:`train_flops_per_toke
 training FLOPs (x2 for multiply + add, x3 for forward + backward). Symbols: d model width, F expert
 hidden width, k top-k, h MH-MoE heads, E experts, V vocabulary.
 
-Every count takes a validated :class:`~mhmoe.config.Architecture` (a resolved RunConfig's
-``architecture``) and reads the routed layer from its :attr:`~mhmoe.config.Architecture.layer`, the
-variant's :class:`~mhmoe.variants.LayerShape`: the shape the builder allocates, so a variant with
+Every count takes a validated :class:`~mhmoe.config.architecture.Architecture` (a resolved RunConfig's
+``architecture``) and reads the routed layer from its :attr:`~mhmoe.config.architecture.Architecture.layer`, the
+variant's :class:`~mhmoe.config.variants.LayerShape`: the shape the builder allocates, so a variant with
 another structure (its own ``shape`` hook) is counted as it is built.
 """
 
@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mhmoe.config import Architecture, QuantConfig
-from mhmoe.variants import LayerShape
+from mhmoe.config.architecture import Architecture, QuantConfig
+from mhmoe.config.variants import LayerShape
 
 
 @dataclass(frozen=True, kw_only=True)

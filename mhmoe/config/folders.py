@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mhmoe.configbase import ConfigError
+from mhmoe.config.base import ConfigError
 
 
 def blocking_file(path: Path) -> Path | None:

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from mhmoe.folders import folder_problem
+from mhmoe.config.folders import folder_problem
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

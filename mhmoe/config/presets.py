@@ -3,7 +3,7 @@
 ``paper-v2`` is the v2 paper's SMoE baseline (docs/MODEL.md); ``cpu-small`` is the same recipe
 shrunk so a run trains in minutes on 2 CPU cores; ``debug`` trains in seconds (tests).
 Every preset describes the SMoE baseline; other variants are derived from it by the budget
-solver (:mod:`mhmoe.budget`), never copy-pasted.
+solver (:mod:`mhmoe.sizing.budget`), never copy-pasted.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from mhmoe.configbase import ConfigError
+from mhmoe.config.base import ConfigError
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper-v2": {
@@ -20,7 +20,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "moe": {"num_experts": 8, "top_k": 1, "expert_d_ff": 2048},
         "data": {"vocab_size": 32000},
         # 256 x 2048 = 0.5M tokens per step, 100k steps (v2 section 3), accumulated over 16 micro-batches
-        # of 16 sequences: by mhmoe.memory's estimate (bf16-mixed, one 80 GB GPU) every Table 1 variant
+        # of 16 sequences: by mhmoe.sizing.memory's estimate (bf16-mixed, one 80 GB GPU) every Table 1 variant
         # of experiments/paper_v2.yaml then needs at most ~36 GiB without activation checkpointing; 32
         # would fit MH-MoE h=3 by under 1%, too tight for an estimate not yet checked on a GPU.
         "train": {"seq_len": 2048, "batch_size": 256, "max_steps": 100_000, "val_every": 5_000,

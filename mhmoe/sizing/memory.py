@@ -1,6 +1,6 @@
 """Preflight: device memory and compute of one training run, from its config alone (no torch).
 
-The sizing layer (beside :mod:`mhmoe.budget`): pure estimates that import nothing from training;
+The sizing layer (beside :mod:`mhmoe.sizing.budget`): pure estimates that import nothing from training;
 checking them against the device a run trains on is :mod:`mhmoe.training.preflight`.
 
 Memory on one rank = model state + activations of one micro-batch:
@@ -18,7 +18,7 @@ back-propagated, and the CUDA context (~0.5-1 GB). :data:`HEADROOM` covers them 
 micro-batch size is chosen. FSDP shards the model state over ranks (not modelled: the estimate is
 the DDP one, an upper bound).
 
-Compute: training FLOPs are :func:`mhmoe.budget.train_flops_per_token` x tokens (one more forward
+Compute: training FLOPs are :func:`mhmoe.sizing.budget.train_flops_per_token` x tokens (one more forward
 when checkpointing); device-hours assume a stated peak and MFU, or a measured tokens/s.
 """
 
@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mhmoe.budget import count_params, train_flops_per_token
-from mhmoe.configbase import ConfigError
-from mhmoe.run_config import RunConfig
+from mhmoe.config.base import ConfigError
+from mhmoe.config.run import RunConfig
+from mhmoe.sizing.budget import count_params, train_flops_per_token
 
 FP32 = 4
 HEADROOM = 0.9

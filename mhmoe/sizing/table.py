@@ -1,8 +1,8 @@
 """The v2 Table 1 budget table of a preset: parameters and FLOPs of every paper variant.
 
-Every routed variant is derived from the preset's SMoE baseline by :mod:`mhmoe.matching`; each is
+Every routed variant is derived from the preset's SMoE baseline by :mod:`mhmoe.sizing.matching`; each is
 shown in full precision and with BitNet b1.58 (same counts, split into quantized and
-full-precision parameters by the default placement of :class:`mhmoe.config.QuantConfig`).
+full-precision parameters by the default placement of :class:`mhmoe.config.architecture.QuantConfig`).
 Printed by ``mhmoe budget`` and ``mhmoe smoke``.
 """
 
@@ -12,12 +12,12 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from mhmoe.budget import count_mults, count_params, moe_layer_params, moe_mults_per_token
-from mhmoe.config import Architecture, ModelConfig, QuantConfig
-from mhmoe.matching import BASELINE_FFN, MatchResult, paper_matches, preset_configs
-from mhmoe.presets import preset
-from mhmoe.sweep.tables import format_table as text_table
-from mhmoe.variants import variant_rows
+from mhmoe.config.architecture import Architecture, ModelConfig, QuantConfig
+from mhmoe.config.presets import preset
+from mhmoe.config.variants import variant_rows
+from mhmoe.sizing.budget import count_mults, count_params, moe_layer_params, moe_mults_per_token
+from mhmoe.sizing.matching import BASELINE_FFN, MatchResult, paper_matches, preset_configs
+from mhmoe.text_table import format_table as text_table
 
 BITNET = QuantConfig(weight_bits=1.58)
 FULL_PRECISION = QuantConfig()

@@ -1,0 +1,1 @@
+"""Analytic sizing: parameter and FLOP budgets, variant matching, memory and compute estimates."""

@@ -1,0 +1,1 @@
+"""Where mhmoe keeps things: the MHMOE_HOME layout, store URLs, atomic file writes."""
