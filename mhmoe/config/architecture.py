@@ -256,11 +256,6 @@ class Architecture:
         return self.layer is not None and self.layer.merge_proj
 
     @property
-    def num_projections(self) -> int:
-        """Head and merge layers (d x d each) of one MoE layer: 0, 1 or 2."""
-        return self.layer.projections if self.layer is not None else 0
-
-    @property
     def label(self) -> str:
         """``mhmoe-h3``: :func:`variant_label` (without the ``+w<bits>`` of RunConfig.variant)."""
         return variant_label(self.model, self.moe)

@@ -157,10 +157,6 @@ def load_balancing_loss(probs_SE: torch.Tensor, experts_SK: torch.Tensor) -> tor
     return E * (probs_SE.mean(dim=0) * frac_top1_E).sum()
 
 
-def router_z_loss(logits_SE: torch.Tensor) -> torch.Tensor:
-    return torch.logsumexp(logits_SE, dim=-1).pow(2).mean()
-
-
 def expert_capacity(num_routed: int, num_experts: int, top_k: int, factor: float) -> int:
     """Official rule: capacity = k * ceil(S / E), scaled by the capacity factor."""
     return max(1, int(top_k * math.ceil(num_routed / num_experts) * factor))

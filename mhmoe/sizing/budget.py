@@ -105,10 +105,6 @@ class ParamCount:
     def full_precision(self) -> int:
         return self.total - self.quantized
 
-    @property
-    def non_embedding(self) -> int:
-        return self.total - self.embedding - self.lm_head
-
 
 @dataclass(frozen=True, kw_only=True)
 class LayerMults:
