@@ -3,9 +3,9 @@
 SQLite (one machine; the default, a file under the mhmoe home) and PostgreSQL (many nodes) are
 both plain Optuna RDB storages, so ``optuna-dashboard <url>`` shows a sweep as a normal study.
 SQLite has no row locks: two workers can both pop the same WAITING trial (seen with Optuna 5), so every
-queue mutation (submit, claim, re-queue, tell) runs under :func:`queue_lock` -- a file lock next
-to the SQLite file, or a transaction-scoped advisory lock on PostgreSQL, which also covers
-workers on other nodes.
+queue mutation (submit, re-queue, tell; claims too except on PostgreSQL, see :mod:`mhmoe.sweep.queue`) runs
+under :func:`queue_lock` -- a file lock next to the SQLite file, or a transaction-scoped advisory lock on
+PostgreSQL, which also covers workers on other nodes.
 """
 
 from __future__ import annotations
