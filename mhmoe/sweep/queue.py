@@ -45,7 +45,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mhmoe.sweep.outage import MAX_DELAY_S
 from mhmoe.sweep.spec import Direction
-from mhmoe.sweep.storage import open_storage, queue_lock
+from mhmoe.sweep.storage import open_storage, queue_lock, try_queue_lock
 from mhmoe.sweep.trial_index import TrialKey, trial_index, trial_state
 from mhmoe.tracking.applicable import applicable_params
 from mhmoe.training.failures import Fence, LostClaim
@@ -223,7 +223,9 @@ class SweepQueue:
         reaped: list[tuple[FrozenTrial, bool]] = []
         if not self.stale_trial_ids():
             return reaped  # the usual case: no need to queue for the lock (re-checked under it)
-        with self.lock():
+        with try_queue_lock(self.storage, self.url, self.study_name) as held:
+            if not held:
+                return reaped  # another worker holds the lock, likely reaping these; a later claim re-checks
             for trial_id in self.stale_trial_ids():
                 try:
                     self.storage.set_trial_user_attr(trial_id, "failure_reason", STALE_REASON)

@@ -141,7 +141,20 @@ def queue_lock(storage, url: str, study_name: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _advisory_lock(storage, key: int) -> Iterator[None]:
+def try_queue_lock(storage, url: str, study_name: str) -> Iterator[bool]:
+    """:func:`queue_lock` for work any worker may do (reaping stale trials): on PostgreSQL only if it is free
+    now (yields False, holding nothing, when not), since after a worker death every claim finds the stale trial
+    and 100+ workers queueing for the lock one by one would each just find it reaped. Elsewhere it waits."""
+    if url.startswith("postgresql"):
+        with _advisory_lock(storage, _advisory_key(study_name), wait=False) as held:
+            yield held
+    else:
+        with queue_lock(storage, url, study_name):
+            yield True
+
+
+@contextlib.contextmanager
+def _advisory_lock(storage, key: int, *, wait: bool = True) -> Iterator[bool]:
     """A transaction-scoped advisory lock: released on commit/rollback, even if this process dies mid-claim.
 
     Taking it rides out an outage like any storage call. If the server restarts while it is held, the
@@ -156,15 +169,17 @@ def _advisory_lock(storage, key: int) -> Iterator[None]:
         conn = storage.engine.connect()
         try:
             conn.begin()
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            if wait:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+                return conn, True
+            return conn, bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key}).scalar())
         except BaseException:
             conn.close()
             raise
-        return conn
 
-    conn = call_on(storage, acquire)
+    conn, held = call_on(storage, acquire)
     try:
-        yield
+        yield held
     finally:
         try:
             conn.commit()
@@ -176,4 +191,4 @@ def _advisory_lock(storage, key: int) -> Iterator[None]:
 
 
 __all__ = ["STORAGE_ENV", "StorageError", "check_storage", "open_storage", "queue_lock", "redact", "sqlite_path",
-           "store_exists", "storage_url"]
+           "store_exists", "storage_url", "try_queue_lock"]

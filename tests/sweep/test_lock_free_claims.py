@@ -133,3 +133,24 @@ def test_claims_racing_requeues_never_take_a_retry_for_a_duplicate(postgres_serv
     assert complete == Counter(hashes)  # each point done exactly once
     assert not [t.number for t in trials if t.user_attrs.get("failure_reason") == DUPLICATE_REASON]
     assert sum(t.state == TrialState.FAIL for t in trials) >= 10, "the re-queues did not happen"
+
+
+def test_a_reap_on_postgres_leaves_stale_trials_to_the_lock_holder_instead_of_queueing(postgres_server) -> None:
+    """After a worker death every claim sees the stale trial: one reaps it, the others do not line up for the
+    lock only to find it reaped."""
+    queue = _queue(postgres_server, "reap_no_wait", ["a"], max_attempt=2)
+    reaper = SweepQueue(queue.url, "q", heartbeat_interval=1, grace_period=1)
+    assert reaper.claim() is not None  # then it stops beating: stale after the grace period
+    deadline = time.monotonic() + 30
+    while not reaper.stale_trial_ids():
+        assert time.monotonic() < deadline, "the trial never went stale"
+        time.sleep(0.5)
+    got: list = []
+    thread = threading.Thread(target=lambda: got.append(reaper.reap()), daemon=True)
+    with queue.lock():
+        thread.start()
+        thread.join(timeout=15)
+        assert got == [[]], "the reap waited for the lock"
+    (trial, retried), = reaper.reap()  # the lock is free again: reaped and re-queued
+    assert trial.state == TrialState.FAIL and retried
+    reaper.close()
