@@ -2,15 +2,28 @@
 
 Submitting enqueues one trial per grid point missing from the study (identity = config hash), so
 resubmitting is a no-op and adding a seed adds only the new points. Workers claim a WAITING trial
-under :func:`~mhmoe.sweep.storage.queue_lock` (no double claim, even on SQLite), beat a heartbeat
-while training, and tell the metric back. A trial whose worker died stops beating; the next claim
-fails it (Optuna's heartbeat staleness) and enqueues a new attempt of the same point carrying the
-MLflow run id, so the point resumes from its checkpoint. Failed attempts are retried until
-``max_attempt``. An attempt belongs to the worker that claimed it only while its trial is
-RUNNING: once reaped, every write of the old worker (tell, fail, checkpoint) is refused.
+(see "Claims" below), beat a heartbeat while training, and tell the metric back. A trial whose worker
+died stops beating; the next claim fails it (Optuna's heartbeat staleness) and enqueues a new attempt
+of the same point carrying the MLflow run id, so the point resumes from its checkpoint. Failed attempts
+are retried until ``max_attempt``. An attempt belongs to the worker that claimed it only while its trial
+is RUNNING: once reaped, every write of the old worker (tell, fail, checkpoint) is refused.
 Optuna's GridSampler is not used: with 2+ workers it re-runs points, and it counts FAILED points
 as done. The study also carries each point's checkpoint folder (:mod:`mhmoe.sweep.checkpoints`) and
 the sweep's MLflow parent run (:mod:`mhmoe.sweep.parent_run`); those modules own them.
+
+Claims. Every write that creates a trial (submit, re-queue) or ends one (tell, fail, reap, the duplicate
+discard) runs under :func:`~mhmoe.sweep.storage.queue_lock`. On SQLite (no row locks) a claim takes it too.
+On PostgreSQL a claim reads the index without it and swaps WAITING -> RUNNING with Optuna's
+``set_trial_state_values``, which row-locks the trial and refuses one no longer WAITING: no trial is
+claimed twice. Without the lock a claim takes only a trial that is the one attempt of its point in its
+snapshot of the index (WAITING, RUNNING and COMPLETE trials); else it takes the locked path, which
+discards duplicates as before. No point runs twice: its other attempts were FAIL in the snapshot and stay
+so; a new attempt needs a RUNNING one to fail (re-queue) or a failed point (resubmit); a duplicate left
+by a lost enqueue commit counts in every later snapshot, and the locked path discards it once an attempt
+of its point is taken (a swap refused under the lock means a lock-free claim took that point). Nor is a
+trial both discarded and claimed: the two snapshots would have to disagree on an attempt going
+RUNNING -> FAIL, which waits for the lock the discarding claim holds. Nothing is lost: a claim only
+moves a WAITING trial to RUNNING, with a first heartbeat so the reaper sees it if the worker dies.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,8 +45,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mhmoe.sweep.outage import MAX_DELAY_S
 from mhmoe.sweep.spec import Direction
-from mhmoe.sweep.storage import open_storage, queue_lock
-from mhmoe.sweep.trial_index import trial_index, trial_state
+from mhmoe.sweep.storage import open_storage, queue_lock, try_queue_lock
+from mhmoe.sweep.trial_index import TrialKey, trial_index, trial_state
 from mhmoe.tracking.applicable import applicable_params
 from mhmoe.training.failures import Fence, LostClaim
 
@@ -209,7 +223,9 @@ class SweepQueue:
         reaped: list[tuple[FrozenTrial, bool]] = []
         if not self.stale_trial_ids():
             return reaped  # the usual case: no need to queue for the lock (re-checked under it)
-        with self.lock():
+        with try_queue_lock(self.storage, self.url, self.study_name) as held:
+            if not held:
+                return reaped  # another worker holds the lock, likely reaping these; a later claim re-checks
             for trial_id in self.stale_trial_ids():
                 try:
                     self.storage.set_trial_user_attr(trial_id, "failure_reason", STALE_REASON)
@@ -231,37 +247,74 @@ class SweepQueue:
         """
         if reap:
             self.reap()
-        trial_id = self._claim_locked(accepts)
+        trial_id, in_doubt = self._claim_without_lock(accepts) if self._row_locked_claims else (None, True)
+        if in_doubt:
+            trial_id = self._claim_locked(accepts)
         if trial_id is None:
             return None
-        # Outside the lock (every other claim waits on it): the trial is ours now, and the worker and
+        # Outside any lock (on SQLite every other claim waits on it): the trial is ours now, and the worker and
         # params only label it for `sweep status` and the dashboard.
         self.storage.set_trial_user_attr(trial_id, "worker", worker or worker_id())
         trial = self.storage.get_trial(trial_id)
         self._set_params(trial)
         return self.storage.get_trial(trial_id)
 
+    @property
+    def _row_locked_claims(self) -> bool:
+        # PostgreSQL: Optuna's row lock keeps a swap single, so claims need not queue on the study's lock
+        # (see the module docstring). SQLite has no row locks; MySQL keeps its lock-less claims as they were.
+        return self.url.startswith("postgresql")
+
+    @staticmethod
+    def _claim_order(index: list[TrialKey]) -> list[TrialKey]:
+        """WAITING trials in the order claims take them: re-queued attempts first, then submission order."""
+        return sorted((k for k in index if k.state == TrialState.WAITING), key=lambda k: (k.attempt == 1, k.number))
+
+    def _claim_without_lock(self, accepts: Callable[[FrozenTrial], bool] | None) -> tuple[int | None, bool]:
+        """The first trial that fits, swapped without the lock: (its id, False); (None, False) when none fits;
+        (None, True) when a point with another WAITING, RUNNING or COMPLETE attempt comes first (the locked
+        path decides)."""
+        index = trial_index(self.storage, self.study._study_id)
+        attempts = Counter(k.config_hash for k in index)
+        for key in self._claim_order(index):
+            if attempts[key.config_hash] > 1:  # the index holds only WAITING, RUNNING and COMPLETE trials
+                return None, True
+            if self._fits(key, accepts) and self._swap_to_running(key.trial_id):
+                return key.trial_id, False
+        return None, False
+
     def _claim_locked(self, accepts: Callable[[FrozenTrial], bool] | None) -> int | None:
         """Under the lock, the WAITING -> RUNNING swap of the first trial that fits; its id (None: none fits)."""
         with self.lock():
             index = trial_index(self.storage, self.study._study_id)  # not the configs: one light query
             taken = {k.config_hash for k in index if k.state in (TrialState.RUNNING, TrialState.COMPLETE)}
-            waiting = [k for k in index if k.state == TrialState.WAITING]
-            for key in sorted(waiting, key=lambda k: (k.attempt == 1, k.number)):
+            for key in self._claim_order(index):
                 if key.config_hash in taken:
                     self._discard_duplicate(key.trial_id)
                     continue
-                if key.not_before > time.time():
-                    continue  # a retry waiting out its pause
-                if accepts is not None and not accepts(self.storage.get_trial(key.trial_id)):
+                if not self._fits(key, accepts):
                     continue
-                if not self.storage.set_trial_state_values(key.trial_id, TrialState.RUNNING):
-                    continue  # taken by a worker outside our lock (e.g. a plain study.optimize)
-                if self.storage.heartbeat_interval is not None:
-                    # Optuna only judges trials that have beaten at least once.
-                    self.storage.record_heartbeat(key.trial_id)
-                return key.trial_id
+                if self._swap_to_running(key.trial_id):
+                    return key.trial_id
+                taken.add(key.config_hash)  # a claim without the lock took it after our read
         return None
+
+    def _fits(self, key: TrialKey, accepts: Callable[[FrozenTrial], bool] | None) -> bool:
+        if key.not_before > time.time():
+            return False  # a retry waiting out its pause
+        return accepts is None or accepts(self.storage.get_trial(key.trial_id))
+
+    def _swap_to_running(self, trial_id: int) -> bool:
+        """Optuna's row-locked WAITING -> RUNNING swap; False when another worker took the trial first."""
+        try:
+            if not self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                return False
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False  # discarded as a duplicate meanwhile
+        if self.storage.heartbeat_interval is not None:
+            # Optuna only judges trials that have beaten at least once.
+            self.storage.record_heartbeat(trial_id)
+        return True
 
     def _discard_duplicate(self, trial_id: int) -> None:
         """Fail a WAITING attempt of a point that is already running or done (caller holds the lock).

@@ -3,9 +3,9 @@
 SQLite (one machine; the default, a file under the mhmoe home) and PostgreSQL (many nodes) are
 both plain Optuna RDB storages, so ``optuna-dashboard <url>`` shows a sweep as a normal study.
 SQLite has no row locks: two workers can both pop the same WAITING trial (seen with Optuna 5), so every
-queue mutation (submit, claim, re-queue, tell) runs under :func:`queue_lock` -- a file lock next
-to the SQLite file, or a transaction-scoped advisory lock on PostgreSQL, which also covers
-workers on other nodes.
+queue mutation (submit, re-queue, tell; claims too except on PostgreSQL, see :mod:`mhmoe.sweep.queue`) runs
+under :func:`queue_lock` -- a file lock next to the SQLite file, or a transaction-scoped advisory lock on
+PostgreSQL, which also covers workers on other nodes.
 """
 
 from __future__ import annotations
@@ -141,7 +141,20 @@ def queue_lock(storage, url: str, study_name: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _advisory_lock(storage, key: int) -> Iterator[None]:
+def try_queue_lock(storage, url: str, study_name: str) -> Iterator[bool]:
+    """:func:`queue_lock` for work any worker may do (reaping stale trials): on PostgreSQL only if it is free
+    now (yields False, holding nothing, when not), since after a worker death every claim finds the stale trial
+    and 100+ workers queueing for the lock one by one would each just find it reaped. Elsewhere it waits."""
+    if url.startswith("postgresql"):
+        with _advisory_lock(storage, _advisory_key(study_name), wait=False) as held:
+            yield held
+    else:
+        with queue_lock(storage, url, study_name):
+            yield True
+
+
+@contextlib.contextmanager
+def _advisory_lock(storage, key: int, *, wait: bool = True) -> Iterator[bool]:
     """A transaction-scoped advisory lock: released on commit/rollback, even if this process dies mid-claim.
 
     Taking it rides out an outage like any storage call. If the server restarts while it is held, the
@@ -156,15 +169,17 @@ def _advisory_lock(storage, key: int) -> Iterator[None]:
         conn = storage.engine.connect()
         try:
             conn.begin()
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            if wait:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+                return conn, True
+            return conn, bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key}).scalar())
         except BaseException:
             conn.close()
             raise
-        return conn
 
-    conn = call_on(storage, acquire)
+    conn, held = call_on(storage, acquire)
     try:
-        yield
+        yield held
     finally:
         try:
             conn.commit()
@@ -176,4 +191,4 @@ def _advisory_lock(storage, key: int) -> Iterator[None]:
 
 
 __all__ = ["STORAGE_ENV", "StorageError", "check_storage", "open_storage", "queue_lock", "redact", "sqlite_path",
-           "store_exists", "storage_url"]
+           "store_exists", "storage_url", "try_queue_lock"]
