@@ -46,7 +46,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mhmoe.sweep.outage import MAX_DELAY_S
 from mhmoe.sweep.spec import Direction
 from mhmoe.sweep.storage import open_storage, queue_lock, try_queue_lock
-from mhmoe.sweep.trial_index import TrialKey, trial_index, trial_state
+from mhmoe.sweep.trial_index import TrialKey, take_first_waiting, trial_index, trial_state
 from mhmoe.tracking.applicable import applicable_params
 from mhmoe.training.failures import Fence, LostClaim
 
@@ -58,6 +58,8 @@ SETTINGS_ATTR = "mhmoe.sweep"
 nodes need only the storage URL and the study name."""
 STALE_REASON = "stale: no heartbeat within the grace period (worker died?)"
 DUPLICATE_REASON = "duplicate attempt of a point already running or done; discarded"
+ACCEPTS_BATCH = 4
+"""Trials a filtered claim (``accepts``) judges before trying to take one of them."""
 PARAM_KEYS = ("moe.heads", "moe.num_experts", "moe.top_k", "moe.expert_d_ff", "quant.weight_bits")
 """Numeric config values set as Optuna params when a trial starts (dashboard axes). Not the seed:
 it is a user attr, so parameter importance ranks only what the sweep compares."""
@@ -276,12 +278,25 @@ class SweepQueue:
         path decides)."""
         index = trial_index(self.storage, self.study._study_id)
         attempts = Counter(k.config_hash for k in index)
+        candidates: list[int] = []
         for key in self._claim_order(index):
             if attempts[key.config_hash] > 1:  # the index holds only WAITING, RUNNING and COMPLETE trials
-                return None, True
-            if self._fits(key, accepts) and self._swap_to_running(key.trial_id):
-                return key.trial_id, False
-        return None, False
+                taken = self._take(candidates)
+                return taken, taken is None
+            if not self._fits(key, accepts):
+                continue
+            candidates.append(key.trial_id)
+            if accepts is not None and len(candidates) == ACCEPTS_BATCH:
+                # `accepts` reads each trial in full: try a few before judging more
+                if (taken := self._take(candidates)) is not None:
+                    return taken, False
+                candidates = []
+        return self._take(candidates), False
+
+    def _take(self, trial_ids: list[int]) -> int | None:
+        """The first of ``trial_ids`` still WAITING, swapped to RUNNING with its first heartbeat (skipping
+        trials other claims are swapping right now)."""
+        return take_first_waiting(self.storage, trial_ids, heartbeat=self.storage.heartbeat_interval is not None)
 
     def _claim_locked(self, accepts: Callable[[FrozenTrial], bool] | None) -> int | None:
         """Under the lock, the WAITING -> RUNNING swap of the first trial that fits; its id (None: none fits)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from optuna.trial import TrialState
 
@@ -77,4 +78,46 @@ def trial_state(storage, trial_id: int) -> TrialState:
     return TrialState[call_on(storage, read)]
 
 
-__all__ = ["TrialKey", "trial_index", "trial_state"]
+_TAKE_FIRST_WAITING = (
+    "SELECT trial_id FROM trials WHERE trial_id = ANY(:ids) AND state = 'WAITING' "
+    "ORDER BY array_position(:ids, trial_id) LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+_HEARTBEAT = (
+    "INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES (:trial_id, now()) "
+    "ON CONFLICT (trial_id) DO UPDATE SET heartbeat = EXCLUDED.heartbeat"
+)
+
+
+def take_first_waiting(storage, trial_ids: list[int], *, heartbeat: bool) -> int | None:
+    """PostgreSQL: move the first of ``trial_ids`` (in that order) that is still WAITING to RUNNING, with
+    its first heartbeat, in one transaction; its id, or None when every one is taken or being taken.
+
+    ``FOR UPDATE SKIP LOCKED`` passes over a trial another claim is swapping right now instead of waiting
+    for that claim to commit and then finding the trial RUNNING: at 100+ workers every claim would
+    otherwise queue behind the first one on the same row. The swap and the heartbeat commit together, so a
+    worker killed right after its claim leaves a trial the reaper sees (Optuna's reaper skips RUNNING
+    trials that never beat). Retried like any storage call: a retry after a commit that did land finds
+    that trial RUNNING and takes the next one; the first is reaped after the grace period and re-queued.
+    The columns written are Optuna's own (``datetime_start`` is naive UTC, as Optuna stores it).
+    """
+    from sqlalchemy import text
+
+    if not trial_ids:
+        return None
+
+    def swap() -> int | None:
+        with storage.engine.begin() as conn:
+            trial_id = conn.execute(text(_TAKE_FIRST_WAITING), {"ids": list(trial_ids)}).scalar()
+            if trial_id is None:
+                return None
+            started = datetime.now(timezone.utc).replace(tzinfo=None)
+            conn.execute(text("UPDATE trials SET state = 'RUNNING', datetime_start = :started "
+                              "WHERE trial_id = :trial_id"), {"started": started, "trial_id": trial_id})
+            if heartbeat:
+                conn.execute(text(_HEARTBEAT), {"trial_id": trial_id})
+            return int(trial_id)
+
+    return call_on(storage, swap)
+
+
+__all__ = ["TrialKey", "take_first_waiting", "trial_index", "trial_state"]

@@ -154,3 +154,37 @@ def test_a_reap_on_postgres_leaves_stale_trials_to_the_lock_holder_instead_of_qu
     (trial, retried), = reaper.reap()  # the lock is free again: reaped and re-queued
     assert trial.state == TrialState.FAIL and retried
     reaper.close()
+
+
+def test_a_claim_skips_a_trial_another_claim_is_swapping_instead_of_waiting_for_it(postgres_server) -> None:
+    """Another claim's open swap (its row lock on trial "a") is passed over at once: without SKIP LOCKED every
+    claim of a starting fleet queued behind the first one on the same row."""
+    from sqlalchemy import text
+
+    queue = _queue(postgres_server, "claim_skip_locked", ["a", "b"])
+    first = queue.study.trials[0]._trial_id
+    claimer = SweepQueue(queue.url, "q", heartbeat_interval=60)
+    with queue.storage.engine.begin() as conn:  # a claim mid-swap of "a", not yet committed
+        conn.execute(text("SELECT trial_id FROM trials WHERE trial_id = :t FOR UPDATE"), {"t": first})
+        started = time.monotonic()
+        trial = claimer.claim()
+        waited = time.monotonic() - started
+    assert trial is not None and trial.user_attrs["config_hash"] == "b"
+    assert waited < 5, f"the claim waited {waited:.1f} s for the other claim's row lock"
+    claimer.close()
+
+
+def test_a_worker_killed_right_after_its_claim_leaves_a_trial_the_reaper_sees(postgres_server) -> None:
+    """The swap to RUNNING and the first heartbeat commit together: a claim that never beats again is
+    reaped after the grace period and its point re-queued (Optuna's reaper skips trials that never beat)."""
+    queue = _queue(postgres_server, "claim_then_die", ["a"], max_attempt=2)
+    claimer = SweepQueue(queue.url, "q", heartbeat_interval=1, grace_period=2)
+    trial = claimer.claim()
+    assert trial is not None
+    claimer.close()  # the worker is gone: nothing beats for this trial again
+    time.sleep(3.5)
+    reaper = SweepQueue(queue.url, "q", heartbeat_interval=1, grace_period=2)
+    reaper.storage.reachable_for_s = lambda: 1e9  # no outage was seen: judge heartbeats now
+    reaped = reaper.reap()
+    assert [t.number for t, _ in reaped] == [trial.number] and reaped[0][1], "the claimed trial was not reaped"
+    reaper.close()
