@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from optuna.trial import TrialState
 
@@ -78,6 +78,36 @@ def trial_state(storage, trial_id: int) -> TrialState:
     return TrialState[call_on(storage, read)]
 
 
+_STALE = (
+    "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+    "WHERE t.study_id = :study_id AND t.state = 'RUNNING' AND ((h.heartbeat IS NOT NULL AND h.heartbeat < :beat_cutoff)"
+    " OR (h.heartbeat IS NULL AND t.datetime_start < :start_cutoff))"
+)
+
+
+def stale_trial_ids(storage, study_id: int, grace_s: float) -> set[int]:
+    """RUNNING trials of the study whose last heartbeat is older than ``grace_s``, and those that never beat
+    and started longer ago than that (a worker killed between its claim and its first beat; Optuna's own
+    reaper skips them, so they would stay RUNNING for ever). One query returning only the stale trials,
+    where Optuna's reads every running trial with its heartbeat on each claim.
+
+    Heartbeats are compared on the database's clock (Optuna writes them with the database's ``now()``),
+    start times on this machine's UTC clock (Optuna writes them from Python as naive UTC)."""
+    from sqlalchemy import DateTime, bindparam, func, select, text
+
+    def read() -> set[int]:
+        with storage.engine.connect() as conn:
+            now_db = conn.execute(select(func.now())).scalar().replace(tzinfo=None)
+            started = datetime.now(timezone.utc).replace(tzinfo=None)
+            query = text(_STALE).bindparams(bindparam("beat_cutoff", type_=DateTime),
+                                            bindparam("start_cutoff", type_=DateTime))
+            rows = conn.execute(query, {"study_id": study_id, "beat_cutoff": now_db - timedelta(seconds=grace_s),
+                                        "start_cutoff": started - timedelta(seconds=grace_s)})
+            return {int(row[0]) for row in rows}
+
+    return call_on(storage, read)
+
+
 _TAKE_FIRST_WAITING = (
     "SELECT trial_id FROM trials WHERE trial_id = ANY(:ids) AND state = 'WAITING' "
     "ORDER BY array_position(:ids, trial_id) LIMIT 1 FOR UPDATE SKIP LOCKED"
@@ -120,4 +150,4 @@ def take_first_waiting(storage, trial_ids: list[int], *, heartbeat: bool) -> int
     return call_on(storage, swap)
 
 
-__all__ = ["TrialKey", "take_first_waiting", "trial_index", "trial_state"]
+__all__ = ["TrialKey", "stale_trial_ids", "take_first_waiting", "trial_index", "trial_state"]

@@ -215,3 +215,23 @@ def test_a_full_disk_fails_the_attempt_with_its_reason_and_the_retry_waits(warm_
     assert queue.claim() is None  # paused: a second attempt now would hit the same full disk
     wait_for(lambda: time.time() > retry.user_attrs["not_before"], 10, "the pause to end")
     assert queue.claim().number == retry.number
+
+
+def test_a_trial_that_never_beat_is_reaped_after_the_grace_period(tmp_path) -> None:
+    """A worker killed between its claim's swap and its first heartbeat (SQLite claims them in two calls)
+    leaves a RUNNING trial without a heartbeat: Optuna's reaper skips those; ours reaps it once its start is
+    older than the grace period, and a fresh one stays."""
+    from mhmoe.sweep.queue import SweepQueue
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    queue = SweepQueue(url, "q", create=True, heartbeat_interval=1, grace_period=2)
+    for key in ("old", "new"):
+        queue.study.enqueue_trial({}, user_attrs={"config_hash": key, "point": key, "attempt": 1, "max_attempt": 2})
+    old, new = (t._trial_id for t in queue.study.trials)
+    assert queue.storage.set_trial_state_values(old, TrialState.RUNNING)  # swapped, then killed: no heartbeat
+    time.sleep(2.5)
+    assert queue.storage.set_trial_state_values(new, TrialState.RUNNING)
+    assert queue.stale_trial_ids() == {old}
+    reaped = queue.reap()
+    assert [t._trial_id for t, _ in reaped] == [old] and reaped[0][1]
+    queue.close()
