@@ -46,7 +46,14 @@ from optuna.trial import FrozenTrial, TrialState
 from mhmoe.sweep.outage import MAX_DELAY_S
 from mhmoe.sweep.spec import Direction
 from mhmoe.sweep.storage import open_storage, queue_lock, try_queue_lock
-from mhmoe.sweep.trial_index import TrialKey, stale_trial_ids, take_first_waiting, trial_index, trial_state
+from mhmoe.sweep.trial_index import (
+    TrialKey,
+    stale_trial_ids,
+    take_first_waiting,
+    trial_index,
+    trial_state,
+    write_params,
+)
 from mhmoe.tracking.applicable import applicable_params
 from mhmoe.training.failures import Fence, LostClaim
 
@@ -354,23 +361,16 @@ class SweepQueue:
         for key, value in trial.user_attrs.get("coords", {}).items():
             if key not in NOT_PARAMS:
                 flat.setdefault(key, value)
-        self._set_variant_param(trial)
+        params: dict[str, tuple[float, Any]] = {}
         for key, value in flat.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 continue
             dist = IntDistribution(value, value) if isinstance(value, int) else FloatDistribution(value, value)
-            # ValueError: an older trial recorded this param with another kind; the user attr has it
-            with contextlib.suppress(ValueError):
-                self.storage.set_trial_param(trial._trial_id, key, float(value), dist)
-
-    def _set_variant_param(self, trial: FrozenTrial) -> None:
+            params[key] = (float(value), dist)
         variant, choices = trial.user_attrs.get("variant"), tuple(self.settings().get("variants") or ())
-        if variant not in choices:
-            return
-        # ValueError: earlier trials had other choices (variants added by a later submit); the user attr has it
-        with contextlib.suppress(ValueError):
-            self.storage.set_trial_param(trial._trial_id, VARIANT_PARAM, choices.index(variant),
-                                         CategoricalDistribution(choices))
+        if variant in choices:
+            params[VARIANT_PARAM] = (choices.index(variant), CategoricalDistribution(choices))
+        write_params(self.storage, self.study._study_id, trial._trial_id, params)
 
     def set_attrs(self, trial: FrozenTrial, attrs: dict[str, Any]) -> None:
         """Raises :class:`LostClaim` when the attempt already ended (reaped as stale and re-queued)."""
