@@ -256,14 +256,16 @@ class SweepQueue:
         """
         if reap:
             self.reap()
-        trial_id, in_doubt = self._claim_without_lock(accepts) if self._row_locked_claims else (None, True)
+        attrs = {"worker": worker or worker_id()}  # labels the trial for `sweep status` and the dashboard
+        trial_id, in_doubt = self._claim_without_lock(accepts, attrs) if self._row_locked_claims else (None, True)
         if in_doubt:
             trial_id = self._claim_locked(accepts)
+            if trial_id is not None:
+                # Outside the lock (on SQLite every other claim waits on it): the trial is ours now.
+                for key, value in attrs.items():
+                    self.storage.set_trial_user_attr(trial_id, key, value)
         if trial_id is None:
             return None
-        # Outside any lock (on SQLite every other claim waits on it): the trial is ours now, and the worker and
-        # params only label it for `sweep status` and the dashboard.
-        self.storage.set_trial_user_attr(trial_id, "worker", worker or worker_id())
         trial = self.storage.get_trial(trial_id)
         self._set_params(trial)
         return trial  # as read before its params: the worker reads attrs only (one full read fewer per claim)
@@ -279,7 +281,8 @@ class SweepQueue:
         """WAITING trials in the order claims take them: re-queued attempts first, then submission order."""
         return sorted((k for k in index if k.state == TrialState.WAITING), key=lambda k: (k.attempt == 1, k.number))
 
-    def _claim_without_lock(self, accepts: Callable[[FrozenTrial], bool] | None) -> tuple[int | None, bool]:
+    def _claim_without_lock(self, accepts: Callable[[FrozenTrial], bool] | None,
+                            attrs: dict[str, Any]) -> tuple[int | None, bool]:
         """The first trial that fits, swapped without the lock: (its id, False); (None, False) when none fits;
         (None, True) when a point with another WAITING, RUNNING or COMPLETE attempt comes first (the locked
         path decides)."""
@@ -288,22 +291,23 @@ class SweepQueue:
         candidates: list[int] = []
         for key in self._claim_order(index):
             if attempts[key.config_hash] > 1:  # the index holds only WAITING, RUNNING and COMPLETE trials
-                taken = self._take(candidates)
+                taken = self._take(candidates, attrs)
                 return taken, taken is None
             if not self._fits(key, accepts):
                 continue
             candidates.append(key.trial_id)
             if accepts is not None and len(candidates) == ACCEPTS_BATCH:
                 # `accepts` reads each trial in full: try a few before judging more
-                if (taken := self._take(candidates)) is not None:
+                if (taken := self._take(candidates, attrs)) is not None:
                     return taken, False
                 candidates = []
-        return self._take(candidates), False
+        return self._take(candidates, attrs), False
 
-    def _take(self, trial_ids: list[int]) -> int | None:
-        """The first of ``trial_ids`` still WAITING, swapped to RUNNING with its first heartbeat (skipping
-        trials other claims are swapping right now)."""
-        return take_first_waiting(self.storage, trial_ids, heartbeat=self.storage.heartbeat_interval is not None)
+    def _take(self, trial_ids: list[int], attrs: dict[str, Any]) -> int | None:
+        """The first of ``trial_ids`` still WAITING, swapped to RUNNING with its first heartbeat and ``attrs``
+        (skipping trials other claims are swapping right now)."""
+        return take_first_waiting(self.storage, trial_ids, heartbeat=self.storage.heartbeat_interval is not None,
+                                  attrs=attrs)
 
     def _claim_locked(self, accepts: Callable[[FrozenTrial], bool] | None) -> int | None:
         """Under the lock, the WAITING -> RUNNING swap of the first trial that fits; its id (None: none fits)."""

@@ -145,6 +145,10 @@ def write_params(storage, study_id: int, trial_id: int, params: dict[str, tuple[
     call_on(storage, write)
 
 
+_USER_ATTR = (
+    "INSERT INTO trial_user_attributes (trial_id, key, value_json) VALUES (:trial_id, :key, :value_json) "
+    "ON CONFLICT (trial_id, key) DO UPDATE SET value_json = EXCLUDED.value_json"
+)
 _TAKE_FIRST_WAITING = (
     "SELECT trial_id FROM trials WHERE trial_id = ANY(:ids) AND state = 'WAITING' "
     "ORDER BY array_position(:ids, trial_id) LIMIT 1 FOR UPDATE SKIP LOCKED"
@@ -155,9 +159,10 @@ _HEARTBEAT = (
 )
 
 
-def take_first_waiting(storage, trial_ids: list[int], *, heartbeat: bool) -> int | None:
+def take_first_waiting(storage, trial_ids: list[int], *, heartbeat: bool, attrs: dict[str, Any]) -> int | None:
     """PostgreSQL: move the first of ``trial_ids`` (in that order) that is still WAITING to RUNNING, with
-    its first heartbeat, in one transaction; its id, or None when every one is taken or being taken.
+    its first heartbeat and the user ``attrs`` (who took it), in one transaction; its id, or None when every
+    one is taken or being taken.
 
     ``FOR UPDATE SKIP LOCKED`` passes over a trial another claim is swapping right now instead of waiting
     for that claim to commit and then finding the trial RUNNING: at 100+ workers every claim would
@@ -182,6 +187,9 @@ def take_first_waiting(storage, trial_ids: list[int], *, heartbeat: bool) -> int
                               "WHERE trial_id = :trial_id"), {"started": started, "trial_id": trial_id})
             if heartbeat:
                 conn.execute(text(_HEARTBEAT), {"trial_id": trial_id})
+            if attrs:
+                conn.execute(text(_USER_ATTR), [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+                                                for key, value in attrs.items()])
             return int(trial_id)
 
     return call_on(storage, swap)
