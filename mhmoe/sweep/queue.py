@@ -12,18 +12,20 @@ as done. The study also carries each point's checkpoint folder (:mod:`mhmoe.swee
 the sweep's MLflow parent run (:mod:`mhmoe.sweep.parent_run`); those modules own them.
 
 Claims. Every write that creates a trial (submit, re-queue) or ends one (tell, fail, reap, the duplicate
-discard) runs under :func:`~mhmoe.sweep.storage.queue_lock`. On SQLite (no row locks) a claim takes it too.
-On PostgreSQL a claim reads the index without it and swaps WAITING -> RUNNING with Optuna's
-``set_trial_state_values``, which row-locks the trial and refuses one no longer WAITING: no trial is
-claimed twice. Without the lock a claim takes only a trial that is the one attempt of its point in its
-snapshot of the index (WAITING, RUNNING and COMPLETE trials); else it takes the locked path, which
-discards duplicates as before. No point runs twice: its other attempts were FAIL in the snapshot and stay
-so; a new attempt needs a RUNNING one to fail (re-queue) or a failed point (resubmit); a duplicate left
-by a lost enqueue commit counts in every later snapshot, and the locked path discards it once an attempt
-of its point is taken (a swap refused under the lock means a lock-free claim took that point). Nor is a
-trial both discarded and claimed: the two snapshots would have to disagree on an attempt going
-RUNNING -> FAIL, which waits for the lock the discarding claim holds. Nothing is lost: a claim only
-moves a WAITING trial to RUNNING, with a first heartbeat so the reaper sees it if the worker dies.
+discard) runs under :func:`~mhmoe.sweep.storage.queue_lock`. On SQLite (no row locks) a claim takes it too. On
+PostgreSQL a claim reads the index without it and swaps WAITING -> RUNNING in one transaction that row-locks
+the first candidate still WAITING and not being swapped by another claim
+(:func:`~mhmoe.sweep.trial_index.take_first_waiting`, ``FOR UPDATE SKIP LOCKED``): no trial is claimed twice.
+Without the lock a claim takes only a trial that is the one attempt of its point in its snapshot of the index
+(WAITING, RUNNING and COMPLETE trials); else it takes the locked path, which discards duplicates as before. No
+point runs twice: its other attempts were FAIL in the snapshot and stay so; a new attempt needs a RUNNING one
+to fail (re-queue) or a failed point (resubmit); a duplicate left by a lost enqueue commit counts in every
+later snapshot, and the locked path discards it once an attempt of its point is taken (a swap refused under
+the lock means a lock-free claim took that point). Nor is a trial both discarded and claimed: the two
+snapshots would have to disagree on an attempt going RUNNING -> FAIL, which waits for the lock the discarding
+claim holds. Nothing is lost: a claim only moves a WAITING trial to RUNNING, and the reaper sees it if the
+worker dies (a first heartbeat, in the same transaction on PostgreSQL; a trial that never beat is judged by
+its start).
 """
 
 from __future__ import annotations
