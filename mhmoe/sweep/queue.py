@@ -274,8 +274,8 @@ class SweepQueue:
 
     @property
     def _row_locked_claims(self) -> bool:
-        # PostgreSQL: Optuna's row lock keeps a swap single, so claims need not queue on the study's lock
-        # (see the module docstring). SQLite has no row locks; MySQL keeps its lock-less claims as they were.
+        # PostgreSQL: a row lock taken with SKIP LOCKED keeps a swap single, so claims need not queue on the
+        # study's lock (see the module docstring). SQLite has no row locks; MySQL keeps its claims as they were.
         return self.url.startswith("postgresql")
 
     @staticmethod
