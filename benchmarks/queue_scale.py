@@ -5,7 +5,8 @@ Run: .venv/bin/python benchmarks/queue_scale.py [--workers 16 64 128] [--sqlite 
 Starts its own PostgreSQL on 127.0.0.1 (``tests/pg_server.py``), submits ``--points`` points (default 4 per
 worker; the debug preset's config with distinct seeds, so each trial carries a real config dict) and runs N
 worker processes (forked, no torch, started over ``--ramp`` seconds) through the real queue code:
-:meth:`SweepQueue.claim` (which reaps stale trials), :class:`Heartbeat` with its fence,
+:meth:`SweepQueue.claim` (which reaps stale trials; filtered by the device check a sweep worker applies),
+:class:`Heartbeat` with its fence,
 :meth:`SweepQueue.complete`. A trial body sleeps ``--trial-seconds``.
 10% of the workers are SIGKILLed mid-trial and replaced at once; their trials come back through the
 heartbeat reaper. Printed per N:
@@ -114,14 +115,16 @@ def _record(log, **fields: Any) -> None:
 
 def worker_body(url: str, settings: Settings, log_path: Path, seed: int) -> None:
     """One worker: claim -> heartbeat while the body sleeps -> complete, until nothing waits or runs."""
+    from mhmoe.sweep.devices import DeviceFit
     from mhmoe.sweep.queue import Heartbeat, SweepQueue
 
     rng = random.Random(seed)
+    fits = DeviceFit(1, lambda _line: None)  # as a sweep worker holding one device filters its claims
     queue = SweepQueue(url, STUDY, heartbeat_interval=settings.heartbeat_s, grace_period=settings.grace_s)
     with open(log_path, "a") as log:
         while True:
             start = time.monotonic()
-            trial = queue.claim()
+            trial = queue.claim(accepts=fits)
             claim_s = time.monotonic() - start
             if trial is None:
                 waiting, running = queue.pending()

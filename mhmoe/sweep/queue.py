@@ -67,8 +67,6 @@ SETTINGS_ATTR = "mhmoe.sweep"
 nodes need only the storage URL and the study name."""
 STALE_REASON = "stale: no heartbeat within the grace period (worker died?)"
 DUPLICATE_REASON = "duplicate attempt of a point already running or done; discarded"
-ACCEPTS_BATCH = 4
-"""Trials a filtered claim (``accepts``) judges before trying to take one of them."""
 PARAM_KEYS = ("moe.heads", "moe.num_experts", "moe.top_k", "moe.expert_d_ff", "quant.weight_bits")
 """Numeric config values set as Optuna params when a trial starts (dashboard axes). Not the seed:
 it is a user attr, so parameter importance ranks only what the sweep compares."""
@@ -293,23 +291,24 @@ class SweepQueue:
         candidates: list[int] = []
         for key in self._claim_order(index):
             if attempts[key.config_hash] > 1:  # the index holds only WAITING, RUNNING and COMPLETE trials
-                taken = self._take(candidates, attrs)
+                taken = self._take(candidates, attrs, accepts)
                 return taken, taken is None
-            if not self._fits(key, accepts):
-                continue
-            candidates.append(key.trial_id)
-            if accepts is not None and len(candidates) == ACCEPTS_BATCH:
-                # `accepts` reads each trial in full: try a few before judging more
-                if (taken := self._take(candidates, attrs)) is not None:
-                    return taken, False
-                candidates = []
-        return self._take(candidates, attrs), False
+            if key.not_before <= time.time():  # else a retry waiting out its pause
+                candidates.append(key.trial_id)
+        return self._take(candidates, attrs, accepts), False
 
-    def _take(self, trial_ids: list[int], attrs: dict[str, Any]) -> int | None:
-        """The first of ``trial_ids`` still WAITING, swapped to RUNNING with its first heartbeat and ``attrs``
-        (skipping trials other claims are swapping right now)."""
+    def _take(self, trial_ids: list[int], attrs: dict[str, Any],
+              accepts: Callable[[FrozenTrial], bool] | None) -> int | None:
+        """The first of ``trial_ids`` still WAITING that ``accepts`` takes, swapped to RUNNING with its first
+        heartbeat and ``attrs`` (skipping trials other claims are swapping right now, unread)."""
+        def judge(trial_id: int, number: int, user_attrs: dict[str, Any]) -> bool:
+            assert accepts is not None
+            return accepts(FrozenTrial(number=number, state=TrialState.WAITING, value=None, datetime_start=None,
+                                       datetime_complete=None, params={}, distributions={}, user_attrs=user_attrs,
+                                       system_attrs={}, intermediate_values={}, trial_id=trial_id))
+
         return take_first_waiting(self.storage, trial_ids, heartbeat=self.storage.heartbeat_interval is not None,
-                                  attrs=attrs)
+                                  attrs=attrs, accepts=None if accepts is None else judge)
 
     def _claim_locked(self, accepts: Callable[[FrozenTrial], bool] | None) -> int | None:
         """Under the lock, the WAITING -> RUNNING swap of the first trial that fits; its id (None: none fits)."""

@@ -9,6 +9,7 @@ claim needs from Optuna's own tables (``trials``, ``trial_user_attributes``), in
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -150,7 +151,7 @@ _USER_ATTR = (
     "ON CONFLICT (trial_id, key) DO UPDATE SET value_json = EXCLUDED.value_json"
 )
 _TAKE_FIRST_WAITING = (
-    "SELECT trial_id FROM trials WHERE trial_id = ANY(:ids) AND state = 'WAITING' "
+    "SELECT trial_id, number FROM trials WHERE trial_id = ANY(:ids) AND state = 'WAITING' "
     "ORDER BY array_position(:ids, trial_id) LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
 _HEARTBEAT = (
@@ -159,10 +160,19 @@ _HEARTBEAT = (
 )
 
 
-def take_first_waiting(storage, trial_ids: list[int], *, heartbeat: bool, attrs: dict[str, Any]) -> int | None:
-    """PostgreSQL: move the first of ``trial_ids`` (in that order) that is still WAITING to RUNNING, with
-    its first heartbeat and the user ``attrs`` (who took it), in one transaction; its id, or None when every
-    one is taken or being taken.
+def _user_attrs(conn, trial_id: int) -> dict[str, Any]:
+    from sqlalchemy import text
+
+    rows = conn.execute(text("SELECT key, value_json FROM trial_user_attributes WHERE trial_id = :trial_id"),
+                        {"trial_id": trial_id})
+    return {key: json.loads(value_json) for key, value_json in rows}
+
+
+def take_first_waiting(storage, trial_ids: list[int], *, heartbeat: bool, attrs: dict[str, Any],
+                       accepts: Callable[[int, int, dict[str, Any]], bool] | None = None) -> int | None:
+    """PostgreSQL: move the first of ``trial_ids`` (in that order) that is still WAITING, and that ``accepts``
+    (trial id, number, user attrs) takes, to RUNNING, with its first heartbeat and the user ``attrs`` (who
+    took it), in one transaction; its id, or None when every one is taken, being taken or refused.
 
     ``FOR UPDATE SKIP LOCKED`` passes over a trial another claim is swapping right now instead of waiting
     for that claim to commit and then finding the trial RUNNING: at 100+ workers every claim would
@@ -170,7 +180,9 @@ def take_first_waiting(storage, trial_ids: list[int], *, heartbeat: bool, attrs:
     worker killed right after its claim leaves a trial the reaper sees (Optuna's reaper skips RUNNING
     trials that never beat). Retried like any storage call: a retry after a commit that did land finds
     that trial RUNNING and takes the next one; the first is reaped after the grace period and re-queued.
-    The columns written are Optuna's own (``datetime_start`` is naive UTC, as Optuna stores it).
+    ``accepts`` judges only trials this claim holds locked, so a worker never reads the trials other claims
+    took first; a refused one stays locked (skipped by others) until this transaction ends. The columns
+    written are Optuna's own (``datetime_start`` is naive UTC, as Optuna stores it).
     """
     from sqlalchemy import text
 
@@ -179,9 +191,16 @@ def take_first_waiting(storage, trial_ids: list[int], *, heartbeat: bool, attrs:
 
     def swap() -> int | None:
         with storage.engine.begin() as conn:
-            trial_id = conn.execute(text(_TAKE_FIRST_WAITING), {"ids": list(trial_ids)}).scalar()
-            if trial_id is None:
-                return None
+            refused: set[int] = set()
+            while True:
+                row = conn.execute(text(_TAKE_FIRST_WAITING),
+                                   {"ids": [i for i in trial_ids if i not in refused]}).first()
+                if row is None:
+                    return None
+                trial_id, number = row
+                if accepts is None or accepts(trial_id, number, _user_attrs(conn, trial_id)):
+                    break
+                refused.add(trial_id)
             started = datetime.now(timezone.utc).replace(tzinfo=None)
             conn.execute(text("UPDATE trials SET state = 'RUNNING', datetime_start = :started "
                               "WHERE trial_id = :trial_id"), {"started": started, "trial_id": trial_id})

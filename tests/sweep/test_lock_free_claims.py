@@ -188,3 +188,21 @@ def test_a_worker_killed_right_after_its_claim_leaves_a_trial_the_reaper_sees(po
     reaped = reaper.reap()
     assert [t.number for t, _ in reaped] == [trial.number] and reaped[0][1], "the claimed trial was not reaped"
     reaper.close()
+
+
+def test_a_filtered_claim_leaves_the_trials_it_refuses_waiting_for_another_worker(postgres_server) -> None:
+    """``accepts`` judges the trials the claim holds locked, from their user attrs: a refused one stays WAITING."""
+    queue = _queue(postgres_server, "claim_filtered", ["big", "small"])
+    claimer = SweepQueue(queue.url, "q", heartbeat_interval=60)
+    seen: list[str] = []
+
+    def accepts(trial) -> bool:
+        seen.append(trial.user_attrs["config_hash"])
+        return trial.user_attrs["config_hash"] == "small"
+
+    trial = claimer.claim(accepts=accepts)
+    assert trial is not None and trial.user_attrs["config_hash"] == "small" and seen == ["big", "small"]
+    states = {t.user_attrs["config_hash"]: t.state for t in queue.study.get_trials(deepcopy=False)}
+    assert states == {"big": TrialState.WAITING, "small": TrialState.RUNNING}
+    assert claimer.claim(accepts=accepts) is None
+    claimer.close()
